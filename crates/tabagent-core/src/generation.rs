@@ -1,0 +1,120 @@
+//! What a generation request asks for and what it streams back.
+
+use crate::error::InferenceError;
+
+/// How the next token is drawn. Defaults follow llama.cpp's own, which suit small local models.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SamplingParams {
+    /// Softmax temperature; `0` means greedy decoding.
+    pub temperature: f32,
+    /// Nucleus sampling threshold in `(0, 1]`; `1` disables it.
+    pub top_p: f32,
+    /// Keep only the `top_k` most likely tokens; `0` disables it.
+    pub top_k: u32,
+    /// Drop tokens less likely than `min_p` times the most likely one; `0` disables it.
+    pub min_p: f32,
+    /// Multiplicative penalty on recently seen tokens; `1` disables it.
+    pub repeat_penalty: f32,
+    /// How many recent tokens the penalties look at.
+    pub repeat_last_n: u32,
+    /// OpenAI-style additive penalty per occurrence.
+    pub frequency_penalty: f32,
+    /// OpenAI-style additive penalty for any occurrence.
+    pub presence_penalty: f32,
+    /// Seed for the random draw; `None` picks a fresh one.
+    pub seed: Option<u32>,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        Self {
+            temperature: 0.8,
+            top_p: 0.95,
+            top_k: 40,
+            min_p: 0.05,
+            repeat_penalty: 1.0,
+            repeat_last_n: 64,
+            frequency_penalty: 0.0,
+            presence_penalty: 0.0,
+            seed: None,
+        }
+    }
+}
+
+/// A constraint on the shape of the output, enforced while sampling.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum OutputConstraint {
+    /// Free text.
+    #[default]
+    None,
+    /// Any JSON object.
+    JsonObject,
+    /// JSON valid against this JSON Schema.
+    JsonSchema(serde_json::Value),
+}
+
+/// Everything about one generation except its input.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct GenerationParams {
+    /// How tokens are drawn.
+    pub sampling: SamplingParams,
+    /// Most tokens to generate; `None` means until the context window is full.
+    pub max_tokens: Option<u32>,
+    /// Strings that end generation; they are not included in the output.
+    pub stop: Vec<String>,
+    /// Shape the output must have.
+    pub constraint: OutputConstraint,
+    /// Keep generating past end-of-generation tokens (benchmarks).
+    pub ignore_eos: bool,
+}
+
+/// Why a generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// The model ended its turn or a stop string matched.
+    Stop,
+    /// `max_tokens` or the context window was reached.
+    Length,
+}
+
+impl FinishReason {
+    /// The OpenAI spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+        }
+    }
+}
+
+/// Token counts of one generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Usage {
+    /// Tokens in the prompt, after templating.
+    pub prompt_tokens: u32,
+    /// Tokens the model generated (stop strings included, end-of-generation tokens not).
+    pub completion_tokens: u32,
+}
+
+impl Usage {
+    /// Prompt plus completion.
+    pub fn total_tokens(&self) -> u32 {
+        self.prompt_tokens + self.completion_tokens
+    }
+}
+
+/// One step of a streamed generation. A stream ends with exactly one `Finished` or `Failed`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GenerationEvent {
+    /// More output text (never a partial UTF-8 character, never part of a stop string).
+    Text(String),
+    /// The generation ended normally.
+    Finished {
+        /// Why it ended.
+        reason: FinishReason,
+        /// Its token counts.
+        usage: Usage,
+    },
+    /// The generation ended with an error after it was accepted.
+    Failed(InferenceError),
+}

@@ -1,0 +1,25 @@
+//! Domain types shared by every tabagent crate.
+//!
+//! This crate does no IO and knows nothing of HTTP, llama.cpp or files: it is the vocabulary the
+//! engines, the stores and the server speak. Wire formats (OpenAI JSON) live in `tabagent-server`
+//! and convert into these types explicitly.
+//!
+//! ```
+//! use tabagent_core::stop::StopMatcher;
+//! let mut stop = StopMatcher::new(vec!["END".to_string()]);
+//! let step = stop.push("hello EN");
+//! assert_eq!(step.emit, "hello ");
+//! let step = stop.push("D world");
+//! assert!(step.matched);
+//! assert_eq!(step.emit, "");
+//! ```
+#![deny(missing_docs)]
+
+pub mod chat;
+pub mod error;
+pub mod generation;
+pub mod stop;
+
+pub use chat::{ChatMessage, Role};
+pub use error::InferenceError;
+pub use generation::{FinishReason, GenerationEvent, GenerationParams, OutputConstraint, SamplingParams, Usage};

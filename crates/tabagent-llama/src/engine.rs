@@ -1,0 +1,245 @@
+//! The public face of a loaded model: submit work, read stats.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::Arc;
+
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::token::LlamaToken;
+use tabagent_core::{ChatMessage, GenerationEvent, GenerationParams, InferenceError, OutputConstraint};
+use tabagent_models::chat_template::ChatTemplate;
+use tokio::sync::mpsc;
+
+use crate::scheduler::{self, Job};
+use crate::{backend, sampler, EngineConfig, LoadError};
+
+/// Facts about a loaded model, for listings and health.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelFacts {
+    /// `general.architecture`, e.g. `llama`.
+    pub architecture: String,
+    /// Parameter count.
+    pub parameters: u64,
+    /// Context length the model was trained with.
+    pub trained_context: u32,
+    /// Bytes of weights.
+    pub size_bytes: u64,
+    /// Whether the file carries a chat template (without one, only raw completions work).
+    pub has_chat_template: bool,
+}
+
+/// Counters of one engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EngineStats {
+    /// Sequences being generated now.
+    pub active: usize,
+    /// Requests waiting for a slot.
+    pub queued: usize,
+    /// Generations that ended normally.
+    pub completed_total: u64,
+    /// Generations stopped because the caller went away.
+    pub cancelled_total: u64,
+    /// Generations that failed inside the engine.
+    pub failed_total: u64,
+    /// Tokens generated.
+    pub generated_tokens_total: u64,
+    /// Prompt tokens evaluated.
+    pub prompt_tokens_total: u64,
+    /// Prompt tokens reused from a slot's cache instead of evaluated.
+    pub cached_prompt_tokens_total: u64,
+}
+
+/// Shared counters written by the scheduler thread.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) active: AtomicUsize,
+    pub(crate) queued: AtomicUsize,
+    pub(crate) completed: AtomicU64,
+    pub(crate) cancelled: AtomicU64,
+    pub(crate) failed: AtomicU64,
+    pub(crate) generated: AtomicU64,
+    pub(crate) prompt: AtomicU64,
+    pub(crate) cached: AtomicU64,
+}
+
+/// An accepted generation: its prompt size and the stream of its events.
+#[derive(Debug)]
+pub struct GenerationHandle {
+    /// Tokens in the prompt after templating.
+    pub prompt_tokens: u32,
+    /// Events until exactly one `Finished` or `Failed`. Dropping it cancels the generation.
+    pub events: mpsc::UnboundedReceiver<GenerationEvent>,
+}
+
+/// A model loaded in llama.cpp with its own scheduler thread.
+pub struct LlamaEngine {
+    model: Arc<LlamaModel>,
+    template: Option<ChatTemplate>,
+    end_tokens: Arc<Vec<LlamaToken>>,
+    jobs: SyncSender<Job>,
+    counters: Arc<Counters>,
+    config: EngineConfig,
+    facts: ModelFacts,
+}
+
+impl std::fmt::Debug for LlamaEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LlamaEngine").field("facts", &self.facts).field("config", &self.config).finish()
+    }
+}
+
+impl LlamaEngine {
+    /// Validates `path`, loads it with mmap and starts its scheduler thread.
+    ///
+    /// Blocking: call it from a blocking context.
+    pub fn load(path: &Path, config: EngineConfig) -> Result<Self, LoadError> {
+        config.validate().map_err(LoadError::InvalidConfig)?;
+        let shown = path.display().to_string();
+        let info = tabagent_models::gguf::inspect_file(path)
+            .map_err(|source| LoadError::InvalidFile { path: shown.clone(), source })?;
+        let backend = backend::backend().map_err(|message| LoadError::Llama { path: shown.clone(), message })?;
+        let params = LlamaModelParams::default().with_use_mmap(true).with_n_gpu_layers(config.gpu_layers);
+        let model = LlamaModel::load_from_file(backend, path, &params)
+            .map_err(|err| LoadError::Llama { path: shown.clone(), message: err.to_string() })?;
+        let model = Arc::new(model);
+
+        let end_tokens: Vec<LlamaToken> = model.vocab().tokens().filter(|t| model.vocab().is_eog(*t)).collect();
+        let template = match info.chat_template() {
+            None => None,
+            Some(source) => {
+                let bos = special_text(&model, model.vocab().bos());
+                let eos = special_text(&model, model.vocab().eos());
+                Some(ChatTemplate::new(source, &bos, &eos).map_err(|err| LoadError::InvalidTemplate {
+                    path: shown.clone(),
+                    message: err.to_string(),
+                })?)
+            }
+        };
+        let facts = ModelFacts {
+            architecture: info.architecture().unwrap_or("unknown").to_string(),
+            parameters: model.n_params(),
+            trained_context: model.n_ctx_train(),
+            size_bytes: model.size(),
+            has_chat_template: template.is_some(),
+        };
+        if config.ctx_per_slot > facts.trained_context {
+            tracing::warn!(ctx = config.ctx_per_slot, trained = facts.trained_context, "context per slot exceeds the model's trained context; quality may degrade");
+        }
+
+        let counters = Arc::new(Counters::default());
+        let (jobs, inbox) = sync_channel(config.queue_capacity);
+        scheduler::start(scheduler::Setup {
+            model: Arc::clone(&model),
+            backend,
+            config: config.clone(),
+            counters: Arc::clone(&counters),
+            inbox,
+        })
+        .map_err(|message| LoadError::Llama { path: shown, message })?;
+        Ok(Self { model, template, end_tokens: Arc::new(end_tokens), jobs, counters, config, facts })
+    }
+
+    /// What was loaded.
+    pub fn facts(&self) -> &ModelFacts {
+        &self.facts
+    }
+
+    /// The settings it runs with.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// A snapshot of its counters.
+    pub fn stats(&self) -> EngineStats {
+        let c = &self.counters;
+        EngineStats {
+            active: c.active.load(Ordering::Relaxed),
+            queued: c.queued.load(Ordering::Relaxed),
+            completed_total: c.completed.load(Ordering::Relaxed),
+            cancelled_total: c.cancelled.load(Ordering::Relaxed),
+            failed_total: c.failed.load(Ordering::Relaxed),
+            generated_tokens_total: c.generated.load(Ordering::Relaxed),
+            prompt_tokens_total: c.prompt.load(Ordering::Relaxed),
+            cached_prompt_tokens_total: c.cached.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Renders `messages` with the model's chat template and starts generating.
+    ///
+    /// Cheap enough for an async context only for short prompts; callers should use a blocking task.
+    pub fn chat(&self, messages: &[ChatMessage], params: GenerationParams) -> Result<GenerationHandle, InferenceError> {
+        let template = self.template.as_ref().ok_or_else(|| {
+            InferenceError::unsupported(
+                "messages",
+                "this model has no chat template (it is a base model); use /v1/completions with a raw prompt",
+            )
+        })?;
+        let prompt = template.render(messages, true).map_err(|err| InferenceError::invalid("messages", err.to_string()))?;
+        // Templates write the BOS token as text; tokenization adds it too when the model wants one.
+        let bos = special_text(&self.model, self.model.vocab().bos());
+        let prompt = match prompt.strip_prefix(bos.as_str()) {
+            Some(rest) if !bos.is_empty() && self.model.vocab().should_add_bos() => rest,
+            _ => prompt.as_str(),
+        };
+        self.submit(prompt, params)
+    }
+
+    /// Starts generating a continuation of the raw `prompt`.
+    pub fn complete(&self, prompt: &str, params: GenerationParams) -> Result<GenerationHandle, InferenceError> {
+        if prompt.is_empty() {
+            return Err(InferenceError::invalid("prompt", "prompt must not be empty"));
+        }
+        self.submit(prompt, params)
+    }
+
+    fn submit(&self, text: &str, params: GenerationParams) -> Result<GenerationHandle, InferenceError> {
+        if params.ignore_eos && params.constraint != OutputConstraint::None {
+            return Err(InferenceError::unsupported("ignore_eos", "ignore_eos cannot be combined with response_format"));
+        }
+        // Special tokens in the text are parsed, as llama-server does: templates emit them as text.
+        let prompt = self.model.vocab().tokenize(text.as_bytes(), true, true);
+        let limit = self.config.ctx_per_slot;
+        let prompt_tokens = u32::try_from(prompt.len()).unwrap_or(u32::MAX);
+        if prompt.is_empty() {
+            return Err(InferenceError::invalid("prompt", "the prompt is empty after tokenization"));
+        }
+        if prompt_tokens >= limit {
+            return Err(InferenceError::ContextOverflow { prompt_tokens, limit });
+        }
+        let room = limit - prompt_tokens;
+        let max_tokens = params.max_tokens.map_or(room, |max| max.min(room));
+        let grammar = sampler::grammar_for(&params.constraint)?;
+        let sampler = sampler::build(&self.model, &params, grammar.as_deref(), &self.end_tokens)?;
+        let (sink, events) = mpsc::unbounded_channel();
+        let job = Job {
+            prompt,
+            max_tokens,
+            stop: params.stop,
+            ignore_eos: params.ignore_eos,
+            sampler,
+            sink,
+            span: tracing::Span::current(),
+        };
+        self.counters.queued.fetch_add(1, Ordering::Relaxed);
+        match self.jobs.try_send(job) {
+            Ok(()) => Ok(GenerationHandle { prompt_tokens, events }),
+            Err(TrySendError::Full(_)) => {
+                let queued = self.counters.queued.fetch_sub(1, Ordering::Relaxed) - 1;
+                Err(InferenceError::QueueFull { queued })
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                self.counters.queued.fetch_sub(1, Ordering::Relaxed);
+                Err(InferenceError::Unavailable("the model's scheduler thread has stopped".to_string()))
+            }
+        }
+    }
+}
+
+fn special_text(model: &LlamaModel, token: LlamaToken) -> String {
+    if token.0 < 0 {
+        return String::new();
+    }
+    String::from_utf8_lossy(&model.vocab().token_to_piece(token, true, None)).into_owned()
+}

@@ -1,0 +1,186 @@
+//! Command-line flags, parsed raw by clap and applied on top of the layered config.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::{Config, LogFormat};
+
+/// tabagent: a local-first AI runtime with an OpenAI-compatible API.
+#[derive(Debug, Parser)]
+#[command(name = "tabagent", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Config file (default: ~/.config/tabagent/tabagent.toml when it exists).
+    #[arg(long, global = true, env = "TABAGENT_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Data directory (models, state).
+    #[arg(long, global = true, env = "TABAGENT_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Log line format.
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Log filter, e.g. `info` or `tabagent=debug`.
+    #[arg(long, global = true)]
+    pub log_level: Option<String>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start the server.
+    Serve(ServeArgs),
+    /// Chat with a model in the terminal (interactive when no prompt is given).
+    Run(RunArgs),
+    /// List local models.
+    Models,
+    /// Register a local GGUF file in the model store.
+    Import(ImportArgs),
+}
+
+/// Which transports `serve` starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// The HTTP API.
+    Http,
+    /// Chrome native messaging (not built yet).
+    Native,
+    /// WebRTC data channels (not built yet).
+    Webrtc,
+    /// HTTP and WebRTC (not built yet).
+    Web,
+    /// Everything (not built yet).
+    All,
+}
+
+/// Engine flags shared by `serve` and `run`.
+#[derive(Debug, Args, Default)]
+pub struct EngineArgs {
+    /// Threads for generation.
+    #[arg(long)]
+    pub threads: Option<u32>,
+    /// Sequences decoded together.
+    #[arg(long)]
+    pub parallel: Option<u32>,
+    /// Context window per sequence, in tokens.
+    #[arg(long)]
+    pub ctx_size: Option<u32>,
+    /// Requests that may wait for a free sequence.
+    #[arg(long)]
+    pub queue_capacity: Option<usize>,
+}
+
+/// `tabagent serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Transports to start.
+    #[arg(long, value_enum, default_value = "http")]
+    pub mode: Mode,
+    /// Address to bind (loopback by default; anything else needs an API key).
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Port to bind (0 picks a free one).
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// API key required as `Authorization: Bearer <key>`.
+    #[arg(long, env = "TABAGENT_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Default model, loaded at start.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Engine settings.
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+/// `tabagent run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Model name (see `tabagent models`).
+    pub model: String,
+    /// Prompt; without one, an interactive chat starts.
+    pub prompt: Option<String>,
+    /// System message for the chat.
+    #[arg(long)]
+    pub system: Option<String>,
+    /// Sampling temperature.
+    #[arg(long)]
+    pub temperature: Option<f32>,
+    /// Most tokens per reply.
+    #[arg(long)]
+    pub max_tokens: Option<u32>,
+    /// Seed for reproducible sampling.
+    #[arg(long)]
+    pub seed: Option<u32>,
+    /// Engine settings.
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+/// `tabagent import`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The GGUF file.
+    pub path: PathBuf,
+    /// Name to serve it as (default: from the file name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Refuse the file unless its SHA-256 is this.
+    #[arg(long)]
+    pub sha256: Option<String>,
+}
+
+impl Cli {
+    /// Applies global flags to `config`.
+    pub fn apply_globals(&self, config: &mut Config) {
+        if let Some(dir) = &self.data_dir {
+            config.storage.data_dir = dir.clone();
+        }
+        if let Some(format) = self.log_format {
+            config.log.format = format;
+        }
+        if let Some(level) = &self.log_level {
+            config.log.level = level.clone();
+        }
+    }
+}
+
+impl EngineArgs {
+    /// Applies engine flags to `config`.
+    pub fn apply(&self, config: &mut Config) {
+        if let Some(threads) = self.threads {
+            config.llama.threads = threads;
+            config.llama.threads_batch = threads;
+        }
+        if let Some(parallel) = self.parallel {
+            config.llama.parallel = parallel;
+        }
+        if let Some(ctx) = self.ctx_size {
+            config.llama.ctx_size = ctx;
+        }
+        if let Some(queue) = self.queue_capacity {
+            config.llama.queue_capacity = queue;
+        }
+    }
+}
+
+impl ServeArgs {
+    /// Applies `serve` flags to `config`.
+    pub fn apply(&self, config: &mut Config) {
+        if let Some(host) = &self.host {
+            config.server.host = host.clone();
+        }
+        if let Some(port) = self.port {
+            config.server.port = port;
+        }
+        if let Some(key) = &self.api_key {
+            config.server.api_keys.push(key.clone());
+        }
+        if let Some(model) = &self.model {
+            config.models.default = model.clone();
+        }
+        self.engine.apply(config);
+    }
+}

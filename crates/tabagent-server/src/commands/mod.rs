@@ -1,0 +1,5 @@
+//! The subcommands.
+
+pub mod models;
+pub mod run;
+pub mod serve;

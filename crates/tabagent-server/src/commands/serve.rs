@@ -1,0 +1,72 @@
+//! `tabagent serve`.
+
+use std::io::Write;
+
+use anyhow::{bail, Context};
+use tabagent_models::store::ModelStore;
+
+use crate::cli::Mode;
+use crate::config::Config;
+use crate::registry::ModelRegistry;
+use crate::state::AppState;
+
+/// Binds, starts loading the default model, and serves until SIGINT/SIGTERM.
+pub async fn run(config: Config, mode: Mode) -> anyhow::Result<()> {
+    if mode != Mode::Http {
+        let name = format!("{mode:?}").to_lowercase();
+        bail!("mode `{name}` is not built yet; only `--mode http` is available in this version");
+    }
+    let store = ModelStore::open(&config.models_dir())?;
+    let registry = ModelRegistry::new(store, config.engine_config());
+    let ip = config.bind_ip()?;
+    let listener = tokio::net::TcpListener::bind((ip, config.server.port))
+        .await
+        .with_context(|| format!("cannot listen on {}:{}", config.server.host, config.server.port))?;
+    let address = listener.local_addr()?;
+    let state = AppState::new(config.clone(), registry);
+    tracing::info!(%address, data_dir = %config.storage.data_dir.display(), "tabagent listening");
+    // Tests and scripts read this line to find an ephemeral port.
+    println!("tabagent listening on http://{address}");
+    let _ = std::io::stdout().flush();
+    if config.models.preload {
+        tokio::spawn(preload(state.clone()));
+    } else {
+        state.set_ready();
+    }
+    axum::serve(listener, crate::http::router(state)).with_graceful_shutdown(shutdown_signal()).await?;
+    tracing::info!("tabagent stopped");
+    Ok(())
+}
+
+async fn preload(state: AppState) {
+    let name = state.config().models.default.clone();
+    match state.registry().get(&name).await {
+        Ok(_) => state.set_ready(),
+        Err(err) => {
+            tracing::error!(model = %name, error = %err, "the default model could not be loaded");
+            state.set_startup_error(err.to_string());
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down");
+}

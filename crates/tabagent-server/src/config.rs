@@ -1,0 +1,267 @@
+//! The one typed configuration: embedded defaults → `tabagent.toml` → `TABAGENT_*` env → flags.
+//!
+//! Environment variables address nested keys with a double underscore, e.g.
+//! `TABAGENT_SERVER__PORT=9000` or `TABAGENT_LLAMA__PARALLEL=8`.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// Everything tabagent can be told.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The HTTP listener and its guards.
+    pub server: ServerConfig,
+    /// Where state lives.
+    pub storage: StorageConfig,
+    /// Which models to serve.
+    pub models: ModelsConfig,
+    /// How llama.cpp runs models.
+    pub llama: LlamaConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// The HTTP listener and its guards.
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to bind; loopback unless told otherwise.
+    pub host: String,
+    /// Port to bind; 0 picks a free one.
+    pub port: u16,
+    /// Bearer keys accepted; required when binding off loopback.
+    pub api_keys: Vec<String>,
+    /// Extra Host header names accepted (DNS-rebinding guard); `"*"` accepts any.
+    pub allowed_hosts: Vec<String>,
+    /// Browser origins allowed cross-origin, e.g. `chrome-extension://<id>`.
+    pub cors_origins: Vec<String>,
+    /// Largest request body in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl std::fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("api_keys", &format_args!("[{} redacted]", self.api_keys.len()))
+            .field("allowed_hosts", &self.allowed_hosts)
+            .field("cors_origins", &self.cors_origins)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .finish()
+    }
+}
+
+/// Where state lives.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Root of tabagent's data (`~/.local/share/tabagent` on Linux).
+    pub data_dir: PathBuf,
+}
+
+/// Which models to serve.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelsConfig {
+    /// The model loaded at start and used by `tabagent run` without a name.
+    pub default: String,
+    /// Load the default model when the server starts (readiness waits for it).
+    pub preload: bool,
+}
+
+/// How llama.cpp runs models.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LlamaConfig {
+    /// Threads for generation (default: all cores).
+    pub threads: u32,
+    /// Threads for prompt processing (default: all cores).
+    pub threads_batch: u32,
+    /// Sequences decoded together.
+    pub parallel: u32,
+    /// Context window per sequence, in tokens.
+    pub ctx_size: u32,
+    /// Most tokens per decode call.
+    pub batch_size: u32,
+    /// Requests that may wait for a free sequence before new ones get 503.
+    pub queue_capacity: usize,
+    /// Layers to offload to a GPU, when built with one.
+    pub gpu_layers: u32,
+}
+
+/// Logging.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// A tracing filter such as `info` or `tabagent=debug,info`.
+    pub level: String,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server: ServerConfig::default(),
+            storage: StorageConfig { data_dir: default_data_dir() },
+            models: ModelsConfig { default: "smollm2-135m-instruct".to_string(), preload: true },
+            llama: LlamaConfig::default(),
+            log: LogConfig { format: LogFormat::Text, level: "info".to_string() },
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".to_string(),
+            port: 8080,
+            api_keys: Vec::new(),
+            allowed_hosts: Vec::new(),
+            cors_origins: Vec::new(),
+            max_body_bytes: 8 * 1024 * 1024,
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self { data_dir: default_data_dir() }
+    }
+}
+
+impl Default for ModelsConfig {
+    fn default() -> Self {
+        Config::default().models
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Config::default().log
+    }
+}
+
+impl Default for LlamaConfig {
+    fn default() -> Self {
+        let engine = tabagent_llama::EngineConfig::default();
+        Self {
+            threads: engine.threads,
+            threads_batch: engine.threads_batch,
+            parallel: engine.parallel,
+            ctx_size: engine.ctx_per_slot,
+            batch_size: engine.batch_size,
+            queue_capacity: engine.queue_capacity,
+            gpu_layers: engine.gpu_layers,
+        }
+    }
+}
+
+fn default_data_dir() -> PathBuf {
+    directories::ProjectDirs::from("", "", "tabagent")
+        .map(|dirs| dirs.data_dir().to_path_buf())
+        .unwrap_or_else(|| PathBuf::from(".tabagent"))
+}
+
+/// The config file used when none is named: `~/.config/tabagent/tabagent.toml` on Linux.
+pub fn default_config_file() -> Option<PathBuf> {
+    directories::ProjectDirs::from("", "", "tabagent").map(|dirs| dirs.config_dir().join("tabagent.toml"))
+}
+
+impl Config {
+    /// Layers defaults, the file (explicit, or the default one if it exists) and the environment.
+    /// Flags are applied by the caller afterwards, then [`Config::validate`].
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        match file {
+            Some(path) => {
+                if !path.is_file() {
+                    bail!("config file {} does not exist", path.display());
+                }
+                figment = figment.merge(Toml::file(path));
+            }
+            None => {
+                if let Some(path) = default_config_file().filter(|p| p.is_file()) {
+                    figment = figment.merge(Toml::file(path));
+                }
+            }
+        }
+        // Only nested keys (SECTION__KEY) are config; TABAGENT_CONFIG and friends belong to flags.
+        let env = Env::prefixed("TABAGENT_").filter(|key| key.as_str().contains("__")).split("__");
+        figment.merge(env).extract().map_err(|err| anyhow::anyhow!("invalid configuration: {err}"))
+    }
+
+    /// Checks the combination is safe and in range.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let ip = self.bind_ip()?;
+        if !ip.is_loopback() && self.server.api_keys.is_empty() {
+            bail!(
+                "binding to {} exposes the API beyond this machine: set an API key (server.api_keys or TABAGENT_API_KEY) first",
+                self.server.host
+            );
+        }
+        if self.server.api_keys.iter().any(|key| key.len() < 16) {
+            bail!("API keys must be at least 16 characters long");
+        }
+        if self.server.max_body_bytes < 1024 {
+            bail!("server.max_body_bytes must be at least 1024");
+        }
+        self.engine_config().validate().map_err(|err| anyhow::anyhow!("invalid llama settings: {err}"))?;
+        Ok(())
+    }
+
+    /// The bind address as an IP.
+    pub fn bind_ip(&self) -> anyhow::Result<IpAddr> {
+        let host = self.server.host.trim_start_matches('[').trim_end_matches(']');
+        if host == "localhost" {
+            return Ok(IpAddr::from([127, 0, 0, 1]));
+        }
+        host.parse().with_context(|| format!("server.host {:?} is not an IP address", self.server.host))
+    }
+
+    /// The engine settings derived from `[llama]`.
+    pub fn engine_config(&self) -> tabagent_llama::EngineConfig {
+        let llama = &self.llama;
+        tabagent_llama::EngineConfig {
+            threads: llama.threads,
+            threads_batch: llama.threads_batch,
+            parallel: llama.parallel,
+            ctx_per_slot: llama.ctx_size,
+            batch_size: llama.batch_size,
+            queue_capacity: llama.queue_capacity,
+            gpu_layers: llama.gpu_layers,
+        }
+    }
+
+    /// The model store's directory.
+    pub fn models_dir(&self) -> PathBuf {
+        self.storage.data_dir.join("models")
+    }
+
+    /// The effective configuration as JSON with secrets replaced.
+    pub fn redacted_json(&self) -> serde_json::Value {
+        let mut value = serde_json::to_value(self).unwrap_or_default();
+        if let Some(keys) = value.pointer_mut("/server/api_keys") {
+            let count = self.server.api_keys.len();
+            *keys = serde_json::Value::Array(vec![serde_json::Value::String("<redacted>".into()); count]);
+        }
+        value
+    }
+}

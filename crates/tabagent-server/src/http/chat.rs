@@ -1,0 +1,88 @@
+//! `POST /v1/chat/completions`.
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use tabagent_core::FinishReason;
+
+use super::error::{ApiError, ErrorBody};
+use super::generate::{self, ChunkFormat};
+use super::json::ApiJson;
+use super::wire::{
+    ChatChoice, ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, ChunkChoice, ChunkDelta, ResponseMessage, WireUsage,
+};
+use super::convert;
+use crate::state::AppState;
+
+/// Generates the assistant's next message.
+#[utoipa::path(
+    post,
+    path = "/v1/chat/completions",
+    tag = "openai",
+    request_body = ChatCompletionRequest,
+    responses(
+        (status = 200, description = "The reply; with `stream: true`, server-sent `chat.completion.chunk` events ending in `[DONE]`", body = ChatCompletionResponse),
+        (status = 400, description = "Invalid request", body = ErrorBody),
+        (status = 404, description = "Unknown model", body = ErrorBody),
+        (status = 503, description = "Busy (see Retry-After) or model unavailable", body = ErrorBody),
+    )
+)]
+pub async fn chat_completions(State(state): State<AppState>, ApiJson(request): ApiJson<ChatCompletionRequest>) -> Result<Response, ApiError> {
+    let job = convert::chat(request)?;
+    let engine = state.registry().get(&job.model).await?;
+    let (messages, params) = (job.messages, job.params);
+    let handle = generate::submit(&engine, move |engine| engine.chat(&messages, params)).await?;
+    let id = generate::response_id("chatcmpl");
+    let created = generate::unix_now();
+    if job.stream {
+        let format = ChatChunks { id, created, model: job.model };
+        return Ok(generate::stream(handle, format, job.include_usage).into_response());
+    }
+    let out = generate::collect(handle).await?;
+    let response = ChatCompletionResponse {
+        id,
+        object: "chat.completion",
+        created,
+        model: job.model,
+        choices: vec![ChatChoice {
+            index: 0,
+            message: ResponseMessage { role: "assistant", content: out.text },
+            finish_reason: out.reason.as_str(),
+            logprobs: None,
+        }],
+        usage: generate::wire_usage(out.usage),
+    };
+    Ok(Json(response).into_response())
+}
+
+struct ChatChunks {
+    id: String,
+    created: u64,
+    model: String,
+}
+
+impl ChatChunks {
+    fn chunk(&self, delta: ChunkDelta<'_>, finish_reason: Option<&'static str>, usage: Option<WireUsage>) -> String {
+        let choices = if usage.is_some() { Vec::new() } else { vec![ChunkChoice { index: 0, delta, finish_reason }] };
+        let chunk = ChatCompletionChunk { id: &self.id, object: "chat.completion.chunk", created: self.created, model: &self.model, choices, usage };
+        serde_json::to_string(&chunk).unwrap_or_default()
+    }
+}
+
+impl ChunkFormat for ChatChunks {
+    fn opening(&self) -> Option<String> {
+        Some(self.chunk(ChunkDelta { role: Some("assistant"), content: Some("") }, None, None))
+    }
+
+    fn text(&self, text: &str) -> String {
+        self.chunk(ChunkDelta { role: None, content: Some(text) }, None, None)
+    }
+
+    fn finish(&self, reason: FinishReason) -> String {
+        self.chunk(ChunkDelta { role: None, content: None }, Some(reason.as_str()), None)
+    }
+
+    fn usage(&self, usage: WireUsage) -> String {
+        self.chunk(ChunkDelta { role: None, content: None }, None, Some(usage))
+    }
+}

@@ -1,0 +1,182 @@
+//! The one HTTP error: an OpenAI-style body, the same for plain responses and SSE streams.
+//!
+//! Client errors carry their message; server errors answer a generic one and the full error is
+//! logged once, here.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use tabagent_core::InferenceError;
+use utoipa::ToSchema;
+
+use crate::registry::RegistryError;
+
+/// An error answered to an API caller.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+    kind: &'static str,
+    param: Option<String>,
+    code: Option<&'static str>,
+    retry_after_secs: Option<u64>,
+}
+
+/// The JSON body of every error.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// What went wrong.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// A sentence for the caller.
+    pub message: String,
+    /// `invalid_request_error`, `authentication_error`, `permission_error`, `not_found_error` or `server_error`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The request field at fault.
+    pub param: Option<String>,
+    /// A stable machine-readable code.
+    pub code: Option<String>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+        Self { status, message: message.into(), kind, param: None, code: None, retry_after_secs: None }
+    }
+
+    /// 400: the request is wrong; `param` names the field.
+    pub fn bad_request(param: Option<&str>, message: impl Into<String>) -> Self {
+        Self { param: param.map(str::to_string), ..Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", message) }
+    }
+
+    /// 401: missing or wrong API key.
+    pub fn unauthorized() -> Self {
+        Self {
+            code: Some("invalid_api_key"),
+            ..Self::new(
+                StatusCode::UNAUTHORIZED,
+                "authentication_error",
+                "a valid API key is required: send `Authorization: Bearer <key>`",
+            )
+        }
+    }
+
+    /// 403: the request came through a host or origin that is not allowed.
+    pub fn forbidden(code: &'static str, message: impl Into<String>) -> Self {
+        Self { code: Some(code), ..Self::new(StatusCode::FORBIDDEN, "permission_error", message) }
+    }
+
+    /// 404 for a path that does not exist.
+    pub fn route_not_found(path: &str) -> Self {
+        Self { code: Some("not_found"), ..Self::new(StatusCode::NOT_FOUND, "not_found_error", format!("no route for {path}")) }
+    }
+
+    /// 413: the body is larger than allowed.
+    pub fn too_large(limit: usize) -> Self {
+        Self {
+            code: Some("request_too_large"),
+            ..Self::new(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error", format!("the request body exceeds {limit} bytes"))
+        }
+    }
+
+    /// 503 while start-up work is still running.
+    pub fn not_ready() -> Self {
+        Self {
+            code: Some("not_ready"),
+            retry_after_secs: Some(1),
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", "the server is starting: the default model is not loaded yet")
+        }
+    }
+
+    /// 503 for a known, explained outage.
+    pub fn unavailable(code: &'static str, message: impl Into<String>) -> Self {
+        Self { code: Some(code), ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", message) }
+    }
+
+    /// 500 with a generic message; `detail` is logged, never sent.
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %detail, "internal error");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "internal server error; see the server log")
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The body as a JSON value.
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            error: ErrorDetail {
+                message: self.message.clone(),
+                kind: self.kind.to_string(),
+                param: self.param.clone(),
+                code: self.code.map(str::to_string),
+            },
+        }
+    }
+
+    /// The body as a JSON string, for SSE error events.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(&self.body()).unwrap_or_else(|_| r#"{"error":{"message":"internal error"}}"#.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, axum::Json(self.body())).into_response();
+        if let Some(secs) = self.retry_after_secs {
+            if let Ok(value) = HeaderValue::from_str(&secs.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+        }
+        response
+    }
+}
+
+impl From<InferenceError> for ApiError {
+    fn from(err: InferenceError) -> Self {
+        match err {
+            InferenceError::InvalidRequest { param, message } | InferenceError::Unsupported { param, message } => {
+                Self::bad_request(param.as_deref(), message)
+            }
+            overflow @ InferenceError::ContextOverflow { .. } => Self {
+                code: Some("context_length_exceeded"),
+                ..Self::bad_request(Some("messages"), overflow.to_string())
+            },
+            busy @ InferenceError::QueueFull { .. } => Self {
+                code: Some("server_busy"),
+                retry_after_secs: Some(1),
+                ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", busy.to_string())
+            },
+            unavailable @ InferenceError::Unavailable(_) => Self {
+                code: Some("engine_unavailable"),
+                ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", unavailable.to_string())
+            },
+            other => Self::internal(other),
+        }
+    }
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(err: RegistryError) -> Self {
+        match err {
+            RegistryError::NotFound(_) => Self {
+                code: Some("model_not_found"),
+                param: Some("model".to_string()),
+                ..Self::new(StatusCode::NOT_FOUND, "invalid_request_error", err.to_string())
+            },
+            // A model that exists but cannot be loaded: the operator must act, the caller can try
+            // another model. Not a 500: nothing in the server is broken.
+            RegistryError::Load { .. } => {
+                tracing::warn!(error = %err, "model unavailable");
+                Self { code: Some("model_unavailable"), ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", err.to_string()) }
+            }
+            other => Self::internal(other),
+        }
+    }
+}

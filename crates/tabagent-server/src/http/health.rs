@@ -1,0 +1,100 @@
+//! `GET /v1/health` (liveness, with engine counters), `GET /v1/health/ready`, `GET /v1/config`.
+
+use axum::extract::State;
+use axum::Json;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::error::{ApiError, ErrorBody};
+use crate::state::AppState;
+
+/// Liveness and readiness.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// Always `ok` when the server answers.
+    pub status: &'static str,
+    /// Whether the default model is loaded.
+    pub ready: bool,
+    /// The default model.
+    pub default_model: String,
+    /// Why the default model is not loaded, when its load failed.
+    pub default_model_error: Option<String>,
+    /// Loaded models and their counters.
+    pub models: Vec<LoadedModel>,
+}
+
+/// A loaded model's counters.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LoadedModel {
+    /// Name.
+    pub name: String,
+    /// Sequences generating now.
+    pub active: usize,
+    /// Requests waiting for a sequence.
+    pub queued: usize,
+    /// Sequences decoded together.
+    pub parallel: u32,
+    /// Generations finished.
+    pub completed_total: u64,
+    /// Generations cancelled by a departed client.
+    pub cancelled_total: u64,
+    /// Generations failed in the engine.
+    pub failed_total: u64,
+    /// Tokens generated.
+    pub generated_tokens_total: u64,
+    /// Prompt tokens evaluated.
+    pub prompt_tokens_total: u64,
+    /// Prompt tokens served from a sequence's cache.
+    pub cached_prompt_tokens_total: u64,
+}
+
+/// Liveness: answers while the process serves, with engine counters.
+#[utoipa::path(get, path = "/v1/health", tag = "health", responses((status = 200, body = Health)))]
+pub async fn health(State(state): State<AppState>) -> Json<Health> {
+    let mut models = Vec::new();
+    for (name, engine) in state.registry().loaded() {
+        let stats = engine.stats();
+        models.push(LoadedModel {
+            name,
+            active: stats.active,
+            queued: stats.queued,
+            parallel: engine.config().parallel,
+            completed_total: stats.completed_total,
+            cancelled_total: stats.cancelled_total,
+            failed_total: stats.failed_total,
+            generated_tokens_total: stats.generated_tokens_total,
+            prompt_tokens_total: stats.prompt_tokens_total,
+            cached_prompt_tokens_total: stats.cached_prompt_tokens_total,
+        });
+    }
+    Json(Health {
+        status: "ok",
+        ready: state.is_ready(),
+        default_model: state.config().models.default.clone(),
+        default_model_error: state.startup_error(),
+        models,
+    })
+}
+
+/// Readiness: 200 once the default model is loaded, 503 before (or if its load failed).
+#[utoipa::path(
+    get,
+    path = "/v1/health/ready",
+    tag = "health",
+    responses((status = 200, description = "Ready"), (status = 503, description = "Not ready", body = ErrorBody))
+)]
+pub async fn ready(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    if state.is_ready() {
+        return Ok(Json(serde_json::json!({"ready": true})));
+    }
+    match state.startup_error() {
+        Some(error) => Err(ApiError::unavailable("default_model_unavailable", error)),
+        None => Err(ApiError::not_ready()),
+    }
+}
+
+/// The effective configuration, secrets redacted.
+#[utoipa::path(get, path = "/v1/config", tag = "health", responses((status = 200, description = "Effective configuration")))]
+pub async fn config(State(state): State<AppState>) -> Json<serde_json::Value> {
+    Json(state.config().redacted_json())
+}

@@ -1,0 +1,82 @@
+//! The HTTP API: one [`router`] over [`AppState`].
+//!
+//! **Boundary:** the only place that knows OpenAI's JSON (`wire`) and HTTP status codes (`error`).
+
+mod chat;
+mod completions;
+mod convert;
+pub mod error;
+mod generate;
+mod health;
+mod json;
+mod models;
+mod security;
+mod wire;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{header, HeaderName, Method, Request, Uri};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::Router;
+use tower::ServiceBuilder;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::state::AppState;
+use error::ApiError;
+
+/// The OpenAPI description, generated from the handlers and wire types.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "tabagent", description = "Local-first AI runtime with an OpenAI-compatible API."),
+    paths(
+        chat::chat_completions,
+        completions::completions,
+        models::list_models,
+        models::get_model,
+        health::health,
+        health::ready,
+        health::config
+    ),
+    tags((name = "openai", description = "OpenAI-compatible endpoints"), (name = "health", description = "Probes and configuration"))
+)]
+pub struct ApiDoc;
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// All routes with their guards, tracing and limits.
+pub fn router(state: AppState) -> Router {
+    let server = &state.config().server;
+    let cors = CorsLayer::new()
+        .allow_origin(AllowOrigin::list(server.cors_origins.iter().filter_map(|o| o.parse().ok())))
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]);
+    let api = Router::new()
+        .route("/v1/chat/completions", post(chat::chat_completions))
+        .route("/v1/completions", post(completions::completions))
+        .route("/v1/models", get(models::list_models))
+        .route("/v1/models/{id}", get(models::get_model))
+        .route("/v1/health", get(health::health))
+        .route("/v1/health/ready", get(health::ready))
+        .route("/v1/config", get(health::config))
+        .merge(SwaggerUi::new("/docs").url("/api-doc/openapi.json", ApiDoc::openapi()))
+        .fallback(|uri: Uri| async move { ApiError::route_not_found(uri.path()).into_response() })
+        .method_not_allowed_fallback(|| async {
+            ApiError::bad_request(None, "method not allowed for this path").into_response()
+        })
+        .layer(DefaultBodyLimit::max(server.max_body_bytes));
+    let guarded = api.layer(axum::middleware::from_fn_with_state(state.clone(), security::guard)).with_state(state);
+    guarded.layer(
+        ServiceBuilder::new()
+            .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+            .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+                let id = request.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
+                tracing::info_span!("request", id = %id, method = %request.method(), path = %request.uri().path())
+            }))
+            .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+            .layer(cors),
+    )
+}

@@ -1,0 +1,123 @@
+//! Request guards: Host allowlist (DNS rebinding), Origin check, API key.
+//!
+//! A web page on another origin can reach a loopback server through the user's browser; DNS
+//! rebinding even makes it look same-origin by pointing an attacker's name at 127.0.0.1. So we
+//! accept only Host names we serve under, only Origins we were told to trust (or our own), and,
+//! when keys are set, only requests that carry one.
+
+use axum::extract::{Request, State};
+use axum::http::header::{AUTHORIZATION, HOST, ORIGIN};
+use axum::http::HeaderMap;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::error::ApiError;
+use crate::state::AppState;
+
+/// Paths that answer without an API key (liveness probes, the API description).
+const OPEN_PATHS: &[&str] = &["/v1/health", "/v1/health/ready"];
+
+/// Runs every guard; the first that fails answers.
+pub async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let server = &state.config().server;
+    let host = request_host(&request);
+    if let Some(host) = &host {
+        if !host_allowed(host, &server.host, &server.allowed_hosts) {
+            return ApiError::forbidden(
+                "host_not_allowed",
+                format!("Host `{host}` is not allowed; add it to server.allowed_hosts to serve under that name"),
+            )
+            .into_response();
+        }
+    }
+    if let Some(origin) = request.headers().get(ORIGIN) {
+        let origin = origin.to_str().unwrap_or("");
+        let same_origin = host.as_ref().is_some_and(|h| origin == format!("http://{h}") || origin == format!("https://{h}"));
+        if !same_origin && !server.cors_origins.iter().any(|allowed| allowed == origin) {
+            return ApiError::forbidden(
+                "origin_not_allowed",
+                format!("Origin `{origin}` is not allowed; add it to server.cors_origins to let that page call the API"),
+            )
+            .into_response();
+        }
+    }
+    let path = request.uri().path();
+    let open = OPEN_PATHS.contains(&path) || path.starts_with("/docs") || path.starts_with("/api-doc");
+    if !server.api_keys.is_empty() && !open && !key_valid(request.headers(), &server.api_keys) {
+        return ApiError::unauthorized().into_response();
+    }
+    next.run(request).await
+}
+
+/// The Host the request was addressed to, with its port (HTTP/1 Host header or HTTP/2 authority).
+fn request_host(request: &Request) -> Option<String> {
+    request
+        .headers()
+        .get(HOST)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| request.uri().authority().map(|a| a.as_str().to_string()))
+        .map(|h| h.to_ascii_lowercase())
+}
+
+/// Whether `host` (as sent, maybe with a port) names this server.
+fn host_allowed(host: &str, bind: &str, extra: &[String]) -> bool {
+    if extra.iter().any(|h| h == "*") {
+        return true;
+    }
+    let name = strip_port(host);
+    let bind = bind.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+    let builtin = ["localhost", "127.0.0.1", "::1"];
+    let unspecified = bind == "0.0.0.0" || bind == "::";
+    builtin.contains(&name)
+        || (!unspecified && name == bind)
+        || extra.iter().any(|allowed| allowed.eq_ignore_ascii_case(name))
+}
+
+fn strip_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => name,
+        _ => host,
+    }
+}
+
+fn key_valid(headers: &HeaderMap, keys: &[String]) -> bool {
+    let Some(given) = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")) else {
+        return false;
+    };
+    keys.iter().fold(false, |found, key| found | constant_time_eq(given.trim().as_bytes(), key.as_bytes()))
+}
+
+/// Compares without an early exit so timing does not reveal how much of a key matched.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{host_allowed, strip_port};
+
+    #[test]
+    fn loopback_names_pass_and_rebinding_names_do_not() {
+        assert!(host_allowed("127.0.0.1:8080", "127.0.0.1", &[]));
+        assert!(host_allowed("localhost:8080", "127.0.0.1", &[]));
+        assert!(host_allowed("[::1]:8080", "127.0.0.1", &[]));
+        assert!(!host_allowed("attacker.example:8080", "127.0.0.1", &[]));
+        assert!(host_allowed("box.lan:8080", "0.0.0.0", &["box.lan".to_string()]));
+        assert!(!host_allowed("0.0.0.0:8080", "0.0.0.0", &[]));
+        assert!(host_allowed("anything", "127.0.0.1", &["*".to_string()]));
+    }
+
+    #[test]
+    fn ports_and_brackets_are_stripped() {
+        assert_eq!(strip_port("[::1]:80"), "::1");
+        assert_eq!(strip_port("example.com:80"), "example.com");
+        assert_eq!(strip_port("example.com"), "example.com");
+    }
+}

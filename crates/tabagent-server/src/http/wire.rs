@@ -1,0 +1,302 @@
+//! OpenAI wire types. Only this module knows their JSON shape; `convert` turns them into domain types.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+/// `stop`: one string or a list.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum StopSpec {
+    /// One stop string.
+    One(String),
+    /// Several.
+    Many(Vec<String>),
+}
+
+/// `stream_options`.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+pub struct StreamOptions {
+    /// Send a final chunk with token usage before `[DONE]`.
+    #[serde(default)]
+    pub include_usage: bool,
+}
+
+/// Sampling fields shared by chat and completions.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+pub struct SamplingFields {
+    /// 0–2; 0 is greedy.
+    pub temperature: Option<f32>,
+    /// (0, 1].
+    pub top_p: Option<f32>,
+    /// Keep the k most likely tokens; 0 disables (llama.cpp extension).
+    pub top_k: Option<i64>,
+    /// [0, 1] (llama.cpp extension).
+    pub min_p: Option<f32>,
+    /// Multiplicative repeat penalty (llama.cpp extension).
+    pub repeat_penalty: Option<f32>,
+    /// -2–2.
+    pub frequency_penalty: Option<f32>,
+    /// -2–2.
+    pub presence_penalty: Option<f32>,
+    /// Seed for reproducible sampling.
+    pub seed: Option<i64>,
+    /// Stop strings (up to 16).
+    pub stop: Option<StopSpec>,
+    /// Most tokens to generate.
+    pub max_tokens: Option<i64>,
+    /// Generate past end-of-generation tokens (llama.cpp extension, for benchmarks).
+    pub ignore_eos: Option<bool>,
+    /// Stream server-sent events.
+    pub stream: Option<bool>,
+    /// Streaming options.
+    pub stream_options: Option<StreamOptions>,
+    /// Only 1 is supported.
+    pub n: Option<i64>,
+    /// Not supported yet.
+    #[schema(value_type = Option<Object>)]
+    pub logit_bias: Option<HashMap<String, f32>>,
+    /// A caller id for logs.
+    pub user: Option<String>,
+}
+
+/// `POST /v1/chat/completions` body.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub struct ChatCompletionRequest {
+    /// Model name.
+    pub model: String,
+    /// The conversation.
+    pub messages: Vec<WireMessage>,
+    /// Output shape: `text`, `json_object` or `json_schema`.
+    #[schema(value_type = Option<Object>)]
+    pub response_format: Option<Value>,
+    /// Newer spelling of `max_tokens`.
+    pub max_completion_tokens: Option<i64>,
+    /// Tools; not available yet (answered with 400).
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub tools: Option<Vec<Value>>,
+    /// Tool choice; not available yet (answered with 400 unless `none`).
+    #[schema(value_type = Option<Object>)]
+    pub tool_choice: Option<Value>,
+    /// Not supported yet.
+    pub logprobs: Option<bool>,
+    /// Not supported yet.
+    pub top_logprobs: Option<i64>,
+    /// Sampling and streaming fields.
+    #[serde(flatten)]
+    pub sampling: SamplingFields,
+}
+
+/// One message as the wire carries it.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub struct WireMessage {
+    /// `system`, `developer`, `user` or `assistant`.
+    pub role: String,
+    /// Text, or a list of content parts.
+    pub content: Option<MessageContent>,
+    /// Speaker name (accepted, not used by templates).
+    pub name: Option<String>,
+    /// Tool calls of an assistant turn; not available yet.
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub tool_calls: Option<Vec<Value>>,
+    /// Id of the tool call a `tool` message answers; not available yet.
+    pub tool_call_id: Option<String>,
+}
+
+/// Message content.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum MessageContent {
+    /// Plain text.
+    Text(String),
+    /// Content parts; only `text` parts are supported.
+    Parts(Vec<ContentPart>),
+}
+
+/// One content part.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub struct ContentPart {
+    /// `text` (others, like `image_url`, are refused).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The text of a `text` part.
+    pub text: Option<String>,
+}
+
+/// `POST /v1/completions` body.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub struct CompletionRequest {
+    /// Model name.
+    pub model: String,
+    /// The prompt: a string, or a list holding one string.
+    #[schema(value_type = Object)]
+    pub prompt: Value,
+    /// Not supported.
+    pub echo: Option<bool>,
+    /// Not supported.
+    pub suffix: Option<String>,
+    /// Not supported.
+    pub logprobs: Option<i64>,
+    /// Only 1 is supported.
+    pub best_of: Option<i64>,
+    /// Sampling and streaming fields.
+    #[serde(flatten)]
+    pub sampling: SamplingFields,
+}
+
+/// Token counts.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+pub struct WireUsage {
+    /// Prompt tokens after templating.
+    pub prompt_tokens: u32,
+    /// Generated tokens.
+    pub completion_tokens: u32,
+    /// Their sum.
+    pub total_tokens: u32,
+}
+
+/// An assistant message in a response.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ResponseMessage {
+    /// Always `assistant`.
+    pub role: &'static str,
+    /// The generated text.
+    pub content: String,
+}
+
+/// One choice of a chat completion.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ChatChoice {
+    /// Always 0.
+    pub index: u32,
+    /// The reply.
+    pub message: ResponseMessage,
+    /// `stop` or `length`.
+    pub finish_reason: &'static str,
+    /// Always null.
+    #[schema(value_type = Option<Object>)]
+    pub logprobs: Option<Value>,
+}
+
+/// `POST /v1/chat/completions` response.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ChatCompletionResponse {
+    /// `chatcmpl-…`.
+    pub id: String,
+    /// `chat.completion`.
+    pub object: &'static str,
+    /// Unix seconds.
+    pub created: u64,
+    /// The model that answered.
+    pub model: String,
+    /// One choice.
+    pub choices: Vec<ChatChoice>,
+    /// Token counts.
+    pub usage: WireUsage,
+}
+
+/// The delta of a streamed chat chunk.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ChunkDelta<'a> {
+    /// `assistant` in the first chunk only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<&'static str>,
+    /// New text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content: Option<&'a str>,
+}
+
+/// One choice of a streamed chat chunk.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ChunkChoice<'a> {
+    /// Always 0.
+    pub index: u32,
+    /// What is new.
+    pub delta: ChunkDelta<'a>,
+    /// Set in the last content chunk.
+    pub finish_reason: Option<&'static str>,
+}
+
+/// A streamed chat chunk (`chat.completion.chunk`).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ChatCompletionChunk<'a> {
+    /// Same id in every chunk of a stream.
+    pub id: &'a str,
+    /// `chat.completion.chunk`.
+    pub object: &'static str,
+    /// Unix seconds.
+    pub created: u64,
+    /// The model.
+    pub model: &'a str,
+    /// One choice, or none in the usage chunk.
+    pub choices: Vec<ChunkChoice<'a>>,
+    /// Null except in the usage chunk when `stream_options.include_usage`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<WireUsage>,
+}
+
+/// One choice of a text completion (also the streamed form).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CompletionChoice<'a> {
+    /// The text (a delta when streamed).
+    pub text: &'a str,
+    /// Always 0.
+    pub index: u32,
+    /// `stop`, `length`, or null while streaming.
+    pub finish_reason: Option<&'static str>,
+    /// Always null.
+    #[schema(value_type = Option<Object>)]
+    pub logprobs: Option<Value>,
+}
+
+/// `POST /v1/completions` response, and each streamed chunk.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CompletionResponse<'a> {
+    /// `cmpl-…`.
+    pub id: &'a str,
+    /// `text_completion`.
+    pub object: &'static str,
+    /// Unix seconds.
+    pub created: u64,
+    /// The model.
+    pub model: &'a str,
+    /// One choice, or none in the usage chunk.
+    pub choices: Vec<CompletionChoice<'a>>,
+    /// Token counts (in the final response; in a stream, only the usage chunk).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<WireUsage>,
+}
+
+/// An entry of `GET /v1/models`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ModelObject {
+    /// The name to use as `model`.
+    pub id: String,
+    /// `model`.
+    pub object: &'static str,
+    /// Unix seconds of its import.
+    pub created: u64,
+    /// `tabagent`.
+    pub owned_by: &'static str,
+    /// GGUF architecture (extension).
+    pub architecture: Option<String>,
+    /// File size in bytes (extension).
+    pub size_bytes: u64,
+    /// Trained context length (extension).
+    pub context_length: Option<u64>,
+    /// Whether chat works; without a template only completions do (extension).
+    pub has_chat_template: bool,
+    /// Whether it is loaded in memory now (extension).
+    pub loaded: bool,
+}
+
+/// `GET /v1/models` response.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ModelList {
+    /// `list`.
+    pub object: &'static str,
+    /// The models.
+    pub data: Vec<ModelObject>,
+}

@@ -1,0 +1,71 @@
+//! The `tabagent` binary: parses flags, loads the config, runs a command.
+
+mod cli;
+mod commands;
+mod config;
+mod http;
+mod registry;
+mod state;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+use crate::config::{Config, LogFormat};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // One line a person can act on; the chain of causes joined, no backtrace.
+            eprintln!("error: {}", format_chain(&err));
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut config = Config::load(cli.config.as_deref())?;
+    cli.apply_globals(&mut config);
+    match &cli.command {
+        Command::Serve(args) => args.apply(&mut config),
+        Command::Run(args) => args.engine.apply(&mut config),
+        Command::Models | Command::Import(_) => {}
+    }
+    config.validate()?;
+    init_logging(&config, matches!(cli.command, Command::Serve(_)));
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => commands::serve::run(config, args.mode).await,
+            Command::Run(args) => commands::run::run(config, args).await,
+            Command::Models => commands::models::list(&config),
+            Command::Import(args) => commands::models::import(&config, &args),
+        }
+    })
+}
+
+fn format_chain(err: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+    }
+    parts.join(": ").replace('\n', " ")
+}
+
+fn init_logging(config: &Config, serving: bool) {
+    // Outside `serve`, only warnings and errors unless asked: the terminal belongs to the output.
+    let level = if serving || config.log.level != "info" { config.log.level.clone() } else { "warn".to_string() };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{level},llama-cpp-2=warn,llama_cpp_2=warn")));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match config.log.format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}

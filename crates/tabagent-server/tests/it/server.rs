@@ -1,0 +1,129 @@
+//! Starts `tabagent serve` in a temporary data directory and talks to it.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use serde_json::Value;
+
+pub const MODEL: &str = "smollm2";
+
+pub fn smollm2_path() -> PathBuf {
+    let Some(path) = std::env::var_os("TABAGENT_TEST_SMOLLM2_GGUF") else {
+        panic!("TABAGENT_TEST_SMOLLM2_GGUF is not set: run the tests with scripts/test, which fetches the model");
+    };
+    PathBuf::from(path)
+}
+
+/// The `tabagent` command with its data in `data_dir` and no inherited configuration.
+pub fn tabagent(data_dir: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tabagent"));
+    command.env("TABAGENT_DATA_DIR", data_dir).env_remove("TABAGENT_API_KEY").env("NO_COLOR", "1");
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("TABAGENT_SERVER__") || key.to_string_lossy().starts_with("TABAGENT_MODELS__") {
+            command.env_remove(key);
+        }
+    }
+    command
+}
+
+pub fn import(data_dir: &Path, file: &Path, name: &str) {
+    let out = tabagent(data_dir).arg("import").arg(file).arg("--name").arg(name).output().unwrap();
+    assert!(out.status.success(), "import failed: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A running server, killed on drop.
+pub struct Server {
+    pub url: String,
+    pub client: reqwest::Client,
+    pub data_dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl Server {
+    /// A server with SmolLM2 imported as [`MODEL`] and the default model set to it.
+    pub fn start(args: &[&str]) -> Self {
+        Self::start_with(args, &[], |_| {})
+    }
+
+    /// Like [`Server::start`], with extra environment and a hook to prepare the data directory.
+    pub fn start_with(args: &[&str], env: &[(&str, &str)], prepare: impl FnOnce(&Path)) -> Self {
+        let data_dir = tempfile::tempdir().unwrap();
+        import(data_dir.path(), &smollm2_path(), MODEL);
+        prepare(data_dir.path());
+        let mut command = tabagent(data_dir.path());
+        command.args(["serve", "--port", "0", "--threads", "2"]);
+        if !args.contains(&"--model") {
+            command.args(["--model", MODEL]);
+        }
+        command.args(args);
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let url = loop {
+            let Some(Ok(line)) = lines.next() else {
+                let status = child.wait().unwrap();
+                panic!("tabagent serve exited ({status}) before it listened");
+            };
+            if let Some(url) = line.strip_prefix("tabagent listening on ") {
+                break url.trim().to_string();
+            }
+        };
+        let client = reqwest::Client::builder().build().unwrap();
+        Server { url, client, data_dir, child }
+    }
+
+    pub fn endpoint(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.client.post(self.endpoint(path)).json(body).send().await.unwrap()
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> (u16, Value) {
+        let response = self.post(path, body).await;
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap())
+    }
+
+    pub async fn get_json(&self, path: &str) -> (u16, Value) {
+        let response = self.client.get(self.endpoint(path)).send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap())
+    }
+
+    /// The engine counters of [`MODEL`] from `/v1/health`.
+    pub async fn model_health(&self) -> Value {
+        let (_, health) = self.get_json("/v1/health").await;
+        health["models"].as_array().unwrap().iter().find(|m| m["name"] == MODEL).cloned().unwrap_or(Value::Null)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn chat(content: &str, max_tokens: u32) -> Value {
+    serde_json::json!({
+        "model": MODEL,
+        "messages": [{"role": "user", "content": content}],
+        "max_tokens": max_tokens,
+        "temperature": 0
+    })
+}
+
+/// Asserts an OpenAI-style error body and returns its `error` object.
+pub fn assert_error(status: u16, body: &Value, expected_status: u16) -> &Value {
+    assert_eq!(status, expected_status, "unexpected status, body {body}");
+    let error = &body["error"];
+    assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()), "no message in {body}");
+    assert!(error["type"].is_string(), "no type in {body}");
+    error
+}

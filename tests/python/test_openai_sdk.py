@@ -1,0 +1,95 @@
+"""The official OpenAI Python SDK, unmodified, against tabagent."""
+import json
+
+import jsonschema
+import openai
+import pytest
+
+from conftest import MODEL
+
+
+@pytest.fixture(scope="module")
+def client(server_url):
+    return openai.OpenAI(base_url=server_url + "/v1", api_key="unused-on-loopback", max_retries=0)
+
+
+def test_models_lists_the_imported_model(client):
+    ids = [m.id for m in client.models.list()]
+    assert MODEL in ids
+
+
+def test_chat_completion_returns_text_and_usage(client):
+    reply = client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "system", "content": "You are terse."},
+                  {"role": "user", "content": "Name a colour."}],
+        max_tokens=16, temperature=0)
+    choice = reply.choices[0]
+    assert choice.message.role == "assistant"
+    assert choice.message.content.strip()
+    assert choice.finish_reason in ("stop", "length")
+    assert reply.usage.prompt_tokens > 5
+    assert 0 < reply.usage.completion_tokens <= 16
+    assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
+
+
+def test_streaming_chunks_add_up_and_report_usage(client):
+    stream = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Count from one to five."}],
+        max_tokens=24, temperature=0, stream=True, stream_options={"include_usage": True})
+    text, finish, usage = "", None, None
+    for chunk in stream:
+        if chunk.usage is not None:
+            usage = chunk.usage
+        for choice in chunk.choices:
+            text += choice.delta.content or ""
+            finish = choice.finish_reason or finish
+    assert text.strip()
+    assert finish in ("stop", "length")
+    assert usage is not None and usage.completion_tokens > 0
+
+
+def test_max_tokens_gives_finish_reason_length(client):
+    reply = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Write a long story about a dragon."}],
+        max_tokens=3, temperature=0)
+    assert reply.choices[0].finish_reason == "length"
+    assert reply.usage.completion_tokens == 3
+
+
+def test_json_schema_output_validates(client):
+    schema = {
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+        "required": ["name", "age"],
+        "additionalProperties": False,
+    }
+    reply = client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Invent a person. Reply in JSON."}],
+        response_format={"type": "json_schema",
+                         "json_schema": {"name": "person", "schema": schema, "strict": True}},
+        max_tokens=80, temperature=0)
+    jsonschema.validate(json.loads(reply.choices[0].message.content), schema)
+
+
+def test_legacy_completions(client):
+    reply = client.completions.create(model=MODEL, prompt="The capital of France is", max_tokens=5,
+                                      temperature=0)
+    assert reply.choices[0].text
+    assert reply.usage.completion_tokens > 0
+
+
+def test_unknown_model_raises_not_found(client):
+    with pytest.raises(openai.NotFoundError) as err:
+        client.chat.completions.create(model="no-such-model",
+                                       messages=[{"role": "user", "content": "hi"}])
+    assert err.value.body["code"] == "model_not_found"
+
+
+def test_tools_are_refused_clearly(client):
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "weather?"}],
+            tools=[{"type": "function", "function": {"name": "weather", "parameters": {}}}])
+    assert "tools" in err.value.message
