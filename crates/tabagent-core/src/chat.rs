@@ -37,6 +37,9 @@ pub struct ChatMessage {
 impl ChatMessage {
     /// A message from `role` with `content`.
     pub fn new(role: Role, content: impl Into<String>) -> Self {
-        Self { role, content: content.into() }
+        Self {
+            role,
+            content: content.into(),
+        }
     }
 }

@@ -49,11 +49,17 @@ pub enum InferenceError {
 impl InferenceError {
     /// An `InvalidRequest` naming `param`.
     pub fn invalid(param: &str, message: impl Into<String>) -> Self {
-        Self::InvalidRequest { param: Some(param.to_string()), message: message.into() }
+        Self::InvalidRequest {
+            param: Some(param.to_string()),
+            message: message.into(),
+        }
     }
 
     /// An `Unsupported` naming `param`.
     pub fn unsupported(param: &str, message: impl Into<String>) -> Self {
-        Self::Unsupported { param: Some(param.to_string()), message: message.into() }
+        Self::Unsupported {
+            param: Some(param.to_string()),
+            message: message.into(),
+        }
     }
 }

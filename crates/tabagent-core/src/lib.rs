@@ -22,4 +22,6 @@ pub mod stop;
 
 pub use chat::{ChatMessage, Role};
 pub use error::InferenceError;
-pub use generation::{FinishReason, GenerationEvent, GenerationParams, OutputConstraint, SamplingParams, Usage};
+pub use generation::{
+    FinishReason, GenerationEvent, GenerationParams, OutputConstraint, SamplingParams, Usage,
+};

@@ -23,26 +23,42 @@ impl StopMatcher {
     /// A matcher for `stops`; empty strings are ignored.
     pub fn new(stops: Vec<String>) -> Self {
         let stops = stops.into_iter().filter(|s| !s.is_empty()).collect();
-        Self { stops, held: String::new() }
+        Self {
+            stops,
+            held: String::new(),
+        }
     }
 
     /// Adds `text` and returns what may be sent.
     pub fn push(&mut self, text: &str) -> StopStep {
         if self.stops.is_empty() {
-            return StopStep { emit: text.to_string(), matched: false };
+            return StopStep {
+                emit: text.to_string(),
+                matched: false,
+            };
         }
         self.held.push_str(text);
-        let first_match = self.stops.iter().filter_map(|stop| self.held.find(stop.as_str())).min();
+        let first_match = self
+            .stops
+            .iter()
+            .filter_map(|stop| self.held.find(stop.as_str()))
+            .min();
         if let Some(at) = first_match {
             let emit = self.held[..at].to_string();
             self.held.clear();
-            return StopStep { emit, matched: true };
+            return StopStep {
+                emit,
+                matched: true,
+            };
         }
         let keep = self.longest_partial_suffix();
         let split = self.held.len() - keep;
         let emit = self.held[..split].to_string();
         self.held.drain(..split);
-        StopStep { emit, matched: false }
+        StopStep {
+            emit,
+            matched: false,
+        }
     }
 
     /// Releases held text at the end of a generation that did not stop on a stop string.
@@ -88,18 +104,27 @@ mod tests {
 
     #[test]
     fn stop_spanning_tokens_is_cut_and_not_leaked() {
-        assert_eq!(run(&["</end>"], &["abc</", "en", "d>tail"]), ("abc".to_string(), true));
+        assert_eq!(
+            run(&["</end>"], &["abc</", "en", "d>tail"]),
+            ("abc".to_string(), true)
+        );
     }
 
     #[test]
     fn partial_stop_that_does_not_complete_is_released() {
-        assert_eq!(run(&["</end>"], &["abc</", "en", "x"]), ("abc</enx".to_string(), false));
+        assert_eq!(
+            run(&["</end>"], &["abc</", "en", "x"]),
+            ("abc</enx".to_string(), false)
+        );
         assert_eq!(run(&["</end>"], &["abc</e"]), ("abc</e".to_string(), false));
     }
 
     #[test]
     fn earliest_of_several_stops_wins() {
-        assert_eq!(run(&["world", "lo"], &["hello world"]), ("hel".to_string(), true));
+        assert_eq!(
+            run(&["world", "lo"], &["hello world"]),
+            ("hel".to_string(), true)
+        );
     }
 
     #[test]

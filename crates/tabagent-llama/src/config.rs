@@ -21,7 +21,9 @@ pub struct EngineConfig {
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(4);
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(4);
         let threads = u32::try_from(cores).unwrap_or(4).max(1);
         Self {
             threads,
@@ -39,12 +41,30 @@ impl EngineConfig {
     /// Checks every field is in range.
     pub fn validate(&self) -> Result<(), String> {
         let check = |ok: bool, what: &str| if ok { Ok(()) } else { Err(what.to_string()) };
-        check(self.threads >= 1 && self.threads <= 1024, "threads must be between 1 and 1024")?;
-        check(self.threads_batch >= 1 && self.threads_batch <= 1024, "threads_batch must be between 1 and 1024")?;
-        check(self.parallel >= 1 && self.parallel <= 256, "parallel must be between 1 and 256")?;
-        check(self.ctx_per_slot >= 64 && self.ctx_per_slot <= 1 << 20, "ctx_size must be between 64 and 1048576")?;
-        check(self.batch_size >= 16 && self.batch_size <= 1 << 16, "batch_size must be between 16 and 65536")?;
-        check(self.queue_capacity >= 1 && self.queue_capacity <= 1 << 16, "queue_capacity must be between 1 and 65536")?;
+        check(
+            self.threads >= 1 && self.threads <= 1024,
+            "threads must be between 1 and 1024",
+        )?;
+        check(
+            self.threads_batch >= 1 && self.threads_batch <= 1024,
+            "threads_batch must be between 1 and 1024",
+        )?;
+        check(
+            self.parallel >= 1 && self.parallel <= 256,
+            "parallel must be between 1 and 256",
+        )?;
+        check(
+            self.ctx_per_slot >= 64 && self.ctx_per_slot <= 1 << 20,
+            "ctx_size must be between 64 and 1048576",
+        )?;
+        check(
+            self.batch_size >= 16 && self.batch_size <= 1 << 16,
+            "batch_size must be between 16 and 65536",
+        )?;
+        check(
+            self.queue_capacity >= 1 && self.queue_capacity <= 1 << 16,
+            "queue_capacity must be between 1 and 65536",
+        )?;
         self.parallel
             .checked_mul(self.ctx_per_slot)
             .map(|_| ())

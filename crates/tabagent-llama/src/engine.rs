@@ -8,7 +8,9 @@ use std::sync::Arc;
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
-use tabagent_core::{ChatMessage, GenerationEvent, GenerationParams, InferenceError, OutputConstraint};
+use tabagent_core::{
+    ChatMessage, GenerationEvent, GenerationParams, InferenceError, OutputConstraint,
+};
 use tabagent_models::chat_template::ChatTemplate;
 use tokio::sync::mpsc;
 
@@ -86,7 +88,10 @@ pub struct LlamaEngine {
 
 impl std::fmt::Debug for LlamaEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LlamaEngine").field("facts", &self.facts).field("config", &self.config).finish()
+        f.debug_struct("LlamaEngine")
+            .field("facts", &self.facts)
+            .field("config", &self.config)
+            .finish()
     }
 }
 
@@ -97,23 +102,40 @@ impl LlamaEngine {
     pub fn load(path: &Path, config: EngineConfig) -> Result<Self, LoadError> {
         config.validate().map_err(LoadError::InvalidConfig)?;
         let shown = path.display().to_string();
-        let info = tabagent_models::gguf::inspect_file(path)
-            .map_err(|source| LoadError::InvalidFile { path: shown.clone(), source })?;
-        let backend = backend::backend().map_err(|message| LoadError::Llama { path: shown.clone(), message })?;
-        let params = LlamaModelParams::default().with_use_mmap(true).with_n_gpu_layers(config.gpu_layers);
-        let model = LlamaModel::load_from_file(backend, path, &params)
-            .map_err(|err| LoadError::Llama { path: shown.clone(), message: err.to_string() })?;
+        let info =
+            tabagent_models::gguf::inspect_file(path).map_err(|source| LoadError::InvalidFile {
+                path: shown.clone(),
+                source,
+            })?;
+        let backend = backend::backend().map_err(|message| LoadError::Llama {
+            path: shown.clone(),
+            message,
+        })?;
+        let params = LlamaModelParams::default()
+            .with_use_mmap(true)
+            .with_n_gpu_layers(config.gpu_layers);
+        let model =
+            LlamaModel::load_from_file(backend, path, &params).map_err(|err| LoadError::Llama {
+                path: shown.clone(),
+                message: err.to_string(),
+            })?;
         let model = Arc::new(model);
 
-        let end_tokens: Vec<LlamaToken> = model.vocab().tokens().filter(|t| model.vocab().is_eog(*t)).collect();
+        let end_tokens: Vec<LlamaToken> = model
+            .vocab()
+            .tokens()
+            .filter(|t| model.vocab().is_eog(*t))
+            .collect();
         let template = match info.chat_template() {
             None => None,
             Some(source) => {
                 let bos = special_text(&model, model.vocab().bos());
                 let eos = special_text(&model, model.vocab().eos());
-                Some(ChatTemplate::new(source, &bos, &eos).map_err(|err| LoadError::InvalidTemplate {
-                    path: shown.clone(),
-                    message: err.to_string(),
+                Some(ChatTemplate::new(source, &bos, &eos).map_err(|err| {
+                    LoadError::InvalidTemplate {
+                        path: shown.clone(),
+                        message: err.to_string(),
+                    }
                 })?)
             }
         };
@@ -125,7 +147,11 @@ impl LlamaEngine {
             has_chat_template: template.is_some(),
         };
         if config.ctx_per_slot > facts.trained_context {
-            tracing::warn!(ctx = config.ctx_per_slot, trained = facts.trained_context, "context per slot exceeds the model's trained context; quality may degrade");
+            tracing::warn!(
+                ctx = config.ctx_per_slot,
+                trained = facts.trained_context,
+                "context per slot exceeds the model's trained context; quality may degrade"
+            );
         }
 
         let counters = Arc::new(Counters::default());
@@ -137,8 +163,19 @@ impl LlamaEngine {
             counters: Arc::clone(&counters),
             inbox,
         })
-        .map_err(|message| LoadError::Llama { path: shown, message })?;
-        Ok(Self { model, template, end_tokens: Arc::new(end_tokens), jobs, counters, config, facts })
+        .map_err(|message| LoadError::Llama {
+            path: shown,
+            message,
+        })?;
+        Ok(Self {
+            model,
+            template,
+            end_tokens: Arc::new(end_tokens),
+            jobs,
+            counters,
+            config,
+            facts,
+        })
     }
 
     /// What was loaded.
@@ -169,14 +206,20 @@ impl LlamaEngine {
     /// Renders `messages` with the model's chat template and starts generating.
     ///
     /// Cheap enough for an async context only for short prompts; callers should use a blocking task.
-    pub fn chat(&self, messages: &[ChatMessage], params: GenerationParams) -> Result<GenerationHandle, InferenceError> {
+    pub fn chat(
+        &self,
+        messages: &[ChatMessage],
+        params: GenerationParams,
+    ) -> Result<GenerationHandle, InferenceError> {
         let template = self.template.as_ref().ok_or_else(|| {
             InferenceError::unsupported(
                 "messages",
                 "this model has no chat template (it is a base model); use /v1/completions with a raw prompt",
             )
         })?;
-        let prompt = template.render(messages, true).map_err(|err| InferenceError::invalid("messages", err.to_string()))?;
+        let prompt = template
+            .render(messages, true)
+            .map_err(|err| InferenceError::invalid("messages", err.to_string()))?;
         // Templates write the BOS token as text; tokenization adds it too when the model wants one.
         let bos = special_text(&self.model, self.model.vocab().bos());
         let prompt = match prompt.strip_prefix(bos.as_str()) {
@@ -187,26 +230,46 @@ impl LlamaEngine {
     }
 
     /// Starts generating a continuation of the raw `prompt`.
-    pub fn complete(&self, prompt: &str, params: GenerationParams) -> Result<GenerationHandle, InferenceError> {
+    pub fn complete(
+        &self,
+        prompt: &str,
+        params: GenerationParams,
+    ) -> Result<GenerationHandle, InferenceError> {
         if prompt.is_empty() {
-            return Err(InferenceError::invalid("prompt", "prompt must not be empty"));
+            return Err(InferenceError::invalid(
+                "prompt",
+                "prompt must not be empty",
+            ));
         }
         self.submit(prompt, params)
     }
 
-    fn submit(&self, text: &str, params: GenerationParams) -> Result<GenerationHandle, InferenceError> {
+    fn submit(
+        &self,
+        text: &str,
+        params: GenerationParams,
+    ) -> Result<GenerationHandle, InferenceError> {
         if params.ignore_eos && params.constraint != OutputConstraint::None {
-            return Err(InferenceError::unsupported("ignore_eos", "ignore_eos cannot be combined with response_format"));
+            return Err(InferenceError::unsupported(
+                "ignore_eos",
+                "ignore_eos cannot be combined with response_format",
+            ));
         }
         // Special tokens in the text are parsed, as llama-server does: templates emit them as text.
         let prompt = self.model.vocab().tokenize(text.as_bytes(), true, true);
         let limit = self.config.ctx_per_slot;
         let prompt_tokens = u32::try_from(prompt.len()).unwrap_or(u32::MAX);
         if prompt.is_empty() {
-            return Err(InferenceError::invalid("prompt", "the prompt is empty after tokenization"));
+            return Err(InferenceError::invalid(
+                "prompt",
+                "the prompt is empty after tokenization",
+            ));
         }
         if prompt_tokens >= limit {
-            return Err(InferenceError::ContextOverflow { prompt_tokens, limit });
+            return Err(InferenceError::ContextOverflow {
+                prompt_tokens,
+                limit,
+            });
         }
         let room = limit - prompt_tokens;
         let max_tokens = params.max_tokens.map_or(room, |max| max.min(room));
@@ -224,14 +287,19 @@ impl LlamaEngine {
         };
         self.counters.queued.fetch_add(1, Ordering::Relaxed);
         match self.jobs.try_send(job) {
-            Ok(()) => Ok(GenerationHandle { prompt_tokens, events }),
+            Ok(()) => Ok(GenerationHandle {
+                prompt_tokens,
+                events,
+            }),
             Err(TrySendError::Full(_)) => {
                 let queued = self.counters.queued.fetch_sub(1, Ordering::Relaxed) - 1;
                 Err(InferenceError::QueueFull { queued })
             }
             Err(TrySendError::Disconnected(_)) => {
                 self.counters.queued.fetch_sub(1, Ordering::Relaxed);
-                Err(InferenceError::Unavailable("the model's scheduler thread has stopped".to_string()))
+                Err(InferenceError::Unavailable(
+                    "the model's scheduler thread has stopped".to_string(),
+                ))
             }
         }
     }

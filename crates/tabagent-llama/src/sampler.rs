@@ -15,17 +15,22 @@ pub(crate) fn grammar_for(constraint: &OutputConstraint) -> Result<Option<String
         OutputConstraint::JsonObject => serde_json::json!({"type": "object"}),
         OutputConstraint::JsonSchema(schema) => {
             check_enforceable(schema).map_err(|reason| {
-                InferenceError::unsupported("response_format", format!("response_format.json_schema: {reason}"))
+                InferenceError::unsupported(
+                    "response_format",
+                    format!("response_format.json_schema: {reason}"),
+                )
             })?;
             schema.clone()
         }
     };
-    llama_cpp_2::json_schema_to_grammar(&schema.to_string()).map(Some).map_err(|err| {
-        InferenceError::unsupported(
-            "response_format",
-            format!("response_format.json_schema cannot be turned into a grammar: {err}"),
-        )
-    })
+    llama_cpp_2::json_schema_to_grammar(&schema.to_string())
+        .map(Some)
+        .map_err(|err| {
+            InferenceError::unsupported(
+                "response_format",
+                format!("response_format.json_schema cannot be turned into a grammar: {err}"),
+            )
+        })
 }
 
 /// A sampler chain for one sequence; fails closed if the grammar does not compile.
@@ -38,17 +43,24 @@ pub(crate) fn build(
     let sampling = &params.sampling;
     let mut chain = Vec::new();
     if params.ignore_eos && !end_tokens.is_empty() {
-        let biases: Vec<LlamaLogitBias> =
-            end_tokens.iter().map(|token| LlamaLogitBias::new(*token, f32::NEG_INFINITY)).collect();
+        let biases: Vec<LlamaLogitBias> = end_tokens
+            .iter()
+            .map(|token| LlamaLogitBias::new(*token, f32::NEG_INFINITY))
+            .collect();
         chain.push(LlamaSampler::logit_bias(model.n_vocab(), &biases));
     }
     if let Some(grammar) = grammar {
         let sampler = LlamaSampler::grammar(model, grammar, "root").map_err(|err| {
-            InferenceError::unsupported("response_format", format!("the output grammar does not compile: {err}"))
+            InferenceError::unsupported(
+                "response_format",
+                format!("the output grammar does not compile: {err}"),
+            )
         })?;
         chain.push(sampler);
     }
-    let penalize = sampling.repeat_penalty != 1.0 || sampling.frequency_penalty != 0.0 || sampling.presence_penalty != 0.0;
+    let penalize = sampling.repeat_penalty != 1.0
+        || sampling.frequency_penalty != 0.0
+        || sampling.presence_penalty != 0.0;
     if penalize {
         chain.push(LlamaSampler::penalties(
             model.n_vocab(),
@@ -62,7 +74,9 @@ pub(crate) fn build(
         chain.push(LlamaSampler::greedy());
     } else {
         if sampling.top_k > 0 {
-            chain.push(LlamaSampler::top_k(i32::try_from(sampling.top_k).unwrap_or(i32::MAX)));
+            chain.push(LlamaSampler::top_k(
+                i32::try_from(sampling.top_k).unwrap_or(i32::MAX),
+            ));
         }
         if sampling.top_p < 1.0 {
             chain.push(LlamaSampler::top_p(sampling.top_p, 1));

@@ -61,18 +61,23 @@ pub(crate) fn start(setup: Setup) -> Result<(), String> {
                 .with_n_seq_max(config.parallel)
                 .with_n_threads(i32::try_from(config.threads).unwrap_or(1))
                 .with_n_threads_batch(i32::try_from(config.threads_batch).unwrap_or(1));
-            match model.new_context(setup.backend, params) {
+            let created = model.new_context(setup.backend, params);
+            match created {
                 Ok(ctx) => {
                     let _ = ready_tx.send(Ok(()));
                     Scheduler::new(&model, ctx, &setup).run(&setup.inbox);
                 }
                 Err(err) => {
-                    let _ = ready_tx.send(Err(format!("cannot create a context of {n_ctx} tokens: {err}")));
+                    let _ = ready_tx.send(Err(format!(
+                        "cannot create a context of {n_ctx} tokens: {err}"
+                    )));
                 }
-            }
+            };
         })
         .map_err(|err| format!("cannot start the scheduler thread: {err}"))?;
-    ready_rx.recv().map_err(|_| "the scheduler thread died while starting".to_string())?
+    ready_rx
+        .recv()
+        .map_err(|_| "the scheduler thread died while starting".to_string())?
 }
 
 /// A sequence being generated.
@@ -110,7 +115,11 @@ struct Scheduler<'m> {
 impl<'m> Scheduler<'m> {
     fn new(model: &'m LlamaModel, ctx: LlamaContext<'m>, setup: &Setup) -> Self {
         let slots = (0..setup.config.parallel)
-            .map(|seq| Slot { seq: i32::try_from(seq).unwrap_or(0), cached: Vec::new(), active: None })
+            .map(|seq| Slot {
+                seq: i32::try_from(seq).unwrap_or(0),
+                cached: Vec::new(),
+                active: None,
+            })
             .collect();
         let batch_size = usize::try_from(setup.config.batch_size).unwrap_or(512);
         Self {
@@ -168,7 +177,11 @@ impl<'m> Scheduler<'m> {
             if slot.active.is_some() {
                 continue;
             }
-            let shared = if self.reuse_prefix { common_prefix(&slot.cached, &job.prompt) } else { 0 };
+            let shared = if self.reuse_prefix {
+                common_prefix(&slot.cached, &job.prompt)
+            } else {
+                0
+            };
             if best.is_none_or(|(_, longest)| shared > longest) {
                 best = Some((index, shared));
             }
@@ -177,29 +190,58 @@ impl<'m> Scheduler<'m> {
         // At least one prompt token must be evaluated to get logits for the first sample.
         let mut keep = shared.min(job.prompt.len().saturating_sub(1));
         let seq = self.slots[index].seq;
-        let trimmed = self.ctx.clear_kv_cache_seq(u32::try_from(seq).ok(), u32::try_from(keep).ok(), None);
+        let trimmed =
+            self.ctx
+                .clear_kv_cache_seq(u32::try_from(seq).ok(), u32::try_from(keep).ok(), None);
         // Sliding-window caches may have dropped early positions; then start over.
         if keep > 0 && (!matches!(trimmed, Ok(true)) || self.ctx.kv_cache_seq_pos_min(seq) > 0) {
             keep = 0;
         }
         if keep == 0 {
-            let _ = self.ctx.clear_kv_cache_seq(u32::try_from(seq).ok(), None, None);
+            let _ = self
+                .ctx
+                .clear_kv_cache_seq(u32::try_from(seq).ok(), None, None);
         }
         let slot = &mut self.slots[index];
         slot.cached.truncate(keep);
-        self.counters.cached.fetch_add(keep as u64, Ordering::Relaxed);
+        self.counters
+            .cached
+            .fetch_add(keep as u64, Ordering::Relaxed);
         self.counters.active.fetch_add(1, Ordering::Relaxed);
-        job.span.in_scope(|| tracing::debug!(slot = index, prompt_tokens = job.prompt.len(), reused = keep, "generation started"));
+        job.span.in_scope(|| {
+            tracing::debug!(
+                slot = index,
+                prompt_tokens = job.prompt.len(),
+                reused = keep,
+                "generation started"
+            )
+        });
         let stop = StopMatcher::new(job.stop.clone());
-        slot.active =
-            Some(Active { job, fed: keep, pending: None, generated: 0, decoder: Utf8Decoder::default(), stop, logits_at: None });
+        slot.active = Some(Active {
+            job,
+            fed: keep,
+            pending: None,
+            generated: 0,
+            decoder: Utf8Decoder::default(),
+            stop,
+            logits_at: None,
+        });
     }
 
     fn drop_cancelled(&mut self) {
         for slot in &mut self.slots {
-            if slot.active.as_ref().is_some_and(|active| active.job.sink.is_closed()) {
+            if slot
+                .active
+                .as_ref()
+                .is_some_and(|active| active.job.sink.is_closed())
+            {
                 if let Some(active) = slot.active.take() {
-                    active.job.span.in_scope(|| tracing::debug!(generated = active.generated, "generation cancelled by the caller"));
+                    active.job.span.in_scope(|| {
+                        tracing::debug!(
+                            generated = active.generated,
+                            "generation cancelled by the caller"
+                        )
+                    });
                 }
                 self.counters.active.fetch_sub(1, Ordering::Relaxed);
                 self.counters.cancelled.fetch_add(1, Ordering::Relaxed);
@@ -214,7 +256,9 @@ impl<'m> Scheduler<'m> {
         // (slot, tokens this step adds to its cache)
         let mut added: Vec<(usize, Vec<LlamaToken>)> = Vec::new();
         for (index, slot) in self.slots.iter_mut().enumerate() {
-            let Some(active) = slot.active.as_mut() else { continue };
+            let Some(active) = slot.active.as_mut() else {
+                continue;
+            };
             active.logits_at = None;
             if let Some(token) = active.pending {
                 let pos = i32::try_from(slot.cached.len()).unwrap_or(i32::MAX);
@@ -229,7 +273,9 @@ impl<'m> Scheduler<'m> {
             if budget == 0 {
                 break;
             }
-            let Some(active) = slot.active.as_mut() else { continue };
+            let Some(active) = slot.active.as_mut() else {
+                continue;
+            };
             if active.pending.is_some() || active.fed >= active.job.prompt.len() {
                 continue;
             }
@@ -261,13 +307,18 @@ impl<'m> Scheduler<'m> {
             if let Some(active) = slot.active.as_mut() {
                 if active.pending.take().is_none() {
                     active.fed += tokens.len();
-                    self.counters.prompt.fetch_add(tokens.len() as u64, Ordering::Relaxed);
+                    self.counters
+                        .prompt
+                        .fetch_add(tokens.len() as u64, Ordering::Relaxed);
                 }
             }
             slot.cached.extend(tokens);
         }
         for index in 0..self.slots.len() {
-            let logits_at = self.slots[index].active.as_ref().and_then(|active| active.logits_at);
+            let logits_at = self.slots[index]
+                .active
+                .as_ref()
+                .and_then(|active| active.logits_at);
             if let Some(at) = logits_at {
                 self.sample(index, at);
             }
@@ -275,7 +326,9 @@ impl<'m> Scheduler<'m> {
     }
 
     fn sample(&mut self, index: usize, at: i32) {
-        let Some(active) = self.slots[index].active.as_mut() else { return };
+        let Some(active) = self.slots[index].active.as_mut() else {
+            return;
+        };
         let token = active.job.sampler.sample(&self.ctx, at);
         if !active.job.ignore_eos && self.model.vocab().is_eog(token) {
             self.finish(index, FinishReason::Stop, false);
@@ -284,14 +337,18 @@ impl<'m> Scheduler<'m> {
         active.generated += 1;
         self.counters.generated.fetch_add(1, Ordering::Relaxed);
         self.piece.clear();
-        self.model.vocab().token_to_piece_into(token, &mut self.piece, false, None);
+        self.model
+            .vocab()
+            .token_to_piece_into(token, &mut self.piece, false, None);
         let text = active.decoder.push(&self.piece);
         let step = active.stop.push(&text);
         if !step.emit.is_empty() {
             let _ = active.job.sink.send(GenerationEvent::Text(step.emit));
         }
         let full = self.slots[index].cached.len() + 1 >= self.config.ctx_per_slot as usize;
-        let Some(active) = self.slots[index].active.as_mut() else { return };
+        let Some(active) = self.slots[index].active.as_mut() else {
+            return;
+        };
         if step.matched {
             self.finish(index, FinishReason::Stop, true);
         } else if active.generated >= active.job.max_tokens || full {
@@ -302,7 +359,9 @@ impl<'m> Scheduler<'m> {
     }
 
     fn finish(&mut self, index: usize, reason: FinishReason, stopped_on_string: bool) {
-        let Some(mut active) = self.slots[index].active.take() else { return };
+        let Some(mut active) = self.slots[index].active.take() else {
+            return;
+        };
         if !stopped_on_string {
             let mut rest = active.decoder.flush();
             rest = format!("{}{}", active.stop.push(&rest).emit, active.stop.flush());
@@ -314,10 +373,20 @@ impl<'m> Scheduler<'m> {
             prompt_tokens: u32::try_from(active.job.prompt.len()).unwrap_or(u32::MAX),
             completion_tokens: active.generated,
         };
-        active.job.span.in_scope(|| tracing::debug!(reason = reason.as_str(), generated = usage.completion_tokens, "generation finished"));
-        let _ = active.job.sink.send(GenerationEvent::Finished { reason, usage });
+        active.job.span.in_scope(|| {
+            tracing::debug!(
+                reason = reason.as_str(),
+                generated = usage.completion_tokens,
+                "generation finished"
+            )
+        });
+        // Counters first: whoever sees `Finished` must also see them updated.
         self.counters.active.fetch_sub(1, Ordering::Relaxed);
         self.counters.completed.fetch_add(1, Ordering::Relaxed);
+        let _ = active
+            .job
+            .sink
+            .send(GenerationEvent::Finished { reason, usage });
     }
 
     /// A failed decode leaves the affected sequences' caches unknown: clear them and fail their jobs.
@@ -325,12 +394,19 @@ impl<'m> Scheduler<'m> {
         tracing::error!(reason, "llama_decode failed");
         for (index, _) in added {
             let slot = &mut self.slots[*index];
-            let _ = self.ctx.clear_kv_cache_seq(u32::try_from(slot.seq).ok(), None, None);
+            let _ = self
+                .ctx
+                .clear_kv_cache_seq(u32::try_from(slot.seq).ok(), None, None);
             slot.cached.clear();
             if let Some(active) = slot.active.take() {
-                let _ = active.job.sink.send(GenerationEvent::Failed(InferenceError::Internal(format!("llama_decode failed: {reason}"))));
                 self.counters.active.fetch_sub(1, Ordering::Relaxed);
                 self.counters.failed.fetch_add(1, Ordering::Relaxed);
+                let _ = active
+                    .job
+                    .sink
+                    .send(GenerationEvent::Failed(InferenceError::Internal(format!(
+                        "llama_decode failed: {reason}"
+                    ))));
             }
         }
     }

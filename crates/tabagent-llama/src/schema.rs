@@ -7,17 +7,49 @@
 use serde_json::Value;
 
 /// Keywords that only annotate and need no enforcement.
-const ANNOTATIONS: &[&str] = &["$schema", "$id", "$comment", "title", "description", "default", "examples", "strict"];
+const ANNOTATIONS: &[&str] = &[
+    "$schema",
+    "$id",
+    "$comment",
+    "title",
+    "description",
+    "default",
+    "examples",
+    "strict",
+];
 
 /// Keywords the grammar converter enforces.
 const ENFORCED: &[&str] = &[
-    "type", "properties", "required", "additionalProperties", "items", "prefixItems", "minItems", "maxItems",
-    "enum", "const", "anyOf", "oneOf", "allOf", "$ref", "$defs", "definitions", "pattern", "format", "minLength",
-    "maxLength", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
+    "type",
+    "properties",
+    "required",
+    "additionalProperties",
+    "items",
+    "prefixItems",
+    "minItems",
+    "maxItems",
+    "enum",
+    "const",
+    "anyOf",
+    "oneOf",
+    "allOf",
+    "$ref",
+    "$defs",
+    "definitions",
+    "pattern",
+    "format",
+    "minLength",
+    "maxLength",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
 ];
 
 const FORMATS: &[&str] = &["date", "time", "date-time", "uuid"];
-const TYPES: &[&str] = &["object", "array", "string", "number", "integer", "boolean", "null"];
+const TYPES: &[&str] = &[
+    "object", "array", "string", "number", "integer", "boolean", "null",
+];
 
 /// Returns `Err(reason)` if `schema` uses anything the grammar cannot enforce.
 pub(crate) fn check_enforceable(schema: &Value) -> Result<(), String> {
@@ -43,13 +75,17 @@ fn check_at(schema: &Value, at: &str, depth: usize) -> Result<(), String> {
         let here = format!("{at}/{key}");
         match key.as_str() {
             "properties" | "$defs" | "definitions" => {
-                let map = value.as_object().ok_or_else(|| format!("{here} must be an object"))?;
+                let map = value
+                    .as_object()
+                    .ok_or_else(|| format!("{here} must be an object"))?;
                 for (name, sub) in map {
                     check_at(sub, &format!("{here}/{name}"), depth + 1)?;
                 }
             }
             "anyOf" | "oneOf" | "allOf" | "prefixItems" => {
-                let list = value.as_array().ok_or_else(|| format!("{here} must be an array"))?;
+                let list = value
+                    .as_array()
+                    .ok_or_else(|| format!("{here} must be an array"))?;
                 for (index, sub) in list.iter().enumerate() {
                     check_at(sub, &format!("{here}/{index}"), depth + 1)?;
                 }
@@ -62,12 +98,17 @@ fn check_at(schema: &Value, at: &str, depth: usize) -> Result<(), String> {
             "format" => {
                 let format = value.as_str().unwrap_or_default();
                 if !FORMATS.contains(&format) {
-                    return Err(format!("format `{format}` at {here} cannot be enforced (supported: {})", FORMATS.join(", ")));
+                    return Err(format!(
+                        "format `{format}` at {here} cannot be enforced (supported: {})",
+                        FORMATS.join(", ")
+                    ));
                 }
             }
             "minimum" | "maximum" | "exclusiveMinimum" | "exclusiveMaximum" => {
                 if object.get("type").and_then(Value::as_str) != Some("integer") {
-                    return Err(format!("`{key}` at {at} is only enforced for \"type\": \"integer\""));
+                    return Err(format!(
+                        "`{key}` at {at} is only enforced for \"type\": \"integer\""
+                    ));
                 }
             }
             "$ref" => {
@@ -111,9 +152,13 @@ mod tests {
 
     #[test]
     fn unenforceable_keywords_are_refused_with_their_location() {
-        let schema = json!({"type": "object", "properties": {"x": {"type": "number", "multipleOf": 3}}});
+        let schema =
+            json!({"type": "object", "properties": {"x": {"type": "number", "multipleOf": 3}}});
         let err = check_enforceable(&schema).unwrap_err();
-        assert!(err.contains("multipleOf") && err.contains("#/properties/x"), "{err}");
+        assert!(
+            err.contains("multipleOf") && err.contains("#/properties/x"),
+            "{err}"
+        );
         assert!(check_enforceable(&json!({"not": {"type": "string"}})).is_err());
         assert!(check_enforceable(&json!({"type": "number", "minimum": 1.5})).is_err());
         assert!(check_enforceable(&json!({"type": "string", "format": "email"})).is_err());

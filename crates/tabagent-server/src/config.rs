@@ -50,7 +50,10 @@ impl std::fmt::Debug for ServerConfig {
         f.debug_struct("ServerConfig")
             .field("host", &self.host)
             .field("port", &self.port)
-            .field("api_keys", &format_args!("[{} redacted]", self.api_keys.len()))
+            .field(
+                "api_keys",
+                &format_args!("[{} redacted]", self.api_keys.len()),
+            )
             .field("allowed_hosts", &self.allowed_hosts)
             .field("cors_origins", &self.cors_origins)
             .field("max_body_bytes", &self.max_body_bytes)
@@ -120,10 +123,18 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             server: ServerConfig::default(),
-            storage: StorageConfig { data_dir: default_data_dir() },
-            models: ModelsConfig { default: "smollm2-135m-instruct".to_string(), preload: true },
+            storage: StorageConfig {
+                data_dir: default_data_dir(),
+            },
+            models: ModelsConfig {
+                default: "smollm2-135m-instruct".to_string(),
+                preload: true,
+            },
             llama: LlamaConfig::default(),
-            log: LogConfig { format: LogFormat::Text, level: "info".to_string() },
+            log: LogConfig {
+                format: LogFormat::Text,
+                level: "info".to_string(),
+            },
         }
     }
 }
@@ -143,7 +154,9 @@ impl Default for ServerConfig {
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        Self { data_dir: default_data_dir() }
+        Self {
+            data_dir: default_data_dir(),
+        }
     }
 }
 
@@ -182,7 +195,8 @@ fn default_data_dir() -> PathBuf {
 
 /// The config file used when none is named: `~/.config/tabagent/tabagent.toml` on Linux.
 pub fn default_config_file() -> Option<PathBuf> {
-    directories::ProjectDirs::from("", "", "tabagent").map(|dirs| dirs.config_dir().join("tabagent.toml"))
+    directories::ProjectDirs::from("", "", "tabagent")
+        .map(|dirs| dirs.config_dir().join("tabagent.toml"))
 }
 
 impl Config {
@@ -204,8 +218,13 @@ impl Config {
             }
         }
         // Only nested keys (SECTION__KEY) are config; TABAGENT_CONFIG and friends belong to flags.
-        let env = Env::prefixed("TABAGENT_").filter(|key| key.as_str().contains("__")).split("__");
-        figment.merge(env).extract().map_err(|err| anyhow::anyhow!("invalid configuration: {err}"))
+        let env = Env::prefixed("TABAGENT_")
+            .filter(|key| key.as_str().contains("__"))
+            .split("__");
+        figment
+            .merge(env)
+            .extract()
+            .map_err(|err| anyhow::anyhow!("invalid configuration: {err}"))
     }
 
     /// Checks the combination is safe and in range.
@@ -223,17 +242,24 @@ impl Config {
         if self.server.max_body_bytes < 1024 {
             bail!("server.max_body_bytes must be at least 1024");
         }
-        self.engine_config().validate().map_err(|err| anyhow::anyhow!("invalid llama settings: {err}"))?;
+        self.engine_config()
+            .validate()
+            .map_err(|err| anyhow::anyhow!("invalid llama settings: {err}"))?;
         Ok(())
     }
 
     /// The bind address as an IP.
     pub fn bind_ip(&self) -> anyhow::Result<IpAddr> {
-        let host = self.server.host.trim_start_matches('[').trim_end_matches(']');
+        let host = self
+            .server
+            .host
+            .trim_start_matches('[')
+            .trim_end_matches(']');
         if host == "localhost" {
             return Ok(IpAddr::from([127, 0, 0, 1]));
         }
-        host.parse().with_context(|| format!("server.host {:?} is not an IP address", self.server.host))
+        host.parse()
+            .with_context(|| format!("server.host {:?} is not an IP address", self.server.host))
     }
 
     /// The engine settings derived from `[llama]`.
@@ -260,7 +286,10 @@ impl Config {
         let mut value = serde_json::to_value(self).unwrap_or_default();
         if let Some(keys) = value.pointer_mut("/server/api_keys") {
             let count = self.server.api_keys.len();
-            *keys = serde_json::Value::Array(vec![serde_json::Value::String("<redacted>".into()); count]);
+            *keys = serde_json::Value::Array(vec![
+                serde_json::Value::String("<redacted>".into());
+                count
+            ]);
         }
         value
     }

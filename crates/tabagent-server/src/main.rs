@@ -36,7 +36,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
     config.validate()?;
     init_logging(&config, matches!(cli.command, Command::Serve(_)));
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         match cli.command {
             Command::Serve(args) => commands::serve::run(config, args.mode).await,
@@ -60,10 +62,17 @@ fn format_chain(err: &anyhow::Error) -> String {
 
 fn init_logging(config: &Config, serving: bool) {
     // Outside `serve`, only warnings and errors unless asked: the terminal belongs to the output.
-    let level = if serving || config.log.level != "info" { config.log.level.clone() } else { "warn".to_string() };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{level},llama-cpp-2=warn,llama_cpp_2=warn")));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let level = if serving || config.log.level != "info" {
+        config.log.level.clone()
+    } else {
+        "warn".to_string()
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{level},llama-cpp-2=warn,llama_cpp_2=warn"))
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match config.log.format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),

@@ -45,7 +45,11 @@ pub struct ModelRegistry {
 impl ModelRegistry {
     /// A registry over `store` that loads models with `engine_config`.
     pub fn new(store: ModelStore, engine_config: EngineConfig) -> Self {
-        Self { store, engine_config, models: std::sync::Mutex::new(HashMap::new()) }
+        Self {
+            store,
+            engine_config,
+            models: std::sync::Mutex::new(HashMap::new()),
+        }
     }
 
     /// The store behind it.
@@ -69,7 +73,10 @@ impl ModelRegistry {
                 let engine = tokio::task::spawn_blocking(move || LlamaEngine::load(&path, config))
                     .await
                     .map_err(|_| RegistryError::Interrupted(name.to_string()))?
-                    .map_err(|source| RegistryError::Load { name: name.to_string(), source })?;
+                    .map_err(|source| RegistryError::Load {
+                        name: name.to_string(),
+                        source,
+                    })?;
                 tracing::info!(model = name, facts = ?engine.facts(), "model loaded");
                 Ok::<_, RegistryError>(Arc::new(engine))
             })
@@ -79,26 +86,40 @@ impl ModelRegistry {
 
     /// Loaded models and their engines, by name. Never waits for a load in progress.
     pub fn loaded(&self) -> Vec<(String, Arc<LlamaEngine>)> {
-        let models = self.models.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut list: Vec<_> =
-            models.iter().filter_map(|(name, cell)| cell.get().map(|engine| (name.clone(), Arc::clone(engine)))).collect();
+        let models = self
+            .models
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut list: Vec<_> = models
+            .iter()
+            .filter_map(|(name, cell)| cell.get().map(|engine| (name.clone(), Arc::clone(engine))))
+            .collect();
         list.sort_by(|a, b| a.0.cmp(&b.0));
         list
     }
 
     /// Whether `name` is loaded now (does not wait for a load in progress).
     pub fn is_loaded(&self, name: &str) -> bool {
-        let models = self.models.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let models = self
+            .models
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         models.get(name).is_some_and(|cell| cell.initialized())
     }
 
     fn loaded_engine(&self, name: &str) -> Option<Arc<LlamaEngine>> {
-        let models = self.models.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let models = self
+            .models
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         models.get(name).and_then(|cell| cell.get()).map(Arc::clone)
     }
 
     fn cell(&self, name: &str) -> LoadCell {
-        let mut models = self.models.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut models = self
+            .models
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         Arc::clone(models.entry(name.to_string()).or_default())
     }
 

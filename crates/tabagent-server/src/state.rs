@@ -22,7 +22,14 @@ struct Inner {
 impl AppState {
     /// State for `config` over `registry`.
     pub fn new(config: Config, registry: ModelRegistry) -> Self {
-        Self { inner: Arc::new(Inner { config, registry, ready: AtomicBool::new(false), startup_error: Mutex::new(None) }) }
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                registry,
+                ready: AtomicBool::new(false),
+                startup_error: Mutex::new(None),
+            }),
+        }
     }
 
     /// The effective configuration.
@@ -37,12 +44,17 @@ impl AppState {
 
     /// Whether start-up work (the default model's load) is done.
     pub fn is_ready(&self) -> bool {
-        self.inner.ready.load(Ordering::Acquire) || self.registry().is_loaded(&self.config().models.default)
+        self.inner.ready.load(Ordering::Acquire)
+            || self.registry().is_loaded(&self.config().models.default)
     }
 
     /// Why start-up work failed, if it did.
     pub fn startup_error(&self) -> Option<String> {
-        self.inner.startup_error.lock().map(|e| e.clone()).unwrap_or(None)
+        self.inner
+            .startup_error
+            .lock()
+            .map(|e| e.clone())
+            .unwrap_or(None)
     }
 
     /// Records that start-up work failed.

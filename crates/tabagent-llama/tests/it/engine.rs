@@ -7,8 +7,16 @@ use crate::{collect, greedy, load, small_config, smollm2_path, user};
 #[test]
 fn greedy_generation_is_repeatable_and_counts_tokens() {
     let engine = load(small_config());
-    let first = collect(engine.chat(&user("Name three fruits."), greedy(24)).unwrap());
-    let second = collect(engine.chat(&user("Name three fruits."), greedy(24)).unwrap());
+    let first = collect(
+        engine
+            .chat(&user("Name three fruits."), greedy(24))
+            .unwrap(),
+    );
+    let second = collect(
+        engine
+            .chat(&user("Name three fruits."), greedy(24))
+            .unwrap(),
+    );
     assert!(!first.text.trim().is_empty());
     assert_eq!(first.text, second.text);
     assert!(first.usage.prompt_tokens > 5);
@@ -21,7 +29,11 @@ fn greedy_generation_is_repeatable_and_counts_tokens() {
 #[test]
 fn max_tokens_ends_with_length() {
     let engine = load(small_config());
-    let out = collect(engine.chat(&user("Write a long poem about the sea."), greedy(5)).unwrap());
+    let out = collect(
+        engine
+            .chat(&user("Write a long poem about the sea."), greedy(5))
+            .unwrap(),
+    );
     assert_eq!(out.reason, FinishReason::Length);
     assert_eq!(out.usage.completion_tokens, 5);
 }
@@ -29,16 +41,28 @@ fn max_tokens_ends_with_length() {
 #[test]
 fn stop_string_cuts_the_output_before_it() {
     let engine = load(small_config());
-    let free = collect(engine.chat(&user("Tell me about cats."), greedy(40)).unwrap());
+    let free = collect(
+        engine
+            .chat(&user("Tell me about cats."), greedy(40))
+            .unwrap(),
+    );
     // Pick a stop string from the middle of what the model says anyway.
     let words: Vec<&str> = free.text.split_whitespace().collect();
-    assert!(words.len() > 6, "need a longer reply to test stop strings: {:?}", free.text);
+    assert!(
+        words.len() > 6,
+        "need a longer reply to test stop strings: {:?}",
+        free.text
+    );
     let stop = words[4].to_string();
     let mut params = greedy(40);
     params.stop = vec![stop.clone()];
     let stopped = collect(engine.chat(&user("Tell me about cats."), params).unwrap());
     assert_eq!(stopped.reason, FinishReason::Stop);
-    assert!(!stopped.text.contains(&stop), "{:?} contains the stop string {stop:?}", stopped.text);
+    assert!(
+        !stopped.text.contains(&stop),
+        "{:?} contains the stop string {stop:?}",
+        stopped.text
+    );
     let cut = free.text.find(&stop).unwrap();
     assert_eq!(stopped.text, free.text[..cut]);
 }
@@ -54,7 +78,11 @@ fn json_schema_constraint_yields_conforming_json() {
     });
     let mut params = greedy(80);
     params.constraint = OutputConstraint::JsonSchema(schema);
-    let out = collect(engine.chat(&user("Describe a city as JSON."), params).unwrap());
+    let out = collect(
+        engine
+            .chat(&user("Describe a city as JSON."), params)
+            .unwrap(),
+    );
     let value: serde_json::Value = serde_json::from_str(&out.text).expect("valid JSON");
     let object = value.as_object().expect("an object");
     assert!(object["city"].is_string());
@@ -66,17 +94,30 @@ fn json_schema_constraint_yields_conforming_json() {
 fn unenforceable_schema_is_refused_before_generation() {
     let engine = load(small_config());
     let mut params = greedy(10);
-    params.constraint = OutputConstraint::JsonSchema(json!({"type": "string", "pattern": "^(a|b)+$", "not": {"const": "x"}}));
+    params.constraint = OutputConstraint::JsonSchema(
+        json!({"type": "string", "pattern": "^(a|b)+$", "not": {"const": "x"}}),
+    );
     let err = engine.chat(&user("hi"), params).unwrap_err();
     assert!(matches!(err, InferenceError::Unsupported { .. }), "{err:?}");
-    assert_eq!(engine.stats().completed_total + engine.stats().active as u64, 0);
+    assert_eq!(
+        engine.stats().completed_total + engine.stats().active as u64,
+        0
+    );
 }
 
 #[test]
 fn prompt_longer_than_the_context_is_refused() {
-    let engine = load(EngineConfig { ctx_per_slot: 64, ..small_config() });
-    let err = engine.complete(&"word ".repeat(200), greedy(4)).unwrap_err();
-    assert!(matches!(err, InferenceError::ContextOverflow { limit: 64, .. }), "{err:?}");
+    let engine = load(EngineConfig {
+        ctx_per_slot: 64,
+        ..small_config()
+    });
+    let err = engine
+        .complete(&"word ".repeat(200), greedy(4))
+        .unwrap_err();
+    assert!(
+        matches!(err, InferenceError::ContextOverflow { limit: 64, .. }),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -84,24 +125,42 @@ fn two_sequences_are_decoded_together() {
     let engine = load(small_config());
     let mut long = greedy(400);
     long.ignore_eos = true;
-    let mut a = engine.chat(&user("Count to a thousand."), long.clone()).unwrap();
+    let mut a = engine
+        .chat(&user("Count to a thousand."), long.clone())
+        .unwrap();
     let mut b = engine.chat(&user("List every country."), long).unwrap();
-    assert!(matches!(a.events.blocking_recv(), Some(GenerationEvent::Text(_))));
-    assert!(matches!(b.events.blocking_recv(), Some(GenerationEvent::Text(_))));
+    assert!(matches!(
+        a.events.blocking_recv(),
+        Some(GenerationEvent::Text(_))
+    ));
+    assert!(matches!(
+        b.events.blocking_recv(),
+        Some(GenerationEvent::Text(_))
+    ));
     // B produced text while A, 400 tokens long, had not finished: they share the decode loop.
     while let Ok(event) = a.events.try_recv() {
-        assert!(matches!(event, GenerationEvent::Text(_)), "A finished before B started: {event:?}");
+        assert!(
+            matches!(event, GenerationEvent::Text(_)),
+            "A finished before B started: {event:?}"
+        );
     }
     assert_eq!(engine.stats().active, 2);
 }
 
 #[test]
 fn dropping_the_handle_cancels_and_frees_the_slot() {
-    let engine = load(EngineConfig { parallel: 1, ctx_per_slot: 2048, ..small_config() });
+    let engine = load(EngineConfig {
+        parallel: 1,
+        ctx_per_slot: 2048,
+        ..small_config()
+    });
     let mut endless = greedy(100_000);
     endless.ignore_eos = true;
     let mut first = engine.complete("Once upon a time", endless).unwrap();
-    assert!(matches!(first.events.blocking_recv(), Some(GenerationEvent::Text(_))));
+    assert!(matches!(
+        first.events.blocking_recv(),
+        Some(GenerationEvent::Text(_))
+    ));
     drop(first);
     // With one slot, this can only run once the first is gone; had the first not been cancelled it
     // would have run to the end of its 2048-token context and counted as completed.
@@ -114,15 +173,25 @@ fn dropping_the_handle_cancels_and_frees_the_slot() {
 
 #[test]
 fn a_full_queue_turns_requests_away() {
-    let engine = load(EngineConfig { parallel: 1, queue_capacity: 1, ..small_config() });
+    let engine = load(EngineConfig {
+        parallel: 1,
+        queue_capacity: 1,
+        ..small_config()
+    });
     let mut endless = greedy(100_000);
     endless.ignore_eos = true;
     let mut running = engine.complete("Once upon a time", endless).unwrap();
     // Its first token proves it left the queue for the only slot.
-    assert!(matches!(running.events.blocking_recv(), Some(GenerationEvent::Text(_))));
+    assert!(matches!(
+        running.events.blocking_recv(),
+        Some(GenerationEvent::Text(_))
+    ));
     let _waiting = engine.complete("The sky is", greedy(3)).unwrap();
     let err = engine.complete("The sea is", greedy(3)).unwrap_err();
-    assert!(matches!(err, InferenceError::QueueFull { queued: 1 }), "{err:?}");
+    assert!(
+        matches!(err, InferenceError::QueueFull { queued: 1 }),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -138,7 +207,11 @@ fn a_truncated_file_is_refused_without_reaching_llama_cpp() {
 #[test]
 fn a_base_prompt_without_template_still_completes() {
     let engine = load(small_config());
-    let out = collect(engine.complete("The capital of France is", greedy(4)).unwrap());
+    let out = collect(
+        engine
+            .complete("The capital of France is", greedy(4))
+            .unwrap(),
+    );
     assert_eq!(out.usage.completion_tokens, 4);
     assert!(!out.text.is_empty());
 }

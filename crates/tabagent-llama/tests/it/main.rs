@@ -7,44 +7,60 @@ use std::path::PathBuf;
 use tabagent_core::{ChatMessage, FinishReason, GenerationEvent, GenerationParams, Role, Usage};
 use tabagent_llama::{EngineConfig, GenerationHandle, LlamaEngine};
 
-pub fn smollm2_path() -> PathBuf {
+pub(crate) fn smollm2_path() -> PathBuf {
     let Some(path) = std::env::var_os("TABAGENT_TEST_SMOLLM2_GGUF") else {
         panic!("TABAGENT_TEST_SMOLLM2_GGUF is not set: run the tests with scripts/test, which fetches the model");
     };
     PathBuf::from(path)
 }
 
-pub fn small_config() -> EngineConfig {
-    EngineConfig { threads: 2, threads_batch: 2, parallel: 2, ctx_per_slot: 1024, queue_capacity: 4, ..EngineConfig::default() }
+pub(crate) fn small_config() -> EngineConfig {
+    EngineConfig {
+        threads: 2,
+        threads_batch: 2,
+        parallel: 2,
+        ctx_per_slot: 1024,
+        queue_capacity: 4,
+        ..EngineConfig::default()
+    }
 }
 
-pub fn load(config: EngineConfig) -> LlamaEngine {
+pub(crate) fn load(config: EngineConfig) -> LlamaEngine {
     LlamaEngine::load(&smollm2_path(), config).expect("SmolLM2 loads")
 }
 
-pub fn user(text: &str) -> Vec<ChatMessage> {
+pub(crate) fn user(text: &str) -> Vec<ChatMessage> {
     vec![ChatMessage::new(Role::User, text)]
 }
 
-pub fn greedy(max_tokens: u32) -> GenerationParams {
-    let mut params = GenerationParams { max_tokens: Some(max_tokens), ..GenerationParams::default() };
+pub(crate) fn greedy(max_tokens: u32) -> GenerationParams {
+    let mut params = GenerationParams {
+        max_tokens: Some(max_tokens),
+        ..GenerationParams::default()
+    };
     params.sampling.temperature = 0.0;
     params
 }
 
 /// The whole output of a generation, with how it ended.
-pub struct Outcome {
-    pub text: String,
-    pub reason: FinishReason,
-    pub usage: Usage,
+pub(crate) struct Outcome {
+    pub(crate) text: String,
+    pub(crate) reason: FinishReason,
+    pub(crate) usage: Usage,
 }
 
-pub fn collect(mut handle: GenerationHandle) -> Outcome {
+pub(crate) fn collect(mut handle: GenerationHandle) -> Outcome {
     let mut text = String::new();
     while let Some(event) = handle.events.blocking_recv() {
         match event {
             GenerationEvent::Text(piece) => text.push_str(&piece),
-            GenerationEvent::Finished { reason, usage } => return Outcome { text, reason, usage },
+            GenerationEvent::Finished { reason, usage } => {
+                return Outcome {
+                    text,
+                    reason,
+                    usage,
+                }
+            }
             GenerationEvent::Failed(err) => panic!("generation failed: {err}"),
         }
     }

@@ -14,14 +14,19 @@ pub fn list(config: &Config) -> anyhow::Result<()> {
         println!("no models yet: `tabagent import FILE.gguf --name NAME` adds one");
         return Ok(());
     }
-    println!("{:<32} {:>9} {:<12} {:>8} {:<5} SHA256", "NAME", "SIZE", "ARCH", "CONTEXT", "CHAT");
+    println!(
+        "{:<32} {:>9} {:<12} {:>8} {:<5} SHA256",
+        "NAME", "SIZE", "ARCH", "CONTEXT", "CHAT"
+    );
     for model in models {
         println!(
             "{:<32} {:>9} {:<12} {:>8} {:<5} {}",
             model.name,
             human_size(model.size_bytes),
             model.architecture.as_deref().unwrap_or("?"),
-            model.context_length.map_or("?".to_string(), |c| c.to_string()),
+            model
+                .context_length
+                .map_or("?".to_string(), |c| c.to_string()),
             if model.has_chat_template { "yes" } else { "no" },
             &model.sha256[..12.min(model.sha256.len())],
         );
@@ -35,7 +40,12 @@ pub fn import(config: &Config, args: &ImportArgs) -> anyhow::Result<()> {
     let entry = store
         .import_gguf(&args.path, args.name.as_deref(), args.sha256.as_deref())
         .with_context(|| format!("cannot import {}", args.path.display()))?;
-    println!("imported {} ({}, sha256 {})", entry.name, human_size(entry.size_bytes), entry.sha256);
+    println!(
+        "imported {} ({}, sha256 {})",
+        entry.name,
+        human_size(entry.size_bytes),
+        entry.sha256
+    );
     Ok(())
 }
 

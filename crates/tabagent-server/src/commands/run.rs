@@ -15,13 +15,17 @@ use crate::config::Config;
 /// Answers one prompt, or chats until EOF or `/bye`.
 pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<()> {
     let store = ModelStore::open(&config.models_dir())?;
-    let entry = store
-        .get(&args.model)?
-        .ok_or_else(|| anyhow!("the model `{}` does not exist; `tabagent models` lists local models", args.model))?;
+    let entry = store.get(&args.model)?.ok_or_else(|| {
+        anyhow!(
+            "the model `{}` does not exist; `tabagent models` lists local models",
+            args.model
+        )
+    })?;
     let path = store.path_of(&entry);
     let mut engine_config = config.engine_config();
     engine_config.parallel = 1;
-    let engine = tokio::task::spawn_blocking(move || LlamaEngine::load(&path, engine_config)).await??;
+    let engine =
+        tokio::task::spawn_blocking(move || LlamaEngine::load(&path, engine_config)).await??;
     let engine = Arc::new(engine);
     let mut params = GenerationParams::default();
     if let Some(t) = args.temperature {
@@ -37,16 +41,24 @@ pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<()> {
     }
     if let Some(prompt) = args.prompt {
         if !chat {
-            eprintln!("note: `{}` has no chat template; continuing the prompt as raw text", args.model);
+            eprintln!(
+                "note: `{}` has no chat template; continuing the prompt as raw text",
+                args.model
+            );
         }
         answer(&engine, &mut history, prompt, &params, chat).await?;
         return Ok(());
     }
-    eprintln!("chatting with {} — /clear forgets the conversation, /bye or Ctrl-D ends it", args.model);
+    eprintln!(
+        "chatting with {} — /clear forgets the conversation, /bye or Ctrl-D ends it",
+        args.model
+    );
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     loop {
         eprint!(">>> ");
-        let Some(line) = lines.next_line().await? else { break };
+        let Some(line) = lines.next_line().await? else {
+            break;
+        };
         match line.trim() {
             "" => continue,
             "/bye" | "/exit" => break,
@@ -61,7 +73,13 @@ pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn answer(engine: &Arc<LlamaEngine>, history: &mut Vec<ChatMessage>, prompt: String, params: &GenerationParams, chat: bool) -> anyhow::Result<()> {
+async fn answer(
+    engine: &Arc<LlamaEngine>,
+    history: &mut Vec<ChatMessage>,
+    prompt: String,
+    params: &GenerationParams,
+    chat: bool,
+) -> anyhow::Result<()> {
     let engine_for_submit = Arc::clone(engine);
     let params = params.clone();
     let handle = if chat {

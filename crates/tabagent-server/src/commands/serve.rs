@@ -21,7 +21,12 @@ pub async fn run(config: Config, mode: Mode) -> anyhow::Result<()> {
     let ip = config.bind_ip()?;
     let listener = tokio::net::TcpListener::bind((ip, config.server.port))
         .await
-        .with_context(|| format!("cannot listen on {}:{}", config.server.host, config.server.port))?;
+        .with_context(|| {
+            format!(
+                "cannot listen on {}:{}",
+                config.server.host, config.server.port
+            )
+        })?;
     let address = listener.local_addr()?;
     let state = AppState::new(config.clone(), registry);
     tracing::info!(%address, data_dir = %config.storage.data_dir.display(), "tabagent listening");
@@ -33,7 +38,9 @@ pub async fn run(config: Config, mode: Mode) -> anyhow::Result<()> {
     } else {
         state.set_ready();
     }
-    axum::serve(listener, crate::http::router(state)).with_graceful_shutdown(shutdown_signal()).await?;
+    axum::serve(listener, crate::http::router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
     tracing::info!("tabagent stopped");
     Ok(())
 }

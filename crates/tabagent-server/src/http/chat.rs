@@ -5,13 +5,14 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use tabagent_core::FinishReason;
 
+use super::convert;
 use super::error::{ApiError, ErrorBody};
 use super::generate::{self, ChunkFormat};
 use super::json::ApiJson;
 use super::wire::{
-    ChatChoice, ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, ChunkChoice, ChunkDelta, ResponseMessage, WireUsage,
+    ChatChoice, ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, ChunkChoice,
+    ChunkDelta, ResponseMessage, WireUsage,
 };
-use super::convert;
 use crate::state::AppState;
 
 /// Generates the assistant's next message.
@@ -27,7 +28,10 @@ use crate::state::AppState;
         (status = 503, description = "Busy (see Retry-After) or model unavailable", body = ErrorBody),
     )
 )]
-pub async fn chat_completions(State(state): State<AppState>, ApiJson(request): ApiJson<ChatCompletionRequest>) -> Result<Response, ApiError> {
+pub async fn chat_completions(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<ChatCompletionRequest>,
+) -> Result<Response, ApiError> {
     let job = convert::chat(request)?;
     let engine = state.registry().get(&job.model).await?;
     let (messages, params) = (job.messages, job.params);
@@ -35,7 +39,11 @@ pub async fn chat_completions(State(state): State<AppState>, ApiJson(request): A
     let id = generate::response_id("chatcmpl");
     let created = generate::unix_now();
     if job.stream {
-        let format = ChatChunks { id, created, model: job.model };
+        let format = ChatChunks {
+            id,
+            created,
+            model: job.model,
+        };
         return Ok(generate::stream(handle, format, job.include_usage).into_response());
     }
     let out = generate::collect(handle).await?;
@@ -46,7 +54,10 @@ pub async fn chat_completions(State(state): State<AppState>, ApiJson(request): A
         model: job.model,
         choices: vec![ChatChoice {
             index: 0,
-            message: ResponseMessage { role: "assistant", content: out.text },
+            message: ResponseMessage {
+                role: "assistant",
+                content: out.text,
+            },
             finish_reason: out.reason.as_str(),
             logprobs: None,
         }],
@@ -62,27 +73,75 @@ struct ChatChunks {
 }
 
 impl ChatChunks {
-    fn chunk(&self, delta: ChunkDelta<'_>, finish_reason: Option<&'static str>, usage: Option<WireUsage>) -> String {
-        let choices = if usage.is_some() { Vec::new() } else { vec![ChunkChoice { index: 0, delta, finish_reason }] };
-        let chunk = ChatCompletionChunk { id: &self.id, object: "chat.completion.chunk", created: self.created, model: &self.model, choices, usage };
+    fn chunk(
+        &self,
+        delta: ChunkDelta<'_>,
+        finish_reason: Option<&'static str>,
+        usage: Option<WireUsage>,
+    ) -> String {
+        let choices = if usage.is_some() {
+            Vec::new()
+        } else {
+            vec![ChunkChoice {
+                index: 0,
+                delta,
+                finish_reason,
+            }]
+        };
+        let chunk = ChatCompletionChunk {
+            id: &self.id,
+            object: "chat.completion.chunk",
+            created: self.created,
+            model: &self.model,
+            choices,
+            usage,
+        };
         serde_json::to_string(&chunk).unwrap_or_default()
     }
 }
 
 impl ChunkFormat for ChatChunks {
     fn opening(&self) -> Option<String> {
-        Some(self.chunk(ChunkDelta { role: Some("assistant"), content: Some("") }, None, None))
+        Some(self.chunk(
+            ChunkDelta {
+                role: Some("assistant"),
+                content: Some(""),
+            },
+            None,
+            None,
+        ))
     }
 
     fn text(&self, text: &str) -> String {
-        self.chunk(ChunkDelta { role: None, content: Some(text) }, None, None)
+        self.chunk(
+            ChunkDelta {
+                role: None,
+                content: Some(text),
+            },
+            None,
+            None,
+        )
     }
 
     fn finish(&self, reason: FinishReason) -> String {
-        self.chunk(ChunkDelta { role: None, content: None }, Some(reason.as_str()), None)
+        self.chunk(
+            ChunkDelta {
+                role: None,
+                content: None,
+            },
+            Some(reason.as_str()),
+            None,
+        )
     }
 
     fn usage(&self, usage: WireUsage) -> String {
-        self.chunk(ChunkDelta { role: None, content: None }, None, Some(usage))
+        self.chunk(
+            ChunkDelta {
+                role: None,
+                content: None,
+            },
+            None,
+            Some(usage),
+        )
     }
 }

@@ -5,11 +5,11 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use tabagent_core::FinishReason;
 
+use super::convert;
 use super::error::{ApiError, ErrorBody};
 use super::generate::{self, ChunkFormat};
 use super::json::ApiJson;
 use super::wire::{CompletionChoice, CompletionRequest, CompletionResponse, WireUsage};
-use super::convert;
 use crate::state::AppState;
 
 /// Continues a raw prompt.
@@ -25,7 +25,10 @@ use crate::state::AppState;
         (status = 503, description = "Busy (see Retry-After) or model unavailable", body = ErrorBody),
     )
 )]
-pub async fn completions(State(state): State<AppState>, ApiJson(request): ApiJson<CompletionRequest>) -> Result<Response, ApiError> {
+pub async fn completions(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<CompletionRequest>,
+) -> Result<Response, ApiError> {
     let job = convert::completion(request)?;
     let engine = state.registry().get(&job.model).await?;
     let (prompt, params) = (job.prompt, job.params);
@@ -33,7 +36,11 @@ pub async fn completions(State(state): State<AppState>, ApiJson(request): ApiJso
     let id = generate::response_id("cmpl");
     let created = generate::unix_now();
     if job.stream {
-        let format = CompletionChunks { id, created, model: job.model };
+        let format = CompletionChunks {
+            id,
+            created,
+            model: job.model,
+        };
         return Ok(generate::stream(handle, format, job.include_usage).into_response());
     }
     let out = generate::collect(handle).await?;
@@ -42,7 +49,12 @@ pub async fn completions(State(state): State<AppState>, ApiJson(request): ApiJso
         object: "text_completion",
         created,
         model: &job.model,
-        choices: vec![CompletionChoice { text: &out.text, index: 0, finish_reason: Some(out.reason.as_str()), logprobs: None }],
+        choices: vec![CompletionChoice {
+            text: &out.text,
+            index: 0,
+            finish_reason: Some(out.reason.as_str()),
+            logprobs: None,
+        }],
         usage: Some(generate::wire_usage(out.usage)),
     };
     Ok(Json(response).into_response())
@@ -55,9 +67,30 @@ struct CompletionChunks {
 }
 
 impl CompletionChunks {
-    fn chunk(&self, text: &str, finish_reason: Option<&'static str>, usage: Option<WireUsage>) -> String {
-        let choices = if usage.is_some() { Vec::new() } else { vec![CompletionChoice { text, index: 0, finish_reason, logprobs: None }] };
-        let chunk = CompletionResponse { id: &self.id, object: "text_completion", created: self.created, model: &self.model, choices, usage };
+    fn chunk(
+        &self,
+        text: &str,
+        finish_reason: Option<&'static str>,
+        usage: Option<WireUsage>,
+    ) -> String {
+        let choices = if usage.is_some() {
+            Vec::new()
+        } else {
+            vec![CompletionChoice {
+                text,
+                index: 0,
+                finish_reason,
+                logprobs: None,
+            }]
+        };
+        let chunk = CompletionResponse {
+            id: &self.id,
+            object: "text_completion",
+            created: self.created,
+            model: &self.model,
+            choices,
+            usage,
+        };
         serde_json::to_string(&chunk).unwrap_or_default()
     }
 }

@@ -4,7 +4,9 @@ use serde_json::Value;
 use tabagent_core::{ChatMessage, GenerationParams, OutputConstraint, Role, SamplingParams};
 
 use super::error::ApiError;
-use super::wire::{ChatCompletionRequest, CompletionRequest, MessageContent, SamplingFields, StopSpec};
+use super::wire::{
+    ChatCompletionRequest, CompletionRequest, MessageContent, SamplingFields, StopSpec,
+};
 
 /// Most stop strings a request may give.
 const MAX_STOPS: usize = 16;
@@ -46,19 +48,35 @@ pub struct CompletionJob {
 /// Validates a chat request.
 pub fn chat(request: ChatCompletionRequest) -> Result<ChatJob, ApiError> {
     check_model(&request.model)?;
-    if request.tools.as_ref().is_some_and(|tools| !tools.is_empty()) {
-        return Err(ApiError::bad_request(Some("tools"), "tool calling is not available yet in this server; remove `tools`"));
+    if request
+        .tools
+        .as_ref()
+        .is_some_and(|tools| !tools.is_empty())
+    {
+        return Err(ApiError::bad_request(
+            Some("tools"),
+            "tool calling is not available yet in this server; remove `tools`",
+        ));
     }
     if let Some(choice) = &request.tool_choice {
         if choice != &Value::String("none".into()) {
-            return Err(ApiError::bad_request(Some("tool_choice"), "tool calling is not available yet in this server; remove `tool_choice`"));
+            return Err(ApiError::bad_request(
+                Some("tool_choice"),
+                "tool calling is not available yet in this server; remove `tool_choice`",
+            ));
         }
     }
     if request.logprobs == Some(true) || request.top_logprobs.is_some() {
-        return Err(ApiError::bad_request(Some("logprobs"), "logprobs are not supported yet"));
+        return Err(ApiError::bad_request(
+            Some("logprobs"),
+            "logprobs are not supported yet",
+        ));
     }
     if request.messages.is_empty() {
-        return Err(ApiError::bad_request(Some("messages"), "`messages` must contain at least one message"));
+        return Err(ApiError::bad_request(
+            Some("messages"),
+            "`messages` must contain at least one message",
+        ));
     }
     let mut messages = Vec::with_capacity(request.messages.len());
     for (index, message) in request.messages.iter().enumerate() {
@@ -68,17 +86,28 @@ pub fn chat(request: ChatCompletionRequest) -> Result<ChatJob, ApiError> {
             "user" => Role::User,
             "assistant" => Role::Assistant,
             "tool" | "function" => {
-                return Err(ApiError::bad_request(Some(&format!("{at}.role")), "tool messages are not available yet in this server"))
-            }
-            other => {
                 return Err(ApiError::bad_request(
                     Some(&format!("{at}.role")),
-                    format!("unknown role `{other}` in {at}; expected system, developer, user or assistant"),
+                    "tool messages are not available yet in this server",
                 ))
             }
+            other => return Err(ApiError::bad_request(
+                Some(&format!("{at}.role")),
+                format!(
+                    "unknown role `{other}` in {at}; expected system, developer, user or assistant"
+                ),
+            )),
         };
-        if message.tool_calls.as_ref().is_some_and(|calls| !calls.is_empty()) || message.tool_call_id.is_some() {
-            return Err(ApiError::bad_request(Some(&format!("{at}.tool_calls")), "tool calls are not available yet in this server"));
+        if message
+            .tool_calls
+            .as_ref()
+            .is_some_and(|calls| !calls.is_empty())
+            || message.tool_call_id.is_some()
+        {
+            return Err(ApiError::bad_request(
+                Some(&format!("{at}.tool_calls")),
+                "tool calls are not available yet in this server",
+            ));
         }
         let content = match &message.content {
             Some(MessageContent::Text(text)) => text.clone(),
@@ -97,80 +126,144 @@ pub fn chat(request: ChatCompletionRequest) -> Result<ChatJob, ApiError> {
                 }
                 text
             }
-            None => return Err(ApiError::bad_request(Some(&format!("{at}.content")), format!("{at} has no content"))),
+            None => {
+                return Err(ApiError::bad_request(
+                    Some(&format!("{at}.content")),
+                    format!("{at} has no content"),
+                ))
+            }
         };
         messages.push(ChatMessage::new(role, content));
     }
     let mut params = generation(&request.sampling, request.max_completion_tokens, None)?;
     params.constraint = response_format(request.response_format.as_ref())?;
     let (stream, include_usage) = streaming(&request.sampling);
-    Ok(ChatJob { model: request.model, messages, params, stream, include_usage })
+    Ok(ChatJob {
+        model: request.model,
+        messages,
+        params,
+        stream,
+        include_usage,
+    })
 }
 
 /// Validates a completion request.
 pub fn completion(request: CompletionRequest) -> Result<CompletionJob, ApiError> {
     check_model(&request.model)?;
     if request.echo == Some(true) {
-        return Err(ApiError::bad_request(Some("echo"), "`echo` is not supported"));
+        return Err(ApiError::bad_request(
+            Some("echo"),
+            "`echo` is not supported",
+        ));
     }
     if request.suffix.as_ref().is_some_and(|s| !s.is_empty()) {
-        return Err(ApiError::bad_request(Some("suffix"), "`suffix` is not supported"));
+        return Err(ApiError::bad_request(
+            Some("suffix"),
+            "`suffix` is not supported",
+        ));
     }
     if request.logprobs.is_some() {
-        return Err(ApiError::bad_request(Some("logprobs"), "logprobs are not supported yet"));
+        return Err(ApiError::bad_request(
+            Some("logprobs"),
+            "logprobs are not supported yet",
+        ));
     }
     if request.best_of.is_some_and(|n| n != 1) {
-        return Err(ApiError::bad_request(Some("best_of"), "only `best_of: 1` is supported"));
+        return Err(ApiError::bad_request(
+            Some("best_of"),
+            "only `best_of: 1` is supported",
+        ));
     }
     let prompt = match &request.prompt {
         Value::String(text) => text.clone(),
-        Value::Array(items) if items.len() == 1 && items[0].is_string() => items[0].as_str().unwrap_or_default().to_string(),
-        Value::Array(_) => {
-            return Err(ApiError::bad_request(Some("prompt"), "`prompt` must be a string or a list of exactly one string"))
+        Value::Array(items) if items.len() == 1 && items[0].is_string() => {
+            items[0].as_str().unwrap_or_default().to_string()
         }
-        _ => return Err(ApiError::bad_request(Some("prompt"), "`prompt` must be a string")),
+        Value::Array(_) => {
+            return Err(ApiError::bad_request(
+                Some("prompt"),
+                "`prompt` must be a string or a list of exactly one string",
+            ))
+        }
+        _ => {
+            return Err(ApiError::bad_request(
+                Some("prompt"),
+                "`prompt` must be a string",
+            ))
+        }
     };
     if prompt.is_empty() {
-        return Err(ApiError::bad_request(Some("prompt"), "`prompt` must not be empty"));
+        return Err(ApiError::bad_request(
+            Some("prompt"),
+            "`prompt` must not be empty",
+        ));
     }
-    let params = generation(&request.sampling, None, Some(COMPLETIONS_DEFAULT_MAX_TOKENS))?;
+    let params = generation(
+        &request.sampling,
+        None,
+        Some(COMPLETIONS_DEFAULT_MAX_TOKENS),
+    )?;
     let (stream, include_usage) = streaming(&request.sampling);
-    Ok(CompletionJob { model: request.model, prompt, params, stream, include_usage })
+    Ok(CompletionJob {
+        model: request.model,
+        prompt,
+        params,
+        stream,
+        include_usage,
+    })
 }
 
 fn check_model(model: &str) -> Result<(), ApiError> {
     if model.trim().is_empty() {
-        return Err(ApiError::bad_request(Some("model"), "`model` must name a model; GET /v1/models lists them"));
+        return Err(ApiError::bad_request(
+            Some("model"),
+            "`model` must name a model; GET /v1/models lists them",
+        ));
     }
     Ok(())
 }
 
 fn streaming(fields: &SamplingFields) -> (bool, bool) {
     let stream = fields.stream.unwrap_or(false);
-    let include_usage = stream && fields.stream_options.as_ref().is_some_and(|o| o.include_usage);
+    let include_usage = stream
+        && fields
+            .stream_options
+            .as_ref()
+            .is_some_and(|o| o.include_usage);
     (stream, include_usage)
 }
 
-fn generation(fields: &SamplingFields, max_completion_tokens: Option<i64>, default_max: Option<u32>) -> Result<GenerationParams, ApiError> {
+fn generation(
+    fields: &SamplingFields,
+    max_completion_tokens: Option<i64>,
+    default_max: Option<u32>,
+) -> Result<GenerationParams, ApiError> {
     let mut sampling = SamplingParams::default();
     if let Some(t) = fields.temperature {
         sampling.temperature = in_range(t, 0.0, 2.0, "temperature")?;
     }
     if let Some(p) = fields.top_p {
         if !(p > 0.0 && p <= 1.0) {
-            return Err(ApiError::bad_request(Some("top_p"), "`top_p` must be greater than 0 and at most 1"));
+            return Err(ApiError::bad_request(
+                Some("top_p"),
+                "`top_p` must be greater than 0 and at most 1",
+            ));
         }
         sampling.top_p = p;
     }
     if let Some(k) = fields.top_k {
-        sampling.top_k = u32::try_from(k).map_err(|_| ApiError::bad_request(Some("top_k"), "`top_k` must be 0 or more"))?;
+        sampling.top_k = u32::try_from(k)
+            .map_err(|_| ApiError::bad_request(Some("top_k"), "`top_k` must be 0 or more"))?;
     }
     if let Some(p) = fields.min_p {
         sampling.min_p = in_range(p, 0.0, 1.0, "min_p")?;
     }
     if let Some(r) = fields.repeat_penalty {
         if !(r > 0.0 && r <= 10.0) {
-            return Err(ApiError::bad_request(Some("repeat_penalty"), "`repeat_penalty` must be greater than 0 and at most 10"));
+            return Err(ApiError::bad_request(
+                Some("repeat_penalty"),
+                "`repeat_penalty` must be greater than 0 and at most 10",
+            ));
         }
         sampling.repeat_penalty = r;
     }
@@ -188,7 +281,10 @@ fn generation(fields: &SamplingFields, max_completion_tokens: Option<i64>, defau
         return Err(ApiError::bad_request(Some("n"), "only `n: 1` is supported"));
     }
     if fields.logit_bias.as_ref().is_some_and(|b| !b.is_empty()) {
-        return Err(ApiError::bad_request(Some("logit_bias"), "`logit_bias` is not supported yet"));
+        return Err(ApiError::bad_request(
+            Some("logit_bias"),
+            "`logit_bias` is not supported yet",
+        ));
     }
     let (max_value, max_name) = match (max_completion_tokens, fields.max_tokens) {
         (Some(value), _) => (Some(value), "max_completion_tokens"),
@@ -196,7 +292,10 @@ fn generation(fields: &SamplingFields, max_completion_tokens: Option<i64>, defau
     };
     let max_tokens = match max_value {
         Some(value) if value < 1 => {
-            return Err(ApiError::bad_request(Some(max_name), format!("`{max_name}` must be at least 1, got {value}")))
+            return Err(ApiError::bad_request(
+                Some(max_name),
+                format!("`{max_name}` must be at least 1, got {value}"),
+            ))
         }
         Some(value) => Some(u32::try_from(value).unwrap_or(u32::MAX)),
         None => default_max,
@@ -207,10 +306,16 @@ fn generation(fields: &SamplingFields, max_completion_tokens: Option<i64>, defau
         Some(StopSpec::Many(many)) => many.clone(),
     };
     if stop.len() > MAX_STOPS {
-        return Err(ApiError::bad_request(Some("stop"), format!("at most {MAX_STOPS} stop strings are allowed")));
+        return Err(ApiError::bad_request(
+            Some("stop"),
+            format!("at most {MAX_STOPS} stop strings are allowed"),
+        ));
     }
     if stop.iter().any(|s| s.len() > MAX_STOP_LEN) {
-        return Err(ApiError::bad_request(Some("stop"), format!("stop strings must be at most {MAX_STOP_LEN} bytes")));
+        return Err(ApiError::bad_request(
+            Some("stop"),
+            format!("stop strings must be at most {MAX_STOP_LEN} bytes"),
+        ));
     }
     Ok(GenerationParams {
         sampling,
@@ -225,14 +330,21 @@ fn in_range(value: f32, low: f32, high: f32, name: &str) -> Result<f32, ApiError
     if value.is_finite() && value >= low && value <= high {
         Ok(value)
     } else {
-        Err(ApiError::bad_request(Some(name), format!("`{name}` must be between {low} and {high}, got {value}")))
+        Err(ApiError::bad_request(
+            Some(name),
+            format!("`{name}` must be between {low} and {high}, got {value}"),
+        ))
     }
 }
 
 fn response_format(format: Option<&Value>) -> Result<OutputConstraint, ApiError> {
-    let Some(format) = format else { return Ok(OutputConstraint::None) };
+    let Some(format) = format else {
+        return Ok(OutputConstraint::None);
+    };
     let bad = |message: &str| ApiError::bad_request(Some("response_format"), message.to_string());
-    let kind = format.get("type").and_then(Value::as_str).ok_or_else(|| bad("`response_format.type` must be `text`, `json_object` or `json_schema`"))?;
+    let kind = format.get("type").and_then(Value::as_str).ok_or_else(|| {
+        bad("`response_format.type` must be `text`, `json_object` or `json_schema`")
+    })?;
     match kind {
         "text" => Ok(OutputConstraint::None),
         "json_object" => Ok(OutputConstraint::JsonObject),

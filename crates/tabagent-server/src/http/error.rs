@@ -45,12 +45,22 @@ pub struct ErrorDetail {
 
 impl ApiError {
     fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
-        Self { status, message: message.into(), kind, param: None, code: None, retry_after_secs: None }
+        Self {
+            status,
+            message: message.into(),
+            kind,
+            param: None,
+            code: None,
+            retry_after_secs: None,
+        }
     }
 
     /// 400: the request is wrong; `param` names the field.
     pub fn bad_request(param: Option<&str>, message: impl Into<String>) -> Self {
-        Self { param: param.map(str::to_string), ..Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", message) }
+        Self {
+            param: param.map(str::to_string),
+            ..Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", message)
+        }
     }
 
     /// 401: missing or wrong API key.
@@ -67,19 +77,45 @@ impl ApiError {
 
     /// 403: the request came through a host or origin that is not allowed.
     pub fn forbidden(code: &'static str, message: impl Into<String>) -> Self {
-        Self { code: Some(code), ..Self::new(StatusCode::FORBIDDEN, "permission_error", message) }
+        Self {
+            code: Some(code),
+            ..Self::new(StatusCode::FORBIDDEN, "permission_error", message)
+        }
     }
 
     /// 404 for a path that does not exist.
     pub fn route_not_found(path: &str) -> Self {
-        Self { code: Some("not_found"), ..Self::new(StatusCode::NOT_FOUND, "not_found_error", format!("no route for {path}")) }
+        Self {
+            code: Some("not_found"),
+            ..Self::new(
+                StatusCode::NOT_FOUND,
+                "not_found_error",
+                format!("no route for {path}"),
+            )
+        }
+    }
+
+    /// 405 for a known path with the wrong method.
+    pub fn method_not_allowed() -> Self {
+        Self {
+            code: Some("method_not_allowed"),
+            ..Self::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "invalid_request_error",
+                "method not allowed for this path",
+            )
+        }
     }
 
     /// 413: the body is larger than allowed.
     pub fn too_large(limit: usize) -> Self {
         Self {
             code: Some("request_too_large"),
-            ..Self::new(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error", format!("the request body exceeds {limit} bytes"))
+            ..Self::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invalid_request_error",
+                format!("the request body exceeds {limit} bytes"),
+            )
         }
     }
 
@@ -88,24 +124,30 @@ impl ApiError {
         Self {
             code: Some("not_ready"),
             retry_after_secs: Some(1),
-            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", "the server is starting: the default model is not loaded yet")
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                "the server is starting: the default model is not loaded yet",
+            )
         }
     }
 
     /// 503 for a known, explained outage.
     pub fn unavailable(code: &'static str, message: impl Into<String>) -> Self {
-        Self { code: Some(code), ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", message) }
+        Self {
+            code: Some(code),
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", message)
+        }
     }
 
     /// 500 with a generic message; `detail` is logged, never sent.
     pub fn internal(detail: impl std::fmt::Display) -> Self {
         tracing::error!(error = %detail, "internal error");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "internal server error; see the server log")
-    }
-
-    /// The HTTP status.
-    pub fn status(&self) -> StatusCode {
-        self.status
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "internal server error; see the server log",
+        )
     }
 
     /// The body as a JSON value.
@@ -122,7 +164,8 @@ impl ApiError {
 
     /// The body as a JSON string, for SSE error events.
     pub fn to_json(&self) -> String {
-        serde_json::to_string(&self.body()).unwrap_or_else(|_| r#"{"error":{"message":"internal error"}}"#.to_string())
+        serde_json::to_string(&self.body())
+            .unwrap_or_else(|_| r#"{"error":{"message":"internal error"}}"#.to_string())
     }
 }
 
@@ -141,7 +184,8 @@ impl IntoResponse for ApiError {
 impl From<InferenceError> for ApiError {
     fn from(err: InferenceError) -> Self {
         match err {
-            InferenceError::InvalidRequest { param, message } | InferenceError::Unsupported { param, message } => {
+            InferenceError::InvalidRequest { param, message }
+            | InferenceError::Unsupported { param, message } => {
                 Self::bad_request(param.as_deref(), message)
             }
             overflow @ InferenceError::ContextOverflow { .. } => Self {
@@ -151,11 +195,19 @@ impl From<InferenceError> for ApiError {
             busy @ InferenceError::QueueFull { .. } => Self {
                 code: Some("server_busy"),
                 retry_after_secs: Some(1),
-                ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", busy.to_string())
+                ..Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "server_error",
+                    busy.to_string(),
+                )
             },
             unavailable @ InferenceError::Unavailable(_) => Self {
                 code: Some("engine_unavailable"),
-                ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", unavailable.to_string())
+                ..Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "server_error",
+                    unavailable.to_string(),
+                )
             },
             other => Self::internal(other),
         }
@@ -168,13 +220,24 @@ impl From<RegistryError> for ApiError {
             RegistryError::NotFound(_) => Self {
                 code: Some("model_not_found"),
                 param: Some("model".to_string()),
-                ..Self::new(StatusCode::NOT_FOUND, "invalid_request_error", err.to_string())
+                ..Self::new(
+                    StatusCode::NOT_FOUND,
+                    "invalid_request_error",
+                    err.to_string(),
+                )
             },
             // A model that exists but cannot be loaded: the operator must act, the caller can try
             // another model. Not a 500: nothing in the server is broken.
             RegistryError::Load { .. } => {
                 tracing::warn!(error = %err, "model unavailable");
-                Self { code: Some("model_unavailable"), ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", err.to_string()) }
+                Self {
+                    code: Some("model_unavailable"),
+                    ..Self::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "server_error",
+                        err.to_string(),
+                    )
+                }
             }
             other => Self::internal(other),
         }

@@ -42,11 +42,19 @@ pub async fn collect(mut handle: GenerationHandle) -> Result<Collected, ApiError
     while let Some(event) = handle.events.recv().await {
         match event {
             GenerationEvent::Text(piece) => text.push_str(&piece),
-            GenerationEvent::Finished { reason, usage } => return Ok(Collected { text, reason, usage }),
+            GenerationEvent::Finished { reason, usage } => {
+                return Ok(Collected {
+                    text,
+                    reason,
+                    usage,
+                })
+            }
             GenerationEvent::Failed(err) => return Err(err.into()),
         }
     }
-    Err(ApiError::internal("the engine dropped a generation without finishing it"))
+    Err(ApiError::internal(
+        "the engine dropped a generation without finishing it",
+    ))
 }
 
 /// How a stream's chunks are written for one endpoint.
@@ -64,7 +72,11 @@ pub trait ChunkFormat: Send + 'static {
 /// Streams a generation as server-sent events ending in `data: [DONE]`. When the client goes
 /// away the event channel closes, the forwarding task ends and drops the generation's receiver,
 /// which cancels it in the engine.
-pub fn stream(mut handle: GenerationHandle, format: impl ChunkFormat, include_usage: bool) -> Sse<ReceiverStream<Result<Event, Infallible>>> {
+pub fn stream(
+    mut handle: GenerationHandle,
+    format: impl ChunkFormat,
+    include_usage: bool,
+) -> Sse<ReceiverStream<Result<Event, Infallible>>> {
     let (tx, rx) = mpsc::channel::<Result<Event, Infallible>>(64);
     let span = tracing::Span::current();
     tokio::spawn(async move {
@@ -106,19 +118,29 @@ pub fn stream(mut handle: GenerationHandle, format: impl ChunkFormat, include_us
                 }
             }
         }
-        let _ = send(ApiError::internal("the engine dropped a generation without finishing it").to_json()).await;
+        let _ = send(
+            ApiError::internal("the engine dropped a generation without finishing it").to_json(),
+        )
+        .await;
     });
     Sse::new(ReceiverStream::new(rx))
 }
 
 /// Usage in wire form.
 pub fn wire_usage(usage: Usage) -> WireUsage {
-    WireUsage { prompt_tokens: usage.prompt_tokens, completion_tokens: usage.completion_tokens, total_tokens: usage.total_tokens() }
+    WireUsage {
+        prompt_tokens: usage.prompt_tokens,
+        completion_tokens: usage.completion_tokens,
+        total_tokens: usage.total_tokens(),
+    }
 }
 
 /// Seconds since the Unix epoch.
 pub fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// A fresh response id with `prefix`.

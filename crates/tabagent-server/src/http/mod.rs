@@ -51,7 +51,9 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub fn router(state: AppState) -> Router {
     let server = &state.config().server;
     let cors = CorsLayer::new()
-        .allow_origin(AllowOrigin::list(server.cors_origins.iter().filter_map(|o| o.parse().ok())))
+        .allow_origin(AllowOrigin::list(
+            server.cors_origins.iter().filter_map(|o| o.parse().ok()),
+        ))
         .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]);
     let api = Router::new()
@@ -64,11 +66,14 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/config", get(health::config))
         .merge(SwaggerUi::new("/docs").url("/api-doc/openapi.json", ApiDoc::openapi()))
         .fallback(|uri: Uri| async move { ApiError::route_not_found(uri.path()).into_response() })
-        .method_not_allowed_fallback(|| async {
-            ApiError::bad_request(None, "method not allowed for this path").into_response()
-        })
+        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed().into_response() })
         .layer(DefaultBodyLimit::max(server.max_body_bytes));
-    let guarded = api.layer(axum::middleware::from_fn_with_state(state.clone(), security::guard)).with_state(state);
+    let guarded = api
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            security::guard,
+        ))
+        .with_state(state);
     guarded.layer(
         ServiceBuilder::new()
             .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))

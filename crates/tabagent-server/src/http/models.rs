@@ -13,8 +13,14 @@ use crate::state::AppState;
 #[utoipa::path(get, path = "/v1/models", tag = "openai", responses((status = 200, body = ModelList)))]
 pub async fn list_models(State(state): State<AppState>) -> Result<Json<ModelList>, ApiError> {
     let entries = read_store(&state).await?;
-    let data = entries.iter().map(|entry| model_object(&state, entry)).collect();
-    Ok(Json(ModelList { object: "list", data }))
+    let data = entries
+        .iter()
+        .map(|entry| model_object(&state, entry))
+        .collect();
+    Ok(Json(ModelList {
+        object: "list",
+        data,
+    }))
 }
 
 /// Describes one model.
@@ -25,9 +31,15 @@ pub async fn list_models(State(state): State<AppState>) -> Result<Json<ModelList
     params(("id" = String, Path, description = "Model name")),
     responses((status = 200, body = ModelObject), (status = 404, body = ErrorBody))
 )]
-pub async fn get_model(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<ModelObject>, ApiError> {
+pub async fn get_model(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<ModelObject>, ApiError> {
     let entries = read_store(&state).await?;
-    let entry = entries.iter().find(|entry| entry.name == id).ok_or(RegistryError::NotFound(id))?;
+    let entry = entries
+        .iter()
+        .find(|entry| entry.name == id)
+        .ok_or(RegistryError::NotFound(id))?;
     Ok(Json(model_object(&state, entry)))
 }
 

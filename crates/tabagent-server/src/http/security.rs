@@ -32,7 +32,9 @@ pub async fn guard(State(state): State<AppState>, request: Request, next: Next) 
     }
     if let Some(origin) = request.headers().get(ORIGIN) {
         let origin = origin.to_str().unwrap_or("");
-        let same_origin = host.as_ref().is_some_and(|h| origin == format!("http://{h}") || origin == format!("https://{h}"));
+        let same_origin = host
+            .as_ref()
+            .is_some_and(|h| origin == format!("http://{h}") || origin == format!("https://{h}"));
         if !same_origin && !server.cors_origins.iter().any(|allowed| allowed == origin) {
             return ApiError::forbidden(
                 "origin_not_allowed",
@@ -42,7 +44,8 @@ pub async fn guard(State(state): State<AppState>, request: Request, next: Next) 
         }
     }
     let path = request.uri().path();
-    let open = OPEN_PATHS.contains(&path) || path.starts_with("/docs") || path.starts_with("/api-doc");
+    let open =
+        OPEN_PATHS.contains(&path) || path.starts_with("/docs") || path.starts_with("/api-doc");
     if !server.api_keys.is_empty() && !open && !key_valid(request.headers(), &server.api_keys) {
         return ApiError::unauthorized().into_response();
     }
@@ -66,12 +69,17 @@ fn host_allowed(host: &str, bind: &str, extra: &[String]) -> bool {
         return true;
     }
     let name = strip_port(host);
-    let bind = bind.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+    let bind = bind
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_ascii_lowercase();
     let builtin = ["localhost", "127.0.0.1", "::1"];
     let unspecified = bind == "0.0.0.0" || bind == "::";
     builtin.contains(&name)
         || (!unspecified && name == bind)
-        || extra.iter().any(|allowed| allowed.eq_ignore_ascii_case(name))
+        || extra
+            .iter()
+            .any(|allowed| allowed.eq_ignore_ascii_case(name))
 }
 
 fn strip_port(host: &str) -> &str {
@@ -85,10 +93,16 @@ fn strip_port(host: &str) -> &str {
 }
 
 fn key_valid(headers: &HeaderMap, keys: &[String]) -> bool {
-    let Some(given) = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")) else {
+    let Some(given) = headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
         return false;
     };
-    keys.iter().fold(false, |found, key| found | constant_time_eq(given.trim().as_bytes(), key.as_bytes()))
+    keys.iter().fold(false, |found, key| {
+        found | constant_time_eq(given.trim().as_bytes(), key.as_bytes())
+    })
 }
 
 /// Compares without an early exit so timing does not reveal how much of a key matched.
@@ -109,7 +123,11 @@ mod tests {
         assert!(host_allowed("localhost:8080", "127.0.0.1", &[]));
         assert!(host_allowed("[::1]:8080", "127.0.0.1", &[]));
         assert!(!host_allowed("attacker.example:8080", "127.0.0.1", &[]));
-        assert!(host_allowed("box.lan:8080", "0.0.0.0", &["box.lan".to_string()]));
+        assert!(host_allowed(
+            "box.lan:8080",
+            "0.0.0.0",
+            &["box.lan".to_string()]
+        ));
         assert!(!host_allowed("0.0.0.0:8080", "0.0.0.0", &[]));
         assert!(host_allowed("anything", "127.0.0.1", &["*".to_string()]));
     }

@@ -58,7 +58,11 @@ pub struct SamplingFields {
     /// Not supported yet.
     #[schema(value_type = Option<Object>)]
     pub logit_bias: Option<HashMap<String, f32>>,
-    /// A caller id for logs.
+    /// A caller id (accepted for compatibility; not used).
+    #[expect(
+        dead_code,
+        reason = "accepted so OpenAI clients that send it are not refused"
+    )]
     pub user: Option<String>,
 }
 
@@ -97,6 +101,10 @@ pub struct WireMessage {
     /// Text, or a list of content parts.
     pub content: Option<MessageContent>,
     /// Speaker name (accepted, not used by templates).
+    #[expect(
+        dead_code,
+        reason = "accepted so OpenAI clients that send it are not refused"
+    )]
     pub name: Option<String>,
     /// Tool calls of an assistant turn; not available yet.
     #[schema(value_type = Option<Vec<Object>>)]

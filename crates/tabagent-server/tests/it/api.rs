@@ -23,11 +23,21 @@ async fn chat_completion_has_the_openai_shape_and_real_usage() {
     assert_eq!(reply["model"], MODEL);
     let choice = &reply["choices"][0];
     assert_eq!(choice["message"]["role"], "assistant");
-    assert!(!choice["message"]["content"].as_str().unwrap().trim().is_empty());
+    assert!(!choice["message"]["content"]
+        .as_str()
+        .unwrap()
+        .trim()
+        .is_empty());
     assert!(["stop", "length"].contains(&choice["finish_reason"].as_str().unwrap()));
     let usage = &reply["usage"];
-    let (prompt, completion) = (usage["prompt_tokens"].as_u64().unwrap(), usage["completion_tokens"].as_u64().unwrap());
-    assert!(prompt > 20, "four templated messages are more than 20 tokens: {usage}");
+    let (prompt, completion) = (
+        usage["prompt_tokens"].as_u64().unwrap(),
+        usage["completion_tokens"].as_u64().unwrap(),
+    );
+    assert!(
+        prompt > 20,
+        "four templated messages are more than 20 tokens: {usage}"
+    );
     assert!((1..=12).contains(&completion));
     assert_eq!(usage["total_tokens"].as_u64().unwrap(), prompt + completion);
 }
@@ -40,7 +50,10 @@ async fn the_same_seed_gives_the_same_sampled_text() {
     body["seed"] = json!(1234);
     let (_, first) = server.post_json("/v1/chat/completions", &body).await;
     let (_, second) = server.post_json("/v1/chat/completions", &body).await;
-    assert_eq!(first["choices"][0]["message"]["content"], second["choices"][0]["message"]["content"]);
+    assert_eq!(
+        first["choices"][0]["message"]["content"],
+        second["choices"][0]["message"]["content"]
+    );
 }
 
 #[tokio::test]
@@ -58,8 +71,16 @@ async fn max_tokens_and_max_completion_tokens_end_with_length() {
 #[tokio::test]
 async fn stop_strings_end_the_output_before_them() {
     let server = Server::start(&[]);
-    let (_, free) = server.post_json("/v1/chat/completions", &chat("Describe a dog in two sentences.", 48)).await;
-    let text = free["choices"][0]["message"]["content"].as_str().unwrap().to_string();
+    let (_, free) = server
+        .post_json(
+            "/v1/chat/completions",
+            &chat("Describe a dog in two sentences.", 48),
+        )
+        .await;
+    let text = free["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let words: Vec<&str> = text.split_whitespace().collect();
     assert!(words.len() > 6, "need a longer reply: {text:?}");
     let stop = words[3].to_string();
@@ -91,7 +112,8 @@ async fn json_schema_response_format_is_enforced() {
     body["response_format"] = json!({"type": "json_schema", "json_schema": {"name": "film", "schema": schema, "strict": true}});
     let (status, reply) = server.post_json("/v1/chat/completions", &body).await;
     assert_eq!(status, 200, "{reply}");
-    let content: Value = serde_json::from_str(reply["choices"][0]["message"]["content"].as_str().unwrap()).unwrap();
+    let content: Value =
+        serde_json::from_str(reply["choices"][0]["message"]["content"].as_str().unwrap()).unwrap();
     let film = content.as_object().unwrap();
     assert_eq!(film.len(), 3, "{content}");
     assert!(film["title"].as_str().unwrap().chars().count() <= 40);
@@ -102,11 +124,16 @@ async fn json_schema_response_format_is_enforced() {
 #[tokio::test]
 async fn json_object_response_format_gives_an_object() {
     let server = Server::start(&[]);
-    let mut body = chat("Give me a JSON object describing a cat.", 60);
+    let mut body = chat("Give the capital of Italy as JSON with a key city.", 200);
     body["response_format"] = json!({"type": "json_object"});
     let (status, reply) = server.post_json("/v1/chat/completions", &body).await;
     assert_eq!(status, 200, "{reply}");
-    let content: Value = serde_json::from_str(reply["choices"][0]["message"]["content"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        reply["choices"][0]["finish_reason"], "stop",
+        "the grammar lets the object end: {reply}"
+    );
+    let content: Value =
+        serde_json::from_str(reply["choices"][0]["message"]["content"].as_str().unwrap()).unwrap();
     assert!(content.is_object(), "{content}");
 }
 
@@ -117,7 +144,13 @@ async fn completions_continue_a_raw_prompt() {
     let (status, reply) = server.post_json("/v1/completions", &body).await;
     assert_eq!(status, 200, "{reply}");
     assert_eq!(reply["object"], "text_completion");
-    assert!(reply["choices"][0]["text"].as_str().unwrap().contains("Thursday"), "{reply}");
+    assert!(
+        reply["choices"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("Thursday"),
+        "{reply}"
+    );
     assert_eq!(reply["usage"]["completion_tokens"], 3);
 }
 
@@ -127,7 +160,12 @@ async fn models_are_listed_and_described() {
     let (status, list) = server.get_json("/v1/models").await;
     assert_eq!(status, 200);
     assert_eq!(list["object"], "list");
-    let ids: Vec<&str> = list["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, [MODEL]);
     let (status, model) = server.get_json(&format!("/v1/models/{MODEL}")).await;
     assert_eq!(status, 200);
@@ -137,7 +175,11 @@ async fn models_are_listed_and_described() {
 
 #[tokio::test]
 async fn health_readiness_and_config() {
-    let server = Server::start_with(&[], &[("TABAGENT_API_KEY", "a-very-secret-key-123")], |_| {});
+    let server = Server::start_with(
+        &[],
+        &[("TABAGENT_API_KEY", "a-very-secret-key-123")],
+        |_| {},
+    );
     let (status, health) = server.get_json("/v1/health").await;
     assert_eq!(status, 200);
     assert_eq!(health["status"], "ok");
@@ -175,15 +217,40 @@ async fn openapi_document_and_offline_docs_ui() {
     let server = Server::start(&[]);
     let (status, doc) = server.get_json("/api-doc/openapi.json").await;
     assert_eq!(status, 200);
-    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"), "{}", doc["openapi"]);
-    for path in ["/v1/chat/completions", "/v1/completions", "/v1/models", "/v1/health"] {
-        assert!(doc["paths"][path].is_object(), "{path} missing from the OpenAPI document");
+    assert!(
+        doc["openapi"].as_str().unwrap().starts_with("3.1"),
+        "{}",
+        doc["openapi"]
+    );
+    for path in [
+        "/v1/chat/completions",
+        "/v1/completions",
+        "/v1/models",
+        "/v1/health",
+    ] {
+        assert!(
+            doc["paths"][path].is_object(),
+            "{path} missing from the OpenAPI document"
+        );
     }
-    let page = server.client.get(server.endpoint("/docs/")).send().await.unwrap();
+    let page = server
+        .client
+        .get(server.endpoint("/docs/"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(page.status(), 200);
     let html = page.text().await.unwrap();
     assert!(html.contains("swagger-ui"), "{html}");
-    assert!(!html.contains("https://"), "the docs page must not load anything from a CDN");
-    let script = server.client.get(server.endpoint("/docs/swagger-ui-bundle.js")).send().await.unwrap();
+    assert!(
+        !html.contains("https://"),
+        "the docs page must not load anything from a CDN"
+    );
+    let script = server
+        .client
+        .get(server.endpoint("/docs/swagger-ui-bundle.js"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(script.status(), 200);
 }

@@ -7,12 +7,19 @@ fn stderr(out: &Output) -> String {
 }
 
 fn assert_one_line_error(out: &Output, mentions: &str) {
-    assert!(!out.status.success(), "expected failure, got success; stdout {}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        !out.status.success(),
+        "expected failure, got success; stdout {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let text = stderr(out);
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "expected one error line, got {text:?}");
     assert!(lines[0].starts_with("error: "), "{text:?}");
-    assert!(lines[0].contains(mentions), "{text:?} should mention {mentions}");
+    assert!(
+        lines[0].contains(mentions),
+        "{text:?} should mention {mentions}"
+    );
     assert!(!text.contains("panicked"), "{text}");
 }
 
@@ -25,8 +32,14 @@ fn models_lists_what_import_added() {
     import(dir.path(), &smollm2_path(), MODEL);
     let out = tabagent(dir.path()).arg("models").output().unwrap();
     let listing = String::from_utf8_lossy(&out.stdout);
-    let row = listing.lines().find(|l| l.starts_with(MODEL)).unwrap_or_else(|| panic!("{listing}"));
-    assert!(row.contains("llama") && row.contains("yes") && row.contains("b179c9523d0e"), "{row}");
+    let row = listing
+        .lines()
+        .find(|l| l.starts_with(MODEL))
+        .unwrap_or_else(|| panic!("{listing}"));
+    assert!(
+        row.contains("llama") && row.contains("yes") && row.contains("b179c9523d0e"),
+        "{row}"
+    );
 }
 
 #[test]
@@ -39,29 +52,70 @@ fn import_refuses_broken_files_and_changes_nothing() {
     std::fs::write(&not_gguf, b"these are not model weights").unwrap();
     let data = dir.path().join("data");
 
-    let out = tabagent(&data).arg("import").arg(&truncated).output().unwrap();
+    let out = tabagent(&data)
+        .arg("import")
+        .arg(&truncated)
+        .output()
+        .unwrap();
     assert_one_line_error(&out, "truncated.gguf");
-    let out = tabagent(&data).arg("import").arg(&not_gguf).output().unwrap();
+    let out = tabagent(&data)
+        .arg("import")
+        .arg(&not_gguf)
+        .output()
+        .unwrap();
     assert_one_line_error(&out, "notes.gguf");
-    let out = tabagent(&data).arg("import").arg(dir.path().join("missing.gguf")).output().unwrap();
+    let out = tabagent(&data)
+        .arg("import")
+        .arg(dir.path().join("missing.gguf"))
+        .output()
+        .unwrap();
     assert_one_line_error(&out, "missing.gguf");
-    let out = tabagent(&data).args(["import", "--sha256", &"ab".repeat(32)]).arg(smollm2_path()).output().unwrap();
+    let out = tabagent(&data)
+        .args(["import", "--sha256", &"ab".repeat(32)])
+        .arg(smollm2_path())
+        .output()
+        .unwrap();
     assert_one_line_error(&out, "sha256");
-    let out = tabagent(&data).args(["import", "--name", "../escape"]).arg(smollm2_path()).output().unwrap();
+    let out = tabagent(&data)
+        .args(["import", "--name", "../escape"])
+        .arg(smollm2_path())
+        .output()
+        .unwrap();
     assert_one_line_error(&out, "name");
 
     let out = tabagent(&data).arg("models").output().unwrap();
-    assert!(String::from_utf8_lossy(&out.stdout).contains("no models yet"), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("no models yet"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 #[test]
 fn serve_refuses_unbuilt_modes_and_keyless_public_binds() {
     let dir = tempfile::tempdir().unwrap();
-    let out = tabagent(dir.path()).args(["serve", "--mode", "webrtc"]).output().unwrap();
+    let out = tabagent(dir.path())
+        .args(["serve", "--mode", "webrtc"])
+        .output()
+        .unwrap();
     assert_one_line_error(&out, "not built yet");
-    let out = tabagent(dir.path()).args(["serve", "--host", "0.0.0.0", "--port", "0"]).output().unwrap();
+    let out = tabagent(dir.path())
+        .args(["serve", "--host", "0.0.0.0", "--port", "0"])
+        .output()
+        .unwrap();
     assert_one_line_error(&out, "API key");
-    let out = tabagent(dir.path()).args(["serve", "--host", "0.0.0.0", "--port", "0", "--api-key", "short"]).output().unwrap();
+    let out = tabagent(dir.path())
+        .args([
+            "serve",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "0",
+            "--api-key",
+            "short",
+        ])
+        .output()
+        .unwrap();
     assert_one_line_error(&out, "API key");
 }
 
@@ -69,10 +123,24 @@ fn serve_refuses_unbuilt_modes_and_keyless_public_binds() {
 fn run_prints_a_completion_and_fails_cleanly_on_unknown_models() {
     let dir = tempfile::tempdir().unwrap();
     import(dir.path(), &smollm2_path(), MODEL);
-    let out = tabagent(dir.path()).args(["run", MODEL, "What is two plus two?", "--max-tokens", "12", "--temperature", "0"]).output().unwrap();
+    let out = tabagent(dir.path())
+        .args([
+            "run",
+            MODEL,
+            "What is two plus two?",
+            "--max-tokens",
+            "12",
+            "--temperature",
+            "0",
+        ])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!String::from_utf8_lossy(&out.stdout).trim().is_empty());
-    let out = tabagent(dir.path()).args(["run", "nope", "hi"]).output().unwrap();
+    let out = tabagent(dir.path())
+        .args(["run", "nope", "hi"])
+        .output()
+        .unwrap();
     assert_one_line_error(&out, "nope");
 }
 
@@ -81,6 +149,11 @@ fn a_bad_config_file_is_a_one_line_error() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("tabagent.toml");
     std::fs::write(&config, "[server]\nport = \"eighty\"\n").unwrap();
-    let out = tabagent(dir.path()).arg("--config").arg(&config).arg("models").output().unwrap();
+    let out = tabagent(dir.path())
+        .arg("--config")
+        .arg(&config)
+        .arg("models")
+        .output()
+        .unwrap();
     assert_one_line_error(&out, "port");
 }

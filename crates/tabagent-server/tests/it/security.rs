@@ -12,10 +12,16 @@ async fn status_and_body(request: reqwest::RequestBuilder) -> (u16, Value) {
 async fn a_foreign_host_header_is_refused() {
     let server = Server::start(&[]);
     // DNS rebinding: a page on attacker.example resolved to 127.0.0.1.
-    let request = server.client.get(server.endpoint("/v1/models")).header("host", "attacker.example");
+    let request = server
+        .client
+        .get(server.endpoint("/v1/models"))
+        .header("host", "attacker.example");
     let (status, body) = status_and_body(request).await;
     assert_eq!(assert_error(status, &body, 403)["code"], "host_not_allowed");
-    let request = server.client.get(server.endpoint("/v1/models")).header("host", "localhost");
+    let request = server
+        .client
+        .get(server.endpoint("/v1/models"))
+        .header("host", "localhost");
     assert_eq!(status_and_body(request).await.0, 200);
 }
 
@@ -23,12 +29,22 @@ async fn a_foreign_host_header_is_refused() {
 async fn a_foreign_origin_is_refused_and_a_configured_one_allowed() {
     let server = Server::start_with(
         &[],
-        &[("TABAGENT_SERVER__CORS_ORIGINS", "[\"chrome-extension://abcdefghijklmnop\"]")],
+        &[(
+            "TABAGENT_SERVER__CORS_ORIGINS",
+            "[\"chrome-extension://abcdefghijklmnop\"]",
+        )],
         |_| {},
     );
-    let request = server.client.post(server.endpoint("/v1/chat/completions")).header("origin", "https://evil.example").json(&chat("hi", 1));
+    let request = server
+        .client
+        .post(server.endpoint("/v1/chat/completions"))
+        .header("origin", "https://evil.example")
+        .json(&chat("hi", 1));
     let (status, body) = status_and_body(request).await;
-    assert_eq!(assert_error(status, &body, 403)["code"], "origin_not_allowed");
+    assert_eq!(
+        assert_error(status, &body, 403)["code"],
+        "origin_not_allowed"
+    );
 
     let allowed = server
         .client
@@ -38,7 +54,10 @@ async fn a_foreign_origin_is_refused_and_a_configured_one_allowed() {
         .await
         .unwrap();
     assert_eq!(allowed.status(), 200);
-    assert_eq!(allowed.headers()["access-control-allow-origin"], "chrome-extension://abcdefghijklmnop");
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        "chrome-extension://abcdefghijklmnop"
+    );
 }
 
 #[tokio::test]
@@ -46,9 +65,21 @@ async fn an_api_key_when_set_is_required_except_for_health() {
     let server = Server::start(&["--api-key", "correct-horse-battery-staple"]);
     let (status, body) = status_and_body(server.client.get(server.endpoint("/v1/models"))).await;
     assert_eq!(assert_error(status, &body, 401)["code"], "invalid_api_key");
-    let (status, body) = status_and_body(server.client.get(server.endpoint("/v1/models")).bearer_auth("wrong-key-wrong-key")).await;
+    let (status, body) = status_and_body(
+        server
+            .client
+            .get(server.endpoint("/v1/models"))
+            .bearer_auth("wrong-key-wrong-key"),
+    )
+    .await;
     assert_error(status, &body, 401);
-    let (status, _) = status_and_body(server.client.get(server.endpoint("/v1/models")).bearer_auth("correct-horse-battery-staple")).await;
+    let (status, _) = status_and_body(
+        server
+            .client
+            .get(server.endpoint("/v1/models"))
+            .bearer_auth("correct-horse-battery-staple"),
+    )
+    .await;
     assert_eq!(status, 200);
     let (status, _) = status_and_body(server.client.get(server.endpoint("/v1/health"))).await;
     assert_eq!(status, 200);

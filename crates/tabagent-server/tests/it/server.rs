@@ -18,9 +18,14 @@ pub fn smollm2_path() -> PathBuf {
 /// The `tabagent` command with its data in `data_dir` and no inherited configuration.
 pub fn tabagent(data_dir: &Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_tabagent"));
-    command.env("TABAGENT_DATA_DIR", data_dir).env_remove("TABAGENT_API_KEY").env("NO_COLOR", "1");
+    command
+        .env("TABAGENT_DATA_DIR", data_dir)
+        .env_remove("TABAGENT_API_KEY")
+        .env("NO_COLOR", "1");
     for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("TABAGENT_SERVER__") || key.to_string_lossy().starts_with("TABAGENT_MODELS__") {
+        if key.to_string_lossy().starts_with("TABAGENT_SERVER__")
+            || key.to_string_lossy().starts_with("TABAGENT_MODELS__")
+        {
             command.env_remove(key);
         }
     }
@@ -28,15 +33,25 @@ pub fn tabagent(data_dir: &Path) -> Command {
 }
 
 pub fn import(data_dir: &Path, file: &Path, name: &str) {
-    let out = tabagent(data_dir).arg("import").arg(file).arg("--name").arg(name).output().unwrap();
-    assert!(out.status.success(), "import failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = tabagent(data_dir)
+        .arg("import")
+        .arg(file)
+        .arg("--name")
+        .arg(name)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "import failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A running server, killed on drop.
 pub struct Server {
     pub url: String,
     pub client: reqwest::Client,
-    pub data_dir: tempfile::TempDir,
+    _data_dir: tempfile::TempDir,
     child: Child,
 }
 
@@ -60,7 +75,11 @@ impl Server {
         for (key, value) in env {
             command.env(key, value);
         }
-        let mut child = command.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
         let url = loop {
@@ -73,7 +92,12 @@ impl Server {
             }
         };
         let client = reqwest::Client::builder().build().unwrap();
-        Server { url, client, data_dir, child }
+        Server {
+            url,
+            client,
+            _data_dir: data_dir,
+            child,
+        }
     }
 
     pub fn endpoint(&self, path: &str) -> String {
@@ -81,7 +105,12 @@ impl Server {
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
-        self.client.post(self.endpoint(path)).json(body).send().await.unwrap()
+        self.client
+            .post(self.endpoint(path))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
     }
 
     pub async fn post_json(&self, path: &str, body: &Value) -> (u16, Value) {
@@ -99,7 +128,13 @@ impl Server {
     /// The engine counters of [`MODEL`] from `/v1/health`.
     pub async fn model_health(&self) -> Value {
         let (_, health) = self.get_json("/v1/health").await;
-        health["models"].as_array().unwrap().iter().find(|m| m["name"] == MODEL).cloned().unwrap_or(Value::Null)
+        health["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == MODEL)
+            .cloned()
+            .unwrap_or(Value::Null)
     }
 }
 
@@ -123,7 +158,10 @@ pub fn chat(content: &str, max_tokens: u32) -> Value {
 pub fn assert_error(status: u16, body: &Value, expected_status: u16) -> &Value {
     assert_eq!(status, expected_status, "unexpected status, body {body}");
     let error = &body["error"];
-    assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()), "no message in {body}");
+    assert!(
+        error["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "no message in {body}"
+    );
     assert!(error["type"].is_string(), "no type in {body}");
     error
 }

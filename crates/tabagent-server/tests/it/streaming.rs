@@ -11,9 +11,15 @@ pub struct Events {
 impl Events {
     pub fn new(response: reqwest::Response) -> Self {
         assert_eq!(response.status(), 200);
-        let kind = response.headers()["content-type"].to_str().unwrap().to_string();
+        let kind = response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .to_string();
         assert!(kind.starts_with("text/event-stream"), "content-type {kind}");
-        Events { response, buffer: String::new() }
+        Events {
+            response,
+            buffer: String::new(),
+        }
     }
 
     /// The next event's data, or `None` at the end of the body.
@@ -21,14 +27,19 @@ impl Events {
         loop {
             if let Some(end) = self.buffer.find("\n\n") {
                 let event: String = self.buffer.drain(..end + 2).collect();
-                let data: Vec<&str> = event.lines().filter_map(|l| l.strip_prefix("data:")).map(str::trim_start).collect();
+                let data: Vec<&str> = event
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("data:"))
+                    .map(str::trim_start)
+                    .collect();
                 if data.is_empty() {
                     continue;
                 }
                 return Some(data.join("\n"));
             }
             let chunk = self.response.chunk().await.expect("body readable")?;
-            self.buffer.push_str(std::str::from_utf8(&chunk).expect("UTF-8 body"));
+            self.buffer
+                .push_str(std::str::from_utf8(&chunk).expect("UTF-8 body"));
         }
     }
 
@@ -53,13 +64,18 @@ impl Events {
 }
 
 fn streamed_text(chunks: &[Value]) -> String {
-    chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect()
+    chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect()
 }
 
 #[tokio::test]
 async fn streamed_chat_matches_the_unstreamed_answer_and_reports_usage() {
     let server = Server::start(&[]);
-    let (status, whole) = server.post_json("/v1/chat/completions", &chat("Name two planets.", 24)).await;
+    let (status, whole) = server
+        .post_json("/v1/chat/completions", &chat("Name two planets.", 24))
+        .await;
     assert_eq!(status, 200, "{whole}");
 
     let mut body = chat("Name two planets.", 24);
@@ -74,8 +90,14 @@ async fn streamed_chat_matches_the_unstreamed_answer_and_reports_usage() {
         assert_eq!(chunk["model"], MODEL);
         assert_eq!(chunk["id"], chunks[0]["id"]);
     }
-    assert_eq!(streamed_text(&chunks), whole["choices"][0]["message"]["content"].as_str().unwrap());
-    let finish = chunks.iter().find_map(|c| c["choices"][0]["finish_reason"].as_str()).unwrap();
+    assert_eq!(
+        streamed_text(&chunks),
+        whole["choices"][0]["message"]["content"].as_str().unwrap()
+    );
+    let finish = chunks
+        .iter()
+        .find_map(|c| c["choices"][0]["finish_reason"].as_str())
+        .unwrap();
     assert_eq!(finish, whole["choices"][0]["finish_reason"]);
     let usage_chunk = chunks.last().unwrap();
     assert_eq!(usage_chunk["choices"], json!([]));
@@ -86,10 +108,18 @@ async fn streamed_chat_matches_the_unstreamed_answer_and_reports_usage() {
 async fn streamed_completion_ends_with_done() {
     let server = Server::start(&[]);
     let body = json!({"model": MODEL, "prompt": "One, two, three,", "max_tokens": 6, "temperature": 0, "stream": true});
-    let chunks = Events::new(server.post("/v1/completions", &body).await).rest().await;
-    let text: String = chunks.iter().filter_map(|c| c["choices"][0]["text"].as_str()).collect();
+    let chunks = Events::new(server.post("/v1/completions", &body).await)
+        .rest()
+        .await;
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["text"].as_str())
+        .collect();
     assert!(!text.is_empty());
-    assert_eq!(chunks.last().unwrap()["choices"][0]["finish_reason"], "length");
+    assert_eq!(
+        chunks.last().unwrap()["choices"][0]["finish_reason"],
+        "length"
+    );
 }
 
 fn endless(prompt: &str) -> Value {
@@ -105,8 +135,16 @@ fn endless(prompt: &str) -> Value {
 #[tokio::test]
 async fn two_streams_produce_tokens_at_the_same_time() {
     let server = Server::start(&["--parallel", "2", "--ctx-size", "2048"]);
-    let mut a = Events::new(server.post("/v1/chat/completions", &endless("Count upwards.")).await);
-    let mut b = Events::new(server.post("/v1/chat/completions", &endless("List animals.")).await);
+    let mut a = Events::new(
+        server
+            .post("/v1/chat/completions", &endless("Count upwards."))
+            .await,
+    );
+    let mut b = Events::new(
+        server
+            .post("/v1/chat/completions", &endless("List animals."))
+            .await,
+    );
     // Skip the role chunks, then take one text chunk from each.
     for events in [&mut a, &mut b] {
         let _role = events.next_json().await;
@@ -121,13 +159,19 @@ async fn two_streams_produce_tokens_at_the_same_time() {
 #[tokio::test]
 async fn a_client_that_disconnects_cancels_its_generation() {
     let server = Server::start(&["--parallel", "1", "--ctx-size", "2048"]);
-    let mut events = Events::new(server.post("/v1/chat/completions", &endless("Tell a story.")).await);
+    let mut events = Events::new(
+        server
+            .post("/v1/chat/completions", &endless("Tell a story."))
+            .await,
+    );
     let _role = events.next_json().await;
     let _first_text = events.next_json().await;
     drop(events);
     // One slot: this request runs only after the endless one stops. Had it not been cancelled it
     // would run to the end of its 2048-token context and count as completed, not cancelled.
-    let (status, body) = server.post_json("/v1/chat/completions", &chat("Hi", 2)).await;
+    let (status, body) = server
+        .post_json("/v1/chat/completions", &chat("Hi", 2))
+        .await;
     assert_eq!(status, 200, "{body}");
     let model = server.model_health().await;
     assert_eq!(model["cancelled_total"], 1, "{model}");
@@ -137,15 +181,25 @@ async fn a_client_that_disconnects_cancels_its_generation() {
 #[tokio::test]
 async fn a_full_queue_answers_503_with_retry_after() {
     let server = Server::start(&["--parallel", "1", "--queue-capacity", "1"]);
-    let mut running = Events::new(server.post("/v1/chat/completions", &endless("Tell a story.")).await);
+    let mut running = Events::new(
+        server
+            .post("/v1/chat/completions", &endless("Tell a story."))
+            .await,
+    );
     let _role = running.next_json().await;
     let _text = running.next_json().await;
     // Headers of a streamed response come back once the request is queued.
-    let waiting = server.post("/v1/chat/completions", &endless("Another story.")).await;
+    let waiting = server
+        .post("/v1/chat/completions", &endless("Another story."))
+        .await;
     assert_eq!(waiting.status(), 200);
     let turned_away = server.post("/v1/chat/completions", &chat("Hi", 2)).await;
     assert_eq!(turned_away.status(), 503);
-    let retry_after: u64 = turned_away.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let retry_after: u64 = turned_away.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(retry_after >= 1);
     let body: Value = turned_away.json().await.unwrap();
     let error = assert_error(503, &body, 503);
