@@ -104,12 +104,10 @@ fn check_at(schema: &Value, at: &str, depth: usize) -> Result<(), String> {
                     ));
                 }
             }
-            "minimum" | "maximum" | "exclusiveMinimum" | "exclusiveMaximum" => {
-                if object.get("type").and_then(Value::as_str) != Some("integer") {
-                    return Err(format!(
-                        "`{key}` at {at} is only enforced for \"type\": \"integer\""
-                    ));
-                }
+            "minimum" | "maximum" | "exclusiveMinimum" | "exclusiveMaximum"
+                if object.get("type").and_then(Value::as_str) != Some("integer") =>
+            {
+                return Err(format!("`{key}` at {at} is only enforced for \"type\": \"integer\""));
             }
             "$ref" => {
                 let target = value.as_str().unwrap_or_default();

@@ -2,6 +2,9 @@
 //!
 //! The model path comes from `TABAGENT_TEST_SMOLLM2_GGUF` (`scripts/test` fetches it and sets it).
 
+// Tests state their expectations with unwrap/expect/panic: a failure is the point.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod api;
 mod base_model;
 mod cli;
