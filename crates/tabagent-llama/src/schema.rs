@@ -107,7 +107,9 @@ fn check_at(schema: &Value, at: &str, depth: usize) -> Result<(), String> {
             "minimum" | "maximum" | "exclusiveMinimum" | "exclusiveMaximum"
                 if object.get("type").and_then(Value::as_str) != Some("integer") =>
             {
-                return Err(format!("`{key}` at {at} is only enforced for \"type\": \"integer\""));
+                return Err(format!(
+                    "`{key}` at {at} is only enforced for \"type\": \"integer\""
+                ));
             }
             "$ref" => {
                 let target = value.as_str().unwrap_or_default();

@@ -91,12 +91,14 @@ pub fn chat(request: ChatCompletionRequest) -> Result<ChatJob, ApiError> {
                     "tool messages are not available yet in this server",
                 ))
             }
-            other => return Err(ApiError::bad_request(
-                Some(&format!("{at}.role")),
-                format!(
+            other => {
+                return Err(ApiError::bad_request(
+                    Some(&format!("{at}.role")),
+                    format!(
                     "unknown role `{other}` in {at}; expected system, developer, user or assistant"
                 ),
-            )),
+                ))
+            }
         };
         if message
             .tool_calls
