@@ -203,6 +203,11 @@ impl LlamaEngine {
         }
     }
 
+    /// How many tokens `text` is, as a raw prompt would be tokenized.
+    pub fn count_tokens(&self, text: &str) -> usize {
+        self.model.vocab().tokenize(text.as_bytes(), true, true).len()
+    }
+
     /// Renders `messages` with the model's chat template and starts generating.
     ///
     /// Cheap enough for an async context only for short prompts; callers should use a blocking task.

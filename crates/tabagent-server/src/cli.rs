@@ -38,6 +38,8 @@ pub enum Command {
     Models,
     /// Register a local GGUF file in the model store.
     Import(ImportArgs),
+    /// Measure a model's prompt and decode speed on the bare engine, without HTTP.
+    Bench(BenchArgs),
 }
 
 /// Which transports `serve` starts.
@@ -114,6 +116,28 @@ pub struct RunArgs {
     /// Seed for reproducible sampling.
     #[arg(long)]
     pub seed: Option<u32>,
+    /// Engine settings.
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+/// `tabagent bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Model name (see `tabagent models`).
+    pub model: String,
+    /// Tokens in the prompt-processing test.
+    #[arg(long, default_value_t = 512)]
+    pub prompt_tokens: u32,
+    /// Tokens generated in the decode test.
+    #[arg(long, default_value_t = 256)]
+    pub gen_tokens: u32,
+    /// Measured repetitions (after one warm-up); the median is reported.
+    #[arg(long, default_value_t = 5)]
+    pub reps: u32,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
     /// Engine settings.
     #[command(flatten)]
     pub engine: EngineArgs,

@@ -32,6 +32,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
         Command::Serve(args) => args.apply(&mut config),
         Command::Run(args) => args.engine.apply(&mut config),
+        Command::Bench(args) => args.engine.apply(&mut config),
         Command::Models | Command::Import(_) => {}
     }
     config.validate()?;
@@ -43,6 +44,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         match cli.command {
             Command::Serve(args) => commands::serve::run(config, args.mode).await,
             Command::Run(args) => commands::run::run(config, args).await,
+            Command::Bench(args) => commands::bench::run(config, args).await,
             Command::Models => commands::models::list(&config),
             Command::Import(args) => commands::models::import(&config, &args),
         }
@@ -72,7 +74,8 @@ fn init_logging(config: &Config, serving: bool) {
     });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let _ = match config.log.format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),

@@ -1,5 +1,6 @@
 //! The subcommands.
 
+pub mod bench;
 pub mod models;
 pub mod run;
 pub mod serve;

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail};
-use tabagent_core::{ChatMessage, GenerationEvent, GenerationParams, Role};
+use tabagent_core::{ChatMessage, GenerationEvent, GenerationParams, InferenceError, Role};
 use tabagent_llama::{GenerationHandle, LlamaEngine};
 use tabagent_models::store::ModelStore;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -68,7 +68,10 @@ pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<()> {
             }
             _ => {}
         }
-        answer(&engine, &mut history, line, &params, chat).await?;
+        // A mistake in one turn (a context overflow, say) is reported and the chat goes on.
+        if let Err(err) = answer(&engine, &mut history, line, &params, chat).await {
+            eprintln!("error: {err:#}");
+        }
     }
     Ok(())
 }
@@ -80,20 +83,42 @@ async fn answer(
     params: &GenerationParams,
     chat: bool,
 ) -> anyhow::Result<()> {
-    let engine_for_submit = Arc::clone(engine);
-    let params = params.clone();
-    let handle = if chat {
-        history.push(ChatMessage::new(Role::User, prompt));
-        let messages = history.clone();
-        tokio::task::spawn_blocking(move || engine_for_submit.chat(&messages, params)).await?
-    } else {
-        tokio::task::spawn_blocking(move || engine_for_submit.complete(&prompt, params)).await?
-    };
-    let reply = print_stream(handle.map_err(|err| anyhow!("{err}"))?).await?;
-    if chat {
-        history.push(ChatMessage::new(Role::Assistant, reply));
+    if !chat {
+        let engine = Arc::clone(engine);
+        let params = params.clone();
+        let handle = tokio::task::spawn_blocking(move || engine.complete(&prompt, params)).await??;
+        print_stream(handle).await?;
+        return Ok(());
     }
+    history.push(ChatMessage::new(Role::User, prompt));
+    let handle = loop {
+        let engine = Arc::clone(engine);
+        let (messages, params) = (history.clone(), params.clone());
+        match tokio::task::spawn_blocking(move || engine.chat(&messages, params)).await? {
+            Ok(handle) => break handle,
+            // A long chat outgrows the context: forget the oldest turn and try again.
+            Err(InferenceError::ContextOverflow { .. }) if forget_oldest_turn(history) => {}
+            Err(err) => {
+                history.pop();
+                return Err(err.into());
+            }
+        }
+    };
+    let reply = print_stream(handle).await?;
+    history.push(ChatMessage::new(Role::Assistant, reply));
     Ok(())
+}
+
+/// Drops the oldest message that is neither a system message nor the newest one.
+fn forget_oldest_turn(history: &mut Vec<ChatMessage>) -> bool {
+    let last = history.len().saturating_sub(1);
+    match history.iter().position(|m| m.role != Role::System) {
+        Some(index) if index < last => {
+            history.remove(index);
+            true
+        }
+        _ => false,
+    }
 }
 
 async fn print_stream(mut handle: GenerationHandle) -> anyhow::Result<String> {

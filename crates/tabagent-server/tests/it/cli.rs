@@ -157,3 +157,32 @@ fn a_bad_config_file_is_a_one_line_error() {
         .unwrap();
     assert_one_line_error(&out, "port");
 }
+
+#[test]
+fn interactive_run_keeps_chatting_when_the_history_outgrows_the_context() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    import(dir.path(), &smollm2_path(), MODEL);
+    let mut child = tabagent(dir.path())
+        .args(["run", MODEL, "--max-tokens", "8", "--temperature", "0", "--ctx-size", "160"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let long_turn = "Please remember this sentence about rivers, mountains, forests and the sea. ".repeat(3);
+    let mut stdin = child.stdin.take().unwrap();
+    for _ in 0..4 {
+        writeln!(stdin, "{long_turn}").unwrap();
+    }
+    writeln!(stdin, "/bye").unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(!err.contains("error:"), "{err}");
+    // Four prompts got four replies (a reply may itself span lines).
+    let replies = String::from_utf8_lossy(&out.stdout);
+    assert!(replies.lines().filter(|l| !l.trim().is_empty()).count() >= 4, "{replies:?}");
+    assert_eq!(err.matches(">>> ").count(), 5, "{err}");
+}

@@ -12,3 +12,4 @@ mod errors;
 mod security;
 mod server;
 mod streaming;
+mod tidy;
