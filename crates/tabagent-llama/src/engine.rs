@@ -205,7 +205,10 @@ impl LlamaEngine {
 
     /// How many tokens `text` is, as a raw prompt would be tokenized.
     pub fn count_tokens(&self, text: &str) -> usize {
-        self.model.vocab().tokenize(text.as_bytes(), true, true).len()
+        self.model
+            .vocab()
+            .tokenize(text.as_bytes(), true, true)
+            .len()
     }
 
     /// Renders `messages` with the model's chat template and starts generating.

@@ -11,7 +11,8 @@ use tabagent_models::store::ModelStore;
 use crate::cli::BenchArgs;
 use crate::config::Config;
 
-const FILLER: &str = "The history of mechanical clocks begins in medieval Europe, where monasteries \
+const FILLER: &str =
+    "The history of mechanical clocks begins in medieval Europe, where monasteries \
     needed a reliable way to mark the hours of prayer. Early tower clocks used a verge and foliot \
     escapement driven by falling weights; they had no dials and simply struck a bell. ";
 
@@ -22,14 +23,20 @@ pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<()> {
     }
     let store = ModelStore::open(&config.models_dir())?;
     let entry = store.get(&args.model)?.ok_or_else(|| {
-        anyhow!("the model `{}` does not exist; `tabagent models` lists local models", args.model)
+        anyhow!(
+            "the model `{}` does not exist; `tabagent models` lists local models",
+            args.model
+        )
     })?;
     let path = store.path_of(&entry);
     let mut engine_config = config.engine_config();
     engine_config.parallel = 1;
-    engine_config.ctx_per_slot = engine_config.ctx_per_slot.max(args.prompt_tokens + args.gen_tokens + 64);
+    engine_config.ctx_per_slot = engine_config
+        .ctx_per_slot
+        .max(args.prompt_tokens + args.gen_tokens + 64);
     let threads = engine_config.threads;
-    let engine = tokio::task::spawn_blocking(move || LlamaEngine::load(&path, engine_config)).await??;
+    let engine =
+        tokio::task::spawn_blocking(move || LlamaEngine::load(&path, engine_config)).await??;
 
     tokio::task::spawn_blocking(move || measure(&engine, &args, threads)).await?
 }
@@ -41,7 +48,10 @@ fn measure(engine: &LlamaEngine, args: &BenchArgs, threads: u32) -> anyhow::Resu
     // Rep 0 warms up. Each rep's prompt starts differently so no slot cache is reused.
     for rep in 0..=args.reps {
         let prompt = prompt_of(engine, rep, args.prompt_tokens);
-        let mut params = GenerationParams { max_tokens: Some(1), ..GenerationParams::default() };
+        let mut params = GenerationParams {
+            max_tokens: Some(1),
+            ..GenerationParams::default()
+        };
         params.sampling.temperature = 0.0;
         let handle = engine.complete(&prompt, params.clone())?;
         prompt_tokens = handle.prompt_tokens;
@@ -70,7 +80,10 @@ fn measure(engine: &LlamaEngine, args: &BenchArgs, threads: u32) -> anyhow::Resu
             })
         );
     } else {
-        println!("model {} · {threads} threads · median of {} runs after a warm-up", args.model, args.reps);
+        println!(
+            "model {} · {threads} threads · median of {} runs after a warm-up",
+            args.model, args.reps
+        );
         println!("prompt  {prompt_tokens:>5} tokens  {prompt:>8.1} tok/s");
         println!("decode  {:>5} tokens  {decode:>8.1} tok/s", args.gen_tokens);
     }

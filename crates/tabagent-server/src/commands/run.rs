@@ -86,7 +86,8 @@ async fn answer(
     if !chat {
         let engine = Arc::clone(engine);
         let params = params.clone();
-        let handle = tokio::task::spawn_blocking(move || engine.complete(&prompt, params)).await??;
+        let handle =
+            tokio::task::spawn_blocking(move || engine.complete(&prompt, params)).await??;
         print_stream(handle).await?;
         return Ok(());
     }

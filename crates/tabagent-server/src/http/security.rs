@@ -74,9 +74,14 @@ fn host_allowed(host: &str, bind: &str, extra: &[String]) -> bool {
         .trim_end_matches(']')
         .to_ascii_lowercase();
     let builtin = ["localhost", "127.0.0.1", "::1"];
-    let unspecified = bind == "0.0.0.0" || bind == "::";
-    builtin.contains(&name)
-        || (!unspecified && name == bind)
+    // Off loopback an API key is mandatory, and a rebinding page cannot know it: the key is the
+    // guard there, and clients reach the server under names we cannot list.
+    let loopback = bind
+        .parse::<std::net::IpAddr>()
+        .map_or(bind == "localhost", |ip| ip.is_loopback());
+    !loopback
+        || builtin.contains(&name)
+        || name == bind
         || extra
             .iter()
             .any(|allowed| allowed.eq_ignore_ascii_case(name))
@@ -123,12 +128,14 @@ mod tests {
         assert!(host_allowed("localhost:8080", "127.0.0.1", &[]));
         assert!(host_allowed("[::1]:8080", "127.0.0.1", &[]));
         assert!(!host_allowed("attacker.example:8080", "127.0.0.1", &[]));
+        assert!(!host_allowed("box.lan:8080", "127.0.0.1", &[]));
         assert!(host_allowed(
             "box.lan:8080",
-            "0.0.0.0",
+            "127.0.0.1",
             &["box.lan".to_string()]
         ));
-        assert!(!host_allowed("0.0.0.0:8080", "0.0.0.0", &[]));
+        // Off loopback the mandatory API key guards instead.
+        assert!(host_allowed("192.168.1.20:8080", "0.0.0.0", &[]));
         assert!(host_allowed("anything", "127.0.0.1", &["*".to_string()]));
     }
 

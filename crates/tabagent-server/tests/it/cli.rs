@@ -164,13 +164,23 @@ fn interactive_run_keeps_chatting_when_the_history_outgrows_the_context() {
     let dir = tempfile::tempdir().unwrap();
     import(dir.path(), &smollm2_path(), MODEL);
     let mut child = tabagent(dir.path())
-        .args(["run", MODEL, "--max-tokens", "8", "--temperature", "0", "--ctx-size", "160"])
+        .args([
+            "run",
+            MODEL,
+            "--max-tokens",
+            "8",
+            "--temperature",
+            "0",
+            "--ctx-size",
+            "160",
+        ])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let long_turn = "Please remember this sentence about rivers, mountains, forests and the sea. ".repeat(3);
+    let long_turn =
+        "Please remember this sentence about rivers, mountains, forests and the sea. ".repeat(3);
     let mut stdin = child.stdin.take().unwrap();
     for _ in 0..4 {
         writeln!(stdin, "{long_turn}").unwrap();
@@ -183,6 +193,9 @@ fn interactive_run_keeps_chatting_when_the_history_outgrows_the_context() {
     assert!(!err.contains("error:"), "{err}");
     // Four prompts got four replies (a reply may itself span lines).
     let replies = String::from_utf8_lossy(&out.stdout);
-    assert!(replies.lines().filter(|l| !l.trim().is_empty()).count() >= 4, "{replies:?}");
+    assert!(
+        replies.lines().filter(|l| !l.trim().is_empty()).count() >= 4,
+        "{replies:?}"
+    );
     assert_eq!(err.matches(">>> ").count(), 5, "{err}");
 }

@@ -27,7 +27,12 @@ fn every_module_starts_with_a_doc_comment() {
     let missing: Vec<_> = workspace_files()
         .into_iter()
         .filter(|p| p.components().any(|c| c.as_os_str() == "src"))
-        .filter(|p| !std::fs::read_to_string(p).unwrap().trim_start().starts_with("//!"))
+        .filter(|p| {
+            !std::fs::read_to_string(p)
+                .unwrap()
+                .trim_start()
+                .starts_with("//!")
+        })
         .collect();
     assert!(missing.is_empty(), "modules without a //! doc: {missing:?}");
 }
@@ -43,7 +48,10 @@ fn no_test_is_skipped_or_expects_a_panic() {
             !p.ends_with("tidy.rs") && banned.iter().any(|b| text.contains(b))
         })
         .collect();
-    assert!(offenders.is_empty(), "skipped or should_panic tests in {offenders:?}");
+    assert!(
+        offenders.is_empty(),
+        "skipped or should_panic tests in {offenders:?}"
+    );
 }
 
 #[test]
