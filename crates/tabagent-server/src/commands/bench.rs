@@ -3,10 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail};
+use anyhow::bail;
 use tabagent_core::{GenerationEvent, GenerationParams};
 use tabagent_llama::{GenerationHandle, LlamaEngine};
-use tabagent_models::store::ModelStore;
 
 use crate::cli::BenchArgs;
 use crate::config::Config;
@@ -21,22 +20,9 @@ pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<()> {
     if args.prompt_tokens < 8 || args.gen_tokens < 2 || args.reps == 0 {
         bail!("--prompt-tokens must be at least 8, --gen-tokens at least 2 and --reps at least 1");
     }
-    let store = ModelStore::open(&config.models_dir())?;
-    let entry = store.get(&args.model)?.ok_or_else(|| {
-        anyhow!(
-            "the model `{}` does not exist; `tabagent models` lists local models",
-            args.model
-        )
-    })?;
-    let path = store.path_of(&entry);
-    let mut engine_config = config.engine_config();
-    engine_config.parallel = 1;
-    engine_config.ctx_per_slot = engine_config
-        .ctx_per_slot
-        .max(args.prompt_tokens + args.gen_tokens + 64);
-    let threads = engine_config.threads;
-    let engine =
-        tokio::task::spawn_blocking(move || LlamaEngine::load(&path, engine_config)).await??;
+    let min_ctx = args.prompt_tokens + args.gen_tokens + 64;
+    let engine = super::load_single_sequence(&config, &args.model, min_ctx).await?;
+    let threads = engine.config().threads;
 
     tokio::task::spawn_blocking(move || measure(&engine, &args, threads)).await?
 }

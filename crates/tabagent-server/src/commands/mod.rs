@@ -4,3 +4,27 @@ pub mod bench;
 pub mod models;
 pub mod run;
 pub mod serve;
+
+use anyhow::anyhow;
+use tabagent_llama::LlamaEngine;
+use tabagent_models::store::ModelStore;
+
+use crate::config::Config;
+
+/// Loads the local model `name` with one sequence of at least `min_ctx` tokens, for the commands
+/// that run a model in this process (`run`, `bench`).
+pub(crate) async fn load_single_sequence(
+    config: &Config,
+    name: &str,
+    min_ctx: u32,
+) -> anyhow::Result<LlamaEngine> {
+    let store = ModelStore::open(&config.models_dir())?;
+    let entry = store.get(name)?.ok_or_else(|| {
+        anyhow!("the model `{name}` does not exist; `tabagent models` lists local models")
+    })?;
+    let path = store.path_of(&entry);
+    let mut engine_config = config.engine_config();
+    engine_config.parallel = 1;
+    engine_config.ctx_per_slot = engine_config.ctx_per_slot.max(min_ctx);
+    Ok(tokio::task::spawn_blocking(move || LlamaEngine::load(&path, engine_config)).await??)
+}

@@ -3,10 +3,9 @@
 use std::io::Write;
 use std::sync::Arc;
 
-use anyhow::{anyhow, bail};
+use anyhow::bail;
 use tabagent_core::{ChatMessage, GenerationEvent, GenerationParams, InferenceError, Role};
 use tabagent_llama::{GenerationHandle, LlamaEngine};
-use tabagent_models::store::ModelStore;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::cli::RunArgs;
@@ -14,18 +13,7 @@ use crate::config::Config;
 
 /// Answers one prompt, or chats until EOF or `/bye`.
 pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<()> {
-    let store = ModelStore::open(&config.models_dir())?;
-    let entry = store.get(&args.model)?.ok_or_else(|| {
-        anyhow!(
-            "the model `{}` does not exist; `tabagent models` lists local models",
-            args.model
-        )
-    })?;
-    let path = store.path_of(&entry);
-    let mut engine_config = config.engine_config();
-    engine_config.parallel = 1;
-    let engine =
-        tokio::task::spawn_blocking(move || LlamaEngine::load(&path, engine_config)).await??;
+    let engine = super::load_single_sequence(&config, &args.model, 0).await?;
     let engine = Arc::new(engine);
     let mut params = GenerationParams::default();
     if let Some(t) = args.temperature {

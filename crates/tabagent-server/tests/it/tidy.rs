@@ -39,13 +39,13 @@ fn every_module_starts_with_a_doc_comment() {
 
 #[test]
 fn no_test_is_skipped_or_expects_a_panic() {
-    let banned = ["#[ignore", "#[should_panic"];
+    // Spelled in pieces so this file does not match its own rule.
+    let banned = [concat!("#[", "ignore"), concat!("#[", "should_panic")];
     let offenders: Vec<_> = workspace_files()
         .into_iter()
         .filter(|p| {
             let text = std::fs::read_to_string(p).unwrap();
-            // This file names the patterns it bans.
-            !p.ends_with("tidy.rs") && banned.iter().any(|b| text.contains(b))
+            banned.iter().any(|b| text.contains(b))
         })
         .collect();
     assert!(
