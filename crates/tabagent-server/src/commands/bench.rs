@@ -15,13 +15,14 @@ const FILLER: &str =
     needed a reliable way to mark the hours of prayer. Early tower clocks used a verge and foliot \
     escapement driven by falling weights; they had no dials and simply struck a bell. ";
 
-/// Loads the model with one sequence and measures prompt processing and decoding.
+/// Loads the model as `serve` would and measures prompt processing and decoding of one sequence.
 pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<()> {
     if args.prompt_tokens < 8 || args.gen_tokens < 2 || args.reps == 0 {
         bail!("--prompt-tokens must be at least 8, --gen-tokens at least 2 and --reps at least 1");
     }
     let min_ctx = args.prompt_tokens + args.gen_tokens + 64;
-    let engine = super::load_single_sequence(&config, &args.model, min_ctx).await?;
+    // Shaped as `serve` would run it (slots, context), so the HTTP path is held to the same engine.
+    let engine = super::load_local(&config, &args.model, min_ctx, None).await?;
     let threads = engine.config().threads;
 
     tokio::task::spawn_blocking(move || measure(&engine, &args, threads)).await?

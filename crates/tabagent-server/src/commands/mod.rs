@@ -11,12 +11,13 @@ use tabagent_models::store::ModelStore;
 
 use crate::config::Config;
 
-/// Loads the local model `name` with one sequence of at least `min_ctx` tokens, for the commands
-/// that run a model in this process (`run`, `bench`).
-pub(crate) async fn load_single_sequence(
+/// Loads the local model `name` in this process (for `run` and `bench`) with a context of at
+/// least `min_ctx` tokens per sequence and `parallel` sequences (`None`: as `serve` would).
+pub(crate) async fn load_local(
     config: &Config,
     name: &str,
     min_ctx: u32,
+    parallel: Option<u32>,
 ) -> anyhow::Result<LlamaEngine> {
     let store = ModelStore::open(&config.models_dir())?;
     let entry = store.get(name)?.ok_or_else(|| {
@@ -24,7 +25,9 @@ pub(crate) async fn load_single_sequence(
     })?;
     let path = store.path_of(&entry);
     let mut engine_config = config.engine_config();
-    engine_config.parallel = 1;
+    if let Some(parallel) = parallel {
+        engine_config.parallel = parallel;
+    }
     engine_config.ctx_per_slot = engine_config.ctx_per_slot.max(min_ctx);
     Ok(tokio::task::spawn_blocking(move || LlamaEngine::load(&path, engine_config)).await??)
 }

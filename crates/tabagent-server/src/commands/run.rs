@@ -13,7 +13,7 @@ use crate::config::Config;
 
 /// Answers one prompt, or chats until EOF or `/bye`.
 pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<()> {
-    let engine = super::load_single_sequence(&config, &args.model, 0).await?;
+    let engine = super::load_local(&config, &args.model, 0, Some(1)).await?;
     let engine = Arc::new(engine);
     let mut params = GenerationParams::default();
     if let Some(t) = args.temperature {

@@ -3,6 +3,7 @@
 use std::io::Write;
 
 use anyhow::{bail, Context};
+use axum::serve::ListenerExt;
 use tabagent_models::store::ModelStore;
 
 use crate::cli::Mode;
@@ -28,6 +29,12 @@ pub async fn run(config: Config, mode: Mode) -> anyhow::Result<()> {
             )
         })?;
     let address = listener.local_addr()?;
+    // Streamed tokens are small writes: send each at once instead of waiting for an ACK (Nagle).
+    let listener = listener.tap_io(|stream| {
+        if let Err(err) = stream.set_nodelay(true) {
+            tracing::debug!(error = %err, "cannot set TCP_NODELAY");
+        }
+    });
     let state = AppState::new(config.clone(), registry);
     tracing::info!(%address, data_dir = %config.storage.data_dir.display(), "tabagent listening");
     // Tests and scripts read this line to find an ephemeral port.

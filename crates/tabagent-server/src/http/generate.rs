@@ -1,13 +1,15 @@
 //! Running a generation for a handler: submit off the async threads, then collect or stream.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 
 use axum::response::sse::{Event, Sse};
+use futures_util::Stream;
 use tabagent_core::{FinishReason, GenerationEvent, InferenceError, Usage};
 use tabagent_llama::{GenerationHandle, LlamaEngine};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 
 use super::error::ApiError;
 use super::wire::WireUsage;
@@ -58,7 +60,7 @@ pub async fn collect(mut handle: GenerationHandle) -> Result<Collected, ApiError
 }
 
 /// How a stream's chunks are written for one endpoint.
-pub trait ChunkFormat: Send + 'static {
+pub trait ChunkFormat: Send + Unpin + 'static {
     /// A chunk sent before any text (chat sends the role), if any.
     fn opening(&self) -> Option<String>;
     /// A chunk carrying new text.
@@ -69,61 +71,93 @@ pub trait ChunkFormat: Send + 'static {
     fn usage(&self, usage: WireUsage) -> String;
 }
 
-/// Streams a generation as server-sent events ending in `data: [DONE]`. When the client goes
-/// away the event channel closes, the forwarding task ends and drops the generation's receiver,
-/// which cancels it in the engine.
+/// Streams a generation as server-sent events ending in `data: [DONE]`.
+///
+/// The response body reads the engine's events itself (no forwarding task, one wake-up per
+/// token). When the client goes away the server drops the body, which drops the generation's
+/// receiver and so cancels it in the engine, queued or running.
 pub fn stream(
-    mut handle: GenerationHandle,
+    handle: GenerationHandle,
     format: impl ChunkFormat,
     include_usage: bool,
-) -> Sse<ReceiverStream<Result<Event, Infallible>>> {
-    let (tx, rx) = mpsc::channel::<Result<Event, Infallible>>(64);
-    let span = tracing::Span::current();
-    tokio::spawn(async move {
-        let send = |data: String| {
-            let tx = tx.clone();
-            async move { tx.send(Ok(Event::default().data(data))).await.is_ok() }
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let mut pending = VecDeque::new();
+    if let Some(opening) = format.opening() {
+        pending.push_back(opening);
+    }
+    Sse::new(EventStream {
+        handle,
+        format,
+        include_usage,
+        pending,
+        ended: false,
+        span: tracing::Span::current(),
+    })
+}
+
+/// The body of a streamed generation: chunks already due, then the engine's events as they come.
+struct EventStream<F> {
+    handle: GenerationHandle,
+    format: F,
+    include_usage: bool,
+    /// Chunks to send before reading the engine again.
+    pending: VecDeque<String>,
+    /// The generation is over: send what is pending, then end.
+    ended: bool,
+    span: tracing::Span,
+}
+
+impl<F: ChunkFormat> EventStream<F> {
+    fn end_with(&mut self, chunks: impl IntoIterator<Item = String>) {
+        self.pending.extend(chunks);
+        self.ended = true;
+    }
+}
+
+impl<F: ChunkFormat + Unpin> Stream for EventStream<F> {
+    type Item = Result<Event, Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if let Some(data) = this.pending.pop_front() {
+            return Poll::Ready(Some(Ok(Event::default().data(data))));
+        }
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        let data = match ready!(this.handle.events.poll_recv(cx)) {
+            Some(GenerationEvent::Text(text)) => this.format.text(&text),
+            Some(GenerationEvent::Finished { reason, usage }) => {
+                let usage = this
+                    .include_usage
+                    .then(|| this.format.usage(wire_usage(usage)));
+                let finish = this.format.finish(reason);
+                this.end_with(usage.into_iter().chain(["[DONE]".to_string()]));
+                finish
+            }
+            Some(GenerationEvent::Failed(err)) => {
+                this.ended = true;
+                ApiError::from(err).to_json()
+            }
+            None => {
+                this.span.in_scope(|| {
+                    tracing::error!("the engine dropped a generation without finishing it")
+                });
+                this.ended = true;
+                ApiError::internal("the engine dropped a generation without finishing it").to_json()
+            }
         };
-        if let Some(opening) = format.opening() {
-            if !send(opening).await {
-                return;
-            }
+        Poll::Ready(Some(Ok(Event::default().data(data))))
+    }
+}
+
+impl<F> Drop for EventStream<F> {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.span
+                .in_scope(|| tracing::debug!("client went away; cancelling the generation"));
         }
-        loop {
-            // A queued generation sends nothing for a while; watch the client meanwhile too.
-            let event = tokio::select! {
-                event = handle.events.recv() => event,
-                () = tx.closed() => {
-                    span.in_scope(|| tracing::debug!("client went away while waiting; cancelling"));
-                    return;
-                }
-            };
-            let Some(event) = event else { break };
-            match event {
-                GenerationEvent::Text(text) => {
-                    if !send(format.text(&text)).await {
-                        span.in_scope(|| tracing::debug!("client went away; cancelling"));
-                        return;
-                    }
-                }
-                GenerationEvent::Finished { reason, usage } => {
-                    let _ = send(format.finish(reason)).await
-                        && (!include_usage || send(format.usage(wire_usage(usage))).await)
-                        && send("[DONE]".to_string()).await;
-                    return;
-                }
-                GenerationEvent::Failed(err) => {
-                    let _ = send(ApiError::from(err).to_json()).await;
-                    return;
-                }
-            }
-        }
-        let _ = send(
-            ApiError::internal("the engine dropped a generation without finishing it").to_json(),
-        )
-        .await;
-    });
-    Sse::new(ReceiverStream::new(rx))
+    }
 }
 
 /// Usage in wire form.

@@ -179,6 +179,37 @@ async fn a_client_that_disconnects_cancels_its_generation() {
 }
 
 #[tokio::test]
+async fn a_client_that_disconnects_while_queued_is_never_run() {
+    let server = Server::start(&["--parallel", "1", "--ctx-size", "2048"]);
+    let mut running = Events::new(
+        server
+            .post("/v1/chat/completions", &endless("Tell a story."))
+            .await,
+    );
+    let _role = running.next_json().await;
+    let _text = running.next_json().await;
+    // Headers and the role chunk of a queued request come back before it gets the slot.
+    let mut queued = Events::new(
+        server
+            .post("/v1/chat/completions", &endless("Another story."))
+            .await,
+    );
+    let _role = queued.next_json().await;
+    assert_eq!(server.model_health().await["queued"], 1);
+    drop(queued);
+    drop(running);
+    // Had the queued request survived its client, it would take the slot next and run its whole
+    // context before this one, and count as completed.
+    let (status, body) = server
+        .post_json("/v1/chat/completions", &chat("Hi", 2))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let model = server.model_health().await;
+    assert_eq!(model["cancelled_total"], 2, "{model}");
+    assert_eq!(model["completed_total"], 1, "{model}");
+}
+
+#[tokio::test]
 async fn a_full_queue_answers_503_with_retry_after() {
     let server = Server::start(&["--parallel", "1", "--queue-capacity", "1"]);
     let mut running = Events::new(
