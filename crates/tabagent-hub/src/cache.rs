@@ -226,6 +226,54 @@ impl HubCache {
         Ok(found)
     }
 
+    /// Removes `path` from the snapshot `commit`, then its blob when no snapshot of the
+    /// repository points at it any more, then the repository folder when nothing is left.
+    pub fn remove(&self, repo: &RepoId, commit: &str, path: &RepoPath) -> Result<(), HubError> {
+        let entry = self.snapshot_path(repo, commit, path)?;
+        let blob = fs::read_link(&entry)
+            .ok()
+            .and_then(|target| target.file_name().map(|n| n.to_os_string()));
+        match fs::remove_file(&entry) {
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => return Err(HubError::io("remove", &entry)(err)),
+        }
+        let repo_dir = self.repo_dir(repo);
+        let mut links = Vec::new();
+        walk(&repo_dir.join("snapshots"), String::new(), &mut links, 0);
+        if let Some(blob) = blob {
+            let used = links.iter().any(|(_, link)| {
+                fs::read_link(link).is_ok_and(|t| t.file_name() == Some(blob.as_os_str()))
+            });
+            if !used {
+                let blob_path = repo_dir.join("blobs").join(&blob);
+                match fs::remove_file(&blob_path) {
+                    Ok(()) => {}
+                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(err) => return Err(HubError::io("remove", &blob_path)(err)),
+                }
+            }
+        }
+        // Empty directories left in the snapshot, deepest first.
+        let mut dir = entry.parent().map(Path::to_path_buf);
+        let snapshots = repo_dir.join("snapshots");
+        while let Some(current) = dir {
+            if current == snapshots || fs::remove_dir(&current).is_err() {
+                break;
+            }
+            dir = current.parent().map(Path::to_path_buf);
+        }
+        if links.is_empty() {
+            // Nothing left of the repository: its refs go, and its folders when empty (a
+            // download in progress keeps `blobs/`).
+            let _ = fs::remove_dir_all(repo_dir.join("refs"));
+            let _ = fs::remove_dir_all(&snapshots);
+            let _ = fs::remove_dir(repo_dir.join("blobs"));
+            let _ = fs::remove_dir(&repo_dir);
+        }
+        Ok(())
+    }
+
     fn ref_path(&self, repo: &RepoId, revision: &Revision) -> PathBuf {
         let mut path = self.repo_dir(repo).join("refs");
         for segment in revision.as_str().split('/') {

@@ -189,6 +189,26 @@ impl ModelStore {
         Ok(entry)
     }
 
+    /// Removes the model `name`, and its file once no other name uses it. Returns whether it
+    /// existed. The manifest changes first, so a crash leaves at worst an orphaned blob.
+    pub fn remove(&self, name: &str) -> Result<bool, StoreError> {
+        let _lock = self.lock()?;
+        let mut manifest = self.read_manifest()?;
+        let Some(index) = manifest.models.iter().position(|m| m.name == name) else {
+            return Ok(false);
+        };
+        let removed = manifest.models.remove(index);
+        self.write_manifest(&manifest)?;
+        if !manifest.models.iter().any(|m| m.blob == removed.blob) {
+            let blob = self.path_of(&removed);
+            fs::remove_file(&blob).or_else(|err| match err.kind() {
+                std::io::ErrorKind::NotFound => Ok(()),
+                _ => Err(io("remove", &blob, err)),
+            })?;
+        }
+        Ok(true)
+    }
+
     fn manifest_path(&self) -> PathBuf {
         self.root.join("manifest.json")
     }

@@ -34,10 +34,12 @@ pub enum Command {
     Serve(ServeArgs),
     /// Chat with a model in the terminal (interactive when no prompt is given).
     Run(RunArgs),
-    /// List local models.
-    Models,
+    /// List (default), show or remove local models.
+    Models(ModelsArgs),
     /// Register a local GGUF file in the model store.
     Import(ImportArgs),
+    /// Download a model from the Hugging Face Hub into the Hugging Face cache.
+    Pull(PullArgs),
     /// Measure a model's prompt and decode speed on the bare engine, without HTTP.
     Bench(BenchArgs),
 }
@@ -132,6 +134,9 @@ pub struct BenchArgs {
     /// Tokens generated in the decode test.
     #[arg(long, default_value_t = 256)]
     pub gen_tokens: u32,
+    /// Prompt tokens ahead of the decode test (decode speed depends on the position).
+    #[arg(long, default_value_t = 16)]
+    pub decode_prompt_tokens: u32,
     /// Measured repetitions (after one warm-up); the median is reported.
     #[arg(long, default_value_t = 5)]
     pub reps: u32,
@@ -141,6 +146,57 @@ pub struct BenchArgs {
     /// Engine settings.
     #[command(flatten)]
     pub engine: EngineArgs,
+}
+
+/// `tabagent models`.
+#[derive(Debug, Args)]
+pub struct ModelsArgs {
+    /// What to do (default: `ls`).
+    #[command(subcommand)]
+    pub action: Option<ModelsAction>,
+}
+
+/// `tabagent models ls|show|rm`.
+#[derive(Debug, Subcommand)]
+pub enum ModelsAction {
+    /// List local models: imported ones and the Hugging Face cache's GGUF files.
+    Ls,
+    /// Show a model's GGUF metadata: architecture, parameters, quantization, context, template.
+    Show {
+        /// Model id (see `tabagent models`).
+        id: String,
+    },
+    /// Remove a model's file from this machine.
+    Rm {
+        /// Model id (see `tabagent models`).
+        id: String,
+    },
+}
+
+/// `tabagent pull`.
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    /// `OWNER/REPO`, `OWNER/REPO:QUANT` (e.g. `:Q4_K_M`) or `OWNER/REPO:FILE`.
+    #[arg(
+        required_unless_present = "recommended",
+        conflicts_with = "recommended"
+    )]
+    pub model: Option<String>,
+    /// Pull the library's recommended model for `--role`, the largest this machine's memory holds.
+    #[arg(long)]
+    pub recommended: bool,
+    /// The role for `--recommended`: `chat` or `tools`.
+    #[arg(long, default_value = "chat", requires = "recommended")]
+    pub role: String,
+    /// Branch, tag or commit.
+    #[arg(long, default_value = "main")]
+    pub revision: String,
+    /// Parallel connections (default: `hub.connections`, 8).
+    #[arg(long)]
+    pub connections: Option<usize>,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 /// `tabagent import`.

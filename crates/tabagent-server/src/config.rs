@@ -23,6 +23,8 @@ pub struct Config {
     pub models: ModelsConfig,
     /// How llama.cpp runs models.
     pub llama: LlamaConfig,
+    /// Where models are downloaded from and kept.
+    pub hub: HubSettings,
     /// Logging.
     pub log: LogConfig,
 }
@@ -99,6 +101,35 @@ pub struct LlamaConfig {
     pub gpu_layers: u32,
 }
 
+/// Where models are downloaded from and kept. The token comes from `HF_TOKEN` only, never from
+/// a file tabagent writes or prints.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HubSettings {
+    /// The Hub's URL; empty: `HF_ENDPOINT`, else `https://huggingface.co`.
+    pub endpoint: String,
+    /// The Hugging Face cache; unset: `HF_HUB_CACHE`, `HF_HOME/hub`, `~/.cache/huggingface/hub`.
+    pub cache_dir: Option<PathBuf>,
+    /// Parallel connections per file.
+    pub connections: usize,
+    /// MiB per ranged request (the unit a resumed download keeps).
+    pub chunk_mib: u64,
+    /// Never touch the network (also `HF_HUB_OFFLINE=1`).
+    pub offline: bool,
+}
+
+impl Default for HubSettings {
+    fn default() -> Self {
+        Self {
+            endpoint: String::new(),
+            cache_dir: None,
+            connections: 8,
+            chunk_mib: 32,
+            offline: false,
+        }
+    }
+}
+
 /// Logging.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -131,6 +162,7 @@ impl Default for Config {
                 preload: true,
             },
             llama: LlamaConfig::default(),
+            hub: HubSettings::default(),
             log: LogConfig {
                 format: LogFormat::Text,
                 level: "info".to_string(),
@@ -239,6 +271,15 @@ impl Config {
         if self.server.api_keys.iter().any(|key| key.len() < 16) {
             bail!("API keys must be at least 16 characters long");
         }
+        if !(1..=64).contains(&self.hub.connections) {
+            bail!("hub.connections must be between 1 and 64");
+        }
+        if !(1..=1024).contains(&self.hub.chunk_mib) {
+            bail!("hub.chunk_mib must be between 1 and 1024");
+        }
+        if !self.hub.endpoint.is_empty() {
+            tabagent_hub::client::parse_endpoint(&self.hub.endpoint)?;
+        }
         if self.server.max_body_bytes < 1024 {
             bail!("server.max_body_bytes must be at least 1024");
         }
@@ -279,6 +320,32 @@ impl Config {
     /// The model store's directory.
     pub fn models_dir(&self) -> PathBuf {
         self.storage.data_dir.join("models")
+    }
+
+    /// The Hugging Face cache models are pulled into.
+    pub fn hub_cache(&self) -> tabagent_hub::HubCache {
+        match &self.hub.cache_dir {
+            Some(dir) => tabagent_hub::HubCache::new(dir),
+            None => tabagent_hub::HubCache::from_env(),
+        }
+    }
+
+    /// Every local model: imported ones and the Hugging Face cache's.
+    pub fn catalog(&self) -> anyhow::Result<crate::catalog::Catalog> {
+        let store = tabagent_models::store::ModelStore::open(&self.models_dir())?;
+        Ok(crate::catalog::Catalog::new(store, self.hub_cache()))
+    }
+
+    /// A Hub client: `HF_*` environment first, then `[hub]` settings over it.
+    pub fn hub_client(&self) -> anyhow::Result<tabagent_hub::HubClient> {
+        let mut hub = tabagent_hub::HubConfig::from_env()?;
+        if !self.hub.endpoint.is_empty() {
+            hub.endpoint = tabagent_hub::client::parse_endpoint(&self.hub.endpoint)?;
+        }
+        hub.connections = self.hub.connections;
+        hub.chunk_size = self.hub.chunk_mib << 20;
+        hub.offline |= self.hub.offline;
+        Ok(tabagent_hub::HubClient::new(hub, self.hub_cache())?)
     }
 
     /// The effective configuration as JSON with secrets replaced.

@@ -1,9 +1,11 @@
 //! The `tabagent` binary: parses flags, loads the config, runs a command.
 
+mod catalog;
 mod cli;
 mod commands;
 mod config;
 mod http;
+mod recommended;
 mod registry;
 mod state;
 
@@ -33,7 +35,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => args.apply(&mut config),
         Command::Run(args) => args.engine.apply(&mut config),
         Command::Bench(args) => args.engine.apply(&mut config),
-        Command::Models | Command::Import(_) => {}
+        Command::Pull(args) => {
+            if let Some(connections) = args.connections {
+                config.hub.connections = connections;
+            }
+        }
+        Command::Models(_) | Command::Import(_) => {}
     }
     config.validate()?;
     init_logging(&config, matches!(cli.command, Command::Serve(_)));
@@ -45,8 +52,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Serve(args) => commands::serve::run(config, args.mode).await,
             Command::Run(args) => commands::run::run(config, args).await,
             Command::Bench(args) => commands::bench::run(config, args).await,
-            Command::Models => commands::models::list(&config),
+            Command::Models(args) => commands::models::run(&config, args.action),
             Command::Import(args) => commands::models::import(&config, &args),
+            Command::Pull(args) => commands::pull::run(&config, &args).await,
         }
     })
 }

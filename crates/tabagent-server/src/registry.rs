@@ -3,19 +3,19 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::catalog::{Catalog, CatalogError, LocalModel};
 use tabagent_llama::{EngineConfig, LlamaEngine, LoadError};
-use tabagent_models::store::{ModelEntry, ModelStore, StoreError};
 use tokio::sync::OnceCell;
 
 /// Why a model could not be had.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    /// No model of that name in the store.
-    #[error("the model `{0}` does not exist; `tabagent models` lists local models and `tabagent import` adds one")]
+    /// No model of that name on this machine.
+    #[error("the model `{0}` does not exist; `tabagent models` lists local models, `tabagent pull OWNER/REPO:QUANT` and `tabagent import FILE` add one")]
     NotFound(String),
-    /// The store could not be read.
+    /// The local models could not be read.
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Catalog(#[from] CatalogError),
     /// The model's file is invalid or llama.cpp refused it.
     #[error("the model `{name}` cannot be loaded: {source}")]
     Load {
@@ -37,24 +37,24 @@ type LoadCell = Arc<OnceCell<Arc<LlamaEngine>>>;
 /// Each name has its own load cell, so loading one model never blocks requests to another,
 /// listings or health checks.
 pub struct ModelRegistry {
-    store: ModelStore,
+    catalog: Catalog,
     engine_config: EngineConfig,
     models: std::sync::Mutex<HashMap<String, LoadCell>>,
 }
 
 impl ModelRegistry {
-    /// A registry over `store` that loads models with `engine_config`.
-    pub fn new(store: ModelStore, engine_config: EngineConfig) -> Self {
+    /// A registry over `catalog` that loads models with `engine_config`.
+    pub fn new(catalog: Catalog, engine_config: EngineConfig) -> Self {
         Self {
-            store,
+            catalog,
             engine_config,
             models: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
-    /// The store behind it.
-    pub fn store(&self) -> &ModelStore {
-        &self.store
+    /// The local models behind it.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
     }
 
     /// The engine for `name`, loading it if needed. Concurrent callers share one load.
@@ -62,12 +62,17 @@ impl ModelRegistry {
         if let Some(engine) = self.loaded_engine(name) {
             return Ok(engine);
         }
-        // Only names in the store get a cell: a client cannot grow the map with made-up names.
+        // Only ids of local models get a cell: a client cannot grow the map with made-up names.
+        // Cells are keyed by the canonical id, so two spellings of one model load it once.
         let entry = self.entry(name).await?;
-        let cell = self.cell(name);
+        if let Some(engine) = self.loaded_engine(&entry.id) {
+            return Ok(engine);
+        }
+        let cell = self.cell(&entry.id);
+        let name = entry.id.as_str();
         let engine = cell
             .get_or_try_init(|| async {
-                let path = self.store.path_of(&entry);
+                let path = entry.path.clone();
                 let config = self.engine_config.clone();
                 tracing::info!(model = name, path = %path.display(), "loading model");
                 let engine = tokio::task::spawn_blocking(move || LlamaEngine::load(&path, config))
@@ -123,10 +128,10 @@ impl ModelRegistry {
         Arc::clone(models.entry(name.to_string()).or_default())
     }
 
-    async fn entry(&self, name: &str) -> Result<ModelEntry, RegistryError> {
-        let store = self.store.clone();
+    async fn entry(&self, name: &str) -> Result<LocalModel, RegistryError> {
+        let catalog = self.catalog.clone();
         let owned = name.to_string();
-        tokio::task::spawn_blocking(move || store.get(&owned))
+        tokio::task::spawn_blocking(move || catalog.resolve(&owned))
             .await
             .map_err(|_| RegistryError::Interrupted(name.to_string()))??
             .ok_or_else(|| RegistryError::NotFound(name.to_string()))

@@ -104,6 +104,29 @@ impl GgufInfo {
         self.get_u64(&format!("{arch}.context_length"))
     }
 
+    /// Parameters: elements over all tensors.
+    pub fn parameter_count(&self) -> u64 {
+        self.tensors
+            .iter()
+            .fold(0u64, |sum, t| sum.saturating_add(t.n_elements()))
+    }
+
+    /// The weight type holding most bytes among the matrices, e.g. `Q4_K`: what a file's
+    /// quantization is called.
+    pub fn quantization(&self) -> Option<String> {
+        let mut bytes: Vec<(&str, u64)> = Vec::new();
+        for tensor in self.tensors.iter().filter(|t| t.dims.len() >= 2) {
+            match bytes.iter_mut().find(|(name, _)| *name == tensor.type_name) {
+                Some((_, total)) => *total = total.saturating_add(tensor.size_bytes),
+                None => bytes.push((tensor.type_name, tensor.size_bytes)),
+            }
+        }
+        bytes
+            .into_iter()
+            .max_by_key(|(_, total)| *total)
+            .map(|(name, _)| name.to_ascii_uppercase())
+    }
+
     /// Sum of the tensors' data sizes, padding excluded.
     pub fn tensor_data_bytes(&self) -> u64 {
         self.tensors

@@ -17,10 +17,14 @@ const FILLER: &str =
 
 /// Loads the model as `serve` would and measures prompt processing and decoding of one sequence.
 pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<()> {
-    if args.prompt_tokens < 8 || args.gen_tokens < 2 || args.reps == 0 {
-        bail!("--prompt-tokens must be at least 8, --gen-tokens at least 2 and --reps at least 1");
+    if args.prompt_tokens < 8
+        || args.decode_prompt_tokens < 8
+        || args.gen_tokens < 2
+        || args.reps == 0
+    {
+        bail!("--prompt-tokens and --decode-prompt-tokens must be at least 8, --gen-tokens at least 2 and --reps at least 1");
     }
-    let min_ctx = args.prompt_tokens + args.gen_tokens + 64;
+    let min_ctx = args.prompt_tokens.max(args.decode_prompt_tokens) + args.gen_tokens + 64;
     // Shaped as `serve` would run it (slots, context), so the HTTP path is held to the same engine.
     let engine = super::load_local(&config, &args.model, min_ctx, None).await?;
     let threads = engine.config().threads;
@@ -47,7 +51,8 @@ fn measure(engine: &LlamaEngine, args: &BenchArgs, threads: u32) -> anyhow::Resu
 
         params.max_tokens = Some(args.gen_tokens);
         params.ignore_eos = true;
-        let handle = engine.complete(&format!("Run {rep}. Once upon a time"), params)?;
+        let decode_prompt = prompt_of(engine, rep + 1000, args.decode_prompt_tokens);
+        let handle = engine.complete(&decode_prompt, params)?;
         let (first, rest, generated) = first_text(handle)?;
         let decode_rate = f64::from(generated.saturating_sub(1)) / (rest - first).as_secs_f64();
         if rep > 0 {

@@ -2,12 +2,12 @@
 
 pub mod bench;
 pub mod models;
+pub mod pull;
 pub mod run;
 pub mod serve;
 
 use anyhow::anyhow;
 use tabagent_llama::LlamaEngine;
-use tabagent_models::store::ModelStore;
 
 use crate::config::Config;
 
@@ -19,11 +19,10 @@ pub(crate) async fn load_local(
     min_ctx: u32,
     parallel: Option<u32>,
 ) -> anyhow::Result<LlamaEngine> {
-    let store = ModelStore::open(&config.models_dir())?;
-    let entry = store.get(name)?.ok_or_else(|| {
+    let entry = config.catalog()?.resolve(name)?.ok_or_else(|| {
         anyhow!("the model `{name}` does not exist; `tabagent models` lists local models")
     })?;
-    let path = store.path_of(&entry);
+    let path = entry.path;
     let mut engine_config = config.engine_config();
     if let Some(parallel) = parallel {
         engine_config.parallel = parallel;

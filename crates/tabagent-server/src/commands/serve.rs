@@ -4,7 +4,6 @@ use std::io::Write;
 
 use anyhow::{bail, Context};
 use axum::serve::ListenerExt;
-use tabagent_models::store::ModelStore;
 
 use crate::cli::Mode;
 use crate::config::Config;
@@ -17,8 +16,7 @@ pub async fn run(config: Config, mode: Mode) -> anyhow::Result<()> {
         let name = format!("{mode:?}").to_lowercase();
         bail!("mode `{name}` is not built yet; only `--mode http` is available in this version");
     }
-    let store = ModelStore::open(&config.models_dir())?;
-    let registry = ModelRegistry::new(store, config.engine_config());
+    let registry = ModelRegistry::new(config.catalog()?, config.engine_config());
     let ip = config.bind_ip()?;
     let listener = tokio::net::TcpListener::bind((ip, config.server.port))
         .await

@@ -140,6 +140,31 @@ impl ApiError {
         }
     }
 
+    /// 409: the request conflicts with the model's state.
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code: Some(code),
+            ..Self::new(StatusCode::CONFLICT, "invalid_request_error", message)
+        }
+    }
+
+    /// 404 for a named thing (not a route) that does not exist.
+    pub fn not_found(code: &'static str, param: &str, message: impl Into<String>) -> Self {
+        Self {
+            code: Some(code),
+            param: Some(param.to_string()),
+            ..Self::new(StatusCode::NOT_FOUND, "invalid_request_error", message)
+        }
+    }
+
+    /// 502: the Hugging Face Hub (or another upstream) failed.
+    pub fn upstream(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code: Some(code),
+            ..Self::new(StatusCode::BAD_GATEWAY, "server_error", message)
+        }
+    }
+
     /// 500 with a generic message; `detail` is logged, never sent.
     pub fn internal(detail: impl std::fmt::Display) -> Self {
         tracing::error!(error = %detail, "internal error");
@@ -240,6 +265,26 @@ impl From<RegistryError> for ApiError {
                 }
             }
             other => Self::internal(other),
+        }
+    }
+}
+
+impl From<tabagent_hub::HubError> for ApiError {
+    fn from(err: tabagent_hub::HubError) -> Self {
+        use tabagent_hub::HubError as E;
+        let message = err.to_string();
+        match err {
+            E::Invalid { .. } => Self::bad_request(Some("model"), message),
+            E::Ambiguous(_) => Self::bad_request(Some("model"), message),
+            E::RepoNotFound { .. } | E::FileNotFound { .. } | E::RevisionNotFound { .. } => {
+                Self::not_found("model_not_found", "model", message)
+            }
+            E::NotCached { .. } => Self::not_found("not_cached", "model", message),
+            E::Unauthorized { .. } => Self::upstream("hub_unauthorized", message),
+            E::ChecksumMismatch { .. } => Self::upstream("hub_checksum_mismatch", message),
+            E::Network { .. } | E::Protocol { .. } => Self::upstream("hub_unreachable", message),
+            // The cache on this machine: the operator's to fix, explained, not a crash.
+            _ => Self::unavailable("model_cache_error", message),
         }
     }
 }

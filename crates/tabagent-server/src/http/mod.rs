@@ -10,6 +10,7 @@ mod generate;
 mod health;
 mod json;
 mod models;
+mod pull;
 mod security;
 mod wire;
 
@@ -37,11 +38,13 @@ use error::ApiError;
         completions::completions,
         models::list_models,
         models::get_model,
+        pull::pull,
+        pull::delete_model,
         health::health,
         health::ready,
         health::config
     ),
-    tags((name = "openai", description = "OpenAI-compatible endpoints"), (name = "health", description = "Probes and configuration"))
+    tags((name = "openai", description = "OpenAI-compatible endpoints"), (name = "models", description = "Downloading and removing models"), (name = "health", description = "Probes and configuration"))
 )]
 pub struct ApiDoc;
 
@@ -54,13 +57,18 @@ pub fn router(state: AppState) -> Router {
         .allow_origin(AllowOrigin::list(
             server.cors_origins.iter().filter_map(|o| o.parse().ok()),
         ))
-        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]);
     let api = Router::new()
         .route("/v1/chat/completions", post(chat::chat_completions))
         .route("/v1/completions", post(completions::completions))
         .route("/v1/models", get(models::list_models))
-        .route("/v1/models/{id}", get(models::get_model))
+        .route("/v1/models/pull", post(pull::pull))
+        // Ids of pulled models contain a `/` (`owner/name:Q4_K_M`).
+        .route(
+            "/v1/models/{*id}",
+            get(models::get_model).delete(pull::delete_model),
+        )
         .route("/v1/health", get(health::health))
         .route("/v1/health/ready", get(health::ready))
         .route("/v1/config", get(health::config))

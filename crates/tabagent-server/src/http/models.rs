@@ -2,10 +2,10 @@
 
 use axum::extract::{Path, State};
 use axum::Json;
-use tabagent_models::store::ModelEntry;
 
 use super::error::{ApiError, ErrorBody};
 use super::wire::{ModelList, ModelObject};
+use crate::catalog::{LocalModel, Source};
 use crate::registry::RegistryError;
 use crate::state::AppState;
 
@@ -36,31 +36,45 @@ pub async fn get_model(
     Path(id): Path<String>,
 ) -> Result<Json<ModelObject>, ApiError> {
     let entries = read_store(&state).await?;
-    let entry = entries
-        .iter()
-        .find(|entry| entry.name == id)
-        .ok_or(RegistryError::NotFound(id))?;
+    let entry = entries.iter().find(|entry| entry.id == id).cloned();
+    let entry = match entry {
+        Some(entry) => entry,
+        // Other spellings of a pulled model (`owner/name:q4_k_m`, `owner/name:FILE`).
+        None => {
+            let catalog = state.registry().catalog().clone();
+            let wanted = id.clone();
+            tokio::task::spawn_blocking(move || catalog.resolve(&wanted))
+                .await
+                .map_err(ApiError::internal)?
+                .map_err(|err| ApiError::from(RegistryError::Catalog(err)))?
+                .ok_or(RegistryError::NotFound(id))?
+        }
+    };
+    let entry = &entry;
     Ok(Json(model_object(&state, entry)))
 }
 
-async fn read_store(state: &AppState) -> Result<Vec<ModelEntry>, ApiError> {
-    let store = state.registry().store().clone();
-    tokio::task::spawn_blocking(move || store.list())
+async fn read_store(state: &AppState) -> Result<Vec<LocalModel>, ApiError> {
+    let catalog = state.registry().catalog().clone();
+    tokio::task::spawn_blocking(move || catalog.list())
         .await
         .map_err(ApiError::internal)?
-        .map_err(|err| ApiError::from(RegistryError::Store(err)))
+        .map_err(|err| ApiError::from(RegistryError::Catalog(err)))
 }
 
-fn model_object(state: &AppState, entry: &ModelEntry) -> ModelObject {
+fn model_object(state: &AppState, entry: &LocalModel) -> ModelObject {
     ModelObject {
-        id: entry.name.clone(),
+        id: entry.id.clone(),
         object: "model",
-        created: entry.imported_at,
-        owned_by: "tabagent",
+        created: entry.created,
+        owned_by: match &entry.source {
+            Source::Imported { .. } => "tabagent".to_string(),
+            Source::Hub { repo, .. } => repo.split('/').next().unwrap_or("hub").to_string(),
+        },
         architecture: entry.architecture.clone(),
         size_bytes: entry.size_bytes,
         context_length: entry.context_length,
         has_chat_template: entry.has_chat_template,
-        loaded: state.registry().is_loaded(&entry.name),
+        loaded: state.registry().is_loaded(&entry.id),
     }
 }

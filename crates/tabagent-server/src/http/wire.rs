@@ -287,7 +287,7 @@ pub struct ModelObject {
     /// Unix seconds of its import.
     pub created: u64,
     /// `tabagent`.
-    pub owned_by: &'static str,
+    pub owned_by: String,
     /// GGUF architecture (extension).
     pub architecture: Option<String>,
     /// File size in bytes (extension).

@@ -21,7 +21,14 @@ pub fn tabagent(data_dir: &Path) -> Command {
     command
         .env("TABAGENT_DATA_DIR", data_dir)
         .env_remove("TABAGENT_API_KEY")
-        .env("NO_COLOR", "1");
+        .env("NO_COLOR", "1")
+        // Never the user's Hugging Face cache, hub or token.
+        .env("HF_HUB_CACHE", data_dir.join("hf-hub"))
+        .env_remove("HF_HOME")
+        .env_remove("HF_ENDPOINT")
+        .env_remove("HF_TOKEN")
+        .env_remove("HUGGING_FACE_HUB_TOKEN")
+        .env_remove("HF_HUB_OFFLINE");
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("TABAGENT_SERVER__")
             || key.to_string_lossy().starts_with("TABAGENT_MODELS__")

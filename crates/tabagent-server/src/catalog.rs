@@ -1,0 +1,257 @@
+//! Every model on this machine, by id: files imported into tabagent's own store (plain names
+//! such as `smollm2-135m-instruct`) and GGUF files in the Hugging Face cache, whether
+//! `tabagent pull` or `huggingface_hub` put them there (`owner/name:QUANT` or
+//! `owner/name:FILE`).
+
+use std::path::PathBuf;
+
+use tabagent_hub::cache::CachedFile;
+use tabagent_hub::repo::{ModelSpec, Selector};
+use tabagent_hub::{HubCache, HubError};
+use tabagent_models::store::{ModelStore, StoreError};
+
+/// One local model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LocalModel {
+    /// What requests call it.
+    pub id: String,
+    /// The GGUF file.
+    pub path: PathBuf,
+    /// Bytes.
+    pub size_bytes: u64,
+    /// Where it came from.
+    pub source: Source,
+    /// `general.architecture`, when the header says.
+    pub architecture: Option<String>,
+    /// Trained context length.
+    pub context_length: Option<u64>,
+    /// Whether the file carries a chat template.
+    pub has_chat_template: bool,
+    /// Unix seconds it arrived.
+    pub created: u64,
+}
+
+/// Where a model came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// `tabagent import`.
+    Imported {
+        /// Its sha256.
+        sha256: String,
+    },
+    /// The Hugging Face cache.
+    Hub {
+        /// `owner/name`.
+        repo: String,
+        /// The snapshot's commit.
+        commit: String,
+        /// The file in the repository.
+        file: String,
+    },
+}
+
+/// Why the catalog could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// The import store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The Hugging Face cache failed.
+    #[error(transparent)]
+    Hub(#[from] HubError),
+}
+
+/// Both sources of local models.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    store: ModelStore,
+    hub: HubCache,
+}
+
+impl Catalog {
+    /// A catalog over the import store and the Hugging Face cache.
+    pub fn new(store: ModelStore, hub: HubCache) -> Self {
+        Self { store, hub }
+    }
+
+    /// The Hugging Face cache.
+    pub fn hub(&self) -> &HubCache {
+        &self.hub
+    }
+
+    /// Every local model, imported ones first.
+    pub fn list(&self) -> Result<Vec<LocalModel>, CatalogError> {
+        let mut models: Vec<LocalModel> = self
+            .store
+            .list()?
+            .into_iter()
+            .map(|entry| LocalModel {
+                id: entry.name.clone(),
+                path: self.store.path_of(&entry),
+                size_bytes: entry.size_bytes,
+                source: Source::Imported {
+                    sha256: entry.sha256.clone(),
+                },
+                architecture: entry.architecture.clone(),
+                context_length: entry.context_length,
+                has_chat_template: entry.has_chat_template,
+                created: entry.imported_at,
+            })
+            .collect();
+        let cached = self.hub.list(".gguf")?;
+        models.extend(
+            cached
+                .iter()
+                .filter(|f| is_current(f, &cached))
+                .map(|f| hub_model(f, &cached)),
+        );
+        Ok(models)
+    }
+
+    /// The model `id` names: an imported name, or `owner/name[:QUANT|:FILE]` in the cache.
+    pub fn resolve(&self, id: &str) -> Result<Option<LocalModel>, CatalogError> {
+        if !id.contains('/') {
+            return Ok(self.list_imported(id)?);
+        }
+        let Ok(spec) = ModelSpec::parse(id) else {
+            return Ok(None);
+        };
+        let cached = self.hub.list(".gguf")?;
+        let candidates: Vec<&CachedFile> = cached
+            .iter()
+            .filter(|f| f.repo == spec.repo && is_current(f, &cached))
+            .collect();
+        let names: Vec<String> = candidates.iter().map(|f| f.path.to_string()).collect();
+        let Ok(chosen) = spec.choose(&names) else {
+            return Ok(None);
+        };
+        Ok(candidates
+            .iter()
+            .find(|f| f.path.as_str() == chosen)
+            .map(|f| hub_model(f, &cached)))
+    }
+
+    /// Deletes `model` from this machine.
+    pub fn remove(&self, model: &LocalModel) -> Result<(), CatalogError> {
+        match &model.source {
+            Source::Imported { .. } => {
+                self.store.remove(&model.id)?;
+            }
+            Source::Hub { repo, commit, file } => {
+                let repo = tabagent_hub::RepoId::parse(repo)?;
+                let file = tabagent_hub::RepoPath::parse(file)?;
+                self.hub.remove(&repo, commit, &file)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn list_imported(&self, name: &str) -> Result<Option<LocalModel>, StoreError> {
+        Ok(self.store.get(name)?.map(|entry| LocalModel {
+            id: entry.name.clone(),
+            path: self.store.path_of(&entry),
+            size_bytes: entry.size_bytes,
+            source: Source::Imported {
+                sha256: entry.sha256.clone(),
+            },
+            architecture: entry.architecture.clone(),
+            context_length: entry.context_length,
+            has_chat_template: entry.has_chat_template,
+            created: entry.imported_at,
+        }))
+    }
+}
+
+/// Of several snapshots holding the same file, the one `main` points at (else the newest
+/// listed) stands for it.
+fn is_current(file: &CachedFile, all: &[CachedFile]) -> bool {
+    let same: Vec<&CachedFile> = all
+        .iter()
+        .filter(|f| f.repo == file.repo && f.path == file.path)
+        .collect();
+    if same.len() == 1 {
+        return true;
+    }
+    match same.iter().find(|f| f.refs.iter().any(|r| r == "main")) {
+        Some(main) => main.commit == file.commit,
+        None => same.last().is_some_and(|last| last.commit == file.commit),
+    }
+}
+
+fn hub_model(file: &CachedFile, all: &[CachedFile]) -> LocalModel {
+    let siblings: Vec<String> = all
+        .iter()
+        .filter(|f| f.repo == file.repo && is_current(f, all))
+        .map(|f| f.path.to_string())
+        .collect();
+    let info = tabagent_models::gguf::inspect_file(&file.local_path).ok();
+    let created = std::fs::metadata(&file.local_path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs());
+    LocalModel {
+        id: hub_id(file, &siblings),
+        path: file.local_path.clone(),
+        size_bytes: file.size,
+        source: Source::Hub {
+            repo: file.repo.to_string(),
+            commit: file.commit.clone(),
+            file: file.path.to_string(),
+        },
+        architecture: info
+            .as_ref()
+            .and_then(|i| i.architecture().map(str::to_string)),
+        context_length: info.as_ref().and_then(|i| i.context_length()),
+        has_chat_template: info.as_ref().is_some_and(|i| i.chat_template().is_some()),
+        created,
+    }
+}
+
+/// `owner/name:QUANT` when the file name carries a quantization tag that picks it alone among
+/// the repository's cached files, else `owner/name:FILE`.
+fn hub_id(file: &CachedFile, siblings: &[String]) -> String {
+    let name = file.path.file_name();
+    let stem = name.strip_suffix(".gguf").unwrap_or(name);
+    if let Some(quant) = stem
+        .rsplit(['.', '-'])
+        .next()
+        .filter(|t| looks_like_quant(t))
+    {
+        let spec = ModelSpec {
+            repo: file.repo.clone(),
+            selector: Selector::Quant(quant.to_string()),
+        };
+        if spec
+            .choose(siblings)
+            .is_ok_and(|chosen| chosen == file.path.as_str())
+        {
+            return format!("{}:{}", file.repo, quant.to_ascii_uppercase());
+        }
+    }
+    format!("{}:{}", file.repo, file.path)
+}
+
+fn looks_like_quant(token: &str) -> bool {
+    let t = token.to_ascii_lowercase();
+    let digits_after = |prefix: &str| {
+        t.strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+    };
+    digits_after("q") || digits_after("iq") || matches!(t.as_str(), "f16" | "bf16" | "f32")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantization_tags_are_recognised() {
+        for tag in ["Q4_K_M", "q8_0", "IQ2_XS", "F16", "bf16", "Q4_1"] {
+            assert!(looks_like_quant(tag), "{tag}");
+        }
+        for tag in ["Instruct", "v2", "gguf", "q", "Qwen2"] {
+            assert!(!looks_like_quant(tag), "{tag}");
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! `tabagent pull OWNER/REPO[:QUANT|:FILE]`: a model from the Hub into the Hugging Face cache.
+
+use std::time::Instant;
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tabagent_hub::repo::Selector;
+use tabagent_hub::{ModelSpec, ProgressEvent, RepoPath, Revision};
+
+use crate::cli::PullArgs;
+use crate::config::Config;
+
+/// Resolves the file, downloads it with a progress bar, checks it is a usable GGUF model and
+/// prints the id to run it by.
+pub async fn run(config: &Config, args: &PullArgs) -> anyhow::Result<()> {
+    let (spec, pinned) = match &args.model {
+        Some(model) => (ModelSpec::parse(model)?, None),
+        None => {
+            let memory = crate::recommended::available_memory_mib();
+            let chosen = crate::recommended::choose(&args.role, memory)?;
+            eprintln!(
+                "recommended {} model for {}: {} ({}, needs ~{} MiB)",
+                args.role,
+                memory.map_or("unknown memory".to_string(), |m| format!(
+                    "{m} MiB available"
+                )),
+                chosen.name,
+                human(chosen.size),
+                chosen.ram_mib
+            );
+            (
+                ModelSpec::parse(&format!("{}:{}", chosen.repo, chosen.file))?,
+                Some(chosen.sha256),
+            )
+        }
+    };
+    let revision = Revision::parse(&args.revision)?;
+    let client = config.hub_client()?;
+    let file = match &spec.selector {
+        Selector::File(path) => path.clone(),
+        Selector::OnlyGguf | Selector::Quant(_) => {
+            let files = if client.config().offline {
+                let cache = client.cache().clone();
+                let repo = spec.repo.clone();
+                tokio::task::spawn_blocking(move || cache.list(".gguf"))
+                    .await??
+                    .into_iter()
+                    .filter(|f| f.repo == repo)
+                    .map(|f| f.path.to_string())
+                    .collect()
+            } else {
+                client.repo_info(&spec.repo, &revision).await?.files
+            };
+            RepoPath::parse(spec.choose(&files)?)?
+        }
+    };
+
+    let bar = progress_bar(args.quiet);
+    let shown = bar.clone();
+    let progress = move |event: ProgressEvent| match event {
+        ProgressEvent::Started { size, resumed, .. } => {
+            shown.set_length(size);
+            shown.set_position(resumed);
+            if resumed > 0 {
+                shown.println(format!("resuming: {} already downloaded", human(resumed)));
+            }
+        }
+        ProgressEvent::Advanced { bytes } => shown.inc(bytes),
+        ProgressEvent::Retrying { reason } => shown.println(format!("retrying: {reason}")),
+        ProgressEvent::Verifying => shown.set_message("verifying"),
+        ProgressEvent::Cached { .. } | ProgressEvent::Done => shown.finish_and_clear(),
+    };
+    let started = Instant::now();
+    let got = client
+        .download(&spec.repo, &revision, &file, &progress)
+        .await
+        .with_context(|| format!("cannot pull {}:{file}", spec.repo))?;
+    bar.finish_and_clear();
+    let seconds = started.elapsed().as_secs_f64();
+    if let Some(expected) = pinned {
+        anyhow::ensure!(
+            got.etag == expected,
+            "the Hub serves {file} with sha256 {}, but the library pins {expected}; refusing it",
+            got.etag
+        );
+    }
+
+    if file.as_str().to_ascii_lowercase().ends_with(".gguf") {
+        let path = got.path.clone();
+        tokio::task::spawn_blocking(move || tabagent_models::gguf::inspect_file(&path))
+            .await?
+            .with_context(|| format!("downloaded {file}, but it is not a usable GGUF model"))?;
+    }
+    let catalog = config.catalog()?;
+    let path = got.path.clone();
+    let id = tokio::task::spawn_blocking(move || catalog.list())
+        .await??
+        .into_iter()
+        .find(|model| model.path == path)
+        .map_or_else(|| format!("{}:{file}", spec.repo), |model| model.id);
+
+    let check = if got.verified {
+        "sha256 verified"
+    } else {
+        "no sha256 announced"
+    };
+    if got.fetched == 0 {
+        println!(
+            "{id} is already in the cache ({}, {check} when it was fetched)",
+            human(got.size)
+        );
+    } else {
+        println!(
+            "pulled {id}: {} in {seconds:.1} s ({}/s), commit {}, {check}",
+            human(got.fetched),
+            human((got.fetched as f64 / seconds.max(1e-3)) as u64),
+            &got.commit[..12],
+        );
+    }
+    println!("  file: {}", got.path.display());
+    println!("  chat: tabagent run {id}");
+    Ok(())
+}
+
+fn progress_bar(quiet: bool) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+    if quiet {
+        bar.set_draw_target(ProgressDrawTarget::hidden());
+    }
+    if let Ok(style) = ProgressStyle::with_template(
+        "{msg:>9} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message("pulling");
+    bar
+}
+
+fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1000.0 && unit < UNITS.len() - 1 {
+        value /= 1000.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}

@@ -1,0 +1,252 @@
+//! `POST /v1/models/pull` (progress as server-sent events) and `DELETE /v1/models/{id}`.
+
+use std::convert::Infallible;
+
+use axum::extract::{Path, State};
+use axum::response::sse::{Event, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use tabagent_hub::repo::Selector;
+use tabagent_hub::{ModelSpec, ProgressEvent, RepoPath, Revision};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio_stream::StreamExt;
+use utoipa::ToSchema;
+
+use super::error::{ApiError, ErrorBody};
+use super::json::ApiJson;
+use crate::registry::RegistryError;
+use crate::state::AppState;
+
+/// What to pull.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PullRequest {
+    /// `OWNER/REPO`, `OWNER/REPO:QUANT` or `OWNER/REPO:FILE`. Never a URL: the Hub endpoint
+    /// comes from the server's configuration.
+    pub model: String,
+    /// Branch, tag or commit (default `main`).
+    #[serde(default)]
+    pub revision: Option<String>,
+    /// Send progress as server-sent events (default true).
+    #[serde(default)]
+    pub stream: Option<bool>,
+}
+
+/// One progress report, or the final result.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PullStatus {
+    /// `resolving`, `downloading`, `verifying`, `success`.
+    pub status: &'static str,
+    /// The model id to use in requests (on `success`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// The file in the repository.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// Bytes present so far.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub completed: Option<u64>,
+    /// Bytes in all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total: Option<u64>,
+    /// The snapshot's commit (on `success`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+}
+
+impl PullStatus {
+    fn new(status: &'static str) -> Self {
+        Self {
+            status,
+            model: None,
+            file: None,
+            completed: None,
+            total: None,
+            commit: None,
+        }
+    }
+}
+
+/// Downloads a model from the Hugging Face Hub into the Hugging Face cache.
+#[utoipa::path(
+    post,
+    path = "/v1/models/pull",
+    tag = "models",
+    request_body = PullRequest,
+    responses(
+        (status = 200, description = "Progress events (text/event-stream) ending in `success`, or the final status as JSON when `stream` is false", body = PullStatus),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 502, body = ErrorBody)
+    )
+)]
+pub async fn pull(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<PullRequest>,
+) -> Result<Response, ApiError> {
+    let spec = ModelSpec::parse(&request.model)?;
+    let revision = match &request.revision {
+        Some(revision) => Revision::parse(revision)?,
+        None => Revision::main(),
+    };
+    let client = state.config().hub_client().map_err(|err| {
+        ApiError::unavailable(
+            "hub_misconfigured",
+            format!("the Hub client cannot start: {err:#}"),
+        )
+    })?;
+    // Resolving the file happens before the response starts, so its errors are real statuses.
+    let file = match &spec.selector {
+        Selector::File(path) => path.clone(),
+        Selector::OnlyGguf | Selector::Quant(_) => {
+            let files = client.repo_info(&spec.repo, &revision).await?.files;
+            RepoPath::parse(spec.choose(&files)?)?
+        }
+    };
+    let (events, receiver) = mpsc::unbounded_channel::<Result<PullStatus, ApiError>>();
+    let catalog = state.registry().catalog().clone();
+    // The download runs on its own: a client that goes away leaves it to finish (a later pull
+    // finds it in the cache, or resumes it).
+    tokio::spawn(async move {
+        let shown = file.to_string();
+        let reporter = Reporter::new(events.clone(), shown.clone());
+        let result = client
+            .download(&spec.repo, &revision, &file, &reporter)
+            .await;
+        let outcome = match result {
+            Ok(got) => {
+                let path = got.path.clone();
+                let listed = tokio::task::spawn_blocking(move || catalog.list()).await;
+                let id = listed
+                    .ok()
+                    .and_then(Result::ok)
+                    .and_then(|models| models.into_iter().find(|m| m.path == path))
+                    .map_or_else(|| format!("{}:{shown}", spec.repo), |m| m.id);
+                Ok(PullStatus {
+                    model: Some(id),
+                    file: Some(shown),
+                    completed: Some(got.size),
+                    total: Some(got.size),
+                    commit: Some(got.commit),
+                    ..PullStatus::new("success")
+                })
+            }
+            Err(err) => Err(ApiError::from(err)),
+        };
+        let _ = events.send(outcome);
+    });
+
+    if request.stream == Some(false) {
+        let mut receiver = receiver;
+        while let Some(status) = receiver.recv().await {
+            let status = status?;
+            if status.status == "success" {
+                return Ok(Json(status).into_response());
+            }
+        }
+        return Err(ApiError::internal("the pull task ended without a result"));
+    }
+    let stream = UnboundedReceiverStream::new(receiver).map(|status| {
+        let data = match status {
+            Ok(status) => serde_json::to_string(&status).unwrap_or_default(),
+            Err(err) => err.to_json(),
+        };
+        Ok::<_, Infallible>(Event::default().data(data))
+    });
+    Ok(Sse::new(stream).into_response())
+}
+
+/// Turns download progress into at most ~100 `downloading` events per file.
+struct Reporter {
+    events: mpsc::UnboundedSender<Result<PullStatus, ApiError>>,
+    file: String,
+    progress: std::sync::Mutex<(u64, u64, u64)>, // (completed, total, last reported)
+}
+
+impl Reporter {
+    fn new(events: mpsc::UnboundedSender<Result<PullStatus, ApiError>>, file: String) -> Self {
+        let _ = events.send(Ok(PullStatus {
+            file: Some(file.clone()),
+            ..PullStatus::new("resolving")
+        }));
+        Self {
+            events,
+            file,
+            progress: std::sync::Mutex::new((0, 0, 0)),
+        }
+    }
+
+    fn send(&self, status: &'static str, completed: u64, total: u64) {
+        let _ = self.events.send(Ok(PullStatus {
+            file: Some(self.file.clone()),
+            completed: Some(completed),
+            total: Some(total),
+            ..PullStatus::new(status)
+        }));
+    }
+}
+
+impl tabagent_hub::Progress for Reporter {
+    fn event(&self, event: ProgressEvent) {
+        let mut progress = self
+            .progress
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match event {
+            ProgressEvent::Started { size, resumed, .. } => {
+                *progress = (resumed, size, resumed);
+                self.send("downloading", resumed, size);
+            }
+            ProgressEvent::Advanced { bytes } => {
+                progress.0 += bytes;
+                let (completed, total, last) = *progress;
+                if completed - last >= (total / 100).max(1 << 20) || completed == total {
+                    progress.2 = completed;
+                    self.send("downloading", completed, total);
+                }
+            }
+            ProgressEvent::Cached { size, .. } => self.send("downloading", size, size),
+            ProgressEvent::Verifying => self.send("verifying", progress.0, progress.1),
+            ProgressEvent::Retrying { .. } | ProgressEvent::Done => {}
+        }
+    }
+}
+
+/// Removes a model's file from this machine.
+#[utoipa::path(
+    delete,
+    path = "/v1/models/{id}",
+    tag = "models",
+    params(("id" = String, Path, description = "Model id")),
+    responses((status = 200, description = "Deleted"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody))
+)]
+pub async fn delete_model(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let catalog = state.registry().catalog().clone();
+    let wanted = id.clone();
+    let model = tokio::task::spawn_blocking(move || catalog.resolve(&wanted))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|err| ApiError::from(RegistryError::Catalog(err)))?
+        .ok_or_else(|| RegistryError::NotFound(id.clone()))?;
+    if state.registry().is_loaded(&model.id) {
+        return Err(ApiError::conflict(
+            "model_loaded",
+            format!(
+                "the model `{}` is loaded; it cannot be deleted while it serves",
+                model.id
+            ),
+        ));
+    }
+    let catalog = state.registry().catalog().clone();
+    let removed = model.clone();
+    tokio::task::spawn_blocking(move || catalog.remove(&removed))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|err| ApiError::unavailable("model_cache_error", err.to_string()))?;
+    Ok(Json(
+        serde_json::json!({ "id": model.id, "object": "model", "deleted": true }),
+    ))
+}

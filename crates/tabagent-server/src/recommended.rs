@@ -1,0 +1,99 @@
+//! The default model library (seed 000): known-good models by role, shipped inside the binary,
+//! and the choice `tabagent pull --recommended` makes from it for this machine's memory.
+
+use serde::Deserialize;
+
+const CATALOG: &str = include_str!("../catalog/models.toml");
+
+/// One known-good model.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recommended {
+    /// `chat`, `tools`, ...
+    pub role: String,
+    /// A human name.
+    pub name: String,
+    /// `owner/name` on the Hub.
+    pub repo: String,
+    /// The file in the repository.
+    pub file: String,
+    /// Bytes.
+    pub size: u64,
+    /// The published sha256 the download must have.
+    pub sha256: String,
+    /// MiB it needs loaded with the default context.
+    pub ram_mib: u64,
+    /// Why it is here.
+    pub notes: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Library {
+    model: Vec<Recommended>,
+}
+
+/// Every entry of the library.
+pub fn library() -> anyhow::Result<Vec<Recommended>> {
+    Ok(toml::from_str::<Library>(CATALOG)?.model)
+}
+
+/// The largest model of `role` that needs at most half of `available_mib` (the rest stays for
+/// the system and other models); the smallest of the role when none fits or memory is unknown.
+pub fn choose(role: &str, available_mib: Option<u64>) -> anyhow::Result<Recommended> {
+    let mut candidates: Vec<Recommended> =
+        library()?.into_iter().filter(|m| m.role == role).collect();
+    if candidates.is_empty() {
+        let roles: std::collections::BTreeSet<String> =
+            library()?.into_iter().map(|m| m.role).collect();
+        anyhow::bail!(
+            "no recommended model for the role `{role}`; roles: {}",
+            roles.into_iter().collect::<Vec<_>>().join(", ")
+        );
+    }
+    candidates.sort_by_key(|m| m.ram_mib);
+    let fitting = available_mib.and_then(|available| {
+        candidates
+            .iter()
+            .rev()
+            .find(|m| m.ram_mib.saturating_mul(2) <= available)
+    });
+    Ok(fitting.unwrap_or(&candidates[0]).clone())
+}
+
+/// `MemAvailable` from `/proc/meminfo`, in MiB (Linux); `None` elsewhere.
+pub fn available_memory_mib() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_library_parses_and_pins_every_file() {
+        let models = library().unwrap();
+        assert!(models.iter().any(|m| m.role == "chat"));
+        for model in &models {
+            assert_eq!(model.sha256.len(), 64, "{}", model.name);
+            assert!(
+                tabagent_hub::RepoId::parse(&model.repo).is_ok(),
+                "{}",
+                model.repo
+            );
+            assert!(model.size > 0 && model.ram_mib > 0, "{}", model.name);
+        }
+    }
+
+    #[test]
+    fn the_choice_follows_memory() {
+        let small = choose("chat", Some(500)).unwrap();
+        let large = choose("chat", Some(64 * 1024)).unwrap();
+        assert!(small.ram_mib < large.ram_mib, "{small:?} vs {large:?}");
+        assert_eq!(choose("chat", None).unwrap(), small);
+        assert!(choose("nonsense", Some(1024)).is_err());
+    }
+}

@@ -1,0 +1,117 @@
+//! `tabagent pull` from a Hub stand-in on a real socket, then serving the pulled model.
+
+use std::path::Path;
+use std::process::Output;
+
+use tabagent_testhub::{Repo, TestHub};
+
+use crate::server::{chat, smollm2_path, tabagent, Server};
+
+const REPO: &str = "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF";
+const ID: &str = "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF:Q4_1";
+
+async fn hub() -> TestHub {
+    let repo = Repo::new(REPO)
+        .file("SmolLM2-135M-Instruct.Q4_1.gguf", &smollm2_path())
+        .unwrap();
+    TestHub::start(vec![repo], None).await.unwrap()
+}
+
+fn pull(data_dir: &Path, hub: &TestHub, spec: &str) -> Output {
+    tabagent(data_dir)
+        .args(["pull", spec, "--quiet"])
+        .env("HF_ENDPOINT", hub.endpoint())
+        .output()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pulled_model_is_listed_and_served() {
+    let hub = hub().await;
+    let data = tempfile::tempdir().unwrap();
+    // The CLI blocks this thread; the hub runs on the test runtime's other threads.
+    let out = tokio::task::block_in_place(|| pull(data.path(), &hub, &format!("{REPO}:q4_1")));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains(&format!("pulled {ID}")), "{stdout}");
+    assert!(stdout.contains("sha256 verified"), "{stdout}");
+
+    let again = tokio::task::block_in_place(|| pull(data.path(), &hub, REPO));
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    assert!(
+        text(&again.stdout).contains("already in the cache"),
+        "{}",
+        text(&again.stdout)
+    );
+
+    let listed = tabagent(data.path()).arg("models").output().unwrap();
+    assert!(
+        text(&listed.stdout).contains(ID),
+        "{}",
+        text(&listed.stdout)
+    );
+
+    let cache = data.path().join("hf-hub");
+    let server = Server::start_with(
+        &["--model", ID],
+        &[("HF_HUB_CACHE", cache.to_str().unwrap())],
+        |_| {},
+    );
+    let (status, models) = server.get_json("/v1/models").await;
+    assert_eq!(status, 200);
+    let listed = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == ID)
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(listed["owned_by"], "HuggingFaceTB", "{models}");
+    assert_eq!(listed["has_chat_template"], true, "{models}");
+    let mut request = chat("Say hello.", 4);
+    request["model"] = ID.into();
+    let (status, body) = server.post_json("/v1/chat/completions", &request).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["model"], ID, "{body}");
+    assert!(
+        body["usage"]["completion_tokens"].as_u64().unwrap() >= 1,
+        "{body}"
+    );
+    // Another spelling of the same file is the same model.
+    let (status, body) = server
+        .get_json(&format!(
+            "/v1/models/{REPO}:SmolLM2-135M-Instruct.Q4_1.gguf"
+        ))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["id"], ID, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_failures_are_one_clear_line() {
+    let hub = hub().await;
+    let data = tempfile::tempdir().unwrap();
+    let cases = [
+        ("nobody/nothing", "not found"),
+        (&*format!("{REPO}:Q8_0"), "has no Q8_0 file"),
+        ("https://example.com/model.gguf", "invalid repository"),
+        ("../../etc:passwd", "invalid repository"),
+    ];
+    for (spec, expected) in cases {
+        let out = tokio::task::block_in_place(|| pull(data.path(), &hub, spec));
+        assert!(!out.status.success(), "{spec} succeeded");
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains(expected), "{spec}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{spec}: {stderr}");
+    }
+    assert!(!data
+        .path()
+        .join("hf-hub")
+        .join("models--nobody--nothing")
+        .join("snapshots")
+        .exists());
+}
