@@ -220,8 +220,9 @@ impl HubClient {
         path: &RepoPath,
     ) -> Result<FileMetadata, HubError> {
         let mut url = self.repo_url(repo, &["resolve", revision.as_str()], Some(path));
-        // Relative redirects (a renamed repository) are followed; an absolute one is where the
-        // bytes live (the CDN) and ends the walk, as in `huggingface_hub`.
+        // Redirects on the same origin (a renamed repository) are followed; one to another origin
+        // is where the bytes live (the CDN) and ends the walk, as in `huggingface_hub`: that
+        // response carries the metadata, and the token must not follow it.
         for _ in 0..5 {
             let response = self.send(Method::HEAD, &url, None).await?;
             let status = response.status();
@@ -232,15 +233,14 @@ impl HubClient {
                 let target = url
                     .join(location)
                     .map_err(|_| protocol(&url, "redirect to an invalid Location"))?;
-                let relative = !location.contains("://") && !location.starts_with("//");
-                if relative && header(headers, "x-repo-commit").is_none() {
+                if target.origin() == url.origin() {
                     url = target;
                     continue;
                 }
-                return metadata_from(headers, target, &url);
+                return metadata_from(headers, target, &url, true);
             }
             if status.is_success() {
-                return metadata_from(headers, url.clone(), &url);
+                return metadata_from(headers, url.clone(), &url, false);
             }
             return Err(self.status_error(status, headers, repo, revision, Some(path), &url));
         }
@@ -482,7 +482,12 @@ impl HubClient {
     }
 }
 
-fn metadata_from(headers: &HeaderMap, location: Url, url: &Url) -> Result<FileMetadata, HubError> {
+fn metadata_from(
+    headers: &HeaderMap,
+    location: Url,
+    url: &Url,
+    redirected: bool,
+) -> Result<FileMetadata, HubError> {
     let commit =
         header(headers, "x-repo-commit").ok_or_else(|| protocol(url, "no X-Repo-Commit header"))?;
     if !is_commit_hash(commit) {
@@ -495,8 +500,13 @@ fn metadata_from(headers: &HeaderMap, location: Url, url: &Url) -> Result<FileMe
     if !matches!(etag.len(), 40 | 64) || !etag.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(protocol(url, "the ETag is not a hex digest"));
     }
+    // A redirect's own Content-Length is the redirect's body, not the file.
     let size = header(headers, "x-linked-size")
-        .or_else(|| header(headers, "content-length"))
+        .or_else(|| {
+            (!redirected)
+                .then(|| header(headers, "content-length"))
+                .flatten()
+        })
         .and_then(|v| v.parse::<u64>().ok())
         .ok_or_else(|| protocol(url, "no file size (X-Linked-Size or Content-Length)"))?;
     Ok(FileMetadata {

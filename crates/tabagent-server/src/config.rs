@@ -79,6 +79,11 @@ pub struct ModelsConfig {
     pub default: String,
     /// Load the default model when the server starts (readiness waits for it).
     pub preload: bool,
+    /// MiB all loaded models may hold together (weights + KV cache + buffers, estimated from
+    /// each GGUF header); 0: three quarters of this machine's RAM.
+    pub memory_budget_mib: u64,
+    /// Seconds an idle model stays loaded; negative: forever. The default model always stays.
+    pub keep_alive_secs: i64,
 }
 
 /// How llama.cpp runs models.
@@ -160,6 +165,8 @@ impl Default for Config {
             models: ModelsConfig {
                 default: "smollm2-135m-instruct".to_string(),
                 preload: true,
+                memory_budget_mib: 0,
+                keep_alive_secs: 300,
             },
             llama: LlamaConfig::default(),
             hub: HubSettings::default(),
@@ -320,6 +327,23 @@ impl Config {
     /// The model store's directory.
     pub fn models_dir(&self) -> PathBuf {
         self.storage.data_dir.join("models")
+    }
+
+    /// The memory rules of the model registry.
+    pub fn lifecycle(&self, pinned: Option<String>) -> crate::registry::Lifecycle {
+        let budget_mib = match self.models.memory_budget_mib {
+            0 => {
+                crate::recommended::total_memory_mib().map_or(u64::MAX >> 20, |total| total / 4 * 3)
+            }
+            mib => mib,
+        };
+        crate::registry::Lifecycle {
+            budget_bytes: budget_mib.saturating_mul(1 << 20),
+            keep_alive: u64::try_from(self.models.keep_alive_secs)
+                .ok()
+                .map(std::time::Duration::from_secs),
+            pinned,
+        }
     }
 
     /// The Hugging Face cache models are pulled into.

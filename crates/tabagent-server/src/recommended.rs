@@ -63,8 +63,17 @@ pub fn choose(role: &str, available_mib: Option<u64>) -> anyhow::Result<Recommen
 
 /// `MemAvailable` from `/proc/meminfo`, in MiB (Linux); `None` elsewhere.
 pub fn available_memory_mib() -> Option<u64> {
+    meminfo_mib("MemAvailable:")
+}
+
+/// `MemTotal` from `/proc/meminfo`, in MiB (Linux); `None` elsewhere.
+pub fn total_memory_mib() -> Option<u64> {
+    meminfo_mib("MemTotal:")
+}
+
+fn meminfo_mib(key: &str) -> Option<u64> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let line = text.lines().find(|l| l.starts_with(key))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024)
 }

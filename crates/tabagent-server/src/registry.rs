@@ -1,11 +1,19 @@
-//! Loaded models by name: loads from the store on first use and keeps them.
+//! Loaded models by id, within a memory budget.
+//!
+//! A request for a model that is not loaded loads it (concurrent requests share one load).
+//! Before a load, the registry reserves the model's estimated memory (weights + KV cache for the
+//! configured context + compute buffers, from the GGUF header); when the budget would be
+//! exceeded it unloads the least recently used idle models first. A model with a request in
+//! flight is never unloaded. Idle models go after their keep-alive; the default model stays.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
-use crate::catalog::{Catalog, CatalogError, LocalModel};
 use tabagent_llama::{EngineConfig, LlamaEngine, LoadError};
 use tokio::sync::OnceCell;
+
+use crate::catalog::{Catalog, CatalogError, LocalModel};
 
 /// Why a model could not be had.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +32,23 @@ pub enum RegistryError {
         /// Why.
         source: LoadError,
     },
+    /// The model does not fit next to the models that are busy.
+    #[error("the model `{name}` needs about {needed_mib} MiB but only {free_mib} MiB of the {budget_mib} MiB model budget can be freed (in use: {busy}); retry later or raise models.memory_budget_mib")]
+    OverBudget {
+        /// The model.
+        name: String,
+        /// Its estimate.
+        needed_mib: u64,
+        /// What could be had.
+        free_mib: u64,
+        /// The budget.
+        budget_mib: u64,
+        /// Models holding the rest.
+        busy: String,
+    },
+    /// The model is serving requests.
+    #[error("the model `{0}` is serving requests; it cannot be unloaded now")]
+    Busy(String),
     /// The loading task died.
     #[error("loading the model `{0}` was interrupted")]
     Interrupted(String),
@@ -32,23 +57,55 @@ pub enum RegistryError {
 /// A model's load, shared by every request that needs it while it happens.
 type LoadCell = Arc<OnceCell<Arc<LlamaEngine>>>;
 
+/// How a registry manages memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lifecycle {
+    /// Bytes all loaded models may hold together.
+    pub budget_bytes: u64,
+    /// Idle time after which a model is unloaded; `None`: never.
+    pub keep_alive: Option<Duration>,
+    /// A model never unloaded for idleness (the default model).
+    pub pinned: Option<String>,
+}
+
+/// What the registry knows of one model it has been asked for.
+struct Slot {
+    cell: LoadCell,
+    /// Bytes reserved for it.
+    estimate: u64,
+    last_used: Instant,
+}
+
+/// A model's state, for listings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelState {
+    /// Not in memory.
+    OnDisk,
+    /// Being loaded.
+    Loading,
+    /// Serving; bytes reserved.
+    Loaded(u64),
+}
+
 /// Models loaded in this process.
-///
-/// Each name has its own load cell, so loading one model never blocks requests to another,
-/// listings or health checks.
 pub struct ModelRegistry {
     catalog: Catalog,
     engine_config: EngineConfig,
-    models: std::sync::Mutex<HashMap<String, LoadCell>>,
+    lifecycle: Lifecycle,
+    models: Mutex<HashMap<String, Slot>>,
+    /// Serialises admission decisions (which model to unload for which), not loads themselves.
+    admission: tokio::sync::Mutex<()>,
 }
 
 impl ModelRegistry {
-    /// A registry over `catalog` that loads models with `engine_config`.
-    pub fn new(catalog: Catalog, engine_config: EngineConfig) -> Self {
+    /// A registry over `catalog` that loads models with `engine_config` under `lifecycle`.
+    pub fn new(catalog: Catalog, engine_config: EngineConfig, lifecycle: Lifecycle) -> Self {
         Self {
             catalog,
             engine_config,
-            models: std::sync::Mutex::new(HashMap::new()),
+            lifecycle,
+            models: Mutex::new(HashMap::new()),
+            admission: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -57,47 +114,103 @@ impl ModelRegistry {
         &self.catalog
     }
 
+    /// The memory rules it runs under.
+    pub fn lifecycle(&self) -> &Lifecycle {
+        &self.lifecycle
+    }
+
     /// The engine for `name`, loading it if needed. Concurrent callers share one load.
     pub async fn get(&self, name: &str) -> Result<Arc<LlamaEngine>, RegistryError> {
-        if let Some(engine) = self.loaded_engine(name) {
+        if let Some(engine) = self.touch(name) {
             return Ok(engine);
         }
-        // Only ids of local models get a cell: a client cannot grow the map with made-up names.
-        // Cells are keyed by the canonical id, so two spellings of one model load it once.
+        // Only ids of local models get a slot: a client cannot grow the map with made-up names.
+        // Slots are keyed by the canonical id, so two spellings of one model load it once.
         let entry = self.entry(name).await?;
-        if let Some(engine) = self.loaded_engine(&entry.id) {
+        if let Some(engine) = self.touch(&entry.id) {
             return Ok(engine);
         }
-        let cell = self.cell(&entry.id);
-        let name = entry.id.as_str();
-        let engine = cell
+        let cell = self.admit(&entry).await?;
+        let id = entry.id.as_str();
+        let loaded = cell
             .get_or_try_init(|| async {
                 let path = entry.path.clone();
                 let config = self.engine_config.clone();
-                tracing::info!(model = name, path = %path.display(), "loading model");
+                tracing::info!(model = id, path = %path.display(), "loading model");
                 let engine = tokio::task::spawn_blocking(move || LlamaEngine::load(&path, config))
                     .await
-                    .map_err(|_| RegistryError::Interrupted(name.to_string()))?
+                    .map_err(|_| RegistryError::Interrupted(id.to_string()))?
                     .map_err(|source| RegistryError::Load {
-                        name: name.to_string(),
+                        name: id.to_string(),
                         source,
                     })?;
-                tracing::info!(model = name, facts = ?engine.facts(), "model loaded");
+                tracing::info!(model = id, facts = ?engine.facts(), "model loaded");
                 Ok::<_, RegistryError>(Arc::new(engine))
             })
-            .await?;
-        Ok(Arc::clone(engine))
+            .await;
+        match loaded {
+            Ok(engine) => Ok(Arc::clone(engine)),
+            Err(err) => {
+                // Give back the reservation of a load that failed (unless another caller's
+                // attempt has since succeeded).
+                let mut models = self.lock();
+                if models.get(id).is_some_and(|slot| !slot.cell.initialized()) {
+                    models.remove(id);
+                }
+                Err(err)
+            }
+        }
     }
 
-    /// Loaded models and their engines, by name. Never waits for a load in progress.
+    /// Unloads `name` if it is loaded and idle. Returns whether it was loaded.
+    pub async fn unload(&self, name: &str) -> Result<bool, RegistryError> {
+        let known = self.lock().contains_key(name);
+        let id = if known {
+            name.to_string()
+        } else {
+            self.entry(name).await?.id
+        };
+        let _admission = self.admission.lock().await;
+        let mut models = self.lock();
+        let Some(slot) = models.get(&id) else {
+            return Ok(false);
+        };
+        if !idle(slot) {
+            return Err(RegistryError::Busy(id));
+        }
+        models.remove(&id);
+        tracing::info!(model = %id, "model unloaded on request");
+        Ok(true)
+    }
+
+    /// Unloads idle models whose keep-alive has run out. Returns their ids.
+    pub fn expire_idle(&self) -> Vec<String> {
+        let Some(keep_alive) = self.lifecycle.keep_alive else {
+            return Vec::new();
+        };
+        let mut models = self.lock();
+        let expired: Vec<String> = models
+            .iter()
+            .filter(|(id, slot)| {
+                Some(id.as_str()) != self.lifecycle.pinned.as_deref()
+                    && slot.last_used.elapsed() >= keep_alive
+                    && idle(slot)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &expired {
+            models.remove(id);
+            tracing::info!(model = %id, "model unloaded after its keep-alive");
+        }
+        expired
+    }
+
+    /// Loaded models and their engines, by id. Never waits for a load in progress.
     pub fn loaded(&self) -> Vec<(String, Arc<LlamaEngine>)> {
-        let models = self
-            .models
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let models = self.lock();
         let mut list: Vec<_> = models
             .iter()
-            .filter_map(|(name, cell)| cell.get().map(|engine| (name.clone(), Arc::clone(engine))))
+            .filter_map(|(id, slot)| slot.cell.get().map(|e| (id.clone(), Arc::clone(e))))
             .collect();
         list.sort_by(|a, b| a.0.cmp(&b.0));
         list
@@ -105,27 +218,107 @@ impl ModelRegistry {
 
     /// Whether `name` is loaded now (does not wait for a load in progress).
     pub fn is_loaded(&self, name: &str) -> bool {
-        let models = self
-            .models
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        models.get(name).is_some_and(|cell| cell.initialized())
+        self.lock()
+            .get(name)
+            .is_some_and(|slot| slot.cell.initialized())
     }
 
-    fn loaded_engine(&self, name: &str) -> Option<Arc<LlamaEngine>> {
-        let models = self
-            .models
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        models.get(name).and_then(|cell| cell.get()).map(Arc::clone)
+    /// `name`'s state.
+    pub fn state(&self, name: &str) -> ModelState {
+        match self.lock().get(name) {
+            None => ModelState::OnDisk,
+            Some(slot) if slot.cell.initialized() => ModelState::Loaded(slot.estimate),
+            Some(_) => ModelState::Loading,
+        }
     }
 
-    fn cell(&self, name: &str) -> LoadCell {
-        let mut models = self
-            .models
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        Arc::clone(models.entry(name.to_string()).or_default())
+    /// Reserves room for `entry` (unloading idle models if needed) and returns its load cell.
+    async fn admit(&self, entry: &LocalModel) -> Result<LoadCell, RegistryError> {
+        let estimate = self.estimate(entry).await?;
+        let _admission = self.admission.lock().await;
+        let mut models = self.lock();
+        if let Some(slot) = models.get_mut(&entry.id) {
+            slot.last_used = Instant::now();
+            return Ok(Arc::clone(&slot.cell));
+        }
+        let budget = self.lifecycle.budget_bytes;
+        let mut used: u64 = models.values().map(|slot| slot.estimate).sum();
+        if used.saturating_add(estimate) > budget {
+            let mut idle_models: Vec<(String, Instant, u64)> = models
+                .iter()
+                .filter(|(_, slot)| idle(slot))
+                .map(|(id, slot)| (id.clone(), slot.last_used, slot.estimate))
+                .collect();
+            idle_models.sort_by_key(|(_, last_used, _)| *last_used);
+            let freeable: u64 = idle_models.iter().map(|(_, _, bytes)| bytes).sum();
+            if used - freeable + estimate > budget {
+                let busy: Vec<String> = models
+                    .iter()
+                    .filter(|(_, slot)| !idle(slot))
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                return Err(RegistryError::OverBudget {
+                    name: entry.id.clone(),
+                    needed_mib: estimate >> 20,
+                    free_mib: budget.saturating_sub(used - freeable) >> 20,
+                    budget_mib: budget >> 20,
+                    busy: if busy.is_empty() {
+                        "nothing".to_string()
+                    } else {
+                        busy.join(", ")
+                    },
+                });
+            }
+            for (id, _, bytes) in idle_models {
+                if used.saturating_add(estimate) <= budget {
+                    break;
+                }
+                models.remove(&id);
+                used -= bytes;
+                tracing::info!(model = %id, for_model = %entry.id, "unloaded the least recently used idle model to make room");
+            }
+        }
+        let cell = LoadCell::default();
+        models.insert(
+            entry.id.clone(),
+            Slot {
+                cell: Arc::clone(&cell),
+                estimate,
+                last_used: Instant::now(),
+            },
+        );
+        Ok(cell)
+    }
+
+    async fn estimate(&self, entry: &LocalModel) -> Result<u64, RegistryError> {
+        let path = entry.path.clone();
+        let context =
+            u64::from(self.engine_config.parallel) * u64::from(self.engine_config.ctx_per_slot);
+        let id = entry.id.clone();
+        tokio::task::spawn_blocking(move || tabagent_models::gguf::inspect_file(&path))
+            .await
+            .map_err(|_| RegistryError::Interrupted(id.clone()))?
+            .map(|info| info.memory_estimate(context).total())
+            .map_err(|err| RegistryError::Load {
+                name: id,
+                source: LoadError::InvalidFile {
+                    path: entry.path.display().to_string(),
+                    source: err,
+                },
+            })
+    }
+
+    /// The engine for `id` if loaded, marking it used.
+    fn touch(&self, id: &str) -> Option<Arc<LlamaEngine>> {
+        let mut models = self.lock();
+        let slot = models.get_mut(id)?;
+        let engine = slot.cell.get().map(Arc::clone)?;
+        slot.last_used = Instant::now();
+        Some(engine)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
+        self.models.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     async fn entry(&self, name: &str) -> Result<LocalModel, RegistryError> {
@@ -135,5 +328,17 @@ impl ModelRegistry {
             .await
             .map_err(|_| RegistryError::Interrupted(name.to_string()))??
             .ok_or_else(|| RegistryError::NotFound(name.to_string()))
+    }
+}
+
+/// Loaded, and nobody is using it: no sequence running or queued, and no handler holding the
+/// engine between looking it up and submitting to it.
+fn idle(slot: &Slot) -> bool {
+    match slot.cell.get() {
+        Some(engine) => {
+            let stats = engine.stats();
+            stats.active == 0 && stats.queued == 0 && Arc::strong_count(engine) == 1
+        }
+        None => false, // loading
     }
 }

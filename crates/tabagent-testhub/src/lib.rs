@@ -9,6 +9,7 @@
 //!   `X-Linked-Etag` (the sha256) and `X-Linked-Size`. Small files are answered directly.
 //! - `GET /cdn/{sha256}`: the bytes, with `Range` support (`206`, `Content-Range`).
 //! - `GET /api/models/{owner}/{name}[/revision/{revision}]`: `{id, sha, siblings}`.
+//! - `GET /_testhub/stats`: what it served, for tests in other processes.
 //! - Errors carry `X-Error-Code`: `RepoNotFound`, `RevisionNotFound`, `EntryNotFound`,
 //!   `GatedRepo`.
 
@@ -188,6 +189,7 @@ impl TestHub {
                 get(api_info_at),
             )
             .route("/cdn/{sha}", get(cdn))
+            .route("/_testhub/stats", get(stats))
             .route(
                 "/{owner}/{name}/resolve/{revision}/{*path}",
                 get(resolve).head(resolve),
@@ -282,6 +284,19 @@ impl Shared {
         }
         Ok(repo)
     }
+}
+
+/// The counters as JSON, for tests in other processes.
+async fn stats(State(hub): State<Arc<Shared>>) -> Response {
+    let s = &hub.stats;
+    axum::Json(serde_json::json!({
+        "cdn_bytes": s.cdn_bytes.load(Ordering::Relaxed),
+        "cdn_requests": s.cdn_requests.load(Ordering::Relaxed),
+        "cdn_requests_with_auth": s.cdn_requests_with_auth.load(Ordering::Relaxed),
+        "heads": s.heads.load(Ordering::Relaxed),
+        "authorized": s.authorized.load(Ordering::Relaxed),
+    }))
+    .into_response()
 }
 
 fn revision_ok(repo: &Repo, revision: &str) -> bool {

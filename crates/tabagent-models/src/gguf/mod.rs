@@ -127,11 +127,59 @@ impl GgufInfo {
             .map(|(name, _)| name.to_ascii_uppercase())
     }
 
+    /// What loading this model with `context_tokens` of KV cache in all (every sequence
+    /// together) costs in memory: the weights (mapped from the file), an f16 key and value per
+    /// layer, head and position, and an allowance for llama.cpp's compute buffers.
+    pub fn memory_estimate(&self, context_tokens: u64) -> MemoryEstimate {
+        let weights = self.tensor_data_bytes();
+        let arch = self.architecture().unwrap_or("");
+        let key = |name: &str| self.get_u64(&format!("{arch}.{name}"));
+        let layers = key("block_count").unwrap_or(0);
+        let embedding = key("embedding_length").unwrap_or(0);
+        let heads = key("attention.head_count").unwrap_or(1).max(1);
+        let heads_kv = key("attention.head_count_kv").unwrap_or(heads);
+        let key_length = key("attention.key_length").unwrap_or(embedding / heads);
+        let value_length = key("attention.value_length").unwrap_or(embedding / heads);
+        let kv_cache = layers
+            .saturating_mul(context_tokens)
+            .saturating_mul(heads_kv)
+            .saturating_mul(key_length.saturating_add(value_length))
+            .saturating_mul(2);
+        // Compute buffers and the output logits: measured at 40-120 MiB for the small models
+        // here; a tenth of the weights covers larger ones.
+        let overhead = (weights / 10).max(128 << 20);
+        MemoryEstimate {
+            weights,
+            kv_cache,
+            overhead,
+        }
+    }
+
     /// Sum of the tensors' data sizes, padding excluded.
     pub fn tensor_data_bytes(&self) -> u64 {
         self.tensors
             .iter()
             .fold(0u64, |sum, t| sum.saturating_add(t.size_bytes))
+    }
+}
+
+/// Bytes a loaded model holds, by part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryEstimate {
+    /// Tensor data.
+    pub weights: u64,
+    /// Keys and values for the whole context.
+    pub kv_cache: u64,
+    /// Compute buffers and the like.
+    pub overhead: u64,
+}
+
+impl MemoryEstimate {
+    /// All of it.
+    pub fn total(&self) -> u64 {
+        self.weights
+            .saturating_add(self.kv_cache)
+            .saturating_add(self.overhead)
     }
 }
 

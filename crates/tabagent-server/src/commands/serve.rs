@@ -16,7 +16,18 @@ pub async fn run(config: Config, mode: Mode) -> anyhow::Result<()> {
         let name = format!("{mode:?}").to_lowercase();
         bail!("mode `{name}` is not built yet; only `--mode http` is available in this version");
     }
-    let registry = ModelRegistry::new(config.catalog()?, config.engine_config());
+    let catalog = config.catalog()?;
+    // The default model is pinned under its canonical id (`owner/name:q4_1` → `:Q4_1`).
+    let pinned = catalog
+        .resolve(&config.models.default)
+        .ok()
+        .flatten()
+        .map_or_else(|| config.models.default.clone(), |model| model.id);
+    let registry = ModelRegistry::new(
+        catalog,
+        config.engine_config(),
+        config.lifecycle(Some(pinned)),
+    );
     let ip = config.bind_ip()?;
     let listener = tokio::net::TcpListener::bind((ip, config.server.port))
         .await
@@ -38,6 +49,9 @@ pub async fn run(config: Config, mode: Mode) -> anyhow::Result<()> {
     // Tests and scripts read this line to find an ephemeral port.
     println!("tabagent listening on http://{address}");
     let _ = std::io::stdout().flush();
+    if let Some(keep_alive) = state.registry().lifecycle().keep_alive {
+        tokio::spawn(expire_idle_models(state.clone(), keep_alive));
+    }
     if config.models.preload {
         tokio::spawn(preload(state.clone()));
     } else {
@@ -48,6 +62,20 @@ pub async fn run(config: Config, mode: Mode) -> anyhow::Result<()> {
         .await?;
     tracing::info!("tabagent stopped");
     Ok(())
+}
+
+/// Unloads idle models once their keep-alive has passed, checking a few times per keep-alive.
+async fn expire_idle_models(state: AppState, keep_alive: std::time::Duration) {
+    let period = (keep_alive / 4).clamp(
+        std::time::Duration::from_millis(250),
+        std::time::Duration::from_secs(30),
+    );
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        state.registry().expire_idle();
+    }
 }
 
 async fn preload(state: AppState) {

@@ -264,6 +264,16 @@ impl From<RegistryError> for ApiError {
                     )
                 }
             }
+            RegistryError::OverBudget { .. } => Self {
+                code: Some("model_over_budget"),
+                retry_after_secs: Some(5),
+                ..Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "server_error",
+                    err.to_string(),
+                )
+            },
+            RegistryError::Busy(_) => Self::conflict("model_busy", err.to_string()),
             other => Self::internal(other),
         }
     }

@@ -40,6 +40,7 @@ use error::ApiError;
         models::get_model,
         pull::pull,
         pull::delete_model,
+        pull::model_action,
         health::health,
         health::ready,
         health::config
@@ -67,7 +68,9 @@ pub fn router(state: AppState) -> Router {
         // Ids of pulled models contain a `/` (`owner/name:Q4_K_M`).
         .route(
             "/v1/models/{*id}",
-            get(models::get_model).delete(pull::delete_model),
+            get(models::get_model)
+                .delete(pull::delete_model)
+                .post(pull::model_action),
         )
         .route("/v1/health", get(health::health))
         .route("/v1/health/ready", get(health::ready))

@@ -6,7 +6,7 @@ use axum::Json;
 use super::error::{ApiError, ErrorBody};
 use super::wire::{ModelList, ModelObject};
 use crate::catalog::{LocalModel, Source};
-use crate::registry::RegistryError;
+use crate::registry::{ModelState, RegistryError};
 use crate::state::AppState;
 
 /// Lists local models.
@@ -76,5 +76,14 @@ fn model_object(state: &AppState, entry: &LocalModel) -> ModelObject {
         context_length: entry.context_length,
         has_chat_template: entry.has_chat_template,
         loaded: state.registry().is_loaded(&entry.id),
+        state: match state.registry().state(&entry.id) {
+            ModelState::OnDisk => "on_disk",
+            ModelState::Loading => "loading",
+            ModelState::Loaded(_) => "loaded",
+        },
+        memory_bytes: match state.registry().state(&entry.id) {
+            ModelState::Loaded(bytes) => Some(bytes),
+            _ => None,
+        },
     }
 }

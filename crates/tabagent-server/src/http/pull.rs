@@ -250,3 +250,45 @@ pub async fn delete_model(
         serde_json::json!({ "id": model.id, "object": "model", "deleted": true }),
     ))
 }
+
+/// Loads (`POST /v1/models/{id}/load`) or unloads (`POST /v1/models/{id}/unload`) a model. The
+/// id may contain `/`, so both come through one route and are told apart by the last segment.
+#[utoipa::path(
+    post,
+    path = "/v1/models/{id}/load",
+    tag = "models",
+    params(("id" = String, Path, description = "Model id")),
+    responses(
+        (status = 200, description = "Loaded (also `/unload`: unloaded)"),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)
+    )
+)]
+pub async fn model_action(
+    State(state): State<AppState>,
+    Path(path): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    if let Some(id) = path.strip_suffix("/load") {
+        let registry = state.registry();
+        registry.get(id).await?;
+        let canonical = registry
+            .loaded()
+            .into_iter()
+            .map(|(name, _)| name)
+            .find(|name| name == id)
+            .unwrap_or_else(|| id.to_string());
+        let memory = match registry.state(&canonical) {
+            crate::registry::ModelState::Loaded(bytes) => Some(bytes),
+            _ => None,
+        };
+        return Ok(Json(serde_json::json!({
+            "id": canonical, "state": "loaded", "memory_bytes": memory,
+        })));
+    }
+    if let Some(id) = path.strip_suffix("/unload") {
+        let was_loaded = state.registry().unload(id).await?;
+        return Ok(Json(serde_json::json!({
+            "id": id, "state": "on_disk", "unloaded": was_loaded,
+        })));
+    }
+    Err(ApiError::route_not_found(&format!("/v1/models/{path}")))
+}

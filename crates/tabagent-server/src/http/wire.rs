@@ -286,7 +286,7 @@ pub struct ModelObject {
     pub object: &'static str,
     /// Unix seconds of its import.
     pub created: u64,
-    /// `tabagent`.
+    /// `tabagent` for imports, the Hub owner for pulled models.
     pub owned_by: String,
     /// GGUF architecture (extension).
     pub architecture: Option<String>,
@@ -298,6 +298,10 @@ pub struct ModelObject {
     pub has_chat_template: bool,
     /// Whether it is loaded in memory now (extension).
     pub loaded: bool,
+    /// `on_disk`, `loading` or `loaded` (extension).
+    pub state: &'static str,
+    /// Bytes reserved for it while loaded: weights, KV cache, buffers (extension).
+    pub memory_bytes: Option<u64>,
 }
 
 /// `GET /v1/models` response.

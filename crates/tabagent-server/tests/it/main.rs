@@ -9,6 +9,7 @@ mod api;
 mod base_model;
 mod cli;
 mod errors;
+mod lifecycle;
 mod pull;
 mod security;
 mod server;

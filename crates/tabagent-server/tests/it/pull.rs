@@ -5,7 +5,7 @@ use std::process::Output;
 
 use tabagent_testhub::{Repo, TestHub};
 
-use crate::server::{chat, smollm2_path, tabagent, Server};
+use crate::server::{chat, find, smollm2_path, tabagent, Server};
 
 const REPO: &str = "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF";
 const ID: &str = "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF:Q4_1";
@@ -63,13 +63,7 @@ async fn a_pulled_model_is_listed_and_served() {
     );
     let (status, models) = server.get_json("/v1/models").await;
     assert_eq!(status, 200);
-    let listed = models["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["id"] == ID)
-        .cloned()
-        .unwrap_or_default();
+    let listed = find(&models["data"], "id", ID);
     assert_eq!(listed["owned_by"], "HuggingFaceTB", "{models}");
     assert_eq!(listed["has_chat_template"], true, "{models}");
     let mut request = chat("Say hello.", 4);

@@ -135,13 +135,7 @@ impl Server {
     /// The engine counters of [`MODEL`] from `/v1/health`.
     pub async fn model_health(&self) -> Value {
         let (_, health) = self.get_json("/v1/health").await;
-        health["models"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|m| m["name"] == MODEL)
-            .cloned()
-            .unwrap_or(Value::Null)
+        find(&health["models"], "name", MODEL)
     }
 }
 
@@ -150,6 +144,14 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The object in the array `list` whose `key` is `value` (null when there is none).
+pub fn find(list: &Value, key: &str, value: &str) -> Value {
+    list.as_array()
+        .and_then(|items| items.iter().find(|item| item[key] == value))
+        .cloned()
+        .unwrap_or(Value::Null)
 }
 
 pub fn chat(content: &str, max_tokens: u32) -> Value {

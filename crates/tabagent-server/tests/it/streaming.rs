@@ -122,7 +122,16 @@ async fn streamed_completion_ends_with_done() {
     );
 }
 
-fn endless(prompt: &str) -> Value {
+/// Starts an endless streamed chat and waits until it is generating (its first text arrived).
+pub async fn generating(server: &Server, prompt: &str) -> Events {
+    let mut events = Events::new(server.post("/v1/chat/completions", &endless(prompt)).await);
+    let _role = events.next_json().await;
+    let text = events.next_json().await;
+    assert!(text["choices"][0]["delta"]["content"].is_string(), "{text}");
+    events
+}
+
+pub fn endless(prompt: &str) -> Value {
     json!({
         "model": MODEL,
         "messages": [{"role": "user", "content": prompt}],
@@ -159,13 +168,7 @@ async fn two_streams_produce_tokens_at_the_same_time() {
 #[tokio::test]
 async fn a_client_that_disconnects_cancels_its_generation() {
     let server = Server::start(&["--parallel", "1", "--ctx-size", "2048"]);
-    let mut events = Events::new(
-        server
-            .post("/v1/chat/completions", &endless("Tell a story."))
-            .await,
-    );
-    let _role = events.next_json().await;
-    let _first_text = events.next_json().await;
+    let events = generating(&server, "Tell a story.").await;
     drop(events);
     // One slot: this request runs only after the endless one stops. Had it not been cancelled it
     // would run to the end of its 2048-token context and count as completed, not cancelled.
@@ -181,13 +184,7 @@ async fn a_client_that_disconnects_cancels_its_generation() {
 #[tokio::test]
 async fn a_client_that_disconnects_while_queued_is_never_run() {
     let server = Server::start(&["--parallel", "1", "--ctx-size", "2048"]);
-    let mut running = Events::new(
-        server
-            .post("/v1/chat/completions", &endless("Tell a story."))
-            .await,
-    );
-    let _role = running.next_json().await;
-    let _text = running.next_json().await;
+    let running = generating(&server, "Tell a story.").await;
     // Headers and the role chunk of a queued request come back before it gets the slot.
     let mut queued = Events::new(
         server
@@ -212,13 +209,7 @@ async fn a_client_that_disconnects_while_queued_is_never_run() {
 #[tokio::test]
 async fn a_full_queue_answers_503_with_retry_after() {
     let server = Server::start(&["--parallel", "1", "--queue-capacity", "1"]);
-    let mut running = Events::new(
-        server
-            .post("/v1/chat/completions", &endless("Tell a story."))
-            .await,
-    );
-    let _role = running.next_json().await;
-    let _text = running.next_json().await;
+    let _running = generating(&server, "Tell a story.").await;
     // Headers of a streamed response come back once the request is queued.
     let waiting = server
         .post("/v1/chat/completions", &endless("Another story."))
