@@ -174,6 +174,7 @@ async fn fetch_once(
     });
     let pending: VecDeque<u64> = (0..chunks).filter(|i| !state.done.contains(i)).collect();
     let hasher = Hasher::start(Arc::clone(&handle), chunk_size, meta.size, &state.done);
+    let flusher = Flusher::start(Arc::clone(&handle));
     let job = Job {
         client,
         url: meta.location.clone(),
@@ -186,6 +187,7 @@ async fn fetch_once(
         state: Mutex::new(state),
         queue: Mutex::new(pending),
         hasher: hasher.sender.clone(),
+        flusher: flusher.sender.clone(),
         progress,
     };
     let workers = config.connections.clamp(1, 64);
@@ -193,6 +195,7 @@ async fn fetch_once(
     let fetched: u64 = results.iter().filter_map(|r| r.as_ref().ok()).sum();
     drop(job);
     let digest = hasher.finish();
+    flusher.finish();
     for result in results {
         result?;
     }
@@ -322,6 +325,7 @@ struct Job<'a> {
     state: Mutex<PartialState>,
     queue: Mutex<VecDeque<u64>>,
     hasher: mpsc::Sender<u64>,
+    flusher: mpsc::Sender<()>,
     progress: &'a dyn Progress,
 }
 
@@ -361,6 +365,7 @@ impl Job<'_> {
                 state.clone()
             };
             let _ = self.hasher.send(index);
+            let _ = self.flusher.send(());
             save_state(&self.state_path, &snapshot)?;
         }
     }
@@ -615,6 +620,33 @@ impl Hasher {
     fn finish(self) -> Option<String> {
         drop(self.sender);
         self.thread.join().ok().flatten()
+    }
+}
+
+/// Writes finished chunks to disk in the background while the next ones arrive, so the fsync
+/// that makes the blob durable at the end finds little left to do: the disk works during the
+/// transfer instead of after it.
+struct Flusher {
+    sender: mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Flusher {
+    fn start(file: Arc<File>) -> Self {
+        let (sender, receiver) = mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            while receiver.recv().is_ok() {
+                // Several chunks may have finished meanwhile: one flush covers them all.
+                while receiver.try_recv().is_ok() {}
+                let _ = file.sync_data();
+            }
+        });
+        Self { sender, thread }
+    }
+
+    fn finish(self) {
+        drop(self.sender);
+        let _ = self.thread.join();
     }
 }
 
