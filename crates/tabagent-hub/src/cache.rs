@@ -140,6 +140,36 @@ impl HubCache {
         Ok(entry.exists().then_some(entry))
     }
 
+    /// Opens the cached `path` of `repo` at `revision` for another process to read, with its
+    /// size. The entry must resolve (symlinks followed) to a file inside the repository's own
+    /// folder: a link planted to point elsewhere is refused, never followed out of the cache.
+    pub fn open(
+        &self,
+        repo: &RepoId,
+        revision: &Revision,
+        path: &RepoPath,
+    ) -> Result<Option<(fs::File, u64)>, HubError> {
+        let Some(entry) = self.find(repo, revision, path)? else {
+            return Ok(None);
+        };
+        let real = fs::canonicalize(&entry).map_err(HubError::io("resolve", &entry))?;
+        let repo_dir = self.repo_dir(repo);
+        let root = fs::canonicalize(&repo_dir).map_err(HubError::io("resolve", &repo_dir))?;
+        if !real.starts_with(&root) {
+            return Err(HubError::invalid(
+                "file path",
+                path.as_str(),
+                "its cache entry points outside the repository's cache folder",
+            ));
+        }
+        let file = fs::File::open(&real).map_err(HubError::io("open", &real))?;
+        let meta = file.metadata().map_err(HubError::io("read", &real))?;
+        if !meta.is_file() {
+            return Err(HubError::invalid("file path", path.as_str(), "not a file"));
+        }
+        Ok(Some((file, meta.len())))
+    }
+
     /// Points the snapshot entry for `path` at `commit` to the blob `etag`, with a relative
     /// symlink as `huggingface_hub` makes, replacing any previous entry atomically.
     pub fn link(
@@ -473,6 +503,40 @@ mod tests {
             "dangling entry"
         );
         assert!(cache.list(".gguf").unwrap().is_empty());
+    }
+
+    #[test]
+    fn opening_never_follows_a_link_out_of_the_repository() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = HubCache::new(dir.path());
+        let repo = RepoId::parse("org/model").unwrap();
+        let commit = "0123456789abcdef0123456789abcdef01234567";
+        let main = Revision::main();
+        cache.write_ref(&repo, &main, commit).unwrap();
+        let outside = dir.path().join("secret.txt");
+        fs::write(&outside, b"secret").unwrap();
+        let planted = cache
+            .snapshot_path(&repo, commit, &RepoPath::parse("config.json").unwrap())
+            .unwrap();
+        fs::create_dir_all(planted.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(&outside, &planted).unwrap();
+        let err = cache
+            .open(&repo, &main, &RepoPath::parse("config.json").unwrap())
+            .unwrap_err();
+        assert!(err.to_string().contains("outside"), "{err}");
+
+        let etag = "b".repeat(64);
+        let blob = cache.blob_path(&repo, &etag).unwrap();
+        fs::create_dir_all(blob.parent().unwrap()).unwrap();
+        fs::write(&blob, b"weights").unwrap();
+        let path = RepoPath::parse("m.gguf").unwrap();
+        cache.link(&repo, commit, &path, &etag).unwrap();
+        let (_, size) = cache.open(&repo, &main, &path).unwrap().unwrap();
+        assert_eq!(size, 7);
+        assert!(cache
+            .open(&repo, &main, &RepoPath::parse("absent").unwrap())
+            .unwrap()
+            .is_none());
     }
 
     #[test]

@@ -6,6 +6,7 @@ mod chat;
 mod completions;
 mod convert;
 pub mod error;
+mod files;
 mod generate;
 mod health;
 mod json;
@@ -41,6 +42,7 @@ use error::ApiError;
         pull::pull,
         pull::delete_model,
         pull::model_action,
+        files::get_file,
         health::health,
         health::ready,
         health::config
@@ -72,6 +74,7 @@ pub fn router(state: AppState) -> Router {
                 .delete(pull::delete_model)
                 .post(pull::model_action),
         )
+        .route("/v1/files/{*rest}", get(files::get_file))
         .route("/v1/health", get(health::health))
         .route("/v1/health/ready", get(health::ready))
         .route("/v1/config", get(health::config))

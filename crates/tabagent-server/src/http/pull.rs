@@ -85,16 +85,7 @@ pub async fn pull(
     ApiJson(request): ApiJson<PullRequest>,
 ) -> Result<Response, ApiError> {
     let spec = ModelSpec::parse(&request.model)?;
-    let revision = match &request.revision {
-        Some(revision) => Revision::parse(revision)?,
-        None => Revision::main(),
-    };
-    let client = state.config().hub_client().map_err(|err| {
-        ApiError::unavailable(
-            "hub_misconfigured",
-            format!("the Hub client cannot start: {err:#}"),
-        )
-    })?;
+    let (revision, client) = hub_request(&state, request.revision.as_deref())?;
     // Resolving the file happens before the response starts, so its errors are real statuses.
     let file = match &spec.selector {
         Selector::File(path) => path.clone(),
@@ -154,6 +145,24 @@ pub async fn pull(
         Ok::<_, Infallible>(Event::default().data(data))
     });
     Ok(Sse::new(stream).into_response())
+}
+
+/// The revision a request names (default `main`) and a Hub client from the server's settings.
+pub(super) fn hub_request(
+    state: &AppState,
+    revision: Option<&str>,
+) -> Result<(Revision, tabagent_hub::HubClient), ApiError> {
+    let revision = match revision {
+        Some(revision) => Revision::parse(revision)?,
+        None => Revision::main(),
+    };
+    let client = state.config().hub_client().map_err(|err| {
+        ApiError::unavailable(
+            "hub_misconfigured",
+            format!("the Hub client cannot start: {err:#}"),
+        )
+    })?;
+    Ok((revision, client))
 }
 
 /// Turns download progress into at most ~100 `downloading` events per file.

@@ -9,10 +9,15 @@ use crate::server::{chat, find, smollm2_path, tabagent, Server};
 
 const REPO: &str = "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF";
 const ID: &str = "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF:Q4_1";
+const CONFIG: &str = "{\"model_type\": \"llama\"}";
 
 async fn hub() -> TestHub {
+    let config = std::env::temp_dir().join("tabagent-pull-test-config.json");
+    std::fs::write(&config, CONFIG).unwrap();
     let repo = Repo::new(REPO)
         .file("SmolLM2-135M-Instruct.Q4_1.gguf", &smollm2_path())
+        .unwrap()
+        .file("config.json", &config)
         .unwrap();
     TestHub::start(vec![repo], None).await.unwrap()
 }
@@ -108,4 +113,67 @@ async fn pull_failures_are_one_clear_line() {
         .join("models--nobody--nothing")
         .join("snapshots")
         .exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repository_files_are_served_to_other_processes_and_never_outside_the_cache() {
+    let hub = hub().await;
+    let data = tempfile::tempdir().unwrap();
+    let out = tokio::task::block_in_place(|| pull(data.path(), &hub, REPO));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let cache = data.path().join("hf-hub");
+    let server = Server::start_with(
+        &["--model", ID],
+        &[
+            ("HF_HUB_CACHE", cache.to_str().unwrap()),
+            ("HF_ENDPOINT", &hub.endpoint()),
+        ],
+        |_| {},
+    );
+
+    let weights = server
+        .client
+        .get(server.endpoint(&format!("/v1/files/{REPO}/SmolLM2-135M-Instruct.Q4_1.gguf")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(weights.status(), 200);
+    let size = std::fs::metadata(smollm2_path()).unwrap().len();
+    assert_eq!(weights.bytes().await.unwrap().len() as u64, size);
+
+    // Not cached yet: fetched from the Hub, then served.
+    let config = server
+        .client
+        .get(server.endpoint(&format!("/v1/files/{REPO}/config.json")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(config.status(), 200);
+    assert_eq!(config.text().await.unwrap(), CONFIG);
+
+    // Sent raw: an HTTP client would normalise the `..` segments away before the server saw them.
+    for hostile in [
+        format!("/v1/files/{REPO}/../../../etc/passwd"),
+        format!("/v1/files/{REPO}/%2E%2E/%2E%2E/etc/passwd"),
+        format!("/v1/files/{REPO}/%2Fetc%2Fpasswd"),
+        "/v1/files/..%2F..%2Fetc/passwd/x".to_string(),
+        format!("/v1/files/{REPO}/config.json?revision=..%2F..%2Frefs"),
+        format!("/v1/files/{REPO}/config.json?path=%2Fetc%2Fpasswd"),
+    ] {
+        assert_eq!(raw_status(&server.url, &hostile).await, 400, "{hostile}");
+    }
+}
+
+/// The status of a GET for `target` sent byte for byte as given.
+async fn raw_status(url: &str, target: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let authority = url.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(authority).await.unwrap();
+    let request =
+        format!("GET {target} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let head = String::from_utf8_lossy(&response);
+    head.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
