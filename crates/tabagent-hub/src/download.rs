@@ -160,7 +160,7 @@ async fn fetch_once(
 ) -> Result<u64, HubError> {
     let config = client.config();
     let chunk_size = config.chunk_size.max(1 << 20);
-    let (handle, state) = open_partial(meta, chunk_size, paths)?;
+    let (handle, state) = open_partial(meta, chunk_size, paths, file)?;
     let chunks = meta.size.div_ceil(chunk_size);
     let resumed: u64 = state
         .done
@@ -267,6 +267,7 @@ fn open_partial(
     meta: &FileMetadata,
     chunk_size: u64,
     paths: &Paths,
+    file_name: &str,
 ) -> Result<(Arc<File>, PartialState), HubError> {
     if let Some(parent) = paths.partial.parent() {
         fs::create_dir_all(parent).map_err(HubError::io("create", parent))?;
@@ -291,11 +292,65 @@ fn open_partial(
         .open(&paths.partial)
         .map_err(HubError::io("open", &paths.partial))?;
     if fresh {
-        file.set_len(meta.size)
-            .map_err(HubError::io("allocate", &paths.partial))?;
+        allocate(&file, meta.size).map_err(|source| {
+            let dir = paths
+                .partial
+                .parent()
+                .unwrap_or(Path::new("."))
+                .to_path_buf();
+            if is_disk_full(&source) {
+                let _ = fs::remove_file(&paths.partial);
+                HubError::DiskFull {
+                    file: file_name.to_string(),
+                    available: available_space(&dir).unwrap_or(0),
+                    dir,
+                    needed: meta.size,
+                }
+            } else {
+                HubError::io("allocate", &paths.partial)(source)
+            }
+        })?;
         save_state(&paths.state, &state)?;
     }
     Ok((Arc::new(file), state))
+}
+
+/// Reserves the file's blocks before any byte is fetched: a disk without room for it is a
+/// clear error now, not a failed write minutes into the transfer (and the blocks lie together).
+#[cfg(target_os = "linux")]
+fn allocate(file: &File, size: u64) -> std::io::Result<()> {
+    use rustix::io::Errno;
+    match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), 0, size) {
+        Ok(()) => Ok(()),
+        // Filesystems without fallocate (some network and FUSE ones): a sparse file will do.
+        Err(Errno::OPNOTSUPP | Errno::NOSYS) => file.set_len(size),
+        Err(err) => Err(err.into()),
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn allocate(file: &File, size: u64) -> std::io::Result<()> {
+    file.set_len(size)
+}
+
+fn is_disk_full(err: &std::io::Error) -> bool {
+    // ENOSPC, or EFBIG: larger than the filesystem allows a file to be.
+    matches!(
+        err.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::FileTooLarge
+    )
+}
+
+/// Free bytes in `dir` for an unprivileged user.
+#[cfg(unix)]
+pub fn available_space(dir: &Path) -> Option<u64> {
+    let stat = rustix::fs::statvfs(dir).ok()?;
+    Some(stat.f_bavail.saturating_mul(stat.f_frsize))
+}
+
+#[cfg(not(unix))]
+pub fn available_space(_dir: &Path) -> Option<u64> {
+    None
 }
 
 fn save_state(path: &Path, state: &PartialState) -> Result<(), HubError> {

@@ -95,6 +95,21 @@ pub enum HubError {
         /// The cache root.
         cache: PathBuf,
     },
+    /// The cache's filesystem has no room for the file. Checked before any byte is fetched.
+    #[error(
+        "not enough disk space for {file} ({needed} bytes) in {dir}: {available} bytes free; \
+         free some space or point HF_HUB_CACHE elsewhere"
+    )]
+    DiskFull {
+        /// The file.
+        file: String,
+        /// The directory it was to be written to.
+        dir: PathBuf,
+        /// Its size.
+        needed: u64,
+        /// Free bytes there (for unprivileged users), as far as the system says.
+        available: u64,
+    },
     /// A file operation in the cache failed.
     #[error("{action} {path}: {source}")]
     Io {

@@ -339,9 +339,7 @@ impl Config {
         };
         crate::registry::Lifecycle {
             budget_bytes: budget_mib.saturating_mul(1 << 20),
-            keep_alive: u64::try_from(self.models.keep_alive_secs)
-                .ok()
-                .map(std::time::Duration::from_secs),
+            keep_alive: crate::keep_alive::KeepAlive::from_secs(self.models.keep_alive_secs),
             pinned,
         }
     }

@@ -5,6 +5,7 @@ mod cli;
 mod commands;
 mod config;
 mod http;
+mod keep_alive;
 mod recommended;
 mod registry;
 mod state;

@@ -4,7 +4,9 @@
 //! Before a load, the registry reserves the model's estimated memory (weights + KV cache for the
 //! configured context + compute buffers, from the GGUF header); when the budget would be
 //! exceeded it unloads the least recently used idle models first. A model with a request in
-//! flight is never unloaded. Idle models go after their keep-alive; the default model stays.
+//! flight is never unloaded. Idle models go after their keep-alive (the configured one, or
+//! the one the last request or load asked for, as Ollama's `keep_alive`), counted from the end
+//! of their last request; the default model stays unless a request says otherwise.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -14,6 +16,7 @@ use tabagent_llama::{EngineConfig, LlamaEngine, LoadError};
 use tokio::sync::OnceCell;
 
 use crate::catalog::{Catalog, CatalogError, LocalModel};
+use crate::keep_alive::KeepAlive;
 
 /// Why a model could not be had.
 #[derive(Debug, thiserror::Error)]
@@ -62,9 +65,9 @@ type LoadCell = Arc<OnceCell<Arc<LlamaEngine>>>;
 pub struct Lifecycle {
     /// Bytes all loaded models may hold together.
     pub budget_bytes: u64,
-    /// Idle time after which a model is unloaded; `None`: never.
-    pub keep_alive: Option<Duration>,
-    /// A model never unloaded for idleness (the default model).
+    /// Idle time after which a model is unloaded, unless a request asks for another.
+    pub keep_alive: KeepAlive,
+    /// A model kept loaded for good unless a request asks otherwise (the default model).
     pub pinned: Option<String>,
 }
 
@@ -73,7 +76,10 @@ struct Slot {
     cell: LoadCell,
     /// Bytes reserved for it.
     estimate: u64,
+    /// When a request last used it; while one runs, the reaper keeps moving this forward, so
+    /// the keep-alive counts from the end of the last request.
     last_used: Instant,
+    keep_alive: KeepAlive,
 }
 
 /// A model's state, for listings.
@@ -95,6 +101,16 @@ pub struct ModelRegistry {
     models: Mutex<HashMap<String, Slot>>,
     /// Serialises admission decisions (which model to unload for which), not loads themselves.
     admission: tokio::sync::Mutex<()>,
+    /// Wakes the reaper when a keep-alive changes.
+    keep_alive_changed: tokio::sync::Notify,
+}
+
+/// A model in hand: its canonical id and its engine.
+pub struct Acquired {
+    /// The model's id (a request may have named it by another spelling).
+    pub id: String,
+    /// Its engine; while held, the model counts as in use and is not unloaded.
+    pub engine: Arc<LlamaEngine>,
 }
 
 impl ModelRegistry {
@@ -106,6 +122,7 @@ impl ModelRegistry {
             lifecycle,
             models: Mutex::new(HashMap::new()),
             admission: tokio::sync::Mutex::new(()),
+            keep_alive_changed: tokio::sync::Notify::new(),
         }
     }
 
@@ -114,23 +131,34 @@ impl ModelRegistry {
         &self.catalog
     }
 
-    /// The memory rules it runs under.
-    pub fn lifecycle(&self) -> &Lifecycle {
-        &self.lifecycle
-    }
-
     /// The engine for `name`, loading it if needed. Concurrent callers share one load.
     pub async fn get(&self, name: &str) -> Result<Arc<LlamaEngine>, RegistryError> {
-        if let Some(engine) = self.touch(name) {
-            return Ok(engine);
+        Ok(self.acquire(name, None).await?.engine)
+    }
+
+    /// Like [`ModelRegistry::get`], also setting the model's keep-alive when `keep_alive` is
+    /// given (it then holds for this model until another request changes it).
+    pub async fn acquire(
+        &self,
+        name: &str,
+        keep_alive: Option<KeepAlive>,
+    ) -> Result<Acquired, RegistryError> {
+        if let Some(engine) = self.touch(name, keep_alive) {
+            return Ok(Acquired {
+                id: name.to_string(),
+                engine,
+            });
         }
         // Only ids of local models get a slot: a client cannot grow the map with made-up names.
         // Slots are keyed by the canonical id, so two spellings of one model load it once.
         let entry = self.entry(name).await?;
-        if let Some(engine) = self.touch(&entry.id) {
-            return Ok(engine);
+        if let Some(engine) = self.touch(&entry.id, keep_alive) {
+            return Ok(Acquired {
+                id: entry.id,
+                engine,
+            });
         }
-        let cell = self.admit(&entry).await?;
+        let cell = self.admit(&entry, keep_alive).await?;
         let id = entry.id.as_str();
         let loaded = cell
             .get_or_try_init(|| async {
@@ -149,7 +177,10 @@ impl ModelRegistry {
             })
             .await;
         match loaded {
-            Ok(engine) => Ok(Arc::clone(engine)),
+            Ok(engine) => Ok(Acquired {
+                id: entry.id.clone(),
+                engine: Arc::clone(engine),
+            }),
             Err(err) => {
                 // Give back the reservation of a load that failed (unless another caller's
                 // attempt has since succeeded).
@@ -183,26 +214,46 @@ impl ModelRegistry {
         Ok(true)
     }
 
-    /// Unloads idle models whose keep-alive has run out. Returns their ids.
-    pub fn expire_idle(&self) -> Vec<String> {
-        let Some(keep_alive) = self.lifecycle.keep_alive else {
-            return Vec::new();
-        };
+    /// Unloads idle models whose keep-alive has run out, and returns how long until the next
+    /// check is due. Models in use have their idle time restarted.
+    pub fn expire_idle(&self) -> Duration {
+        let now = Instant::now();
         let mut models = self.lock();
-        let expired: Vec<String> = models
-            .iter()
-            .filter(|(id, slot)| {
-                Some(id.as_str()) != self.lifecycle.pinned.as_deref()
-                    && slot.last_used.elapsed() >= keep_alive
-                    && idle(slot)
-            })
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in &expired {
-            models.remove(id);
-            tracing::info!(model = %id, "model unloaded after its keep-alive");
-        }
-        expired
+        let mut next = MAX_CHECK_INTERVAL;
+        models.retain(|id, slot| {
+            if !idle(slot) {
+                if slot.cell.initialized() {
+                    slot.last_used = now;
+                }
+                // Check again soon: its request may end any moment, and the keep-alive counts
+                // from then (to within a second, or less for shorter keep-alives).
+                if let KeepAlive::For(keep_alive) = slot.keep_alive {
+                    next = next.min(keep_alive.min(BUSY_CHECK_INTERVAL));
+                }
+                return true;
+            }
+            let KeepAlive::For(keep_alive) = slot.keep_alive else {
+                return true;
+            };
+            let idle_for = now.saturating_duration_since(slot.last_used);
+            if idle_for >= keep_alive {
+                tracing::info!(model = %id, ?keep_alive, "model unloaded after its keep-alive");
+                return false;
+            }
+            next = next.min(keep_alive - idle_for);
+            true
+        });
+        next.max(MIN_CHECK_INTERVAL)
+    }
+
+    /// Waits until a keep-alive changes (the reaper then checks at once).
+    pub async fn keep_alive_changed(&self) {
+        self.keep_alive_changed.notified().await;
+    }
+
+    /// `name`'s keep-alive, if it is loaded or loading.
+    pub fn keep_alive(&self, name: &str) -> Option<KeepAlive> {
+        self.lock().get(name).map(|slot| slot.keep_alive)
     }
 
     /// Loaded models and their engines, by id. Never waits for a load in progress.
@@ -233,12 +284,20 @@ impl ModelRegistry {
     }
 
     /// Reserves room for `entry` (unloading idle models if needed) and returns its load cell.
-    async fn admit(&self, entry: &LocalModel) -> Result<LoadCell, RegistryError> {
+    async fn admit(
+        &self,
+        entry: &LocalModel,
+        keep_alive: Option<KeepAlive>,
+    ) -> Result<LoadCell, RegistryError> {
         let estimate = self.estimate(entry).await?;
         let _admission = self.admission.lock().await;
         let mut models = self.lock();
         if let Some(slot) = models.get_mut(&entry.id) {
             slot.last_used = Instant::now();
+            if let Some(keep_alive) = keep_alive {
+                slot.keep_alive = keep_alive;
+                self.keep_alive_changed.notify_one();
+            }
             return Ok(Arc::clone(&slot.cell));
         }
         let budget = self.lifecycle.budget_bytes;
@@ -279,14 +338,21 @@ impl ModelRegistry {
             }
         }
         let cell = LoadCell::default();
+        let default_keep_alive = if self.lifecycle.pinned.as_deref() == Some(entry.id.as_str()) {
+            KeepAlive::Forever
+        } else {
+            self.lifecycle.keep_alive
+        };
         models.insert(
             entry.id.clone(),
             Slot {
                 cell: Arc::clone(&cell),
                 estimate,
                 last_used: Instant::now(),
+                keep_alive: keep_alive.unwrap_or(default_keep_alive),
             },
         );
+        self.keep_alive_changed.notify_one();
         Ok(cell)
     }
 
@@ -308,12 +374,16 @@ impl ModelRegistry {
             })
     }
 
-    /// The engine for `id` if loaded, marking it used.
-    fn touch(&self, id: &str) -> Option<Arc<LlamaEngine>> {
+    /// The engine for `id` if loaded, marking it used (and setting its keep-alive if given).
+    fn touch(&self, id: &str, keep_alive: Option<KeepAlive>) -> Option<Arc<LlamaEngine>> {
         let mut models = self.lock();
         let slot = models.get_mut(id)?;
         let engine = slot.cell.get().map(Arc::clone)?;
         slot.last_used = Instant::now();
+        if let Some(keep_alive) = keep_alive {
+            slot.keep_alive = keep_alive;
+            self.keep_alive_changed.notify_one();
+        }
         Some(engine)
     }
 
@@ -330,6 +400,13 @@ impl ModelRegistry {
             .ok_or_else(|| RegistryError::NotFound(name.to_string()))
     }
 }
+
+/// The reaper checks at least this often (a keep-alive set by a request wakes it at once).
+const MAX_CHECK_INTERVAL: Duration = Duration::from_secs(30);
+/// While a model with a finite keep-alive is in use, this often.
+const BUSY_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// ... and at most this often: a keep-alive of zero unloads within this of the request's end.
+const MIN_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Loaded, and nobody is using it: no sequence running or queued, and no handler holding the
 /// engine between looking it up and submitting to it.

@@ -419,3 +419,54 @@ impl Drop for ReadOnly {
         let _ = std::fs::set_permissions(&self.0, std::fs::Permissions::from_mode(0o755));
     }
 }
+
+#[tokio::test]
+async fn a_file_larger_than_the_free_space_is_refused_before_any_byte_is_fetched() {
+    let cache = tempfile::tempdir().unwrap();
+    let free = tabagent_hub::download::available_space(cache.path()).unwrap();
+    // The hub announces more bytes than this disk has room for; none are ever read.
+    let huge = free + (1 << 30);
+    let mut repo = tabagent_testhub::Repo::new("big-org/huge");
+    repo.files.push(tabagent_testhub::RepoFile {
+        path: "huge.gguf".to_string(),
+        source: model_file(),
+        size: huge,
+        sha256: "0".repeat(64),
+        lfs: true,
+    });
+    let hub = tabagent_testhub::TestHub::start(vec![repo], None)
+        .await
+        .unwrap();
+    let (repo, file) = ids("big-org/huge", "huge.gguf");
+
+    let err = client(config(&hub), cache.path())
+        .download(&repo, &Revision::main(), &file, &())
+        .await
+        .unwrap_err();
+
+    match &err {
+        HubError::DiskFull {
+            file,
+            needed,
+            available,
+            dir,
+        } => {
+            assert_eq!(file, "huge.gguf");
+            assert_eq!(*needed, huge);
+            assert!(*available < huge, "{available}");
+            assert!(dir.starts_with(cache.path()), "{}", dir.display());
+        }
+        other => panic!("expected DiskFull, got {other}"),
+    }
+    assert!(err.to_string().contains("not enough disk space"), "{err}");
+    assert_eq!(hub.stats().cdn_requests.load(Ordering::Relaxed), 0);
+    let blobs = cache.path().join("models--big-org--huge/blobs");
+    let left: Vec<_> = std::fs::read_dir(&blobs)
+        .map(|dir| dir.filter_map(Result::ok).map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        left.iter()
+            .all(|name| !name.to_string_lossy().contains("partial")),
+        "no partial file is left behind: {left:?}"
+    );
+}

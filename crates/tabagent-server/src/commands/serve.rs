@@ -49,9 +49,7 @@ pub async fn run(config: Config, mode: Mode) -> anyhow::Result<()> {
     // Tests and scripts read this line to find an ephemeral port.
     println!("tabagent listening on http://{address}");
     let _ = std::io::stdout().flush();
-    if let Some(keep_alive) = state.registry().lifecycle().keep_alive {
-        tokio::spawn(expire_idle_models(state.clone(), keep_alive));
-    }
+    tokio::spawn(expire_idle_models(state.clone()));
     if config.models.preload {
         tokio::spawn(preload(state.clone()));
     } else {
@@ -64,17 +62,15 @@ pub async fn run(config: Config, mode: Mode) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Unloads idle models once their keep-alive has passed, checking a few times per keep-alive.
-async fn expire_idle_models(state: AppState, keep_alive: std::time::Duration) {
-    let period = (keep_alive / 4).clamp(
-        std::time::Duration::from_millis(250),
-        std::time::Duration::from_secs(30),
-    );
-    let mut ticks = tokio::time::interval(period);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+/// Unloads idle models once their keep-alive has passed: sleeps until the next one is due, or
+/// until a request changes a keep-alive.
+async fn expire_idle_models(state: AppState) {
     loop {
-        ticks.tick().await;
-        state.registry().expire_idle();
+        let next = state.registry().expire_idle();
+        tokio::select! {
+            () = tokio::time::sleep(next) => {}
+            () = state.registry().keep_alive_changed() => {}
+        }
     }
 }
 

@@ -7,6 +7,7 @@ use super::error::ApiError;
 use super::wire::{
     ChatCompletionRequest, CompletionRequest, MessageContent, SamplingFields, StopSpec,
 };
+use crate::keep_alive::KeepAlive;
 
 /// Most stop strings a request may give.
 const MAX_STOPS: usize = 16;
@@ -28,6 +29,8 @@ pub struct ChatJob {
     pub stream: bool,
     /// Send a usage chunk at the end of a stream.
     pub include_usage: bool,
+    /// The model's keep-alive, when the request sets one.
+    pub keep_alive: Option<KeepAlive>,
 }
 
 /// A validated completion request.
@@ -43,6 +46,8 @@ pub struct CompletionJob {
     pub stream: bool,
     /// Send a usage chunk at the end of a stream.
     pub include_usage: bool,
+    /// The model's keep-alive, when the request sets one.
+    pub keep_alive: Option<KeepAlive>,
 }
 
 /// Validates a chat request.
@@ -141,6 +146,7 @@ pub fn chat(request: ChatCompletionRequest) -> Result<ChatJob, ApiError> {
     params.constraint = response_format(request.response_format.as_ref())?;
     let (stream, include_usage) = streaming(&request.sampling);
     Ok(ChatJob {
+        keep_alive: keep_alive(request.sampling.keep_alive.as_ref())?,
         model: request.model,
         messages,
         params,
@@ -207,12 +213,23 @@ pub fn completion(request: CompletionRequest) -> Result<CompletionJob, ApiError>
     )?;
     let (stream, include_usage) = streaming(&request.sampling);
     Ok(CompletionJob {
+        keep_alive: keep_alive(request.sampling.keep_alive.as_ref())?,
         model: request.model,
         prompt,
         params,
         stream,
         include_usage,
     })
+}
+
+/// `keep_alive`, when given.
+pub fn keep_alive(value: Option<&Value>) -> Result<Option<KeepAlive>, ApiError> {
+    value
+        .filter(|v| !v.is_null())
+        .map(|v| {
+            KeepAlive::parse(v).map_err(|reason| ApiError::bad_request(Some("keep_alive"), reason))
+        })
+        .transpose()
 }
 
 fn check_model(model: &str) -> Result<(), ApiError> {

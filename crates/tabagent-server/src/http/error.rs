@@ -290,6 +290,10 @@ impl From<tabagent_hub::HubError> for ApiError {
                 Self::not_found("model_not_found", "model", message)
             }
             E::NotCached { .. } => Self::not_found("not_cached", "model", message),
+            E::DiskFull { .. } => Self {
+                code: Some("insufficient_storage"),
+                ..Self::new(StatusCode::INSUFFICIENT_STORAGE, "server_error", message)
+            },
             E::Unauthorized { .. } => Self::upstream("hub_unauthorized", message),
             E::ChecksumMismatch { .. } => Self::upstream("hub_checksum_mismatch", message),
             E::Network { .. } | E::Protocol { .. } => Self::upstream("hub_unreachable", message),

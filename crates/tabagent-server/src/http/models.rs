@@ -85,5 +85,9 @@ fn model_object(state: &AppState, entry: &LocalModel) -> ModelObject {
             ModelState::Loaded(bytes) => Some(bytes),
             _ => None,
         },
+        keep_alive_secs: state
+            .registry()
+            .keep_alive(&entry.id)
+            .map(crate::keep_alive::KeepAlive::as_secs),
     }
 }

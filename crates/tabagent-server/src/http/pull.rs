@@ -16,6 +16,7 @@ use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
 use super::json::ApiJson;
+use crate::keep_alive::KeepAlive;
 use crate::registry::RegistryError;
 use crate::state::AppState;
 
@@ -260,6 +261,15 @@ pub async fn delete_model(
     ))
 }
 
+/// `POST /v1/models/{id}/load` body (optional).
+#[derive(Debug, Clone, Default, serde::Deserialize, utoipa::ToSchema)]
+pub struct LoadRequest {
+    /// Seconds, or a duration such as `"10m"`, that the model stays loaded once idle; negative:
+    /// until unloaded; 0: unloaded as soon as it is idle. Default: `models.keep_alive_secs`.
+    #[schema(value_type = Option<Object>)]
+    pub keep_alive: Option<serde_json::Value>,
+}
+
 /// Loads (`POST /v1/models/{id}/load`) or unloads (`POST /v1/models/{id}/unload`) a model. The
 /// id may contain `/`, so both come through one route and are told apart by the last segment.
 #[utoipa::path(
@@ -267,6 +277,7 @@ pub async fn delete_model(
     path = "/v1/models/{id}/load",
     tag = "models",
     params(("id" = String, Path, description = "Model id")),
+    request_body(content = Option<LoadRequest>, description = "Optional: how long the model stays loaded once idle"),
     responses(
         (status = 200, description = "Loaded (also `/unload`: unloaded)"),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)
@@ -275,22 +286,26 @@ pub async fn delete_model(
 pub async fn model_action(
     State(state): State<AppState>,
     Path(path): Path<String>,
+    body: axum::body::Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     if let Some(id) = path.strip_suffix("/load") {
+        let request = if body.iter().all(u8::is_ascii_whitespace) {
+            LoadRequest::default()
+        } else {
+            super::json::parse::<LoadRequest>(&body)?
+        };
+        let keep_alive = super::convert::keep_alive(request.keep_alive.as_ref())?;
         let registry = state.registry();
-        registry.get(id).await?;
-        let canonical = registry
-            .loaded()
-            .into_iter()
-            .map(|(name, _)| name)
-            .find(|name| name == id)
-            .unwrap_or_else(|| id.to_string());
-        let memory = match registry.state(&canonical) {
+        let acquired = registry.acquire(id, keep_alive).await?;
+        drop(acquired.engine);
+        let memory = match registry.state(&acquired.id) {
             crate::registry::ModelState::Loaded(bytes) => Some(bytes),
             _ => None,
         };
+        let keep_alive = registry.keep_alive(&acquired.id).map(KeepAlive::as_secs);
         return Ok(Json(serde_json::json!({
-            "id": canonical, "state": "loaded", "memory_bytes": memory,
+            "id": acquired.id, "state": "loaded", "memory_bytes": memory,
+            "keep_alive_secs": keep_alive,
         })));
     }
     if let Some(id) = path.strip_suffix("/unload") {

@@ -53,6 +53,11 @@ pub struct SamplingFields {
     pub stream: Option<bool>,
     /// Streaming options.
     pub stream_options: Option<StreamOptions>,
+    /// How long the model stays loaded after this request: seconds, or a duration such as
+    /// `"10m"`; negative keeps it loaded, 0 unloads it when idle (Ollama's `keep_alive`,
+    /// extension). It holds for the model until another request changes it.
+    #[schema(value_type = Option<Object>)]
+    pub keep_alive: Option<Value>,
     /// Only 1 is supported.
     pub n: Option<i64>,
     /// Not supported yet.
@@ -302,6 +307,8 @@ pub struct ModelObject {
     pub state: &'static str,
     /// Bytes reserved for it while loaded: weights, KV cache, buffers (extension).
     pub memory_bytes: Option<u64>,
+    /// While loaded: seconds it stays loaded once idle, -1 for until unloaded (extension).
+    pub keep_alive_secs: Option<i64>,
 }
 
 /// `GET /v1/models` response.

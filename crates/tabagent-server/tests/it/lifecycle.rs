@@ -159,3 +159,46 @@ async fn a_busy_model_cannot_be_unloaded_or_deleted() {
         .unwrap();
     assert_eq!(response.status(), 409);
 }
+
+#[tokio::test]
+async fn keep_alive_is_set_per_model_by_loads_and_requests() {
+    let server = server_with_room_for_one().await;
+    let (_, body) = server.get_json(&format!("/v1/models/{MODEL}")).await;
+    assert_eq!(
+        body["keep_alive_secs"], -1,
+        "the default model stays: {body}"
+    );
+
+    let (status, body) = server
+        .post_json(
+            &format!("/v1/models/{GEMMA}/load"),
+            &json!({"keep_alive": "10m"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["keep_alive_secs"], 600, "{body}");
+    let (_, body) = server.get_json(&format!("/v1/models/{GEMMA}")).await;
+    assert_eq!(body["keep_alive_secs"], 600, "{body}");
+
+    let mut request = completion(GEMMA);
+    request["keep_alive"] = json!("soon");
+    let (status, body) = server.post_json("/v1/completions", &request).await;
+    let error = assert_error(status, &body, 400);
+    assert_eq!(error["param"], "keep_alive", "{body}");
+    assert_eq!(state_of(&server, GEMMA).await.0, "loaded");
+
+    // Zero: unloaded once the request that set it has ended.
+    request["keep_alive"] = json!(0);
+    let (status, body) = server.post_json("/v1/completions", &request).await;
+    assert_eq!(status, 200, "{body}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while state_of(&server, GEMMA).await.0 != "on_disk" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "keep_alive 0 did not unload the model"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (_, body) = server.get_json(&format!("/v1/models/{GEMMA}")).await;
+    assert_eq!(body["keep_alive_secs"], Value::Null, "{body}");
+}
