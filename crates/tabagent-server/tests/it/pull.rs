@@ -177,3 +177,89 @@ async fn raw_status(url: &str, target: &str) -> u16 {
     let head = String::from_utf8_lossy(&response);
     head.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
+
+/// The all-MiniLM-L6-v2 files from its PyPI package (`scripts/test` fetches them).
+fn minilm_dir() -> std::path::PathBuf {
+    let Some(dir) = std::env::var_os("TABAGENT_TEST_MINILM_DIR") else {
+        panic!("TABAGENT_TEST_MINILM_DIR is not set: run the tests with scripts/test, which fetches the model");
+    };
+    dir.into()
+}
+
+const MINILM: &str = "sentence-transformers/all-MiniLM-L6-v2";
+const MINILM_FILES: [&str; 10] = [
+    "model.safetensors",
+    "config.json",
+    "tokenizer.json",
+    "modules.json",
+    "sentence_bert_config.json",
+    "config_sentence_transformers.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "1_Pooling/config.json",
+];
+
+/// The model's repository as the package has it, with `pooling` as `1_Pooling/config.json`.
+async fn minilm_hub(pooling: &Path) -> TestHub {
+    let dir = minilm_dir();
+    let mut repo = Repo::new(MINILM);
+    for file in &MINILM_FILES[..9] {
+        repo = repo.file(file, &dir.join(file)).unwrap();
+    }
+    repo = repo.file("1_Pooling/config.json", pooling).unwrap();
+    TestHub::start(vec![repo], None).await.unwrap()
+}
+
+fn pull_recommended(data_dir: &Path, hub: &TestHub, role: &str) -> Output {
+    tabagent(data_dir)
+        .args(["pull", "--recommended", "--role", role, "--quiet"])
+        .env("HF_ENDPOINT", hub.endpoint())
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recommended_model_comes_with_its_pinned_companion_files() {
+    let hub = minilm_hub(&minilm_dir().join("1_Pooling/config.json")).await;
+    let data = tempfile::tempdir().unwrap();
+    let out = tokio::task::block_in_place(|| pull_recommended(data.path(), &hub, "embedding"));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("tokenizer.json"), "{stdout}");
+
+    let snapshots = data
+        .path()
+        .join("hf-hub/models--sentence-transformers--all-MiniLM-L6-v2/snapshots");
+    let commits: Vec<_> = std::fs::read_dir(&snapshots)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(commits.len(), 1, "one commit for all files: {commits:?}");
+    for file in MINILM_FILES {
+        let got = std::fs::read(commits[0].join(file)).unwrap();
+        let want = std::fs::read(minilm_dir().join(file)).unwrap();
+        assert!(got == want, "{file} differs from the package's");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_companion_file_that_does_not_match_its_pin_refuses_the_model() {
+    let tampered = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(tampered.path(), b"{\"pooling_mode_cls_token\": true}").unwrap();
+    let hub = minilm_hub(tampered.path()).await;
+    let data = tempfile::tempdir().unwrap();
+    let out = tokio::task::block_in_place(|| pull_recommended(data.path(), &hub, "embedding"));
+    assert!(!out.status.success(), "{}", text(&out.stdout));
+    let stderr = text(&out.stderr);
+    // The choice it made, then one error line.
+    let lines: Vec<&str> = stderr.trim_end().lines().collect();
+    assert_eq!(lines.len(), 2, "{stderr}");
+    assert!(lines[0].starts_with("recommended embedding model"), "{stderr}");
+    assert!(
+        lines[1].starts_with("error:")
+            && lines[1].contains("1_Pooling/config.json")
+            && lines[1].contains("pins"),
+        "{stderr}"
+    );
+}
