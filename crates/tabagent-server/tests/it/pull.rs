@@ -255,7 +255,10 @@ async fn a_companion_file_that_does_not_match_its_pin_refuses_the_model() {
     // The choice it made, then one error line.
     let lines: Vec<&str> = stderr.trim_end().lines().collect();
     assert_eq!(lines.len(), 2, "{stderr}");
-    assert!(lines[0].starts_with("recommended embedding model"), "{stderr}");
+    assert!(
+        lines[0].starts_with("recommended embedding model"),
+        "{stderr}"
+    );
     assert!(
         lines[1].starts_with("error:")
             && lines[1].contains("1_Pooling/config.json")
