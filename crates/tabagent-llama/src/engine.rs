@@ -211,14 +211,70 @@ impl LlamaEngine {
             .len()
     }
 
-    /// Renders `messages` with the model's chat template and starts generating.
-    ///
-    /// Cheap enough for an async context only for short prompts; callers should use a blocking task.
-    pub fn chat(
-        &self,
-        messages: &[ChatMessage],
-        params: GenerationParams,
-    ) -> Result<GenerationHandle, InferenceError> {
+    /// `text` as this model's token ids, exactly as a prompt is tokenized for generation
+    /// (special tokens written as text are parsed); `add_special` adds what the model puts in
+    /// front of a prompt (BOS) when it wants it.
+    pub fn tokenize(&self, text: &str, add_special: bool) -> Vec<i32> {
+        self.model
+            .vocab()
+            .tokenize(text.as_bytes(), add_special, true)
+            .into_iter()
+            .map(|token| token.0)
+            .collect()
+    }
+
+    /// How many tokens the vocabulary has: valid ids are `0..vocab_size()`.
+    pub fn vocab_size(&self) -> u32 {
+        u32::try_from(self.model.vocab().n_tokens()).unwrap_or(0)
+    }
+
+    /// The text of `tokens`, special tokens written out. An id outside the vocabulary is an
+    /// error naming it (llama.cpp would abort on it, so it never gets there).
+    pub fn detokenize(&self, tokens: &[i32]) -> Result<String, InferenceError> {
+        self.check_tokens(tokens)?;
+        if tokens.is_empty() {
+            return Ok(String::new());
+        }
+        let tokens: Vec<LlamaToken> = tokens.iter().map(|&id| LlamaToken(id)).collect();
+        let bytes = self.model.vocab().detokenize(&tokens, false, true);
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    /// Each token's own text (bytes that are not whole UTF-8 characters are replaced).
+    pub fn token_pieces(&self, tokens: &[i32]) -> Result<Vec<String>, InferenceError> {
+        self.check_tokens(tokens)?;
+        Ok(tokens
+            .iter()
+            .map(|&id| {
+                let bytes = self
+                    .model
+                    .vocab()
+                    .token_to_piece(LlamaToken(id), true, None);
+                String::from_utf8_lossy(&bytes).into_owned()
+            })
+            .collect())
+    }
+
+    fn check_tokens(&self, tokens: &[i32]) -> Result<(), InferenceError> {
+        let size = self.vocab_size();
+        match tokens
+            .iter()
+            .position(|&id| u32::try_from(id).map_or(true, |id| id >= size))
+        {
+            Some(at) => Err(InferenceError::invalid(
+                "tokens",
+                format!(
+                    "token {} at index {at} is outside this model's vocabulary (0..{size})",
+                    tokens[at]
+                ),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// The prompt text `messages` render to with the model's chat template, as
+    /// [`LlamaEngine::chat`] tokenizes it.
+    pub fn chat_prompt(&self, messages: &[ChatMessage]) -> Result<String, InferenceError> {
         let template = self.template.as_ref().ok_or_else(|| {
             InferenceError::unsupported(
                 "messages",
@@ -230,11 +286,24 @@ impl LlamaEngine {
             .map_err(|err| InferenceError::invalid("messages", err.to_string()))?;
         // Templates write the BOS token as text; tokenization adds it too when the model wants one.
         let bos = special_text(&self.model, self.model.vocab().bos());
-        let prompt = match prompt.strip_prefix(bos.as_str()) {
-            Some(rest) if !bos.is_empty() && self.model.vocab().should_add_bos() => rest,
-            _ => prompt.as_str(),
-        };
-        self.submit(prompt, params)
+        Ok(match prompt.strip_prefix(bos.as_str()) {
+            Some(rest) if !bos.is_empty() && self.model.vocab().should_add_bos() => {
+                rest.to_string()
+            }
+            _ => prompt,
+        })
+    }
+
+    /// Renders `messages` with the model's chat template and starts generating.
+    ///
+    /// Cheap enough for an async context only for short prompts; callers should use a blocking task.
+    pub fn chat(
+        &self,
+        messages: &[ChatMessage],
+        params: GenerationParams,
+    ) -> Result<GenerationHandle, InferenceError> {
+        let prompt = self.chat_prompt(messages)?;
+        self.submit(&prompt, params)
     }
 
     /// Starts generating a continuation of the raw `prompt`.

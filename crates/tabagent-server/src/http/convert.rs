@@ -5,7 +5,7 @@ use tabagent_core::{ChatMessage, GenerationParams, OutputConstraint, Role, Sampl
 
 use super::error::ApiError;
 use super::wire::{
-    ChatCompletionRequest, CompletionRequest, MessageContent, SamplingFields, StopSpec,
+    ChatCompletionRequest, CompletionRequest, MessageContent, SamplingFields, StopSpec, WireMessage,
 };
 use crate::keep_alive::KeepAlive;
 
@@ -50,41 +50,16 @@ pub struct CompletionJob {
     pub keep_alive: Option<KeepAlive>,
 }
 
-/// Validates a chat request.
-pub fn chat(request: ChatCompletionRequest) -> Result<ChatJob, ApiError> {
-    check_model(&request.model)?;
-    if request
-        .tools
-        .as_ref()
-        .is_some_and(|tools| !tools.is_empty())
-    {
-        return Err(ApiError::bad_request(
-            Some("tools"),
-            "tool calling is not available yet in this server; remove `tools`",
-        ));
-    }
-    if let Some(choice) = &request.tool_choice {
-        if choice != &Value::String("none".into()) {
-            return Err(ApiError::bad_request(
-                Some("tool_choice"),
-                "tool calling is not available yet in this server; remove `tool_choice`",
-            ));
-        }
-    }
-    if request.logprobs == Some(true) || request.top_logprobs.is_some() {
-        return Err(ApiError::bad_request(
-            Some("logprobs"),
-            "logprobs are not supported yet",
-        ));
-    }
-    if request.messages.is_empty() {
+/// Checks and converts a conversation.
+pub fn messages(wire: &[WireMessage]) -> Result<Vec<ChatMessage>, ApiError> {
+    if wire.is_empty() {
         return Err(ApiError::bad_request(
             Some("messages"),
             "`messages` must contain at least one message",
         ));
     }
-    let mut messages = Vec::with_capacity(request.messages.len());
-    for (index, message) in request.messages.iter().enumerate() {
+    let mut messages = Vec::with_capacity(wire.len());
+    for (index, message) in wire.iter().enumerate() {
         let at = format!("messages[{index}]");
         let role = match message.role.as_str() {
             "system" | "developer" => Role::System,
@@ -142,6 +117,37 @@ pub fn chat(request: ChatCompletionRequest) -> Result<ChatJob, ApiError> {
         };
         messages.push(ChatMessage::new(role, content));
     }
+    Ok(messages)
+}
+
+/// Validates a chat request.
+pub fn chat(request: ChatCompletionRequest) -> Result<ChatJob, ApiError> {
+    check_model(&request.model)?;
+    if request
+        .tools
+        .as_ref()
+        .is_some_and(|tools| !tools.is_empty())
+    {
+        return Err(ApiError::bad_request(
+            Some("tools"),
+            "tool calling is not available yet in this server; remove `tools`",
+        ));
+    }
+    if let Some(choice) = &request.tool_choice {
+        if choice != &Value::String("none".into()) {
+            return Err(ApiError::bad_request(
+                Some("tool_choice"),
+                "tool calling is not available yet in this server; remove `tool_choice`",
+            ));
+        }
+    }
+    if request.logprobs == Some(true) || request.top_logprobs.is_some() {
+        return Err(ApiError::bad_request(
+            Some("logprobs"),
+            "logprobs are not supported yet",
+        ));
+    }
+    let messages = messages(&request.messages)?;
     let mut params = generation(&request.sampling, request.max_completion_tokens, None)?;
     params.constraint = response_format(request.response_format.as_ref())?;
     let (stream, include_usage) = streaming(&request.sampling);

@@ -13,6 +13,7 @@ mod json;
 mod models;
 mod pull;
 mod security;
+mod tokenize;
 mod wire;
 
 use axum::extract::DefaultBodyLimit;
@@ -43,11 +44,13 @@ use error::ApiError;
         pull::delete_model,
         pull::model_action,
         files::get_file,
+        tokenize::tokenize,
+        tokenize::detokenize,
         health::health,
         health::ready,
         health::config
     ),
-    tags((name = "openai", description = "OpenAI-compatible endpoints"), (name = "models", description = "Downloading and removing models"), (name = "health", description = "Probes and configuration"))
+    tags((name = "openai", description = "OpenAI-compatible endpoints"), (name = "models", description = "Downloading and removing models"), (name = "tokens", description = "A model's tokenizer"), (name = "health", description = "Probes and configuration"))
 )]
 pub struct ApiDoc;
 
@@ -75,6 +78,8 @@ pub fn router(state: AppState) -> Router {
                 .post(pull::model_action),
         )
         .route("/v1/files/{*rest}", get(files::get_file))
+        .route("/v1/tokenize", post(tokenize::tokenize))
+        .route("/v1/detokenize", post(tokenize::detokenize))
         .route("/v1/health", get(health::health))
         .route("/v1/health/ready", get(health::ready))
         .route("/v1/config", get(health::config))

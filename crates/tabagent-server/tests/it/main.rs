@@ -15,3 +15,4 @@ mod security;
 mod server;
 mod streaming;
 mod tidy;
+mod tokenize;

@@ -14,7 +14,12 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 }
 
 fn workspace_files() -> Vec<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    // At run time: a shared build cache may hold a binary compiled in another checkout.
+    let crate_dir = std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf(),
+        Into::into,
+    );
+    let root = crate_dir.join("../..");
     let mut files = Vec::new();
     rust_files(&root.join("crates"), &mut files);
     rust_files(&root.join("fuzz/fuzz_targets"), &mut files);

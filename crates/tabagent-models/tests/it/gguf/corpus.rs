@@ -4,7 +4,7 @@
 //! `TABAGENT_UPDATE_FUZZ_CORPUS=1` to rewrite the seeds. Other files in that folder (inputs the
 //! fuzzer found) are left alone.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use tabagent_models::gguf::inspect_bytes;
 
@@ -14,7 +14,11 @@ const UPDATE_ENV: &str = "TABAGENT_UPDATE_FUZZ_CORPUS";
 const MAX_SEED_BYTES: usize = 8 * 1024;
 
 fn corpus_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/gguf_inspect")
+    // Read when the test runs, not baked in when it compiled: a build cache shared between
+    // checkouts (CI's and a developer's) may hold a binary compiled in another one.
+    let crate_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    crate_dir.join("../../fuzz/corpus/gguf_inspect")
 }
 
 /// Name, bytes and whether the file is valid.
