@@ -50,8 +50,16 @@ pub async fn get_model(
                 .ok_or(RegistryError::NotFound(id))?
         }
     };
-    let entry = &entry;
-    Ok(Json(model_object(&state, entry)))
+    let mut object = model_object(&state, &entry);
+    // One header read for one model; the listing skips it.
+    let path = entry.path.clone();
+    if let Ok(Ok(info)) =
+        tokio::task::spawn_blocking(move || tabagent_models::gguf::inspect_file(&path)).await
+    {
+        object.parameters = Some(info.parameter_count());
+        object.quantization = info.quantization();
+    }
+    Ok(Json(object))
 }
 
 async fn read_store(state: &AppState) -> Result<Vec<LocalModel>, ApiError> {
@@ -89,5 +97,7 @@ fn model_object(state: &AppState, entry: &LocalModel) -> ModelObject {
             .registry()
             .keep_alive(&entry.id)
             .map(crate::keep_alive::KeepAlive::as_secs),
+        parameters: None,
+        quantization: None,
     }
 }

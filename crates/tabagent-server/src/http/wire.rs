@@ -309,6 +309,12 @@ pub struct ModelObject {
     pub memory_bytes: Option<u64>,
     /// While loaded: seconds it stays loaded once idle, -1 for until unloaded (extension).
     pub keep_alive_secs: Option<i64>,
+    /// Parameters, from the GGUF header (extension; `GET /v1/models/{id}` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<u64>,
+    /// Quantization, such as `Q4_K_M` (extension; `GET /v1/models/{id}` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quantization: Option<String>,
 }
 
 /// `GET /v1/models` response.

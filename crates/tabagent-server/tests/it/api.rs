@@ -171,6 +171,11 @@ async fn models_are_listed_and_described() {
     assert_eq!(status, 200);
     assert_eq!(model["id"], MODEL);
     assert_eq!(model["object"], "model");
+    // SmolLM2-135M in Q4_1, read from the file's header.
+    assert_eq!(model["quantization"], "Q4_1", "{model}");
+    let parameters = model["parameters"].as_u64().unwrap();
+    assert!((130_000_000..140_000_000).contains(&parameters), "{model}");
+    assert_eq!(model["architecture"], "llama", "{model}");
 }
 
 #[tokio::test]
