@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use tabagent_hub::cache::CachedFile;
 use tabagent_hub::repo::{ModelSpec, Selector};
 use tabagent_hub::{HubCache, HubError};
-use tabagent_models::store::{ModelStore, StoreError};
+use tabagent_models::store::{ModelEntry, ModelStore, StoreError};
 
 /// One local model.
 #[derive(Debug, Clone, PartialEq)]
@@ -85,18 +85,7 @@ impl Catalog {
             .store
             .list()?
             .into_iter()
-            .map(|entry| LocalModel {
-                id: entry.name.clone(),
-                path: self.store.path_of(&entry),
-                size_bytes: entry.size_bytes,
-                source: Source::Imported {
-                    sha256: entry.sha256.clone(),
-                },
-                architecture: entry.architecture.clone(),
-                context_length: entry.context_length,
-                has_chat_template: entry.has_chat_template,
-                created: entry.imported_at,
-            })
+            .map(|entry| self.imported(&entry))
             .collect();
         let cached = self.hub.list(".gguf")?;
         models.extend(
@@ -147,9 +136,13 @@ impl Catalog {
     }
 
     fn list_imported(&self, name: &str) -> Result<Option<LocalModel>, StoreError> {
-        Ok(self.store.get(name)?.map(|entry| LocalModel {
+        Ok(self.store.get(name)?.map(|entry| self.imported(&entry)))
+    }
+
+    fn imported(&self, entry: &ModelEntry) -> LocalModel {
+        LocalModel {
             id: entry.name.clone(),
-            path: self.store.path_of(&entry),
+            path: self.store.path_of(entry),
             size_bytes: entry.size_bytes,
             source: Source::Imported {
                 sha256: entry.sha256.clone(),
@@ -158,7 +151,7 @@ impl Catalog {
             context_length: entry.context_length,
             has_chat_template: entry.has_chat_template,
             created: entry.imported_at,
-        }))
+        }
     }
 }
 

@@ -294,10 +294,7 @@ impl ModelRegistry {
         let mut models = self.lock();
         if let Some(slot) = models.get_mut(&entry.id) {
             slot.last_used = Instant::now();
-            if let Some(keep_alive) = keep_alive {
-                slot.keep_alive = keep_alive;
-                self.keep_alive_changed.notify_one();
-            }
+            self.set_keep_alive(slot, keep_alive);
             return Ok(Arc::clone(&slot.cell));
         }
         let budget = self.lifecycle.budget_bytes;
@@ -380,11 +377,16 @@ impl ModelRegistry {
         let slot = models.get_mut(id)?;
         let engine = slot.cell.get().map(Arc::clone)?;
         slot.last_used = Instant::now();
+        self.set_keep_alive(slot, keep_alive);
+        Some(engine)
+    }
+
+    /// Applies a request's keep-alive, if it gave one, and wakes the reaper to reckon with it.
+    fn set_keep_alive(&self, slot: &mut Slot, keep_alive: Option<KeepAlive>) {
         if let Some(keep_alive) = keep_alive {
             slot.keep_alive = keep_alive;
             self.keep_alive_changed.notify_one();
         }
-        Some(engine)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {

@@ -30,3 +30,15 @@ pub(crate) async fn load_local(
     engine_config.ctx_per_slot = engine_config.ctx_per_slot.max(min_ctx);
     Ok(tokio::task::spawn_blocking(move || LlamaEngine::load(&path, engine_config)).await??)
 }
+
+/// `98.4 MB`: decimal units, as download tools and disks count.
+pub(crate) fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1000.0 && unit < UNITS.len() - 1 {
+        value /= 1000.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}

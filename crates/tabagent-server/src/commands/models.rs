@@ -31,7 +31,7 @@ pub fn show(config: &Config, id: &str) -> anyhow::Result<()> {
         }
     }
     println!("file          {}", model.path.display());
-    println!("size          {}", human_size(model.size_bytes));
+    println!("size          {}", super::human_size(model.size_bytes));
     println!("architecture  {}", info.architecture().unwrap_or("?"));
     println!("parameters    {:.1} M", info.parameter_count() as f64 / 1e6);
     println!(
@@ -61,7 +61,11 @@ pub fn remove(config: &Config, id: &str) -> anyhow::Result<()> {
         anyhow::anyhow!("the model `{id}` does not exist; `tabagent models` lists local models")
     })?;
     catalog.remove(&model)?;
-    println!("removed {} ({})", model.id, human_size(model.size_bytes));
+    println!(
+        "removed {} ({})",
+        model.id,
+        super::human_size(model.size_bytes)
+    );
     Ok(())
 }
 
@@ -92,7 +96,7 @@ pub fn list(config: &Config) -> anyhow::Result<()> {
         println!(
             "{:<48} {:>9} {:<12} {:>8} {:<5} {source}",
             model.id,
-            human_size(model.size_bytes),
+            super::human_size(model.size_bytes),
             model.architecture.as_deref().unwrap_or("?"),
             model
                 .context_length
@@ -112,19 +116,8 @@ pub fn import(config: &Config, args: &ImportArgs) -> anyhow::Result<()> {
     println!(
         "imported {} ({}, sha256 {})",
         entry.name,
-        human_size(entry.size_bytes),
+        super::human_size(entry.size_bytes),
         entry.sha256
     );
     Ok(())
-}
-
-fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["B", "KB", "MB", "GB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1000.0 && unit < UNITS.len() - 1 {
-        value /= 1000.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
 }

@@ -28,7 +28,7 @@ pub async fn run(config: &Config, args: &PullArgs) -> anyhow::Result<()> {
                     "{m} MiB available"
                 )),
                 chosen.name,
-                human(chosen.size),
+                super::human_size(chosen.size),
                 chosen.ram_mib
             );
             (
@@ -65,7 +65,10 @@ pub async fn run(config: &Config, args: &PullArgs) -> anyhow::Result<()> {
             shown.set_length(size);
             shown.set_position(resumed);
             if resumed > 0 {
-                shown.println(format!("resuming: {} already downloaded", human(resumed)));
+                shown.println(format!(
+                    "resuming: {} already downloaded",
+                    super::human_size(resumed)
+                ));
             }
         }
         ProgressEvent::Advanced { bytes } => shown.inc(bytes),
@@ -129,13 +132,13 @@ pub async fn run(config: &Config, args: &PullArgs) -> anyhow::Result<()> {
     if got.fetched == 0 {
         println!(
             "{id} is already in the cache ({}, {check} when it was fetched)",
-            human(got.size)
+            super::human_size(got.size)
         );
     } else {
         println!(
             "pulled {id}: {} in {seconds:.1} s ({}/s), commit {}, {check}",
-            human(got.fetched),
-            human((got.fetched as f64 / seconds.max(1e-3)) as u64),
+            super::human_size(got.fetched),
+            super::human_size((got.fetched as f64 / seconds.max(1e-3)) as u64),
             &got.commit[..12],
         );
     }
@@ -168,15 +171,4 @@ fn progress_bar(quiet: bool) -> ProgressBar {
     }
     bar.set_message("pulling");
     bar
-}
-
-fn human(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1000.0 && unit < UNITS.len() - 1 {
-        value /= 1000.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
 }
