@@ -97,6 +97,29 @@ vocab.txt 07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3
 FILES
 }
 
+# ONNX Runtime, the shared library `ort` loads at run time (its own download fails offline), from
+# the CPU wheel on PyPI, with the tiny test graphs that ship beside it.
+ORT_DIR="$TABAGENT_CACHE/onnxruntime"
+ORT_LIB="$ORT_DIR/libonnxruntime.so.1.31.1"
+fetch_onnxruntime() {
+    local wheels="$MODEL_CACHE/wheels" file sha member
+    if ! ls "$wheels"/onnxruntime-1.31.1-*.whl >/dev/null 2>&1; then
+        say "fetching onnxruntime==1.31.1 from PyPI"
+        mkdir -p "$wheels"
+        python3 -m pip download --no-deps --disable-pip-version-check -q onnxruntime==1.31.1 \
+            --only-binary=:all: --python-version 3.11 --platform manylinux_2_28_x86_64 -d "$wheels" \
+            || die "pip could not download onnxruntime==1.31.1"
+    fi
+    while read -r member sha; do
+        file="$ORT_DIR/${member##*/}"
+        fetch_model_file onnxruntime==1.31.1 "onnxruntime/$member" "$sha" "$file"
+    done <<'FILES'
+capi/libonnxruntime.so.1.31.1 fc44112fbe06d7d689c57e11d3862031f64711007e4ee020f8eed5185fd2c1d3
+datasets/mul_1.onnx 71f431c4e9321ec6fbeb158d02ed240459a7dcc98673fa79a4f439ce42efaf10
+datasets/logreg_iris.onnx 8224784c98d73412d9fd99abcd57a38568bd590980d0fbe5916464531c52e8fc
+FILES
+}
+
 GEMMA_GGUF="$MODEL_CACHE/gemma-3-270m-q4_k_m.gguf"
 GEMMA_SHA256=a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
 
