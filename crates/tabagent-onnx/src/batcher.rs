@@ -104,7 +104,7 @@ impl BatchQueue {
         state.arrival_gap = state.last_arrival.map(|t| now.saturating_duration_since(t));
         state.last_arrival = Some(now);
         let mut remaining: Vec<usize> = (0..items.len()).collect();
-        remaining.sort_by_key(|&i| std::cmp::Reverse(items[i].ids.len()));
+        remaining.sort_by_key(|&i| items[i].ids.len());
         let id = state.next_id;
         state.next_id += 1;
         let count = items.len();
@@ -146,7 +146,10 @@ impl BatchQueue {
             if state.closed {
                 return None;
             }
-            state = self.ready.wait(state).unwrap_or_else(PoisonError::into_inner);
+            state = self
+                .ready
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
         }
         let concurrent = state.arrival_gap.is_some_and(|gap| gap < self.limits.wait);
         if concurrent && queued(&state) < self.limits.max_items {
@@ -268,6 +271,7 @@ fn drop_abandoned(state: &mut State) {
 }
 
 #[cfg(test)]
+#[allow(clippy::expect_used)]
 mod tests {
     use super::*;
 
@@ -294,7 +298,10 @@ mod tests {
             .iter()
             .map(|s| (s.encoded.ids[0], s.encoded.ids.len()))
             .collect();
-        let rows = seen.iter().map(|&(m, l)| vec![m as f32, l as f32]).collect();
+        let rows = seen
+            .iter()
+            .map(|&(m, l)| vec![m as f32, l as f32])
+            .collect();
         queue.finish(batch, Ok(rows));
         seen
     }
@@ -306,9 +313,15 @@ mod tests {
         let small = queue.submit(vec![input(3, 2)]);
         let first = answer(&queue);
         assert_eq!(first.len(), 4);
-        assert!(first.contains(&(2, 3)), "the small request waited: {first:?}");
+        assert!(
+            first.contains(&(2, 3)),
+            "the small request waited: {first:?}"
+        );
         let mut small = small;
-        assert_eq!(small.try_recv().expect("answered"), Ok(vec![vec![2.0, 3.0]]));
+        assert_eq!(
+            small.try_recv().expect("answered"),
+            Ok(vec![vec![2.0, 3.0]])
+        );
         answer(&queue);
         answer(&queue);
         let mut big = big;
@@ -354,7 +367,10 @@ mod tests {
         let mut fine = queue.submit(vec![input(2, 2)]);
         let batch = queue.next_batch().expect("a batch");
         queue.finish(batch, Err("boom".to_string()));
-        assert_eq!(doomed.try_recv().expect("answered"), Err("boom".to_string()));
+        assert_eq!(
+            doomed.try_recv().expect("answered"),
+            Err("boom".to_string())
+        );
         assert_eq!(answer(&queue), vec![(2, 2)]);
         assert_eq!(fine.try_recv().expect("answered"), Ok(vec![vec![2.0, 2.0]]));
     }

@@ -56,11 +56,10 @@ impl BertConfig {
     /// Reads and checks `config.json`.
     pub fn read(path: &Path) -> Result<Self, ModelError> {
         let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
-        let config: BertConfig =
-            serde_json::from_str(&text).map_err(|e| ModelError::Invalid {
-                path: path.display().to_string(),
-                reason: e.to_string(),
-            })?;
+        let config: BertConfig = serde_json::from_str(&text).map_err(|e| ModelError::Invalid {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
         config.check()?;
         Ok(config)
     }
@@ -144,13 +143,10 @@ impl<'a> Weights<'a> {
     }
 
     fn raw(&self, name: &str) -> Result<(Vec<i64>, Vec<f32>), ModelError> {
-        let view = self
-            .tensors
-            .tensor(name)
-            .map_err(|_| ModelError::Invalid {
-                path: self.path.display().to_string(),
-                reason: format!("tensor `{name}` is missing"),
-            })?;
+        let view = self.tensors.tensor(name).map_err(|_| ModelError::Invalid {
+            path: self.path.display().to_string(),
+            reason: format!("tensor `{name}` is missing"),
+        })?;
         let data = view.data();
         let values: Vec<f32> = match view.dtype() {
             Dtype::F32 => data
@@ -168,7 +164,9 @@ impl<'a> Weights<'a> {
             other => {
                 return Err(ModelError::Invalid {
                     path: self.path.display().to_string(),
-                    reason: format!("tensor `{name}` has dtype {other:?}; F32, F16 or BF16 expected"),
+                    reason: format!(
+                        "tensor `{name}` has dtype {other:?}; F32, F16 or BF16 expected"
+                    ),
                 })
             }
         };
@@ -223,7 +221,11 @@ fn build(c: &BertConfig, w: &Weights<'_>) -> Result<crate::proto::ModelProto, Mo
     )?;
     let shape_bs = g.op("Shape", &[&ids], &[]);
     let one_index = g.i64s("index_1", &[], &[1]);
-    let seq_len = g.op("Gather", &[&shape_bs, &one_index], &[("axis", Attr::Int(0))]);
+    let seq_len = g.op(
+        "Gather",
+        &[&shape_bs, &one_index],
+        &[("axis", Attr::Int(0))],
+    );
     let zero = g.i64s("zero_i64", &[], &[0]);
     let step = g.i64s("one_i64", &[], &[1]);
     let positions = g.op("Range", &[&zero, &seq_len, &step], &[]);
@@ -237,7 +239,11 @@ fn build(c: &BertConfig, w: &Weights<'_>) -> Result<crate::proto::ModelProto, Mo
     let mut x = g.op("Reshape", &[&x3, &flat_shape], &[]);
 
     // Additive attention bias: 0 where the mask is 1, the lowest float where it is 0.
-    let mask_f = g.op("Cast", &[&mask], &[("to", Attr::Int(data_type::FLOAT.into()))]);
+    let mask_f = g.op(
+        "Cast",
+        &[&mask],
+        &[("to", Attr::Int(data_type::FLOAT.into()))],
+    );
     let one_f = g.scalar("one_f32", 1.0);
     let inverted = g.op("Sub", &[&one_f, &mask_f], &[]);
     let lowest = g.scalar("lowest_f32", f32::MIN);
@@ -258,11 +264,23 @@ fn build(c: &BertConfig, w: &Weights<'_>) -> Result<crate::proto::ModelProto, Mo
         let k = linear(&mut g, w, &x, &format!("{p}.attention.self.key"), h, h)?;
         let v = linear(&mut g, w, &x, &format!("{p}.attention.self.value"), h, h)?;
         let q = g.op("Reshape", &[&q, &split_shape], &[]);
-        let q = g.op("Transpose", &[&q], &[("perm", Attr::Ints(vec![0, 2, 1, 3]))]);
+        let q = g.op(
+            "Transpose",
+            &[&q],
+            &[("perm", Attr::Ints(vec![0, 2, 1, 3]))],
+        );
         let k = g.op("Reshape", &[&k, &split_shape], &[]);
-        let k = g.op("Transpose", &[&k], &[("perm", Attr::Ints(vec![0, 2, 3, 1]))]);
+        let k = g.op(
+            "Transpose",
+            &[&k],
+            &[("perm", Attr::Ints(vec![0, 2, 3, 1]))],
+        );
         let v = g.op("Reshape", &[&v, &split_shape], &[]);
-        let v = g.op("Transpose", &[&v], &[("perm", Attr::Ints(vec![0, 2, 1, 3]))]);
+        let v = g.op(
+            "Transpose",
+            &[&v],
+            &[("perm", Attr::Ints(vec![0, 2, 1, 3]))],
+        );
         let scores = g.op("MatMul", &[&q, &k], &[]);
         let scores = g.op("Mul", &[&scores, &scale], &[]);
         let scores = g.op("Add", &[&scores, &bias], &[]);
@@ -283,7 +301,13 @@ fn build(c: &BertConfig, w: &Weights<'_>) -> Result<crate::proto::ModelProto, Mo
             h,
         )?;
         let residual = g.op("Add", &[&attended, &x], &[]);
-        x = layer_norm(&mut g, w, c, &residual, &format!("{p}.attention.output.LayerNorm"))?;
+        x = layer_norm(
+            &mut g,
+            w,
+            c,
+            &residual,
+            &format!("{p}.attention.output.LayerNorm"),
+        )?;
 
         let up = linear(
             &mut g,
@@ -307,7 +331,11 @@ fn build(c: &BertConfig, w: &Weights<'_>) -> Result<crate::proto::ModelProto, Mo
     }
 
     let hidden_tail = g.i64s("hidden_tail", &[1], &[h as i64]);
-    let out_shape = g.op("Concat", &[&shape_bs, &hidden_tail], &[("axis", Attr::Int(0))]);
+    let out_shape = g.op(
+        "Concat",
+        &[&shape_bs, &hidden_tail],
+        &[("axis", Attr::Int(0))],
+    );
     let hidden = g.op("Reshape", &[&x, &out_shape], &[]);
     g.output(
         &hidden,
@@ -350,7 +378,10 @@ fn layer_norm(
     Ok(g.op(
         "LayerNormalization",
         &[x, &gamma, &beta],
-        &[("axis", Attr::Int(-1)), ("epsilon", Attr::Float(c.layer_norm_eps))],
+        &[
+            ("axis", Attr::Int(-1)),
+            ("epsilon", Attr::Float(c.layer_norm_eps)),
+        ],
     ))
 }
 

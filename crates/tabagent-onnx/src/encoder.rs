@@ -330,7 +330,9 @@ fn plan(session: &Session, files: &ModelFiles, dir: &Path) -> Result<(Forward, u
         .iter()
         .find(|n| ![io::INPUT_IDS, io::ATTENTION_MASK, io::TOKEN_TYPE_IDS].contains(n))
     {
-        return Err(invalid(format!("the graph takes an input `{other}` an encoder does not supply")));
+        return Err(invalid(format!(
+            "the graph takes an input `{other}` an encoder does not supply"
+        )));
     }
     // Token states ([batch, seq, width]) are pooled here; a [batch, width] output is taken as is.
     let outputs = session.outputs();
@@ -340,13 +342,21 @@ fn plan(session: &Session, files: &ModelFiles, dir: &Path) -> Result<(Forward, u
         .or_else(|| outputs.first())
         .ok_or_else(|| invalid("the graph has no outputs".to_string()))?;
     let ValueType::Tensor { shape, .. } = chosen.dtype() else {
-        return Err(invalid(format!("output `{}` is not a tensor", chosen.name())));
+        return Err(invalid(format!(
+            "output `{}` is not a tensor",
+            chosen.name()
+        )));
     };
     let width = shape.last().copied().unwrap_or(-1);
     let pooling = match shape.len() {
         3 => files.pooling.unwrap_or(Pooling::Mean),
         2 => Pooling::Model,
-        rank => return Err(invalid(format!("output `{}` has rank {rank}; 2 or 3 expected", chosen.name()))),
+        rank => {
+            return Err(invalid(format!(
+                "output `{}` has rank {rank}; 2 or 3 expected",
+                chosen.name()
+            )))
+        }
     };
     let dimensions = usize::try_from(width)
         .ok()
@@ -374,9 +384,18 @@ fn work(queue: &BatchQueue, mut session: Session, forward: &Forward) {
     }
 }
 
-fn run_batch(session: &mut Session, forward: &Forward, batch: &[Slot]) -> Result<Vec<Vec<f32>>, String> {
+fn run_batch(
+    session: &mut Session,
+    forward: &Forward,
+    batch: &[Slot],
+) -> Result<Vec<Vec<f32>>, String> {
     let rows = batch.len();
-    let cols = batch.iter().map(|s| s.encoded.ids.len()).max().unwrap_or(0).max(1);
+    let cols = batch
+        .iter()
+        .map(|s| s.encoded.ids.len())
+        .max()
+        .unwrap_or(0)
+        .max(1);
     let mut ids = vec![0i64; rows * cols];
     let mut mask = vec![0i64; rows * cols];
     let mut types = vec![0i64; rows * cols];
@@ -400,7 +419,9 @@ fn run_batch(session: &mut Session, forward: &Forward, batch: &[Slot]) -> Result
     let value = outputs
         .get(forward.output.as_str())
         .ok_or_else(|| format!("output `{}` missing", forward.output))?;
-    let (out_shape, data) = value.try_extract_tensor::<f32>().map_err(|e| e.to_string())?;
+    let (out_shape, data) = value
+        .try_extract_tensor::<f32>()
+        .map_err(|e| e.to_string())?;
     let mut vectors = pool(forward.pooling, out_shape, data, &mask, rows, cols)?;
     if forward.normalized {
         vectors.iter_mut().for_each(|v| normalize(v));
@@ -423,7 +444,9 @@ fn pool(
         _ => rows * cols * width,
     };
     if width == 0 || data.len() != expected {
-        return Err(format!("output shape {shape:?} does not match a batch of {rows}×{cols}"));
+        return Err(format!(
+            "output shape {shape:?} does not match a batch of {rows}×{cols}"
+        ));
     }
     if pooling == Pooling::Model {
         return Ok(data.chunks_exact(width).map(<[f32]>::to_vec).collect());
@@ -468,6 +491,7 @@ fn normalize(v: &mut [f32]) {
 }
 
 #[cfg(test)]
+#[allow(clippy::expect_used)]
 mod tests {
     use super::*;
 

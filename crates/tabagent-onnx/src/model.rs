@@ -160,7 +160,11 @@ pub struct OnnxModel {
 
 impl OnnxModel {
     /// Loads `path` into `sessions` sessions on `runtime`'s providers.
-    pub fn load(runtime: &Arc<OnnxRuntime>, path: &Path, sessions: usize) -> Result<Self, ModelError> {
+    pub fn load(
+        runtime: &Arc<OnnxRuntime>,
+        path: &Path,
+        sessions: usize,
+    ) -> Result<Self, ModelError> {
         let pool = SessionPool::new(sessions, || runtime.session_from_file(path))?;
         let (inputs, outputs) = pool.describe();
         Ok(Self {
@@ -223,7 +227,10 @@ impl OnnxModel {
                 )));
             };
             if inputs.iter().filter(|t| t.name == tensor.name).count() > 1 {
-                return Err(RunError::BadInput(format!("input `{}` is given twice", tensor.name)));
+                return Err(RunError::BadInput(format!(
+                    "input `{}` is given twice",
+                    tensor.name
+                )));
             }
             check_tensor(info, tensor)?;
         }
@@ -251,7 +258,12 @@ fn names(infos: &[TensorInfo]) -> String {
 }
 
 fn check_tensor(info: &TensorInfo, tensor: &NamedTensor) -> Result<(), RunError> {
-    let bad = |msg: String| Err(RunError::BadInput(format!("input `{}`: {msg}", tensor.name)));
+    let bad = |msg: String| {
+        Err(RunError::BadInput(format!(
+            "input `{}`: {msg}",
+            tensor.name
+        )))
+    };
     if tensor.data.element_type() != info.element_type {
         return bad(format!(
             "element type {} given, the model takes {}",
@@ -274,7 +286,9 @@ fn check_tensor(info: &TensorInfo, tensor: &NamedTensor) -> Result<(), RunError>
         }
         if let Some(declared) = declared {
             if given != *declared {
-                return bad(format!("dimension {axis} is {given}, the model fixes it at {declared}"));
+                return bad(format!(
+                    "dimension {axis} is {given}, the model fixes it at {declared}"
+                ));
             }
         }
         elements = elements

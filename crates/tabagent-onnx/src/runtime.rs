@@ -21,8 +21,10 @@ use crate::ModelError;
 #[derive(Debug, Clone, Default)]
 pub struct RuntimeConfig {
     /// Library files to try in order (`libonnxruntime.so…`); the first that exists is loaded.
-    /// Empty, or none existing: the system loader's `libonnxruntime.so`.
     pub library_candidates: Vec<PathBuf>,
+    /// When none of them exists, ask the system loader for `libonnxruntime.so` (else fail,
+    /// naming the candidates: for a library the user named).
+    pub system_fallback: bool,
     /// Providers the user allows, by [`Provider::name`]; empty allows every one. Allowed
     /// providers are still tried in [`Provider::PREFERENCE`] order.
     pub allowed_providers: Vec<String>,
@@ -34,7 +36,7 @@ pub struct RuntimeConfig {
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum RuntimeError {
     /// The shared library could not be loaded.
-    #[error("ONNX Runtime could not be loaded from {path}: {reason} (scripts/setup fetches it from the onnxruntime wheel; or set onnx.runtime_library / TABAGENT_ONNX_RUNTIME)")]
+    #[error("ONNX Runtime could not be loaded from {path}: {reason} (scripts/setup fetches it from the onnxruntime wheel; or set onnx.runtime_library / TABAGENT_ONNX__RUNTIME_LIBRARY)")]
     Library {
         /// What was tried.
         path: String,
@@ -193,7 +195,9 @@ impl OnnxRuntime {
     /// The process's runtime, loading it on first use with `config` (later configs are
     /// ignored: a process holds one ONNX Runtime).
     pub fn get(config: &RuntimeConfig) -> Result<Arc<OnnxRuntime>, RuntimeError> {
-        RUNTIME.get_or_init(|| Self::load(config).map(Arc::new)).clone()
+        RUNTIME
+            .get_or_init(|| Self::load(config).map(Arc::new))
+            .clone()
     }
 
     /// The runtime if something has loaded it already.
@@ -205,14 +209,27 @@ impl OnnxRuntime {
         let allowed: Vec<Provider> = config
             .allowed_providers
             .iter()
-            .map(|name| Provider::parse(name).ok_or_else(|| RuntimeError::UnknownProvider(name.clone())))
+            .map(|name| {
+                Provider::parse(name).ok_or_else(|| RuntimeError::UnknownProvider(name.clone()))
+            })
             .collect::<Result<_, _>>()?;
-        let library = config
-            .library_candidates
-            .iter()
-            .find(|p| p.is_file())
-            .cloned()
-            .unwrap_or_else(|| PathBuf::from("libonnxruntime.so"));
+        let library = match config.library_candidates.iter().find(|p| p.is_file()) {
+            Some(found) => found.clone(),
+            None if config.system_fallback || config.library_candidates.is_empty() => {
+                PathBuf::from("libonnxruntime.so")
+            }
+            None => {
+                return Err(RuntimeError::Library {
+                    path: config
+                        .library_candidates
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    reason: "no such file".to_string(),
+                })
+            }
+        };
         let environment = ort::init_from(&library)
             .map_err(|e| RuntimeError::Library {
                 path: library.display().to_string(),
@@ -221,7 +238,7 @@ impl OnnxRuntime {
             .with_name("tabagent")
             .build()
             .map_err(|e| RuntimeError::Environment(e.to_string()))?;
-        let version = version_of(ort::info());
+        let version = version_of(&library, ort::info());
         let intra_threads = if config.intra_threads == 0 {
             std::thread::available_parallelism().map_or(1, usize::from)
         } else {
@@ -229,7 +246,7 @@ impl OnnxRuntime {
         };
         let providers = Provider::PREFERENCE
             .into_iter()
-            .map(|p| probe(&environment, p, &allowed, &version))
+            .map(|p| probe(&environment, p, &allowed))
             .collect();
         let runtime = OnnxRuntime {
             environment,
@@ -299,25 +316,24 @@ impl OnnxRuntime {
         };
         let dispatches: Vec<ExecutionProviderDispatch> =
             self.chosen().into_iter().map(Provider::dispatch).collect();
-        Session::builder(&self.environment)
-            .map_err(|e| fail(e.to_string()))?
+        // Each step hands the builder back inside its error; only the message is kept.
+        let step = |e: ort::Error<SessionBuilder>| fail(e.to_string());
+        let builder = Session::builder(&self.environment).map_err(|e| fail(e.to_string()))?;
+        let builder = builder
             .with_optimization_level(GraphOptimizationLevel::Level3)
-            .and_then(|b| b.with_intra_threads(self.intra_threads))
-            // Idle threads sleep rather than spin: the llama.cpp engine shares these cores.
-            .and_then(|b| b.with_intra_op_spinning(false))
-            .and_then(|b| b.with_execution_providers(dispatches))
-            .map_err(|e| fail(e.to_string()))
+            .map_err(step)?;
+        let builder = builder
+            .with_intra_threads(self.intra_threads)
+            .map_err(step)?;
+        // Idle threads sleep rather than spin: the llama.cpp engine shares these cores.
+        let builder = builder.with_intra_op_spinning(false).map_err(step)?;
+        builder.with_execution_providers(dispatches).map_err(step)
     }
 }
 
 /// Tries `provider`: allowed by configuration, right platform, built into the library, and
 /// registering without error.
-fn probe(
-    environment: &Environment,
-    provider: Provider,
-    allowed: &[Provider],
-    version: &str,
-) -> ProviderStatus {
+fn probe(environment: &Environment, provider: Provider, allowed: &[Provider]) -> ProviderStatus {
     let status = |chosen: bool, reason: Option<String>| ProviderStatus {
         provider,
         chosen,
@@ -339,7 +355,10 @@ fn probe(
         Ok(false) => {
             return status(
                 false,
-                Some(format!("this ONNX Runtime library ({version}) was not built with it")),
+                Some(
+                    "not built into this ONNX Runtime library (the onnxruntime wheel is CPU-only; point onnx.runtime_library at a build with it)"
+                        .to_string(),
+                ),
             )
         }
         Err(e) => return status(false, Some(e.to_string())),
@@ -357,11 +376,22 @@ fn probe(
     }
 }
 
-/// `1.31.1` out of ONNX Runtime's build information string, or the string itself.
-fn version_of(info: &str) -> String {
-    info.split(',')
-        .find_map(|part| part.trim().strip_prefix("git-branch=rel-"))
-        .map_or_else(|| info.trim().to_string(), str::to_string)
+/// The version in the library's file name (`libonnxruntime.so.1.31.1`), else the release
+/// branch in its build information, else that information as it is.
+fn version_of(library: &Path, info: &str) -> String {
+    let from_name = library
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.split_once(".so."))
+        .map(|(_, v)| v.to_string())
+        .filter(|v| v.split('.').all(|p| p.parse::<u32>().is_ok()));
+    from_name
+        .or_else(|| {
+            info.split(',')
+                .find_map(|part| part.split_once("git-branch=rel-"))
+                .map(|(_, version)| version.trim().to_string())
+        })
+        .unwrap_or_else(|| info.trim().to_string())
 }
 
 #[cfg(test)]
@@ -377,11 +407,16 @@ mod tests {
     }
 
     #[test]
-    fn version_comes_from_the_build_string() {
+    fn version_comes_from_the_file_name_or_the_build_string() {
+        let info = "ORT Build Info: git-branch=rel-1.30.0, git-commit-id=abc, build type=Release";
         assert_eq!(
-            version_of("ORT Build Info: git-branch=rel-1.31.1, git-commit-id=abc, build type=Release"),
+            version_of(Path::new("/x/libonnxruntime.so.1.31.1"), info),
             "1.31.1"
         );
-        assert_eq!(version_of("something else"), "something else");
+        assert_eq!(
+            version_of(Path::new("/x/libonnxruntime.so"), info),
+            "1.30.0"
+        );
+        assert_eq!(version_of(Path::new("onnxruntime.dll"), "other"), "other");
     }
 }

@@ -119,7 +119,11 @@ impl TextTokenizer {
 fn encoded(encoding: &tokenizers::Encoding) -> Encoded {
     Encoded {
         ids: encoding.get_ids().iter().map(|&i| i64::from(i)).collect(),
-        type_ids: encoding.get_type_ids().iter().map(|&i| i64::from(i)).collect(),
+        type_ids: encoding
+            .get_type_ids()
+            .iter()
+            .map(|&i| i64::from(i))
+            .collect(),
         truncated: !encoding.get_overflowing().is_empty(),
     }
 }

@@ -1,21 +1,44 @@
 //! Every model on this machine, by id: files imported into tabagent's own store (plain names
-//! such as `smollm2-135m-instruct`) and GGUF files in the Hugging Face cache, whether
+//! such as `smollm2-135m-instruct`), GGUF files in the Hugging Face cache, whether
 //! `tabagent pull` or `huggingface_hub` put them there (`owner/name:QUANT` or
-//! `owner/name:FILE`).
+//! `owner/name:FILE`), encoder snapshots there (`owner/name`: a `tokenizer.json` beside
+//! safetensors or ONNX weights), and encoder directories named in the configuration.
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use tabagent_hub::cache::CachedFile;
 use tabagent_hub::repo::{ModelSpec, Selector};
 use tabagent_hub::{HubCache, HubError};
 use tabagent_models::store::{ModelEntry, ModelStore, StoreError};
 
+/// What runs a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelKind {
+    /// A GGUF language model, for llama.cpp.
+    Gguf,
+    /// A text encoder (embeddings), for ONNX Runtime: a directory.
+    Encoder,
+}
+
+impl ModelKind {
+    /// Its name in listings.
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelKind::Gguf => "llm",
+            ModelKind::Encoder => "embedding",
+        }
+    }
+}
+
 /// One local model.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LocalModel {
     /// What requests call it.
     pub id: String,
-    /// The GGUF file.
+    /// What runs it.
+    pub kind: ModelKind,
+    /// The GGUF file, or an encoder's directory.
     pub path: PathBuf,
     /// Bytes.
     pub size_bytes: u64,
@@ -45,9 +68,11 @@ pub enum Source {
         repo: String,
         /// The snapshot's commit.
         commit: String,
-        /// The file in the repository.
+        /// The file in the repository (an encoder's weights).
         file: String,
     },
+    /// A directory named in `models.directories`, served where it is.
+    Directory,
 }
 
 /// Why the catalog could not answer.
@@ -59,19 +84,34 @@ pub enum CatalogError {
     /// The Hugging Face cache failed.
     #[error(transparent)]
     Hub(#[from] HubError),
+
+    /// A configured directory cannot be removed by tabagent.
+    #[error("`{0}` is a directory named in models.directories; remove it from the configuration instead")]
+    NotOwned(String),
 }
 
-/// Both sources of local models.
+/// Every source of local models.
 #[derive(Debug, Clone)]
 pub struct Catalog {
     store: ModelStore,
     hub: HubCache,
+    directories: BTreeMap<String, PathBuf>,
 }
 
 impl Catalog {
     /// A catalog over the import store and the Hugging Face cache.
     pub fn new(store: ModelStore, hub: HubCache) -> Self {
-        Self { store, hub }
+        Self {
+            store,
+            hub,
+            directories: BTreeMap::new(),
+        }
+    }
+
+    /// Adds encoder directories served in place, by name.
+    pub fn with_directories(mut self, directories: BTreeMap<String, PathBuf>) -> Self {
+        self.directories = directories;
+        self
     }
 
     /// The Hugging Face cache.
@@ -94,17 +134,55 @@ impl Catalog {
                 .filter(|f| is_current(f, &cached))
                 .map(|f| hub_model(f, &cached)),
         );
+        models.extend(self.hub_encoders()?);
+        models.extend(
+            self.directories
+                .iter()
+                .filter_map(|(name, dir)| directory_model(name, dir)),
+        );
         Ok(models)
+    }
+
+    /// Encoder snapshots in the Hugging Face cache: a current snapshot with a top-level
+    /// `tokenizer.json` beside weights the ONNX engine runs.
+    fn hub_encoders(&self) -> Result<Vec<LocalModel>, CatalogError> {
+        let tokenizers = self.hub.list("tokenizer.json")?;
+        Ok(tokenizers
+            .iter()
+            .filter(|f| f.path.as_str() == "tokenizer.json" && is_current(f, &tokenizers))
+            .filter_map(|f| {
+                let dir = f.local_path.parent()?;
+                let mut model = encoder_model(f.repo.to_string(), dir)?;
+                model.source = Source::Hub {
+                    repo: f.repo.to_string(),
+                    commit: f.commit.clone(),
+                    file: weights_file(dir)?,
+                };
+                Some(model)
+            })
+            .collect())
     }
 
     /// The model `id` names: an imported name, or `owner/name[:QUANT|:FILE]` in the cache.
     pub fn resolve(&self, id: &str) -> Result<Option<LocalModel>, CatalogError> {
         if !id.contains('/') {
+            if let Some(dir) = self.directories.get(id) {
+                return Ok(directory_model(id, dir));
+            }
             return Ok(self.list_imported(id)?);
         }
         let Ok(spec) = ModelSpec::parse(id) else {
             return Ok(None);
         };
+        if spec.selector == Selector::OnlyGguf {
+            if let Some(encoder) = self
+                .hub_encoders()?
+                .into_iter()
+                .find(|m| m.id == spec.repo.to_string())
+            {
+                return Ok(Some(encoder));
+            }
+        }
         let cached = self.hub.list(".gguf")?;
         let candidates: Vec<&CachedFile> = cached
             .iter()
@@ -126,11 +204,21 @@ impl Catalog {
             Source::Imported { .. } => {
                 self.store.remove(&model.id)?;
             }
-            Source::Hub { repo, commit, file } => {
+            Source::Hub { repo, commit, file } if model.kind == ModelKind::Gguf => {
                 let repo = tabagent_hub::RepoId::parse(repo)?;
                 let file = tabagent_hub::RepoPath::parse(file)?;
                 self.hub.remove(&repo, commit, &file)?;
             }
+            Source::Hub { repo, commit, .. } => {
+                // An encoder is its whole snapshot: weights, tokenizer and configuration.
+                let repo_id = tabagent_hub::RepoId::parse(repo)?;
+                for file in self.hub.list("")? {
+                    if file.repo == repo_id && &file.commit == commit {
+                        self.hub.remove(&repo_id, commit, &file.path)?;
+                    }
+                }
+            }
+            Source::Directory => return Err(CatalogError::NotOwned(model.id.clone())),
         }
         Ok(())
     }
@@ -142,6 +230,7 @@ impl Catalog {
     fn imported(&self, entry: &ModelEntry) -> LocalModel {
         LocalModel {
             id: entry.name.clone(),
+            kind: ModelKind::Gguf,
             path: self.store.path_of(entry),
             size_bytes: entry.size_bytes,
             source: Source::Imported {
@@ -185,6 +274,7 @@ fn hub_model(file: &CachedFile, all: &[CachedFile]) -> LocalModel {
         .map_or(0, |d| d.as_secs());
     LocalModel {
         id: hub_id(file, &siblings),
+        kind: ModelKind::Gguf,
         path: file.local_path.clone(),
         size_bytes: file.size,
         source: Source::Hub {
@@ -199,6 +289,46 @@ fn hub_model(file: &CachedFile, all: &[CachedFile]) -> LocalModel {
         has_chat_template: info.as_ref().is_some_and(|i| i.chat_template().is_some()),
         created,
     }
+}
+
+/// The encoder weights in `dir`: safetensors (compiled) before an ONNX file.
+fn weights_file(dir: &Path) -> Option<String> {
+    ["model.safetensors", "model.onnx", "onnx/model.onnx"]
+        .into_iter()
+        .find(|f| dir.join(f).is_file())
+        .map(str::to_string)
+}
+
+/// An encoder in `dir` called `id`, if `dir` holds one.
+fn encoder_model(id: String, dir: &Path) -> Option<LocalModel> {
+    if !tabagent_onnx::EncoderModel::recognizes(dir) {
+        return None;
+    }
+    let weights = dir.join(weights_file(dir)?);
+    let metadata = std::fs::metadata(&weights).ok()?;
+    let config: Option<serde_json::Value> = std::fs::read_to_string(dir.join("config.json"))
+        .ok()
+        .and_then(|text| serde_json::from_str(&text).ok());
+    let field = |key: &str| config.as_ref().and_then(|c| c.get(key).cloned());
+    Some(LocalModel {
+        id,
+        kind: ModelKind::Encoder,
+        path: dir.to_path_buf(),
+        size_bytes: metadata.len(),
+        source: Source::Directory,
+        architecture: field("model_type").and_then(|v| v.as_str().map(str::to_string)),
+        context_length: field("max_position_embeddings").and_then(|v| v.as_u64()),
+        has_chat_template: false,
+        created: metadata
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs()),
+    })
+}
+
+fn directory_model(name: &str, dir: &Path) -> Option<LocalModel> {
+    encoder_model(name.to_string(), dir)
 }
 
 /// `owner/name:QUANT` when the file name carries a quantization tag that picks it alone among

@@ -42,6 +42,16 @@ pub enum Command {
     Pull(PullArgs),
     /// Measure a model's prompt and decode speed on the bare engine, without HTTP.
     Bench(BenchArgs),
+    /// Show this machine's CPU, memory and ONNX Runtime execution providers.
+    Hw(HwArgs),
+}
+
+/// `tabagent hw`.
+#[derive(Debug, Args)]
+pub struct HwArgs {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Which transports `serve` starts.

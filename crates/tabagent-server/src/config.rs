@@ -23,6 +23,8 @@ pub struct Config {
     pub models: ModelsConfig,
     /// How llama.cpp runs models.
     pub llama: LlamaConfig,
+    /// How ONNX Runtime runs encoders and ONNX models.
+    pub onnx: OnnxConfig,
     /// Where models are downloaded from and kept.
     pub hub: HubSettings,
     /// Logging.
@@ -84,6 +86,52 @@ pub struct ModelsConfig {
     pub memory_budget_mib: u64,
     /// Seconds an idle model stays loaded; negative: forever. The default model always stays.
     pub keep_alive_secs: i64,
+    /// Encoder directories served in place, by the name requests use
+    /// (`{ minilm = "/models/all-MiniLM-L6-v2" }`): a `tokenizer.json` beside
+    /// `config.json` + `model.safetensors` or a `model.onnx`.
+    pub directories: std::collections::BTreeMap<String, PathBuf>,
+}
+
+/// How ONNX Runtime runs encoders (embeddings) and ONNX models.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OnnxConfig {
+    /// The ONNX Runtime shared library; unset: next to the executable, then
+    /// `<data_dir>/onnxruntime/`, then `$TABAGENT_CACHE/onnxruntime/` (where scripts/setup puts
+    /// the one from the onnxruntime wheel), then the system's `libonnxruntime.so`.
+    pub runtime_library: Option<PathBuf>,
+    /// Execution providers allowed (`cuda`, `tensorrt`, `rocm`, `migraphx`, `openvino`,
+    /// `coreml`, `directml`, `onednn`, `xnnpack`, `cpu`); empty: all. They are tried in that
+    /// order; the CPU takes what none of the others can.
+    pub providers: Vec<String>,
+    /// Threads per session inside an operator; 0: every core.
+    pub intra_threads: usize,
+    /// Sessions per encoder, each on its own worker (more help only with more cores).
+    pub sessions: usize,
+    /// Inputs per batch.
+    pub max_batch_inputs: usize,
+    /// Padded tokens per batch (inputs × the longest input's tokens).
+    pub max_batch_tokens: usize,
+    /// Milliseconds a worker waits to fill a batch while requests arrive close together.
+    pub batch_wait_ms: u64,
+    /// Inputs one request may send (OpenAI allows 2048).
+    pub max_inputs_per_request: usize,
+}
+
+impl Default for OnnxConfig {
+    fn default() -> Self {
+        let limits = tabagent_onnx::BatchLimits::default();
+        Self {
+            runtime_library: None,
+            providers: Vec::new(),
+            intra_threads: 0,
+            sessions: 1,
+            max_batch_inputs: limits.max_items,
+            max_batch_tokens: limits.max_tokens,
+            batch_wait_ms: limits.wait.as_millis() as u64,
+            max_inputs_per_request: 2048,
+        }
+    }
 }
 
 /// How llama.cpp runs models.
@@ -167,8 +215,10 @@ impl Default for Config {
                 preload: true,
                 memory_budget_mib: 0,
                 keep_alive_secs: 300,
+                directories: std::collections::BTreeMap::new(),
             },
             llama: LlamaConfig::default(),
+            onnx: OnnxConfig::default(),
             hub: HubSettings::default(),
             log: LogConfig {
                 format: LogFormat::Text,
@@ -293,7 +343,78 @@ impl Config {
         self.engine_config()
             .validate()
             .map_err(|err| anyhow::anyhow!("invalid llama settings: {err}"))?;
+        for name in &self.onnx.providers {
+            if tabagent_onnx::Provider::parse(name).is_none() {
+                bail!(
+                    "{}",
+                    tabagent_onnx::RuntimeError::UnknownProvider(name.clone())
+                );
+            }
+        }
+        let onnx = &self.onnx;
+        if !(1..=64).contains(&onnx.sessions) || onnx.intra_threads > 1024 {
+            bail!("onnx.sessions must be between 1 and 64, onnx.intra_threads at most 1024");
+        }
+        if !(1..=4096).contains(&onnx.max_batch_inputs) || onnx.max_batch_tokens < 512 {
+            bail!("onnx.max_batch_inputs must be between 1 and 4096, onnx.max_batch_tokens at least 512");
+        }
+        if !(1..=100_000).contains(&onnx.max_inputs_per_request) || onnx.batch_wait_ms > 1000 {
+            bail!("onnx.max_inputs_per_request must be between 1 and 100000, onnx.batch_wait_ms at most 1000");
+        }
+        for (name, dir) in &self.models.directories {
+            tabagent_models::store::validate_name(name)
+                .map_err(|err| anyhow::anyhow!("models.directories: {err}"))?;
+            if !dir.is_absolute() {
+                bail!("models.directories.{name} must be an absolute path");
+            }
+        }
         Ok(())
+    }
+
+    /// How ONNX Runtime is found and set up.
+    pub fn onnx_runtime(&self) -> tabagent_onnx::RuntimeConfig {
+        const LIBRARY: &str = "libonnxruntime.so.1.31.1";
+        let library_candidates = match &self.onnx.runtime_library {
+            Some(path) => vec![path.clone()],
+            None => {
+                let mut candidates = Vec::new();
+                if let Some(dir) = std::env::current_exe()
+                    .ok()
+                    .and_then(|e| e.parent().map(Path::to_path_buf))
+                {
+                    candidates.push(dir.join("libonnxruntime.so"));
+                    candidates.push(dir.join(LIBRARY));
+                }
+                candidates.push(self.storage.data_dir.join("onnxruntime").join(LIBRARY));
+                let cache = std::env::var_os("TABAGENT_CACHE")
+                    .map(PathBuf::from)
+                    .or_else(|| {
+                        directories::BaseDirs::new().map(|d| d.cache_dir().join("tabagent"))
+                    });
+                if let Some(cache) = cache {
+                    candidates.push(cache.join("onnxruntime").join(LIBRARY));
+                }
+                candidates
+            }
+        };
+        tabagent_onnx::RuntimeConfig {
+            system_fallback: self.onnx.runtime_library.is_none(),
+            library_candidates,
+            allowed_providers: self.onnx.providers.clone(),
+            intra_threads: self.onnx.intra_threads,
+        }
+    }
+
+    /// How encoders are loaded and batched.
+    pub fn encoder_settings(&self) -> tabagent_onnx::EncoderSettings {
+        tabagent_onnx::EncoderSettings {
+            sessions: self.onnx.sessions,
+            limits: tabagent_onnx::BatchLimits {
+                max_items: self.onnx.max_batch_inputs,
+                max_tokens: self.onnx.max_batch_tokens,
+                wait: std::time::Duration::from_millis(self.onnx.batch_wait_ms),
+            },
+        }
     }
 
     /// The bind address as an IP.
@@ -355,7 +476,8 @@ impl Config {
     /// Every local model: imported ones and the Hugging Face cache's.
     pub fn catalog(&self) -> anyhow::Result<crate::catalog::Catalog> {
         let store = tabagent_models::store::ModelStore::open(&self.models_dir())?;
-        Ok(crate::catalog::Catalog::new(store, self.hub_cache()))
+        Ok(crate::catalog::Catalog::new(store, self.hub_cache())
+            .with_directories(self.models.directories.clone()))
     }
 
     /// A Hub client: `HF_*` environment first, then `[hub]` settings over it.

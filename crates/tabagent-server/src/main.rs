@@ -4,6 +4,7 @@ mod catalog;
 mod cli;
 mod commands;
 mod config;
+mod hardware;
 mod http;
 mod keep_alive;
 mod recommended;
@@ -41,7 +42,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 config.hub.connections = connections;
             }
         }
-        Command::Models(_) | Command::Import(_) => {}
+        Command::Models(_) | Command::Import(_) | Command::Hw(_) => {}
     }
     config.validate()?;
     init_logging(&config, matches!(cli.command, Command::Serve(_)));
@@ -56,6 +57,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Models(args) => commands::models::run(&config, args.action),
             Command::Import(args) => commands::models::import(&config, &args),
             Command::Pull(args) => commands::pull::run(&config, &args).await,
+            Command::Hw(args) => hardware::run(&config, args.json),
         }
     })
 }

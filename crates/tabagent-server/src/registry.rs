@@ -13,9 +13,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use tabagent_llama::{EngineConfig, LlamaEngine, LoadError};
+use tabagent_onnx::{EncoderModel, EncoderSettings, ModelError, OnnxRuntime, RuntimeConfig};
 use tokio::sync::OnceCell;
 
-use crate::catalog::{Catalog, CatalogError, LocalModel};
+use crate::catalog::{Catalog, CatalogError, LocalModel, ModelKind};
 use crate::keep_alive::KeepAlive;
 
 /// Why a model could not be had.
@@ -34,6 +35,24 @@ pub enum RegistryError {
         name: String,
         /// Why.
         source: LoadError,
+    },
+    /// The encoder's files are invalid, or ONNX Runtime refused them or is missing.
+    #[error("the model `{name}` cannot be loaded: {source}")]
+    LoadEncoder {
+        /// The model.
+        name: String,
+        /// Why.
+        source: ModelError,
+    },
+    /// The model cannot serve this kind of request.
+    #[error("the model `{name}` is {is}; {wanted}")]
+    WrongKind {
+        /// The model.
+        name: String,
+        /// What it is.
+        is: &'static str,
+        /// What the request needs.
+        wanted: &'static str,
     },
     /// The model does not fit next to the models that are busy.
     #[error("the model `{name}` needs about {needed_mib} MiB but only {free_mib} MiB of the {budget_mib} MiB model budget can be freed (in use: {busy}); retry later or raise models.memory_budget_mib")]
@@ -57,8 +76,54 @@ pub enum RegistryError {
     Interrupted(String),
 }
 
+/// A loaded model's engine.
+#[derive(Clone)]
+pub enum Engine {
+    /// A language model on llama.cpp.
+    Llama(Arc<LlamaEngine>),
+    /// A text encoder on ONNX Runtime.
+    Encoder(Arc<EncoderModel>),
+}
+
+impl Engine {
+    /// The language model, or why this is not one.
+    pub fn llama(self, name: &str) -> Result<Arc<LlamaEngine>, RegistryError> {
+        match self {
+            Engine::Llama(engine) => Ok(engine),
+            Engine::Encoder(_) => Err(RegistryError::WrongKind {
+                name: name.to_string(),
+                is: "an embedding model",
+                wanted: "this endpoint needs a language model (GGUF); use /v1/embeddings with it",
+            }),
+        }
+    }
+
+    /// The encoder, or why this is not one.
+    pub fn encoder(self, name: &str) -> Result<Arc<EncoderModel>, RegistryError> {
+        match self {
+            Engine::Encoder(encoder) => Ok(encoder),
+            Engine::Llama(_) => Err(RegistryError::WrongKind {
+                name: name.to_string(),
+                is: "a language model",
+                wanted: "this endpoint needs an embedding model (`tabagent pull --recommended --role embedding` fetches one)",
+            }),
+        }
+    }
+
+    /// Loaded and nobody is using it: nothing running or queued, and no handler holding it.
+    fn is_idle(&self) -> bool {
+        match self {
+            Engine::Llama(engine) => {
+                let stats = engine.stats();
+                stats.active == 0 && stats.queued == 0 && Arc::strong_count(engine) == 1
+            }
+            Engine::Encoder(encoder) => Arc::strong_count(encoder) == 1,
+        }
+    }
+}
+
 /// A model's load, shared by every request that needs it while it happens.
-type LoadCell = Arc<OnceCell<Arc<LlamaEngine>>>;
+type LoadCell = Arc<OnceCell<Engine>>;
 
 /// How a registry manages memory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,10 +158,20 @@ pub enum ModelState {
     Loaded(u64),
 }
 
+/// How encoders are loaded: ONNX Runtime's setup and the batching settings.
+#[derive(Debug, Clone, Default)]
+pub struct EncoderLoading {
+    /// Where ONNX Runtime is and which providers it may use.
+    pub runtime: RuntimeConfig,
+    /// Sessions and batch limits.
+    pub settings: EncoderSettings,
+}
+
 /// Models loaded in this process.
 pub struct ModelRegistry {
     catalog: Catalog,
     engine_config: EngineConfig,
+    encoders: EncoderLoading,
     lifecycle: Lifecycle,
     models: Mutex<HashMap<String, Slot>>,
     /// Serialises admission decisions (which model to unload for which), not loads themselves.
@@ -110,7 +185,7 @@ pub struct Acquired {
     /// The model's id (a request may have named it by another spelling).
     pub id: String,
     /// Its engine; while held, the model counts as in use and is not unloaded.
-    pub engine: Arc<LlamaEngine>,
+    pub engine: Engine,
 }
 
 impl ModelRegistry {
@@ -119,11 +194,23 @@ impl ModelRegistry {
         Self {
             catalog,
             engine_config,
+            encoders: EncoderLoading::default(),
             lifecycle,
             models: Mutex::new(HashMap::new()),
             admission: tokio::sync::Mutex::new(()),
             keep_alive_changed: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Loads encoders with `encoders` (ONNX Runtime's location, providers and batching).
+    pub fn with_encoders(mut self, encoders: EncoderLoading) -> Self {
+        self.encoders = encoders;
+        self
+    }
+
+    /// How encoders are loaded.
+    pub fn encoder_loading(&self) -> &EncoderLoading {
+        &self.encoders
     }
 
     /// The local models behind it.
@@ -132,7 +219,7 @@ impl ModelRegistry {
     }
 
     /// The engine for `name`, loading it if needed. Concurrent callers share one load.
-    pub async fn get(&self, name: &str) -> Result<Arc<LlamaEngine>, RegistryError> {
+    pub async fn get(&self, name: &str) -> Result<Engine, RegistryError> {
         Ok(self.acquire(name, None).await?.engine)
     }
 
@@ -160,26 +247,11 @@ impl ModelRegistry {
         }
         let cell = self.admit(&entry, keep_alive).await?;
         let id = entry.id.as_str();
-        let loaded = cell
-            .get_or_try_init(|| async {
-                let path = entry.path.clone();
-                let config = self.engine_config.clone();
-                tracing::info!(model = id, path = %path.display(), "loading model");
-                let engine = tokio::task::spawn_blocking(move || LlamaEngine::load(&path, config))
-                    .await
-                    .map_err(|_| RegistryError::Interrupted(id.to_string()))?
-                    .map_err(|source| RegistryError::Load {
-                        name: id.to_string(),
-                        source,
-                    })?;
-                tracing::info!(model = id, facts = ?engine.facts(), "model loaded");
-                Ok::<_, RegistryError>(Arc::new(engine))
-            })
-            .await;
+        let loaded = cell.get_or_try_init(|| self.load(&entry)).await;
         match loaded {
             Ok(engine) => Ok(Acquired {
                 id: entry.id.clone(),
-                engine: Arc::clone(engine),
+                engine: engine.clone(),
             }),
             Err(err) => {
                 // Give back the reservation of a load that failed (unless another caller's
@@ -189,6 +261,42 @@ impl ModelRegistry {
                     models.remove(id);
                 }
                 Err(err)
+            }
+        }
+    }
+
+    async fn load(&self, entry: &LocalModel) -> Result<Engine, RegistryError> {
+        let id = entry.id.as_str();
+        let path = entry.path.clone();
+        tracing::info!(model = id, path = %path.display(), kind = entry.kind.name(), "loading model");
+        let interrupted = |_| RegistryError::Interrupted(id.to_string());
+        match entry.kind {
+            ModelKind::Gguf => {
+                let config = self.engine_config.clone();
+                let engine = tokio::task::spawn_blocking(move || LlamaEngine::load(&path, config))
+                    .await
+                    .map_err(interrupted)?
+                    .map_err(|source| RegistryError::Load {
+                        name: id.to_string(),
+                        source,
+                    })?;
+                tracing::info!(model = id, facts = ?engine.facts(), "model loaded");
+                Ok(Engine::Llama(Arc::new(engine)))
+            }
+            ModelKind::Encoder => {
+                let loading = self.encoders.clone();
+                let encoder = tokio::task::spawn_blocking(move || {
+                    let runtime = OnnxRuntime::get(&loading.runtime)?;
+                    EncoderModel::load(&runtime, &path, loading.settings)
+                })
+                .await
+                .map_err(interrupted)?
+                .map_err(|source| RegistryError::LoadEncoder {
+                    name: id.to_string(),
+                    source,
+                })?;
+                tracing::info!(model = id, info = ?encoder.info(), "model loaded");
+                Ok(Engine::Encoder(Arc::new(encoder)))
             }
         }
     }
@@ -257,11 +365,11 @@ impl ModelRegistry {
     }
 
     /// Loaded models and their engines, by id. Never waits for a load in progress.
-    pub fn loaded(&self) -> Vec<(String, Arc<LlamaEngine>)> {
+    pub fn loaded(&self) -> Vec<(String, Engine)> {
         let models = self.lock();
         let mut list: Vec<_> = models
             .iter()
-            .filter_map(|(id, slot)| slot.cell.get().map(|e| (id.clone(), Arc::clone(e))))
+            .filter_map(|(id, slot)| slot.cell.get().map(|e| (id.clone(), e.clone())))
             .collect();
         list.sort_by(|a, b| a.0.cmp(&b.0));
         list
@@ -354,6 +462,11 @@ impl ModelRegistry {
     }
 
     async fn estimate(&self, entry: &LocalModel) -> Result<u64, RegistryError> {
+        if entry.kind == ModelKind::Encoder {
+            // ONNX Runtime holds the weights and a pre-packed copy for its matrix kernels, plus
+            // activations of the largest batch (a few tens of MiB for small encoders).
+            return Ok(entry.size_bytes.saturating_mul(2).saturating_add(64 << 20));
+        }
         let path = entry.path.clone();
         let context =
             u64::from(self.engine_config.parallel) * u64::from(self.engine_config.ctx_per_slot);
@@ -372,10 +485,10 @@ impl ModelRegistry {
     }
 
     /// The engine for `id` if loaded, marking it used (and setting its keep-alive if given).
-    fn touch(&self, id: &str, keep_alive: Option<KeepAlive>) -> Option<Arc<LlamaEngine>> {
+    fn touch(&self, id: &str, keep_alive: Option<KeepAlive>) -> Option<Engine> {
         let mut models = self.lock();
         let slot = models.get_mut(id)?;
-        let engine = slot.cell.get().map(Arc::clone)?;
+        let engine = slot.cell.get().cloned()?;
         slot.last_used = Instant::now();
         self.set_keep_alive(slot, keep_alive);
         Some(engine)
@@ -413,11 +526,5 @@ const MIN_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 /// Loaded, and nobody is using it: no sequence running or queued, and no handler holding the
 /// engine between looking it up and submitting to it.
 fn idle(slot: &Slot) -> bool {
-    match slot.cell.get() {
-        Some(engine) => {
-            let stats = engine.stats();
-            stats.active == 0 && stats.queued == 0 && Arc::strong_count(engine) == 1
-        }
-        None => false, // loading
-    }
+    slot.cell.get().is_some_and(Engine::is_idle) // a loading model is not idle
 }

@@ -29,6 +29,7 @@ pub fn show(config: &Config, id: &str) -> anyhow::Result<()> {
         Source::Hub { repo, commit, file } => {
             println!("source        hugging face cache: {repo} @ {commit}, {file}")
         }
+        Source::Directory => println!("source        models.directories"),
     }
     println!("file          {}", model.path.display());
     println!("size          {}", super::human_size(model.size_bytes));
@@ -92,6 +93,7 @@ pub fn list(config: &Config) -> anyhow::Result<()> {
             Source::Hub { commit, .. } => {
                 format!("hf cache, commit {}", &commit[..12.min(commit.len())])
             }
+            Source::Directory => format!("directory {}", model.path.display()),
         };
         println!(
             "{:<48} {:>9} {:<12} {:>8} {:<5} {source}",

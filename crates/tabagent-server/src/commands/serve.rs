@@ -27,7 +27,11 @@ pub async fn run(config: Config, mode: Mode) -> anyhow::Result<()> {
         catalog,
         config.engine_config(),
         config.lifecycle(Some(pinned)),
-    );
+    )
+    .with_encoders(crate::registry::EncoderLoading {
+        runtime: config.onnx_runtime(),
+        settings: config.encoder_settings(),
+    });
     let ip = config.bind_ip()?;
     let listener = tokio::net::TcpListener::bind((ip, config.server.port))
         .await

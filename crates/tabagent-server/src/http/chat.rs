@@ -33,11 +33,8 @@ pub async fn chat_completions(
     ApiJson(request): ApiJson<ChatCompletionRequest>,
 ) -> Result<Response, ApiError> {
     let job = convert::chat(request)?;
-    let engine = state
-        .registry()
-        .acquire(&job.model, job.keep_alive)
-        .await?
-        .engine;
+    let acquired = state.registry().acquire(&job.model, job.keep_alive).await?;
+    let engine = acquired.engine.llama(&acquired.id)?;
     let (messages, params) = (job.messages, job.params);
     let handle = generate::submit(&engine, move |engine| engine.chat(&messages, params)).await?;
     let id = generate::response_id("chatcmpl");

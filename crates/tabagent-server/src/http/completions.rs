@@ -30,11 +30,8 @@ pub async fn completions(
     ApiJson(request): ApiJson<CompletionRequest>,
 ) -> Result<Response, ApiError> {
     let job = convert::completion(request)?;
-    let engine = state
-        .registry()
-        .acquire(&job.model, job.keep_alive)
-        .await?
-        .engine;
+    let acquired = state.registry().acquire(&job.model, job.keep_alive).await?;
+    let engine = acquired.engine.llama(&acquired.id)?;
     let (prompt, params) = (job.prompt, job.params);
     let handle = generate::submit(&engine, move |engine| engine.complete(&prompt, params)).await?;
     let id = generate::response_id("cmpl");

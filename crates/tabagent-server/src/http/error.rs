@@ -253,7 +253,16 @@ impl From<RegistryError> for ApiError {
             },
             // A model that exists but cannot be loaded: the operator must act, the caller can try
             // another model. Not a 500: nothing in the server is broken.
-            RegistryError::Load { .. } => {
+            RegistryError::WrongKind { .. } => Self {
+                code: Some("model_kind_mismatch"),
+                param: Some("model".to_string()),
+                ..Self::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request_error",
+                    err.to_string(),
+                )
+            },
+            RegistryError::Load { .. } | RegistryError::LoadEncoder { .. } => {
                 tracing::warn!(error = %err, "model unavailable");
                 Self {
                     code: Some("model_unavailable"),

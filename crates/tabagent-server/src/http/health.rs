@@ -6,6 +6,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
+use crate::registry::Engine;
 use crate::state::AppState;
 
 /// Liveness and readiness.
@@ -53,6 +54,9 @@ pub struct LoadedModel {
 pub async fn health(State(state): State<AppState>) -> Json<Health> {
     let mut models = Vec::new();
     for (name, engine) in state.registry().loaded() {
+        let Engine::Llama(engine) = engine else {
+            continue; // encoders have no generation counters
+        };
         let stats = engine.stats();
         models.push(LoadedModel {
             name,
@@ -93,8 +97,17 @@ pub async fn ready(State(state): State<AppState>) -> Result<Json<serde_json::Val
     }
 }
 
-/// The effective configuration, secrets redacted.
+/// The effective configuration, secrets redacted, and what ONNX Runtime found on this machine
+/// (`onnx_runtime`: the library, its version, and each execution provider chosen or why not).
 #[utoipa::path(get, path = "/v1/config", tag = "health", responses((status = 200, description = "Effective configuration")))]
 pub async fn config(State(state): State<AppState>) -> Json<serde_json::Value> {
-    Json(state.config().redacted_json())
+    let runtime_config = state.registry().encoder_loading().runtime.clone();
+    let onnx = tokio::task::spawn_blocking(move || crate::hardware::onnx_report(&runtime_config))
+        .await
+        .unwrap_or_else(|_| serde_json::json!({"error": "interrupted"}));
+    let mut value = state.config().redacted_json();
+    if let Some(object) = value.as_object_mut() {
+        object.insert("onnx_runtime".to_string(), onnx);
+    }
+    Json(value)
 }

@@ -5,6 +5,7 @@
 mod chat;
 mod completions;
 mod convert;
+mod embeddings;
 pub mod error;
 mod files;
 mod generate;
@@ -12,6 +13,7 @@ mod health;
 mod json;
 mod models;
 mod pull;
+mod rerank;
 mod security;
 mod tokenize;
 mod wire;
@@ -38,6 +40,8 @@ use error::ApiError;
     paths(
         chat::chat_completions,
         completions::completions,
+        embeddings::embeddings,
+        rerank::rerank,
         models::list_models,
         models::get_model,
         pull::pull,
@@ -68,6 +72,8 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/v1/chat/completions", post(chat::chat_completions))
         .route("/v1/completions", post(completions::completions))
+        .route("/v1/embeddings", post(embeddings::embeddings))
+        .route("/v1/rerank", post(rerank::rerank))
         .route("/v1/models", get(models::list_models))
         .route("/v1/models/pull", post(pull::pull))
         // Ids of pulled models contain a `/` (`owner/name:Q4_K_M`).

@@ -78,7 +78,9 @@ fn model_object(state: &AppState, entry: &LocalModel) -> ModelObject {
         owned_by: match &entry.source {
             Source::Imported { .. } => "tabagent".to_string(),
             Source::Hub { repo, .. } => repo.split('/').next().unwrap_or("hub").to_string(),
+            Source::Directory => "local".to_string(),
         },
+        kind: entry.kind.name(),
         architecture: entry.architecture.clone(),
         size_bytes: entry.size_bytes,
         context_length: entry.context_length,

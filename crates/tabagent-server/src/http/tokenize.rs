@@ -1,6 +1,6 @@
 //! `POST /v1/tokenize` and `POST /v1/detokenize`: a model's own tokenizer, for counting tokens
-//! before sending a request and for debugging prompts. GGUF models use llama.cpp's vocabulary;
-//! the model is loaded if it is not yet.
+//! before sending a request and for debugging prompts. GGUF models use llama.cpp's vocabulary,
+//! encoders their `tokenizer.json`; the model is loaded if it is not yet.
 
 use axum::extract::State;
 use axum::Json;
@@ -11,6 +11,7 @@ use super::convert;
 use super::error::{ApiError, ErrorBody};
 use super::json::ApiJson;
 use super::wire::WireMessage;
+use crate::registry::Engine;
 use crate::state::AppState;
 
 /// `POST /v1/tokenize` body: `text`, or `messages` rendered with the model's chat template.
@@ -92,22 +93,45 @@ pub async fn tokenize(
     let add_special = request.add_special_tokens.unwrap_or(true);
     let with_pieces = request.with_pieces.unwrap_or(false);
     let acquired = state.registry().acquire(&request.model, None).await?;
-    let engine = acquired.engine;
-    let (tokens, pieces) = tokio::task::spawn_blocking(move || {
-        let text = match input {
-            Input::Text(text) => text,
-            Input::Chat(messages) => engine.chat_prompt(&messages)?,
-        };
-        let tokens = engine.tokenize(&text, add_special);
-        let pieces = if with_pieces {
-            Some(engine.token_pieces(&tokens)?)
-        } else {
-            None
-        };
-        Ok::<_, tabagent_core::InferenceError>((tokens, pieces))
-    })
-    .await
-    .map_err(ApiError::internal)??;
+    let (tokens, pieces) = match acquired.engine {
+        Engine::Llama(engine) => tokio::task::spawn_blocking(move || {
+            let text = match input {
+                Input::Text(text) => text,
+                Input::Chat(messages) => engine.chat_prompt(&messages)?,
+            };
+            let tokens = engine.tokenize(&text, add_special);
+            let pieces = if with_pieces {
+                Some(engine.token_pieces(&tokens)?)
+            } else {
+                None
+            };
+            Ok::<_, tabagent_core::InferenceError>((tokens, pieces))
+        })
+        .await
+        .map_err(ApiError::internal)??,
+        Engine::Encoder(encoder) => {
+            let Input::Text(text) = input else {
+                return Err(ApiError::bad_request(
+                    Some("messages"),
+                    format!(
+                        "`{}` is an embedding model: it has no chat template; send `text`",
+                        acquired.id
+                    ),
+                ));
+            };
+            let pieces =
+                tokio::task::spawn_blocking(move || encoder.tokenizer().pieces(&text, add_special))
+                    .await
+                    .map_err(ApiError::internal)?
+                    .map_err(|e| ApiError::bad_request(Some("text"), e.to_string()))?;
+            // Vocabularies are far below 2^31 ids.
+            let tokens = pieces.iter().map(|p| p.id as i32).collect();
+            (
+                tokens,
+                with_pieces.then(|| pieces.into_iter().map(|p| p.text).collect()),
+            )
+        }
+    };
     Ok(Json(TokenizeResponse {
         model: acquired.id,
         count: tokens.len(),
@@ -147,10 +171,28 @@ pub async fn detokenize(
         })
         .collect::<Result<Vec<i32>, ApiError>>()?;
     let acquired = state.registry().acquire(&request.model, None).await?;
-    let engine = acquired.engine;
-    let text = tokio::task::spawn_blocking(move || engine.detokenize(&tokens))
-        .await
-        .map_err(ApiError::internal)??;
+    let text = match acquired.engine {
+        Engine::Llama(engine) => tokio::task::spawn_blocking(move || engine.detokenize(&tokens))
+            .await
+            .map_err(ApiError::internal)??,
+        Engine::Encoder(encoder) => {
+            let ids = tokens
+                .iter()
+                .map(|&id| {
+                    u32::try_from(id).map_err(|_| {
+                        ApiError::bad_request(
+                            Some("tokens"),
+                            format!("token {id} is not a token id"),
+                        )
+                    })
+                })
+                .collect::<Result<Vec<u32>, ApiError>>()?;
+            tokio::task::spawn_blocking(move || encoder.tokenizer().decode(&ids, false))
+                .await
+                .map_err(ApiError::internal)?
+                .map_err(|e| ApiError::bad_request(Some("tokens"), e.to_string()))?
+        }
+    };
     Ok(Json(DetokenizeResponse {
         model: acquired.id,
         text,

@@ -293,6 +293,8 @@ pub struct ModelObject {
     pub created: u64,
     /// `tabagent` for imports, the Hub owner for pulled models.
     pub owned_by: String,
+    /// `llm` (chat, completions) or `embedding` (embeddings, rerank) (extension).
+    pub kind: &'static str,
     /// GGUF architecture (extension).
     pub architecture: Option<String>,
     /// File size in bytes (extension).

@@ -30,13 +30,27 @@ pub fn tabagent(data_dir: &Path) -> Command {
         .env_remove("HUGGING_FACE_HUB_TOKEN")
         .env_remove("HF_HUB_OFFLINE");
     for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("TABAGENT_SERVER__")
-            || key.to_string_lossy().starts_with("TABAGENT_MODELS__")
+        let key_text = key.to_string_lossy();
+        if ["TABAGENT_SERVER__", "TABAGENT_MODELS__", "TABAGENT_ONNX__"]
+            .iter()
+            .any(|prefix| key_text.starts_with(prefix))
         {
             command.env_remove(key);
         }
     }
+    // ONNX Runtime from the wheel scripts/test fetched, not whatever the machine has.
+    if let Some(library) = std::env::var_os("TABAGENT_TEST_ORT_LIB") {
+        command.env("TABAGENT_ONNX__RUNTIME_LIBRARY", library);
+    }
     command
+}
+
+/// all-MiniLM-L6-v2 (safetensors), from `TABAGENT_TEST_MINILM_DIR`.
+pub fn minilm_dir() -> PathBuf {
+    let Some(path) = std::env::var_os("TABAGENT_TEST_MINILM_DIR") else {
+        panic!("TABAGENT_TEST_MINILM_DIR is not set: run the tests with scripts/test, which fetches the model");
+    };
+    PathBuf::from(path)
 }
 
 pub fn import(data_dir: &Path, file: &Path, name: &str) {
