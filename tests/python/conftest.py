@@ -7,6 +7,7 @@ import tempfile
 import pytest
 
 MODEL = "smollm2"
+EMBEDDING_MODEL = "minilm"
 
 
 @pytest.fixture(scope="session")
@@ -14,7 +15,9 @@ def server_url():
     binary = os.environ["TABAGENT_BIN"]
     gguf = os.environ["TABAGENT_TEST_SMOLLM2_GGUF"]
     with tempfile.TemporaryDirectory() as data_dir:
-        env = dict(os.environ, TABAGENT_DATA_DIR=data_dir)
+        env = dict(os.environ, TABAGENT_DATA_DIR=data_dir,
+                   TABAGENT_MODELS__DIRECTORIES__MINILM=os.environ["TABAGENT_TEST_MINILM_DIR"],
+                   TABAGENT_ONNX__RUNTIME_LIBRARY=os.environ["TABAGENT_TEST_ORT_LIB"])
         subprocess.run([binary, "import", gguf, "--name", MODEL], check=True, env=env,
                        stdout=subprocess.DEVNULL)
         proc = subprocess.Popen(

@@ -5,7 +5,7 @@ import jsonschema
 import openai
 import pytest
 
-from conftest import MODEL
+from conftest import EMBEDDING_MODEL, MODEL
 
 
 @pytest.fixture(scope="module")
@@ -93,3 +93,27 @@ def test_tools_are_refused_clearly(client):
             model=MODEL, messages=[{"role": "user", "content": "weather?"}],
             tools=[{"type": "function", "function": {"name": "weather", "parameters": {}}}])
     assert "tools" in err.value.message
+
+
+def test_embeddings_in_float_and_base64_agree(client):
+    texts = ["The cat sits on the mat.", "A kitten rests on a rug.", "Stock prices fell."]
+    floats = client.embeddings.create(model=EMBEDDING_MODEL, input=texts, encoding_format="float")
+    assert [d.index for d in floats.data] == [0, 1, 2]
+    assert all(len(d.embedding) == 384 for d in floats.data)
+    assert floats.usage.prompt_tokens > 0
+    # The SDK asks for base64 by default and decodes it itself.
+    decoded = client.embeddings.create(model=EMBEDDING_MODEL, input=texts)
+    for a, b in zip(floats.data, decoded.data):
+        assert a.embedding == pytest.approx(b.embedding, abs=1e-7)
+
+    def cosine(a, b):
+        return sum(x * y for x, y in zip(a, b))
+
+    cat, kitten, stocks = (d.embedding for d in floats.data)
+    assert cosine(cat, kitten) > cosine(cat, stocks)
+
+
+def test_embeddings_refuse_a_chat_model_clearly(client):
+    with pytest.raises(openai.BadRequestError) as error:
+        client.embeddings.create(model=MODEL, input="hello")
+    assert "language model" in str(error.value)
