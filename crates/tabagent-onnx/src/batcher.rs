@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 use crate::text::Encoded;
 
 /// Limits of one batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BatchLimits {
     /// Inputs per batch.
     pub max_items: usize,
@@ -21,6 +21,9 @@ pub struct BatchLimits {
     pub max_tokens: usize,
     /// How long a worker may wait to fill a batch while requests arrive close together.
     pub wait: Duration,
+    /// Most padding a batch may carry, as a fraction of its real tokens: an input much
+    /// shorter than the batch's longest waits for the next batch rather than pad to it.
+    pub max_padding: f32,
 }
 
 impl Default for BatchLimits {
@@ -29,6 +32,7 @@ impl Default for BatchLimits {
             max_items: 64,
             max_tokens: 16_384,
             wait: Duration::from_millis(2),
+            max_padding: 0.25,
         }
     }
 }
@@ -218,6 +222,7 @@ impl BatchQueue {
     fn form(&self, state: &mut State) -> Vec<Slot> {
         let mut batch: Vec<Slot> = Vec::new();
         let mut longest = 0usize;
+        let mut real = 0usize;
         loop {
             let mut took = false;
             for job in state.jobs.iter_mut() {
@@ -229,12 +234,15 @@ impl BatchQueue {
                 };
                 let len = job.items[index].ids.len();
                 let padded = longest.max(len) * (batch.len() + 1);
-                if !batch.is_empty() && padded > self.limits.max_tokens {
+                let allowed = (real + len) as f32 * (1.0 + self.limits.max_padding);
+                if !batch.is_empty() && (padded > self.limits.max_tokens || padded as f32 > allowed)
+                {
                     continue;
                 }
                 job.remaining.pop();
                 job.in_flight += 1;
                 longest = longest.max(len);
+                real += len;
                 batch.push(Slot {
                     job: job.id,
                     index,
@@ -288,6 +296,7 @@ mod tests {
             max_items,
             max_tokens,
             wait: Duration::ZERO,
+            max_padding: 10.0,
         }
     }
 
@@ -358,6 +367,19 @@ mod tests {
         assert_eq!(first, vec![(1, 30)], "a lone over-budget input runs alone");
         let second = answer(&queue);
         assert_eq!(second.len(), 2);
+    }
+
+    #[test]
+    fn inputs_much_shorter_than_the_longest_wait_for_a_batch_of_their_own() {
+        let queue = BatchQueue::new(BatchLimits {
+            max_padding: 0.25,
+            ..limits(64, 10_000)
+        });
+        let _rx = queue.submit(vec![input(40, 1), input(38, 2), input(5, 3), input(4, 4)]);
+        let first = answer(&queue);
+        assert_eq!(first, vec![(1, 40), (2, 38)]);
+        let second = answer(&queue);
+        assert_eq!(second, vec![(3, 5), (4, 4)]);
     }
 
     #[test]

@@ -61,7 +61,7 @@ pub struct EncoderInfo {
 }
 
 /// Settings for loading an encoder.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct EncoderSettings {
     /// Sessions, each on its own worker thread.
     pub sessions: usize,

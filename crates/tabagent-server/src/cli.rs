@@ -40,7 +40,8 @@ pub enum Command {
     Import(ImportArgs),
     /// Download a model from the Hugging Face Hub into the Hugging Face cache.
     Pull(PullArgs),
-    /// Measure a model's prompt and decode speed on the bare engine, without HTTP.
+    /// Measure a model in process: an LLM's prompt and decode speed, an encoder's latency and
+    /// throughput.
     Bench(BenchArgs),
     /// Show this machine's CPU, memory and ONNX Runtime execution providers.
     Hw(HwArgs),
@@ -153,6 +154,15 @@ pub struct BenchArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Encoders: inputs per batch in the throughput test.
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    /// Encoders: a file of texts, one per line (default: a few built-in sentences).
+    #[arg(long)]
+    pub texts: Option<PathBuf>,
+    /// Encoders compiled from safetensors: also write the ONNX graph to this file.
+    #[arg(long)]
+    pub save_onnx: Option<PathBuf>,
     /// Engine settings.
     #[command(flatten)]
     pub engine: EngineArgs,

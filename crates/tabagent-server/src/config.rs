@@ -114,6 +114,9 @@ pub struct OnnxConfig {
     pub max_batch_tokens: usize,
     /// Milliseconds a worker waits to fill a batch while requests arrive close together.
     pub batch_wait_ms: u64,
+    /// Most padding a batch may carry, as a fraction of its real tokens (shorter inputs wait
+    /// for a batch of their own rather than pad to the longest).
+    pub max_batch_padding: f32,
     /// Inputs one request may send (OpenAI allows 2048).
     pub max_inputs_per_request: usize,
 }
@@ -129,6 +132,7 @@ impl Default for OnnxConfig {
             max_batch_inputs: limits.max_items,
             max_batch_tokens: limits.max_tokens,
             batch_wait_ms: limits.wait.as_millis() as u64,
+            max_batch_padding: limits.max_padding,
             max_inputs_per_request: 2048,
         }
     }
@@ -358,6 +362,9 @@ impl Config {
         if !(1..=4096).contains(&onnx.max_batch_inputs) || onnx.max_batch_tokens < 512 {
             bail!("onnx.max_batch_inputs must be between 1 and 4096, onnx.max_batch_tokens at least 512");
         }
+        if !(0.0..=100.0).contains(&onnx.max_batch_padding) {
+            bail!("onnx.max_batch_padding must be between 0 and 100");
+        }
         if !(1..=100_000).contains(&onnx.max_inputs_per_request) || onnx.batch_wait_ms > 1000 {
             bail!("onnx.max_inputs_per_request must be between 1 and 100000, onnx.batch_wait_ms at most 1000");
         }
@@ -413,6 +420,7 @@ impl Config {
                 max_items: self.onnx.max_batch_inputs,
                 max_tokens: self.onnx.max_batch_tokens,
                 wait: std::time::Duration::from_millis(self.onnx.batch_wait_ms),
+                max_padding: self.onnx.max_batch_padding,
             },
         }
     }

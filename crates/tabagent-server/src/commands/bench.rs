@@ -1,5 +1,5 @@
 //! `tabagent bench MODEL`: prompt and decode speed of the bare engine, the baseline that
-//! `scripts/bench-llm` holds the HTTP path to.
+//! `scripts/bench-llm` holds the HTTP path to. Encoders go to [`super::bench_embed`].
 
 use std::time::{Duration, Instant};
 
@@ -17,6 +17,15 @@ const FILLER: &str =
 
 /// Loads the model as `serve` would and measures prompt processing and decoding of one sequence.
 pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<()> {
+    let entry = config.catalog()?.resolve(&args.model)?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "the model `{}` does not exist; `tabagent models` lists local models",
+            args.model
+        )
+    })?;
+    if entry.kind == crate::catalog::ModelKind::Encoder {
+        return super::bench_embed::run(config, args, entry).await;
+    }
     if args.prompt_tokens < 8
         || args.decode_prompt_tokens < 8
         || args.gen_tokens < 2
@@ -114,7 +123,7 @@ fn first_text(mut handle: GenerationHandle) -> anyhow::Result<(Duration, Duratio
     bail!("the engine dropped a generation without finishing it")
 }
 
-fn median(values: &mut [f64]) -> f64 {
+pub(crate) fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     values.get(values.len() / 2).copied().unwrap_or(0.0)
 }

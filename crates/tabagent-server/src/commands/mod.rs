@@ -1,6 +1,7 @@
 //! The subcommands.
 
 pub mod bench;
+pub mod bench_embed;
 pub mod models;
 pub mod pull;
 pub mod run;
