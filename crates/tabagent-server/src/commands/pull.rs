@@ -39,6 +39,15 @@ pub async fn run(config: &Config, args: &PullArgs) -> anyhow::Result<()> {
     };
     let revision = Revision::parse(&args.revision)?;
     let client = config.hub_client()?;
+    // Files that come with the weights, from the same commit: (path, pinned sha256).
+    let mut companions: Vec<(String, Option<String>)> =
+        pinned.as_ref().map_or_else(Vec::new, |chosen| {
+            chosen
+                .companions
+                .iter()
+                .map(|c| (c.path.clone(), Some(c.sha256.clone())))
+                .collect()
+        });
     let file = match &spec.selector {
         Selector::File(path) => path.clone(),
         Selector::OnlyGguf | Selector::Quant(_) => {
@@ -54,7 +63,15 @@ pub async fn run(config: &Config, args: &PullArgs) -> anyhow::Result<()> {
             } else {
                 client.repo_info(&spec.repo, &revision).await?.files
             };
-            RepoPath::parse(spec.choose(&files)?)?
+            match encoder_files(&files) {
+                // A repository without GGUF files but with an encoder: its weights and the
+                // files sentence-transformers reads beside them.
+                Some((weights, with)) if spec.selector == Selector::OnlyGguf => {
+                    companions = with.into_iter().map(|p| (p, None)).collect();
+                    RepoPath::parse(&weights)?
+                }
+                _ => RepoPath::parse(spec.choose(&files)?)?,
+            }
         }
     };
 
@@ -90,22 +107,23 @@ pub async fn run(config: &Config, args: &PullArgs) -> anyhow::Result<()> {
             got.etag,
             chosen.sha256
         );
-        // The rest of the model, from the very commit the weights came from.
-        let commit = Revision::parse(&got.commit)?;
-        for companion in &chosen.companions {
-            let path = RepoPath::parse(&companion.path)?;
-            let extra = client
-                .download(&spec.repo, &commit, &path, &())
-                .await
-                .with_context(|| format!("cannot pull {}:{path}", spec.repo))?;
+    }
+    // The rest of the model, from the very commit the weights came from.
+    let commit = Revision::parse(&got.commit)?;
+    for (companion, pin) in &companions {
+        let path = RepoPath::parse(companion)?;
+        let extra = client
+            .download(&spec.repo, &commit, &path, &())
+            .await
+            .with_context(|| format!("cannot pull {}:{path}", spec.repo))?;
+        if let Some(pin) = pin {
             let local = extra.path.clone();
             let actual =
                 tokio::task::spawn_blocking(move || tabagent_hub::download::sha256_file(&local))
                     .await??;
             anyhow::ensure!(
-                actual == companion.sha256,
-                "the Hub serves {path} with sha256 {actual}, but the library pins {}; refusing the model",
-                companion.sha256
+                &actual == pin,
+                "the Hub serves {path} with sha256 {actual}, but the library pins {pin}; refusing the model"
             );
         }
     }
@@ -121,7 +139,7 @@ pub async fn run(config: &Config, args: &PullArgs) -> anyhow::Result<()> {
     let id = tokio::task::spawn_blocking(move || catalog.list())
         .await??
         .into_iter()
-        .find(|model| model.path == path)
+        .find(|model| model.path == path || path.parent() == Some(model.path.as_path()))
         .map_or_else(|| format!("{}:{file}", spec.repo), |model| model.id);
 
     let check = if got.verified {
@@ -145,18 +163,51 @@ pub async fn run(config: &Config, args: &PullArgs) -> anyhow::Result<()> {
     println!("  file: {}", got.path.display());
     if file.as_str().to_ascii_lowercase().ends_with(".gguf") {
         println!("  chat: tabagent run {id}");
-    } else if let Some(chosen) = &pinned {
+    } else if !companions.is_empty() {
         println!(
             "  with: {}",
-            chosen
-                .companions
+            companions
                 .iter()
-                .map(|c| c.path.as_str())
+                .map(|c| c.0.as_str())
                 .collect::<Vec<_>>()
                 .join(", ")
         );
     }
     Ok(())
+}
+
+/// Files sentence-transformers and tokenizers read beside an encoder's weights.
+const ENCODER_COMPANIONS: [&str; 9] = [
+    "config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "modules.json",
+    "sentence_bert_config.json",
+    "config_sentence_transformers.json",
+    "1_Pooling/config.json",
+];
+
+/// In a repository listing without GGUF files, an encoder: its weights (safetensors before
+/// ONNX) and the companion files present. `None` unless it has weights and a `tokenizer.json`.
+fn encoder_files(files: &[String]) -> Option<(String, Vec<String>)> {
+    if files
+        .iter()
+        .any(|f| f.to_ascii_lowercase().ends_with(".gguf"))
+        || !files.iter().any(|f| f == "tokenizer.json")
+    {
+        return None;
+    }
+    let weights = ["model.safetensors", "model.onnx", "onnx/model.onnx"]
+        .into_iter()
+        .find(|w| files.iter().any(|f| f == w))?;
+    let companions = ENCODER_COMPANIONS
+        .into_iter()
+        .filter(|c| files.iter().any(|f| f == c))
+        .map(str::to_string)
+        .collect();
+    Some((weights.to_string(), companions))
 }
 
 fn progress_bar(quiet: bool) -> ProgressBar {

@@ -266,3 +266,46 @@ async fn a_companion_file_that_does_not_match_its_pin_refuses_the_model() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encoder_repository_pulls_whole_and_serves_embeddings() {
+    let hub = minilm_hub(&minilm_dir().join("1_Pooling/config.json")).await;
+    let data = tempfile::tempdir().unwrap();
+    let out = tokio::task::block_in_place(|| pull(data.path(), &hub, MINILM));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.starts_with(&format!("pulled {MINILM}:")), "{stdout}");
+
+    let listed = tabagent(data.path()).args(["models"]).output().unwrap();
+    let listing = text(&listed.stdout);
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.starts_with(MINILM) && l.contains("bert")),
+        "{listing}"
+    );
+
+    // Served by its repository id from the cache, without configuration.
+    let server = Server::start_with(
+        &[],
+        &[("HF_HUB_CACHE", data.path().join("hf-hub").to_str().unwrap())],
+        |_| {},
+    );
+    let (status, body) = server
+        .post_json(
+            "/v1/embeddings",
+            &serde_json::json!({"model": MINILM, "input": "hello world"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"][0]["embedding"].as_array().unwrap().len(), 384);
+
+    // Removing it takes the whole snapshot.
+    let removed = tabagent(data.path())
+        .args(["models", "rm", MINILM])
+        .output()
+        .unwrap();
+    assert!(removed.status.success(), "{}", text(&removed.stderr));
+    let listed = tabagent(data.path()).args(["models"]).output().unwrap();
+    assert!(!text(&listed.stdout).contains(MINILM));
+}
