@@ -19,6 +19,8 @@ pub enum ModelKind {
     Gguf,
     /// A text encoder (embeddings), for ONNX Runtime: a directory.
     Encoder,
+    /// Any other ONNX model, run on named tensors: an `.onnx` file.
+    Onnx,
 }
 
 impl ModelKind {
@@ -27,6 +29,7 @@ impl ModelKind {
         match self {
             ModelKind::Gguf => "llm",
             ModelKind::Encoder => "embedding",
+            ModelKind::Onnx => "onnx",
         }
     }
 }
@@ -327,8 +330,36 @@ fn encoder_model(id: String, dir: &Path) -> Option<LocalModel> {
     })
 }
 
-fn directory_model(name: &str, dir: &Path) -> Option<LocalModel> {
-    encoder_model(name.to_string(), dir)
+/// A configured path: an encoder directory, else an `.onnx` file (or a directory holding
+/// `model.onnx`) run as a plain ONNX model.
+fn directory_model(name: &str, path: &Path) -> Option<LocalModel> {
+    if let Some(model) = encoder_model(name.to_string(), path) {
+        return Some(model);
+    }
+    let file = if path.is_dir() {
+        path.join("model.onnx")
+    } else {
+        path.to_path_buf()
+    };
+    if !file.is_file() || file.extension().and_then(|e| e.to_str()) != Some("onnx") {
+        return None;
+    }
+    let metadata = std::fs::metadata(&file).ok()?;
+    Some(LocalModel {
+        id: name.to_string(),
+        kind: ModelKind::Onnx,
+        path: file,
+        size_bytes: metadata.len(),
+        source: Source::Directory,
+        architecture: Some("onnx".to_string()),
+        context_length: None,
+        has_chat_template: false,
+        created: metadata
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs()),
+    })
 }
 
 /// `owner/name:QUANT` when the file name carries a quantization tag that picks it alone among

@@ -13,7 +13,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use tabagent_llama::{EngineConfig, LlamaEngine, LoadError};
-use tabagent_onnx::{EncoderModel, EncoderSettings, ModelError, OnnxRuntime, RuntimeConfig};
+use tabagent_onnx::{
+    EncoderModel, EncoderSettings, ModelError, OnnxModel, OnnxRuntime, RuntimeConfig,
+};
 use tokio::sync::OnceCell;
 
 use crate::catalog::{Catalog, CatalogError, LocalModel, ModelKind};
@@ -83,6 +85,8 @@ pub enum Engine {
     Llama(Arc<LlamaEngine>),
     /// A text encoder on ONNX Runtime.
     Encoder(Arc<EncoderModel>),
+    /// Any ONNX model on ONNX Runtime.
+    Onnx(Arc<OnnxModel>),
 }
 
 impl Engine {
@@ -90,11 +94,31 @@ impl Engine {
     pub fn llama(self, name: &str) -> Result<Arc<LlamaEngine>, RegistryError> {
         match self {
             Engine::Llama(engine) => Ok(engine),
-            Engine::Encoder(_) => Err(RegistryError::WrongKind {
+            other => Err(RegistryError::WrongKind {
                 name: name.to_string(),
-                is: "an embedding model",
-                wanted: "this endpoint needs a language model (GGUF); use /v1/embeddings with it",
+                is: other.kind(),
+                wanted: "this endpoint needs a language model (GGUF)",
             }),
+        }
+    }
+
+    /// The plain ONNX model, or why this is not one.
+    pub fn onnx(self, name: &str) -> Result<Arc<OnnxModel>, RegistryError> {
+        match self {
+            Engine::Onnx(model) => Ok(model),
+            other => Err(RegistryError::WrongKind {
+                name: name.to_string(),
+                is: other.kind(),
+                wanted: "/v1/onnx runs plain ONNX models (an .onnx file in models.directories)",
+            }),
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Engine::Llama(_) => "a language model",
+            Engine::Encoder(_) => "an embedding model (use /v1/embeddings)",
+            Engine::Onnx(_) => "a plain ONNX model (use /v1/onnx/run)",
         }
     }
 
@@ -102,9 +126,9 @@ impl Engine {
     pub fn encoder(self, name: &str) -> Result<Arc<EncoderModel>, RegistryError> {
         match self {
             Engine::Encoder(encoder) => Ok(encoder),
-            Engine::Llama(_) => Err(RegistryError::WrongKind {
+            other => Err(RegistryError::WrongKind {
                 name: name.to_string(),
-                is: "a language model",
+                is: other.kind(),
                 wanted: "this endpoint needs an embedding model (`tabagent pull --recommended --role embedding` fetches one)",
             }),
         }
@@ -118,6 +142,7 @@ impl Engine {
                 stats.active == 0 && stats.queued == 0 && Arc::strong_count(engine) == 1
             }
             Engine::Encoder(encoder) => Arc::strong_count(encoder) == 1,
+            Engine::Onnx(model) => Arc::strong_count(model) == 1,
         }
     }
 }
@@ -298,6 +323,21 @@ impl ModelRegistry {
                 tracing::info!(model = id, info = ?encoder.info(), "model loaded");
                 Ok(Engine::Encoder(Arc::new(encoder)))
             }
+            ModelKind::Onnx => {
+                let loading = self.encoders.clone();
+                let model = tokio::task::spawn_blocking(move || {
+                    let runtime = OnnxRuntime::get(&loading.runtime)?;
+                    OnnxModel::load(&runtime, &path, loading.settings.sessions)
+                })
+                .await
+                .map_err(interrupted)?
+                .map_err(|source| RegistryError::LoadEncoder {
+                    name: id.to_string(),
+                    source,
+                })?;
+                tracing::info!(model = id, inputs = ?model.inputs(), outputs = ?model.outputs(), "model loaded");
+                Ok(Engine::Onnx(Arc::new(model)))
+            }
         }
     }
 
@@ -462,7 +502,7 @@ impl ModelRegistry {
     }
 
     async fn estimate(&self, entry: &LocalModel) -> Result<u64, RegistryError> {
-        if entry.kind == ModelKind::Encoder {
+        if entry.kind != ModelKind::Gguf {
             // ONNX Runtime holds the weights and a pre-packed copy for its matrix kernels, plus
             // activations of the largest batch (a few tens of MiB for small encoders).
             return Ok(entry.size_bytes.saturating_mul(2).saturating_add(64 << 20));

@@ -12,6 +12,7 @@ mod generate;
 mod health;
 mod json;
 mod models;
+mod onnx;
 mod pull;
 mod rerank;
 mod security;
@@ -42,6 +43,8 @@ use error::ApiError;
         completions::completions,
         embeddings::embeddings,
         rerank::rerank,
+        onnx::describe,
+        onnx::run,
         models::list_models,
         models::get_model,
         pull::pull,
@@ -54,7 +57,7 @@ use error::ApiError;
         health::ready,
         health::config
     ),
-    tags((name = "openai", description = "OpenAI-compatible endpoints"), (name = "models", description = "Downloading and removing models"), (name = "tokens", description = "A model's tokenizer"), (name = "health", description = "Probes and configuration"))
+    tags((name = "openai", description = "OpenAI-compatible endpoints"), (name = "models", description = "Downloading and removing models"), (name = "tokens", description = "A model's tokenizer"), (name = "onnx", description = "Any ONNX model on named tensors"), (name = "health", description = "Probes and configuration"))
 )]
 pub struct ApiDoc;
 
@@ -74,6 +77,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/completions", post(completions::completions))
         .route("/v1/embeddings", post(embeddings::embeddings))
         .route("/v1/rerank", post(rerank::rerank))
+        .route("/v1/onnx/run", post(onnx::run))
+        .route("/v1/onnx/{*id}", get(onnx::describe))
         .route("/v1/models", get(models::list_models))
         .route("/v1/models/pull", post(pull::pull))
         // Ids of pulled models contain a `/` (`owner/name:Q4_K_M`).

@@ -109,6 +109,7 @@ pub async fn tokenize(
         })
         .await
         .map_err(ApiError::internal)??,
+        Engine::Onnx(_) => return Err(no_tokenizer(&acquired.id)),
         Engine::Encoder(encoder) => {
             let Input::Text(text) = input else {
                 return Err(ApiError::bad_request(
@@ -175,6 +176,7 @@ pub async fn detokenize(
         Engine::Llama(engine) => tokio::task::spawn_blocking(move || engine.detokenize(&tokens))
             .await
             .map_err(ApiError::internal)??,
+        Engine::Onnx(_) => return Err(no_tokenizer(&acquired.id)),
         Engine::Encoder(encoder) => {
             let ids = tokens
                 .iter()
@@ -202,4 +204,11 @@ pub async fn detokenize(
 enum Input {
     Text(String),
     Chat(Vec<tabagent_core::ChatMessage>),
+}
+
+fn no_tokenizer(model: &str) -> ApiError {
+    ApiError::bad_request(
+        Some("model"),
+        format!("`{model}` is a plain ONNX model: it has no tokenizer"),
+    )
 }

@@ -11,6 +11,7 @@ mod cli;
 mod embeddings;
 mod errors;
 mod lifecycle;
+mod onnx;
 mod pull;
 mod security;
 mod server;
