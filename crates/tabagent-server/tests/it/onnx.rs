@@ -32,7 +32,7 @@ async fn a_plain_onnx_model_is_described_and_run_on_named_tensors() {
         "{models}"
     );
 
-    let (status, info) = server.get_json("/v1/onnx/square").await;
+    let (status, info) = server.get_json("/v1/onnx/scale").await;
     assert_eq!(status, 200, "{info}");
     assert_eq!(
         info["inputs"],
