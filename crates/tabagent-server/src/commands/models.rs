@@ -21,6 +21,17 @@ pub fn show(config: &Config, id: &str) -> anyhow::Result<()> {
     let model = config.catalog()?.resolve(id)?.ok_or_else(|| {
         anyhow::anyhow!("the model `{id}` does not exist; `tabagent models` lists local models")
     })?;
+    if model.kind != crate::catalog::ModelKind::Gguf {
+        println!("id            {}", model.id);
+        println!("kind          {}", model.kind.name());
+        println!("path          {}", model.path.display());
+        println!("size          {}", super::human_size(model.size_bytes));
+        println!("architecture  {}", model.architecture.as_deref().unwrap_or("?"));
+        if let Some(context) = model.context_length {
+            println!("positions     {context}");
+        }
+        return Ok(());
+    }
     let info = tabagent_models::gguf::inspect_file(&model.path)
         .with_context(|| format!("cannot read {}", model.path.display()))?;
     println!("id            {}", model.id);
