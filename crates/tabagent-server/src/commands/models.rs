@@ -26,7 +26,10 @@ pub fn show(config: &Config, id: &str) -> anyhow::Result<()> {
         println!("kind          {}", model.kind.name());
         println!("path          {}", model.path.display());
         println!("size          {}", super::human_size(model.size_bytes));
-        println!("architecture  {}", model.architecture.as_deref().unwrap_or("?"));
+        println!(
+            "architecture  {}",
+            model.architecture.as_deref().unwrap_or("?")
+        );
         if let Some(context) = model.context_length {
             println!("positions     {context}");
         }
