@@ -302,6 +302,15 @@ fn weights_file(dir: &Path) -> Option<String> {
         .map(str::to_string)
 }
 
+/// When a file last changed, in Unix seconds (0 when the system cannot say).
+fn modified_secs(metadata: &std::fs::Metadata) -> u64 {
+    metadata
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs())
+}
+
 /// An encoder in `dir` called `id`, if `dir` holds one.
 fn encoder_model(id: String, dir: &Path) -> Option<LocalModel> {
     if !tabagent_onnx::EncoderModel::recognizes(dir) {
@@ -322,11 +331,7 @@ fn encoder_model(id: String, dir: &Path) -> Option<LocalModel> {
         architecture: field("model_type").and_then(|v| v.as_str().map(str::to_string)),
         context_length: field("max_position_embeddings").and_then(|v| v.as_u64()),
         has_chat_template: false,
-        created: metadata
-            .modified()
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_secs()),
+        created: modified_secs(&metadata),
     })
 }
 
@@ -354,11 +359,7 @@ fn directory_model(name: &str, path: &Path) -> Option<LocalModel> {
         architecture: Some("onnx".to_string()),
         context_length: None,
         has_chat_template: false,
-        created: metadata
-            .modified()
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_secs()),
+        created: modified_secs(&metadata),
     })
 }
 

@@ -309,36 +309,40 @@ impl ModelRegistry {
                 Ok(Engine::Llama(Arc::new(engine)))
             }
             ModelKind::Encoder => {
-                let loading = self.encoders.clone();
-                let encoder = tokio::task::spawn_blocking(move || {
-                    let runtime = OnnxRuntime::get(&loading.runtime)?;
-                    EncoderModel::load(&runtime, &path, loading.settings)
-                })
-                .await
-                .map_err(interrupted)?
-                .map_err(|source| RegistryError::LoadEncoder {
-                    name: id.to_string(),
-                    source,
-                })?;
+                let settings = self.encoders.settings;
+                let encoder = self
+                    .load_onnx(id, move |runtime| {
+                        EncoderModel::load(runtime, &path, settings)
+                    })
+                    .await?;
                 tracing::info!(model = id, info = ?encoder.info(), "model loaded");
                 Ok(Engine::Encoder(Arc::new(encoder)))
             }
             ModelKind::Onnx => {
-                let loading = self.encoders.clone();
-                let model = tokio::task::spawn_blocking(move || {
-                    let runtime = OnnxRuntime::get(&loading.runtime)?;
-                    OnnxModel::load(&runtime, &path, loading.settings.sessions)
-                })
-                .await
-                .map_err(interrupted)?
-                .map_err(|source| RegistryError::LoadEncoder {
-                    name: id.to_string(),
-                    source,
-                })?;
+                let sessions = self.encoders.settings.sessions;
+                let model = self
+                    .load_onnx(id, move |runtime| OnnxModel::load(runtime, &path, sessions))
+                    .await?;
                 tracing::info!(model = id, inputs = ?model.inputs(), outputs = ?model.outputs(), "model loaded");
                 Ok(Engine::Onnx(Arc::new(model)))
             }
         }
+    }
+
+    /// Runs `load` on a blocking thread with the process's ONNX Runtime (loaded on first use).
+    async fn load_onnx<T: Send + 'static>(
+        &self,
+        id: &str,
+        load: impl FnOnce(&Arc<OnnxRuntime>) -> Result<T, ModelError> + Send + 'static,
+    ) -> Result<T, RegistryError> {
+        let runtime_config = self.encoders.runtime.clone();
+        tokio::task::spawn_blocking(move || load(&OnnxRuntime::get(&runtime_config)?))
+            .await
+            .map_err(|_| RegistryError::Interrupted(id.to_string()))?
+            .map_err(|source| RegistryError::LoadEncoder {
+                name: id.to_string(),
+                source,
+            })
     }
 
     /// Unloads `name` if it is loaded and idle. Returns whether it was loaded.

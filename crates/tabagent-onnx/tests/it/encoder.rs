@@ -149,37 +149,29 @@ fn a_directory_without_weights_is_refused_with_its_reason() {
 
 #[test]
 fn an_unsupported_architecture_is_refused_by_name() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    for file in ["tokenizer.json", "model.safetensors"] {
-        std::os::unix::fs::symlink(minilm_dir().join(file), dir.path().join(file)).expect("link");
-    }
-    let config = std::fs::read_to_string(minilm_dir().join("config.json")).expect("config");
-    std::fs::write(
-        dir.path().join("config.json"),
-        config.replace("\"bert\"", "\"roberta\""),
-    )
-    .expect("write");
-    let err = EncoderModel::load(&runtime(), dir.path(), EncoderSettings::default())
-        .expect_err("roberta is not compiled");
+    let err =
+        load_with_config_edit("\"bert\"", "\"roberta\"").expect_err("roberta is not compiled");
     assert!(err.to_string().contains("roberta"), "{err}");
 }
 
 #[test]
 fn weights_that_disagree_with_the_config_are_refused() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    for file in ["tokenizer.json", "model.safetensors"] {
-        std::os::unix::fs::symlink(minilm_dir().join(file), dir.path().join(file)).expect("link");
-    }
-    let config = std::fs::read_to_string(minilm_dir().join("config.json")).expect("config");
-    std::fs::write(
-        dir.path().join("config.json"),
-        config.replace("\"intermediate_size\": 1536", "\"intermediate_size\": 1024"),
-    )
-    .expect("write");
-    let err = EncoderModel::load(&runtime(), dir.path(), EncoderSettings::default())
+    let err = load_with_config_edit("\"intermediate_size\": 1536", "\"intermediate_size\": 1024")
         .expect_err("shape mismatch");
     assert!(
         err.to_string().contains("intermediate.dense.weight"),
         "{err}"
     );
+}
+
+/// Loads MiniLM's tokenizer and weights with its `config.json` edited (`from` → `to`).
+fn load_with_config_edit(from: &str, to: &str) -> Result<EncoderModel, tabagent_onnx::ModelError> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for file in ["tokenizer.json", "model.safetensors"] {
+        std::os::unix::fs::symlink(minilm_dir().join(file), dir.path().join(file)).expect("link");
+    }
+    let config = std::fs::read_to_string(minilm_dir().join("config.json")).expect("config");
+    assert!(config.contains(from), "config.json has no {from}");
+    std::fs::write(dir.path().join("config.json"), config.replace(from, to)).expect("write");
+    EncoderModel::load(&runtime(), dir.path(), EncoderSettings::default())
 }
