@@ -14,7 +14,7 @@ use ort::value::{Tensor, ValueType};
 use serde::{Deserialize, Serialize};
 
 use crate::batcher::{BatchLimits, BatchQueue, Reply, Slot};
-use crate::bert::{self, io, BertConfig};
+use crate::bert::{self, io, BertConfig, Precision};
 use crate::runtime::OnnxRuntime;
 use crate::text::{Encoded, TextTokenizer};
 use crate::ModelError;
@@ -58,6 +58,8 @@ pub struct EncoderInfo {
     pub source: GraphSource,
     /// Sessions (workers) serving it.
     pub sessions: usize,
+    /// How a compiled graph holds its linear weights (ONNX files run as they are).
+    pub precision: Precision,
 }
 
 /// Settings for loading an encoder.
@@ -67,6 +69,8 @@ pub struct EncoderSettings {
     pub sessions: usize,
     /// Batch limits.
     pub limits: BatchLimits,
+    /// Weights of graphs compiled from safetensors.
+    pub precision: Precision,
 }
 
 impl Default for EncoderSettings {
@@ -74,6 +78,7 @@ impl Default for EncoderSettings {
         Self {
             sessions: 1,
             limits: BatchLimits::default(),
+            precision: Precision::Float32,
         }
     }
 }
@@ -128,7 +133,7 @@ impl EncoderModel {
             match (&files.bert, onnx_file(dir)) {
                 (Some(config), _) if dir.join("model.safetensors").is_file() => {
                     let weights = dir.join("model.safetensors");
-                    let bytes = bert::compile(config, &weights)?;
+                    let bytes = bert::compile(config, &weights, settings.precision)?;
                     let runtime = Arc::clone(runtime);
                     let origin = weights.clone();
                     (
@@ -174,6 +179,10 @@ impl EncoderModel {
             max_tokens: tokenizer.max_tokens(),
             pooling: forward.pooling,
             normalized: forward.normalized,
+            precision: match &source {
+                GraphSource::Safetensors(_) => settings.precision,
+                GraphSource::Onnx(_) => Precision::Float32,
+            },
             source,
             sessions: settings.sessions.max(1),
         };

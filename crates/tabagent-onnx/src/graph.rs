@@ -30,10 +30,15 @@ pub enum Dim {
     Symbol(&'static str),
 }
 
+/// ONNX Runtime's own operators (`DynamicQuantizeMatMul`, ...).
+pub const MICROSOFT_DOMAIN: &str = "com.microsoft";
+
 /// Builds one graph; every node's output gets a unique name.
 pub struct GraphBuilder {
     graph: GraphProto,
     counter: usize,
+    /// Whether a node uses [`MICROSOFT_DOMAIN`] (its opset is then imported).
+    uses_microsoft: bool,
 }
 
 impl GraphBuilder {
@@ -45,6 +50,7 @@ impl GraphBuilder {
                 ..GraphProto::default()
             },
             counter: 0,
+            uses_microsoft: false,
         }
     }
 
@@ -66,6 +72,12 @@ impl GraphBuilder {
         self.initializer(name, data_type::FLOAT, dims, raw)
     }
 
+    /// An int8 initializer.
+    pub fn i8s(&mut self, name: &str, dims: &[i64], data: &[i8]) -> String {
+        let raw = data.iter().map(|v| v.to_le_bytes()[0]).collect();
+        self.initializer(name, data_type::INT8, dims, raw)
+    }
+
     /// An int64 initializer.
     pub fn i64s(&mut self, name: &str, dims: &[i64], data: &[i64]) -> String {
         let raw = data.iter().flat_map(|v| v.to_le_bytes()).collect();
@@ -85,17 +97,39 @@ impl GraphBuilder {
         output
     }
 
+    /// Like [`GraphBuilder::op`], for an operator of ONNX Runtime's [`MICROSOFT_DOMAIN`].
+    pub fn microsoft_op(
+        &mut self,
+        op_type: &str,
+        inputs: &[&str],
+        attrs: &[(&str, Attr)],
+    ) -> String {
+        let output = self.op(op_type, inputs, attrs);
+        if let Some(node) = self.graph.node.last_mut() {
+            node.domain = MICROSOFT_DOMAIN.to_string();
+        }
+        self.uses_microsoft = true;
+        output
+    }
+
     /// The finished model.
     pub fn finish(self) -> ModelProto {
+        let mut opset_import = vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: OPSET,
+        }];
+        if self.uses_microsoft {
+            opset_import.push(OperatorSetIdProto {
+                domain: MICROSOFT_DOMAIN.to_string(),
+                version: 1,
+            });
+        }
         ModelProto {
             ir_version: IR_VERSION,
             producer_name: "tabagent".to_string(),
             producer_version: env!("CARGO_PKG_VERSION").to_string(),
             graph: Some(self.graph),
-            opset_import: vec![OperatorSetIdProto {
-                domain: String::new(),
-                version: OPSET,
-            }],
+            opset_import,
         }
     }
 

@@ -19,6 +19,7 @@ pub mod runtime;
 pub mod text;
 
 pub use batcher::BatchLimits;
+pub use bert::Precision;
 pub use encoder::{EncodeError, EncoderInfo, EncoderModel, EncoderSettings, GraphSource, Pooling};
 pub use model::{NamedTensor, OnnxModel, RunError, TensorData, TensorInfo};
 pub use runtime::{OnnxRuntime, Provider, ProviderStatus, RuntimeConfig, RuntimeError};

@@ -119,6 +119,10 @@ pub struct OnnxConfig {
     pub max_batch_padding: f32,
     /// Inputs one request may send (OpenAI allows 2048).
     pub max_inputs_per_request: usize,
+    /// Linear weights of encoders compiled from safetensors: `float32` (the published numbers)
+    /// or `int8` (per-column int8, faster where the CPU has fast int8 dot products, slightly
+    /// further from the reference).
+    pub precision: tabagent_onnx::Precision,
 }
 
 impl Default for OnnxConfig {
@@ -134,6 +138,7 @@ impl Default for OnnxConfig {
             batch_wait_ms: limits.wait.as_millis() as u64,
             max_batch_padding: limits.max_padding,
             max_inputs_per_request: 2048,
+            precision: tabagent_onnx::Precision::Float32,
         }
     }
 }
@@ -422,6 +427,7 @@ impl Config {
                 wait: std::time::Duration::from_millis(self.onnx.batch_wait_ms),
                 max_padding: self.onnx.max_batch_padding,
             },
+            precision: self.onnx.precision,
         }
     }
 

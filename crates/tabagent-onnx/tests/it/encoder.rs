@@ -1,6 +1,6 @@
 use std::sync::Arc;
 
-use tabagent_onnx::{BatchLimits, EncoderModel, EncoderSettings, GraphSource, Pooling};
+use tabagent_onnx::{BatchLimits, EncoderModel, EncoderSettings, GraphSource, Pooling, Precision};
 
 use crate::common::{cosine, golden, minilm_dir, minilm_int8_dir, runtime};
 
@@ -87,6 +87,33 @@ fn minilm_int8_onnx_file_runs_close_to_the_float_model() {
 }
 
 #[test]
+fn minilm_compiled_to_int8_stays_close_to_the_reference() {
+    let settings = EncoderSettings {
+        precision: Precision::Int8,
+        ..EncoderSettings::default()
+    };
+    let model = EncoderModel::load(&runtime(), &minilm_dir(), settings).expect("int8 graph loads");
+    assert_eq!(model.info().precision, Precision::Int8);
+    let cases = golden();
+    let texts: Vec<&str> = cases.iter().map(|c| c.text.as_str()).collect();
+    let vectors = embed(&model, &texts);
+    let similarities: Vec<f32> = cases
+        .iter()
+        .zip(&vectors)
+        .map(|(case, v)| cosine(v, &case.embedding))
+        .collect();
+    let worst = similarities.iter().copied().fold(f32::INFINITY, f32::min);
+    let mean = similarities.iter().sum::<f32>() / similarities.len() as f32;
+    println!("int8-compiled cosine to sentence-transformers: worst {worst:.5}, mean {mean:.5}");
+    assert!(worst >= 0.98, "int8 worst cosine {worst}");
+    // Quantized, so not the float numbers: the option must change something.
+    assert!(
+        mean < 0.99999,
+        "int8 gave the float vectors (mean cosine {mean})"
+    );
+}
+
+#[test]
 fn concurrent_callers_get_their_own_vectors_in_order() {
     let model = Arc::new(
         EncoderModel::load(
@@ -98,6 +125,7 @@ fn concurrent_callers_get_their_own_vectors_in_order() {
                     max_items: 8,
                     ..BatchLimits::default()
                 },
+                ..EncoderSettings::default()
             },
         )
         .expect("encoder loads"),

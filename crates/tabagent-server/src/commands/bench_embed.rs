@@ -51,15 +51,20 @@ pub async fn run(config: Config, args: BenchArgs, entry: LocalModel) -> anyhow::
     if let (Some(out), GraphSource::Safetensors(weights)) =
         (&args.save_onnx, &encoder.info().source)
     {
-        save_graph(&entry.path, weights, out)?;
+        save_graph(&entry.path, weights, encoder.info().precision, out)?;
     }
     tokio::task::spawn_blocking(move || measure(&encoder, &texts, &args)).await?
 }
 
 /// Writes the ONNX graph compiled from the safetensors, for other runtimes to run the same graph.
-fn save_graph(dir: &Path, weights: &Path, out: &Path) -> anyhow::Result<()> {
+fn save_graph(
+    dir: &Path,
+    weights: &Path,
+    precision: tabagent_onnx::Precision,
+    out: &Path,
+) -> anyhow::Result<()> {
     let config = tabagent_onnx::bert::BertConfig::read(&dir.join("config.json"))?;
-    let bytes = tabagent_onnx::bert::compile(&config, weights)?;
+    let bytes = tabagent_onnx::bert::compile(&config, weights, precision)?;
     std::fs::write(out, bytes).with_context(|| format!("cannot write {}", out.display()))?;
     Ok(())
 }
