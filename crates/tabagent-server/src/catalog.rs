@@ -302,6 +302,40 @@ fn weights_file(dir: &Path) -> Option<String> {
         .map(str::to_string)
 }
 
+/// Files sentence-transformers and tokenizers read beside an encoder's weights.
+const ENCODER_COMPANIONS: [&str; 9] = [
+    "config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "modules.json",
+    "sentence_bert_config.json",
+    "config_sentence_transformers.json",
+    "1_Pooling/config.json",
+];
+
+/// In a repository listing without GGUF files, an encoder: its weights (safetensors before
+/// ONNX) and the companion files present. `None` unless it has weights and a `tokenizer.json`.
+pub fn encoder_files(files: &[String]) -> Option<(String, Vec<String>)> {
+    if files
+        .iter()
+        .any(|f| f.to_ascii_lowercase().ends_with(".gguf"))
+        || !files.iter().any(|f| f == "tokenizer.json")
+    {
+        return None;
+    }
+    let weights = ["model.safetensors", "model.onnx", "onnx/model.onnx"]
+        .into_iter()
+        .find(|w| files.iter().any(|f| f == w))?;
+    let companions = ENCODER_COMPANIONS
+        .into_iter()
+        .filter(|c| files.iter().any(|f| f == c))
+        .map(str::to_string)
+        .collect();
+    Some((weights.to_string(), companions))
+}
+
 /// When a file last changed, in Unix seconds (0 when the system cannot say).
 fn modified_secs(metadata: &std::fs::Metadata) -> u64 {
     metadata

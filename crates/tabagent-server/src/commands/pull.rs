@@ -63,7 +63,7 @@ pub async fn run(config: &Config, args: &PullArgs) -> anyhow::Result<()> {
             } else {
                 client.repo_info(&spec.repo, &revision).await?.files
             };
-            match encoder_files(&files) {
+            match crate::catalog::encoder_files(&files) {
                 // A repository without GGUF files but with an encoder: its weights and the
                 // files sentence-transformers reads beside them.
                 Some((weights, with)) if spec.selector == Selector::OnlyGguf => {
@@ -174,40 +174,6 @@ pub async fn run(config: &Config, args: &PullArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-/// Files sentence-transformers and tokenizers read beside an encoder's weights.
-const ENCODER_COMPANIONS: [&str; 9] = [
-    "config.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "vocab.txt",
-    "modules.json",
-    "sentence_bert_config.json",
-    "config_sentence_transformers.json",
-    "1_Pooling/config.json",
-];
-
-/// In a repository listing without GGUF files, an encoder: its weights (safetensors before
-/// ONNX) and the companion files present. `None` unless it has weights and a `tokenizer.json`.
-fn encoder_files(files: &[String]) -> Option<(String, Vec<String>)> {
-    if files
-        .iter()
-        .any(|f| f.to_ascii_lowercase().ends_with(".gguf"))
-        || !files.iter().any(|f| f == "tokenizer.json")
-    {
-        return None;
-    }
-    let weights = ["model.safetensors", "model.onnx", "onnx/model.onnx"]
-        .into_iter()
-        .find(|w| files.iter().any(|f| f == w))?;
-    let companions = ENCODER_COMPANIONS
-        .into_iter()
-        .filter(|c| files.iter().any(|f| f == c))
-        .map(str::to_string)
-        .collect();
-    Some((weights.to_string(), companions))
 }
 
 fn progress_bar(quiet: bool) -> ProgressBar {

@@ -88,11 +88,19 @@ pub async fn pull(
     let spec = ModelSpec::parse(&request.model)?;
     let (revision, client) = hub_request(&state, request.revision.as_deref())?;
     // Resolving the file happens before the response starts, so its errors are real statuses.
+    // An encoder repository (no GGUF) brings the files read beside its weights, from one commit.
+    let mut companions = Vec::new();
     let file = match &spec.selector {
         Selector::File(path) => path.clone(),
         Selector::OnlyGguf | Selector::Quant(_) => {
             let files = client.repo_info(&spec.repo, &revision).await?.files;
-            RepoPath::parse(spec.choose(&files)?)?
+            match crate::catalog::encoder_files(&files) {
+                Some((weights, with)) if spec.selector == Selector::OnlyGguf => {
+                    companions = with;
+                    RepoPath::parse(&weights)?
+                }
+                _ => RepoPath::parse(spec.choose(&files)?)?,
+            }
         }
     };
     let (events, receiver) = mpsc::unbounded_channel::<Result<PullStatus, ApiError>>();
@@ -102,9 +110,24 @@ pub async fn pull(
     tokio::spawn(async move {
         let shown = file.to_string();
         let reporter = Reporter::new(events.clone(), shown.clone());
-        let result = client
+        let mut result = client
             .download(&spec.repo, &revision, &file, &reporter)
             .await;
+        if let Ok(got) = &result {
+            for companion in &companions {
+                let fetched = match (Revision::parse(&got.commit), RepoPath::parse(companion)) {
+                    (Ok(commit), Ok(path)) => client
+                        .download(&spec.repo, &commit, &path, &())
+                        .await
+                        .map(|_| ()),
+                    (Err(err), _) | (_, Err(err)) => Err(err),
+                };
+                if let Err(err) = fetched {
+                    result = Err(err);
+                    break;
+                }
+            }
+        }
         let outcome = match result {
             Ok(got) => {
                 let path = got.path.clone();
@@ -112,7 +135,11 @@ pub async fn pull(
                 let id = listed
                     .ok()
                     .and_then(Result::ok)
-                    .and_then(|models| models.into_iter().find(|m| m.path == path))
+                    .and_then(|models| {
+                        models
+                            .into_iter()
+                            .find(|m| m.path == path || path.parent() == Some(m.path.as_path()))
+                    })
                     .map_or_else(|| format!("{}:{shown}", spec.repo), |m| m.id);
                 Ok(PullStatus {
                     model: Some(id),

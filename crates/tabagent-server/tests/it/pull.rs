@@ -309,3 +309,26 @@ async fn an_encoder_repository_pulls_whole_and_serves_embeddings() {
     let listed = tabagent(data.path()).args(["models"]).output().unwrap();
     assert!(!text(&listed.stdout).contains(MINILM));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pull_endpoint_fetches_a_whole_encoder_repository() {
+    let hub = minilm_hub(&minilm_dir().join("1_Pooling/config.json")).await;
+    let endpoint = hub.endpoint();
+    let server = Server::start_with(&[], &[("HF_ENDPOINT", endpoint.as_str())], |_| {});
+    let (status, body) = server
+        .post_json(
+            "/v1/models/pull",
+            &serde_json::json!({"model": MINILM, "stream": false}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["model"], MINILM, "{body}");
+    let (status, body) = server
+        .post_json(
+            "/v1/embeddings",
+            &serde_json::json!({"model": MINILM, "input": ["hello world"]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"][0]["embedding"].as_array().unwrap().len(), 384);
+}
