@@ -162,11 +162,21 @@ impl<'a> Weights<'a> {
         self.raw(&format!("{}{name}", self.prefix))
     }
 
-    fn raw(&self, name: &str) -> Result<(Vec<i64>, Vec<f32>), ModelError> {
-        let view = self.tensors.tensor(name).map_err(|_| ModelError::Invalid {
+    /// The first dimension of the encoder's tensor `name`, without reading its values.
+    fn rows(&self, name: &str) -> Result<usize, ModelError> {
+        let view = self.view(&format!("{}{name}", self.prefix))?;
+        Ok(view.shape().first().copied().unwrap_or(0))
+    }
+
+    fn view(&self, name: &str) -> Result<safetensors::tensor::TensorView<'a>, ModelError> {
+        self.tensors.tensor(name).map_err(|_| ModelError::Invalid {
             path: self.path.display().to_string(),
             reason: format!("tensor `{name}` is missing"),
-        })?;
+        })
+    }
+
+    fn raw(&self, name: &str) -> Result<(Vec<i64>, Vec<f32>), ModelError> {
+        let view = self.view(name)?;
         let data = view.data();
         let values: Vec<f32> = match view.dtype() {
             Dtype::F32 => data
@@ -231,8 +241,8 @@ fn build(c: &BertConfig, w: &Weights<'_>) -> Result<crate::proto::ModelProto, Mo
     let types = g.input(io::TOKEN_TYPE_IDS, data_type::INT64, &batch_seq);
 
     // Embeddings: word + position + token type, then a layer norm.
-    let vocab = w.encoder("embeddings.word_embeddings.weight")?.0[0] as usize;
-    let type_vocab = w.encoder("embeddings.token_type_embeddings.weight")?.0[0] as usize;
+    let vocab = w.rows("embeddings.word_embeddings.weight")?;
+    let type_vocab = w.rows("embeddings.token_type_embeddings.weight")?;
     let word_table = load(&mut g, w, "embeddings.word_embeddings.weight", &[vocab, h])?;
     let pos_table = load(
         &mut g,

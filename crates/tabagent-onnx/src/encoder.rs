@@ -494,7 +494,7 @@ fn pool(
 }
 
 /// Scales `v` to unit length (a zero vector stays zero), as `torch.nn.functional.normalize`.
-fn normalize(v: &mut [f32]) {
+pub fn normalize(v: &mut [f32]) {
     let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
     v.iter_mut().for_each(|x| *x /= norm);
 }

@@ -29,6 +29,8 @@ pub struct Piece {
 /// A Hugging Face tokenizer, set to truncate at the model's limit and never pad (batches pad).
 pub struct TextTokenizer {
     inner: Tokenizer,
+    /// The same without truncation, for showing a whole text's tokens.
+    untruncated: Tokenizer,
     max_tokens: usize,
 }
 
@@ -40,6 +42,13 @@ impl TextTokenizer {
             reason: e.to_string(),
         })?;
         inner.with_padding(None);
+        let mut untruncated = inner.clone();
+        untruncated
+            .with_truncation(None)
+            .map_err(|e| ModelError::Invalid {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })?;
         inner
             .with_truncation(Some(TruncationParams {
                 max_length: max_tokens,
@@ -51,7 +60,11 @@ impl TextTokenizer {
                 path: path.display().to_string(),
                 reason: e.to_string(),
             })?;
-        Ok(Self { inner, max_tokens })
+        Ok(Self {
+            inner,
+            untruncated,
+            max_tokens,
+        })
     }
 
     /// The longest input, in tokens.
@@ -84,11 +97,8 @@ impl TextTokenizer {
 
     /// Ids and their pieces, without truncation; `special` adds the model's special tokens.
     pub fn pieces(&self, text: &str, special: bool) -> Result<Vec<Piece>, ModelError> {
-        let mut plain = self.inner.clone();
-        plain
-            .with_truncation(None)
-            .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
-        let encoding = plain
+        let encoding = self
+            .untruncated
             .encode(text, special)
             .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
         Ok(encoding

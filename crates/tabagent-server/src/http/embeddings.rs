@@ -132,8 +132,7 @@ pub async fn embeddings(
         .map(|(index, mut vector)| {
             vector.truncate(dimensions);
             if renormalise {
-                let norm = vector.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
-                vector.iter_mut().for_each(|x| *x /= norm);
+                tabagent_onnx::encoder::normalize(&mut vector);
             }
             EmbeddingObject {
                 object: "embedding",
