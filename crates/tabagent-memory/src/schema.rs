@@ -1,0 +1,144 @@
+//! The SQLite schema and connection settings.
+//!
+//! SQLite is the source of truth. `records` holds every store's records; `records_fts` is an
+//! FTS5 index over their text kept in step by triggers; `vectors` holds each record's vector in
+//! its space; `vector_log` lists every vector change in commit order so that an HNSW index
+//! built earlier (saved to disk, or held by another process) can catch up instead of being
+//! rebuilt; `memory_meta` holds the database's epoch, which a restore changes.
+
+use rusqlite::Connection;
+
+use crate::MemoryError;
+
+/// How hard a commit works to survive a crash.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// Every commit is on disk before it is acknowledged (`synchronous = FULL`): survives power
+    /// loss. Concurrent writes share one commit, so this costs little under load.
+    #[default]
+    Full,
+    /// Commits reach the OS before they are acknowledged and the disk at checkpoints
+    /// (`synchronous = NORMAL`): survives the process being killed, not a power cut.
+    Normal,
+}
+
+pub(crate) const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = r#"
+CREATE TABLE records (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    store        TEXT NOT NULL,
+    kind         TEXT NOT NULL,
+    text         TEXT NOT NULL,
+    data         TEXT NOT NULL DEFAULT '{}',
+    tags         TEXT NOT NULL DEFAULT '[]',
+    conversation TEXT,
+    source       TEXT,
+    role         TEXT,
+    key          TEXT,
+    created_at   INTEGER NOT NULL
+);
+CREATE INDEX records_store_time ON records(store, created_at, id);
+CREATE INDEX records_conversation ON records(conversation, created_at, id) WHERE conversation IS NOT NULL;
+CREATE UNIQUE INDEX records_key ON records(store, key) WHERE key IS NOT NULL;
+
+CREATE VIRTUAL TABLE records_fts USING fts5(
+    text, content='records', content_rowid='id', tokenize='porter unicode61 remove_diacritics 2'
+);
+CREATE TRIGGER records_fts_insert AFTER INSERT ON records BEGIN
+    INSERT INTO records_fts(rowid, text) VALUES (new.id, new.text);
+END;
+CREATE TRIGGER records_fts_delete AFTER DELETE ON records BEGIN
+    INSERT INTO records_fts(records_fts, rowid, text) VALUES ('delete', old.id, old.text);
+END;
+CREATE TRIGGER records_fts_update AFTER UPDATE OF text ON records BEGIN
+    INSERT INTO records_fts(records_fts, rowid, text) VALUES ('delete', old.id, old.text);
+    INSERT INTO records_fts(rowid, text) VALUES (new.id, new.text);
+END;
+
+CREATE TABLE spaces (
+    id         INTEGER PRIMARY KEY,
+    name       TEXT NOT NULL UNIQUE,
+    dimensions INTEGER NOT NULL,
+    metric     TEXT NOT NULL
+);
+CREATE TABLE vectors (
+    record_id INTEGER PRIMARY KEY REFERENCES records(id) ON DELETE CASCADE,
+    space_id  INTEGER NOT NULL REFERENCES spaces(id),
+    vector    BLOB NOT NULL
+);
+CREATE INDEX vectors_space ON vectors(space_id);
+CREATE TABLE vector_log (
+    seq       INTEGER PRIMARY KEY AUTOINCREMENT,
+    space_id  INTEGER NOT NULL,
+    record_id INTEGER NOT NULL,
+    added     INTEGER NOT NULL
+);
+CREATE TRIGGER vectors_log_insert AFTER INSERT ON vectors BEGIN
+    INSERT INTO vector_log(space_id, record_id, added) VALUES (new.space_id, new.record_id, 1);
+END;
+CREATE TRIGGER vectors_log_delete AFTER DELETE ON vectors BEGIN
+    INSERT INTO vector_log(space_id, record_id, added) VALUES (old.space_id, old.record_id, 0);
+END;
+
+CREATE TABLE memory_meta (
+    name  TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"#;
+
+/// Settings every connection gets.
+pub(crate) fn configure(conn: &Connection, durability: Durability) -> Result<(), MemoryError> {
+    let synchronous = match durability {
+        Durability::Full => "FULL",
+        Durability::Normal => "NORMAL",
+    };
+    conn.execute_batch(&format!(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = {synchronous};
+         PRAGMA foreign_keys = ON;
+         PRAGMA busy_timeout = 10000;
+         PRAGMA temp_store = MEMORY;"
+    ))?;
+    Ok(())
+}
+
+/// Creates the schema in a new database, or checks an existing one is ours and current.
+pub(crate) fn migrate(conn: &mut Connection) -> Result<(), MemoryError> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    match version {
+        0 => {
+            let tx = conn.transaction()?;
+            let tables: i64 =
+                tx.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
+            if tables > 0 {
+                return Err(MemoryError::Corrupt(
+                    "the file is an SQLite database that tabagent did not create".to_string(),
+                ));
+            }
+            tx.execute_batch(SCHEMA)?;
+            tx.execute(
+                "INSERT INTO memory_meta(name, value) VALUES ('epoch', ?1)",
+                [uuid::Uuid::new_v4().to_string()],
+            )?;
+            tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;
+            tx.commit()?;
+            Ok(())
+        }
+        SCHEMA_VERSION => Ok(()),
+        other => Err(MemoryError::Corrupt(format!(
+            "schema version {other} is newer than this tabagent understands ({SCHEMA_VERSION})"
+        ))),
+    }
+}
+
+/// The database's epoch: changes when a backup is restored over it, so that vector indexes
+/// built against the old contents know to start again.
+pub(crate) fn epoch(conn: &Connection) -> Result<String, MemoryError> {
+    Ok(conn.query_row(
+        "SELECT value FROM memory_meta WHERE name = 'epoch'",
+        [],
+        |r| r.get(0),
+    )?)
+}
