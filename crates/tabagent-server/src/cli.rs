@@ -45,6 +45,114 @@ pub enum Command {
     Bench(BenchArgs),
     /// Show this machine's CPU, memory and ONNX Runtime execution providers.
     Hw(HwArgs),
+    /// Write, list, search and delete records in the memory stores (works beside a running
+    /// server).
+    Memory(MemoryArgs),
+    /// Back up, restore or check the memory database.
+    Db(DbArgs),
+}
+
+/// `tabagent memory`.
+#[derive(Debug, Args)]
+pub struct MemoryArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: MemoryAction,
+}
+
+/// `tabagent memory add|ls|get|rm|search|stats`.
+#[derive(Debug, Subcommand)]
+pub enum MemoryAction {
+    /// Write a record (keyword-searchable; the server embeds records it writes).
+    Add {
+        /// The store: conversations, knowledge, embeddings, tool-results, experience,
+        /// summaries or meta.
+        store: String,
+        /// The text.
+        text: String,
+        /// A tag (repeatable).
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        /// A key unique in the store (writing it again replaces the record).
+        #[arg(long)]
+        key: Option<String>,
+        /// The kind of record.
+        #[arg(long)]
+        kind: Option<String>,
+        /// The conversation it belongs to.
+        #[arg(long)]
+        conversation: Option<String>,
+        /// Where it came from.
+        #[arg(long)]
+        source: Option<String>,
+    },
+    /// List a store's records, newest first.
+    Ls {
+        /// The store.
+        store: String,
+        /// Most records shown.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Only records with this tag (repeatable).
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        /// Print JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one record as JSON.
+    Get {
+        /// The record's id.
+        id: i64,
+    },
+    /// Delete a record.
+    Rm {
+        /// The record's id.
+        id: i64,
+    },
+    /// Keyword search (BM25) across stores.
+    Search {
+        /// Words to look for.
+        query: String,
+        /// Only this store (repeatable).
+        #[arg(long = "store")]
+        stores: Vec<String>,
+        /// Most results.
+        #[arg(long, default_value_t = 10)]
+        limit: usize,
+        /// Print JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Records per store and vector spaces.
+    Stats,
+}
+
+/// `tabagent db`.
+#[derive(Debug, Args)]
+pub struct DbArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: DbAction,
+}
+
+/// `tabagent db backup|restore|check`.
+#[derive(Debug, Subcommand)]
+pub enum DbAction {
+    /// Copy the memory database, consistent at one moment, to a new file (safe while the
+    /// server runs).
+    Backup {
+        /// The file to write (must not exist).
+        file: PathBuf,
+    },
+    /// Replace the memory database with a backup (checked first; indexes are rebuilt).
+    Restore {
+        /// The backup file.
+        file: PathBuf,
+    },
+    /// Verify SQLite's integrity, the full-text index, and that the vector indexes agree with
+    /// SQLite; exits non-zero when something is wrong.
+    Check,
 }
 
 /// `tabagent hw`.

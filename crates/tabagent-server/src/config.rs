@@ -27,6 +27,8 @@ pub struct Config {
     pub onnx: OnnxConfig,
     /// Where models are downloaded from and kept.
     pub hub: HubSettings,
+    /// The memory stores.
+    pub memory: MemorySettings,
     /// Logging.
     pub log: LogConfig,
 }
@@ -62,6 +64,34 @@ impl std::fmt::Debug for ServerConfig {
             .field("cors_origins", &self.cors_origins)
             .field("max_body_bytes", &self.max_body_bytes)
             .finish()
+    }
+}
+
+/// The memory stores (`/v1/memory`, `tabagent memory`, `tabagent db`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MemorySettings {
+    /// Serve the memory API (the database is created on first start).
+    pub enabled: bool,
+    /// Where the database and its vector indexes live (default `<data_dir>/memory`).
+    pub dir: Option<PathBuf>,
+    /// `full`: a write is on disk before it is acknowledged (survives power loss); `normal`:
+    /// survives the process being killed, not a power cut, and writes faster.
+    pub durability: tabagent_memory::Durability,
+    /// An embedding model (as `/v1/models` names it): when set, records written and searches
+    /// made without a vector are embedded with it, and search is hybrid. Unset: keyword search,
+    /// plus vectors callers send themselves.
+    pub embedding_model: Option<String>,
+}
+
+impl Default for MemorySettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            dir: None,
+            durability: tabagent_memory::Durability::Full,
+            embedding_model: None,
+        }
     }
 }
 
@@ -229,6 +259,7 @@ impl Default for Config {
             llama: LlamaConfig::default(),
             onnx: OnnxConfig::default(),
             hub: HubSettings::default(),
+            memory: MemorySettings::default(),
             log: LogConfig {
                 format: LogFormat::Text,
                 level: "info".to_string(),
@@ -462,6 +493,19 @@ impl Config {
     /// The model store's directory.
     pub fn models_dir(&self) -> PathBuf {
         self.storage.data_dir.join("models")
+    }
+
+    /// Where and how the memory database is opened.
+    pub fn memory_config(&self) -> tabagent_memory::MemoryConfig {
+        let dir = self
+            .memory
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.storage.data_dir.join("memory"));
+        tabagent_memory::MemoryConfig {
+            durability: self.memory.durability,
+            ..tabagent_memory::MemoryConfig::at(dir)
+        }
     }
 
     /// The memory rules of the model registry.

@@ -42,7 +42,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 config.hub.connections = connections;
             }
         }
-        Command::Models(_) | Command::Import(_) | Command::Hw(_) => {}
+        Command::Models(_)
+        | Command::Import(_)
+        | Command::Hw(_)
+        | Command::Memory(_)
+        | Command::Db(_) => {}
     }
     config.validate()?;
     init_logging(&config, matches!(cli.command, Command::Serve(_)));
@@ -58,6 +62,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Import(args) => commands::models::import(&config, &args),
             Command::Pull(args) => commands::pull::run(&config, &args).await,
             Command::Hw(args) => hardware::run(&config, args.json),
+            Command::Memory(args) => commands::memory::run(&config, args.action),
+            Command::Db(args) => commands::memory::db(&config, args.action),
         }
     })
 }

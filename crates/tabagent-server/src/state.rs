@@ -15,17 +15,23 @@ pub struct AppState {
 struct Inner {
     config: Config,
     registry: ModelRegistry,
+    memory: Option<Arc<tabagent_memory::Memory>>,
     ready: AtomicBool,
     startup_error: Mutex<Option<String>>,
 }
 
 impl AppState {
     /// State for `config` over `registry`.
-    pub fn new(config: Config, registry: ModelRegistry) -> Self {
+    pub fn new(
+        config: Config,
+        registry: ModelRegistry,
+        memory: Option<Arc<tabagent_memory::Memory>>,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 config,
                 registry,
+                memory,
                 ready: AtomicBool::new(false),
                 startup_error: Mutex::new(None),
             }),
@@ -40,6 +46,11 @@ impl AppState {
     /// Loaded and loadable models.
     pub fn registry(&self) -> &ModelRegistry {
         &self.inner.registry
+    }
+
+    /// The memory stores, unless `memory.enabled` is off.
+    pub fn memory(&self) -> Option<&Arc<tabagent_memory::Memory>> {
+        self.inner.memory.as_ref()
     }
 
     /// Whether start-up work (the default model's load) is done.

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod bench_embed;
+pub mod memory;
 pub mod models;
 pub mod pull;
 pub mod run;

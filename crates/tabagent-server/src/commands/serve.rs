@@ -48,7 +48,22 @@ pub async fn run(config: Config, mode: Mode) -> anyhow::Result<()> {
             tracing::debug!(error = %err, "cannot set TCP_NODELAY");
         }
     });
-    let state = AppState::new(config.clone(), registry);
+    let memory = if config.memory.enabled {
+        let memory_config = config.memory_config();
+        let memory =
+            tokio::task::spawn_blocking(move || tabagent_memory::Memory::open(&memory_config))
+                .await?
+                .with_context(|| {
+                    format!(
+                        "cannot open the memory in {}",
+                        config.memory_config().path.display()
+                    )
+                })?;
+        Some(std::sync::Arc::new(memory))
+    } else {
+        None
+    };
+    let state = AppState::new(config.clone(), registry, memory);
     tracing::info!(%address, data_dir = %config.storage.data_dir.display(), "tabagent listening");
     // Tests and scripts read this line to find an ephemeral port.
     println!("tabagent listening on http://{address}");

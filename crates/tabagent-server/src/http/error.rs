@@ -239,6 +239,18 @@ impl From<InferenceError> for ApiError {
     }
 }
 
+impl From<tabagent_memory::MemoryError> for ApiError {
+    fn from(err: tabagent_memory::MemoryError) -> Self {
+        use tabagent_memory::MemoryError;
+        match &err {
+            MemoryError::NotFound(_) => Self::not_found("record_not_found", "id", err.to_string()),
+            _ if err.is_callers_fault() => Self::bad_request(err.param(), err.to_string()),
+            MemoryError::Closed => Self::unavailable("memory_closed", err.to_string()),
+            _ => Self::internal(err),
+        }
+    }
+}
+
 impl From<RegistryError> for ApiError {
     fn from(err: RegistryError) -> Self {
         match err {

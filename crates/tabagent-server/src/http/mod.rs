@@ -11,6 +11,7 @@ mod files;
 mod generate;
 mod health;
 mod json;
+mod memory;
 mod models;
 mod onnx;
 mod pull;
@@ -55,9 +56,16 @@ use error::ApiError;
         tokenize::detokenize,
         health::health,
         health::ready,
-        health::config
+        health::config,
+        memory::stats,
+        memory::search,
+        memory::transaction,
+        memory::create,
+        memory::list,
+        memory::get_one,
+        memory::delete_one
     ),
-    tags((name = "openai", description = "OpenAI-compatible endpoints"), (name = "models", description = "Downloading and removing models"), (name = "tokens", description = "A model's tokenizer"), (name = "onnx", description = "Any ONNX model on named tensors"), (name = "health", description = "Probes and configuration"))
+    tags((name = "openai", description = "OpenAI-compatible endpoints"), (name = "models", description = "Downloading and removing models"), (name = "tokens", description = "A model's tokenizer"), (name = "onnx", description = "Any ONNX model on named tensors"), (name = "health", description = "Probes and configuration"), (name = "memory", description = "The seven memory stores and their search"))
 )]
 pub struct ApiDoc;
 
@@ -91,6 +99,14 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/files/{*rest}", get(files::get_file))
         .route("/v1/tokenize", post(tokenize::tokenize))
         .route("/v1/detokenize", post(tokenize::detokenize))
+        .route("/v1/memory", get(memory::stats))
+        .route("/v1/memory/search", post(memory::search))
+        .route("/v1/memory/transaction", post(memory::transaction))
+        .route("/v1/memory/{store}", get(memory::list).post(memory::create))
+        .route(
+            "/v1/memory/{store}/{id}",
+            get(memory::get_one).delete(memory::delete_one),
+        )
         .route("/v1/health", get(health::health))
         .route("/v1/health/ready", get(health::ready))
         .route("/v1/config", get(health::config))

@@ -11,6 +11,7 @@ mod cli;
 mod embeddings;
 mod errors;
 mod lifecycle;
+mod memory;
 mod onnx;
 mod pull;
 mod security;

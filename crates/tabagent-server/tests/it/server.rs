@@ -31,9 +31,14 @@ pub fn tabagent(data_dir: &Path) -> Command {
         .env_remove("HF_HUB_OFFLINE");
     for (key, _) in std::env::vars_os() {
         let key_text = key.to_string_lossy();
-        if ["TABAGENT_SERVER__", "TABAGENT_MODELS__", "TABAGENT_ONNX__"]
-            .iter()
-            .any(|prefix| key_text.starts_with(prefix))
+        if [
+            "TABAGENT_SERVER__",
+            "TABAGENT_MODELS__",
+            "TABAGENT_ONNX__",
+            "TABAGENT_MEMORY__",
+        ]
+        .iter()
+        .any(|prefix| key_text.starts_with(prefix))
         {
             command.env_remove(key);
         }
@@ -119,6 +124,11 @@ impl Server {
             _data_dir: data_dir,
             child,
         }
+    }
+
+    /// The server's data directory.
+    pub fn data_dir(&self) -> &Path {
+        self._data_dir.path()
     }
 
     pub fn endpoint(&self, path: &str) -> String {

@@ -1,0 +1,146 @@
+//! `tabagent memory ...` and `tabagent db ...`: the memory database from the command line.
+//!
+//! These open the database directly (SQLite in WAL mode allows it beside a running server; the
+//! server's vector indexes replay what these write).
+
+use anyhow::{bail, Context};
+use tabagent_memory::{Filter, Memory, NewRecord, Order, SearchRequest, Store};
+
+use crate::cli::{DbAction, MemoryAction};
+use crate::config::Config;
+
+fn open(config: &Config) -> anyhow::Result<Memory> {
+    let memory_config = config.memory_config();
+    Memory::open(&memory_config)
+        .with_context(|| format!("cannot open the memory in {}", memory_config.path.display()))
+}
+
+fn one_line(text: &str, width: usize) -> String {
+    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.chars().count() > width {
+        format!("{}…", flat.chars().take(width).collect::<String>())
+    } else {
+        flat
+    }
+}
+
+/// `tabagent memory`.
+pub fn run(config: &Config, action: MemoryAction) -> anyhow::Result<()> {
+    let memory = open(config)?;
+    match action {
+        MemoryAction::Add {
+            store,
+            text,
+            tags,
+            key,
+            kind,
+            conversation,
+            source,
+        } => {
+            let store = Store::parse(&store)?;
+            let record = memory.insert(
+                store,
+                NewRecord {
+                    text,
+                    tags,
+                    key,
+                    kind,
+                    conversation,
+                    source,
+                    ..Default::default()
+                },
+            )?;
+            println!("{}", record.id);
+        }
+        MemoryAction::Ls {
+            store,
+            limit,
+            tags,
+            json,
+        } => {
+            let filter = Filter {
+                stores: vec![Store::parse(&store)?],
+                tags,
+                ..Default::default()
+            };
+            let page = memory.list(&filter, Order::Newest, limit, None)?;
+            for r in page.records {
+                if json {
+                    println!("{}", serde_json::to_string(&r)?);
+                } else {
+                    println!("{:>8}  {:<12} {}", r.id, r.kind, one_line(&r.text, 90));
+                }
+            }
+        }
+        MemoryAction::Get { id } => {
+            println!("{}", serde_json::to_string_pretty(&memory.get(id)?)?);
+        }
+        MemoryAction::Rm { id } => {
+            memory.delete(id)?;
+            println!("deleted {id}");
+        }
+        MemoryAction::Search {
+            query,
+            stores,
+            limit,
+            json,
+        } => {
+            let mut request = SearchRequest::keyword(&query);
+            request.limit = limit;
+            request.filter.stores = stores
+                .iter()
+                .map(|s| Store::parse(s))
+                .collect::<Result<_, _>>()?;
+            for hit in memory.search(&request)?.hits {
+                if json {
+                    println!("{}", serde_json::to_string(&hit)?);
+                } else {
+                    println!(
+                        "{:>8}  {:<13} {:>7.3}  {}",
+                        hit.record.id,
+                        hit.record.store.name(),
+                        hit.why.keyword_score.unwrap_or(0.0),
+                        one_line(&hit.record.text, 80)
+                    );
+                }
+            }
+        }
+        MemoryAction::Stats => {
+            println!("{}", serde_json::to_string_pretty(&memory.stats()?)?);
+        }
+    }
+    Ok(())
+}
+
+/// `tabagent db`.
+pub fn db(config: &Config, action: DbAction) -> anyhow::Result<()> {
+    let memory = open(config)?;
+    match action {
+        DbAction::Backup { file } => {
+            let bytes = memory.backup(&file)?;
+            println!("backed up {} bytes to {}", bytes, file.display());
+        }
+        DbAction::Restore { file } => {
+            memory.restore(&file)?;
+            println!("restored {}", file.display());
+        }
+        DbAction::Check => {
+            let report = memory.check()?;
+            for problem in &report.problems {
+                eprintln!("{problem}");
+            }
+            if !report.ok {
+                bail!(
+                    "the memory has {} problem(s); restore a backup or delete {} to rebuild the vector index",
+                    report.problems.len(),
+                    config.memory_config().index_dir.display()
+                );
+            }
+            println!(
+                "ok: {} records, {} vectors; SQLite, full-text and vector indexes agree",
+                report.records, report.vectors
+            );
+        }
+    }
+    Ok(())
+}
