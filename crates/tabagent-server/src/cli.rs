@@ -86,6 +86,12 @@ pub enum MemoryAction {
         #[arg(long)]
         source: Option<String>,
     },
+    /// Write records from JSON lines (`{"store", "text", ...}`, with `vector` and `space` for
+    /// a vector), printing `{"line", "id"}` as each one is committed.
+    Import {
+        /// The file (`-` for standard input).
+        file: PathBuf,
+    },
     /// List a store's records, newest first.
     Ls {
         /// The store.

@@ -52,6 +52,7 @@ pub fn run(config: &Config, action: MemoryAction) -> anyhow::Result<()> {
             )?;
             println!("{}", record.id);
         }
+        MemoryAction::Import { file } => import(&memory, &file)?,
         MemoryAction::Ls {
             store,
             limit,
@@ -108,6 +109,81 @@ pub fn run(config: &Config, action: MemoryAction) -> anyhow::Result<()> {
         MemoryAction::Stats => {
             println!("{}", serde_json::to_string_pretty(&memory.stats()?)?);
         }
+    }
+    Ok(())
+}
+
+/// One line of `tabagent memory import`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImportLine {
+    store: String,
+    #[serde(flatten)]
+    record: ImportRecord,
+}
+
+#[derive(serde::Deserialize)]
+struct ImportRecord {
+    text: String,
+    kind: Option<String>,
+    data: Option<serde_json::Value>,
+    #[serde(default)]
+    tags: Vec<String>,
+    conversation: Option<String>,
+    source: Option<String>,
+    role: Option<String>,
+    key: Option<String>,
+    created_at: Option<i64>,
+    vector: Option<Vec<f32>>,
+    space: Option<String>,
+}
+
+/// Writes each line as it is read; a line's id is printed only once it is committed, so what
+/// was printed survives a crash.
+fn import(memory: &Memory, file: &std::path::Path) -> anyhow::Result<()> {
+    use std::io::{BufRead, Write};
+    let reader: Box<dyn BufRead> = if file.as_os_str() == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        let opened =
+            std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
+        Box::new(std::io::BufReader::new(opened))
+    };
+    let mut out = std::io::stdout().lock();
+    for (n, line) in reader.lines().enumerate() {
+        let line = line.context("cannot read the input")?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let at = n + 1;
+        let parsed: ImportLine =
+            serde_json::from_str(&line).with_context(|| format!("line {at}: not a record"))?;
+        let r = parsed.record;
+        let embedding = match (r.vector, r.space) {
+            (Some(vector), Some(space)) => Some(tabagent_memory::Embedding { space, vector }),
+            (None, None) => None,
+            _ => bail!("line {at}: `vector` and `space` go together"),
+        };
+        let store = Store::parse(&parsed.store).with_context(|| format!("line {at}"))?;
+        let record = memory
+            .insert(
+                store,
+                NewRecord {
+                    text: r.text,
+                    kind: r.kind,
+                    data: r.data.unwrap_or(serde_json::Value::Null),
+                    tags: r.tags,
+                    conversation: r.conversation,
+                    source: r.source,
+                    role: r.role,
+                    key: r.key,
+                    created_at: r.created_at,
+                    embedding,
+                },
+            )
+            .with_context(|| format!("line {at}"))?;
+        writeln!(out, "{}", serde_json::json!({"line": at, "id": record.id}))?;
+        out.flush()?;
     }
     Ok(())
 }

@@ -8,6 +8,7 @@
 mod api;
 mod base_model;
 mod cli;
+mod durability;
 mod embeddings;
 mod errors;
 mod lifecycle;
