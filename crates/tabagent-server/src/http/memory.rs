@@ -195,7 +195,8 @@ pub enum Operation {
         /// Its store.
         store: String,
         /// The record.
-        record: RecordRequest,
+        #[schema(value_type = RecordRequest)]
+        record: Box<RecordRequest>,
     },
     /// Delete a record.
     Delete {
@@ -584,7 +585,7 @@ pub async fn transaction(
                 record,
             } => {
                 stores.push(store(&name)?);
-                requests.push(record);
+                requests.push(*record);
                 order.push(None);
             }
             Operation::Delete { id } => order.push(Some(id)),
