@@ -153,7 +153,7 @@ impl Memory {
         self.read(|conn| {
             let (vector_list, method) = match (&request.vector, use_vector) {
                 (Some(v), true) => {
-                    let (list, method) = self.nearest(conn, v, &request.filter, depth)?;
+                    let (list, method) = self.nearest_filtered(conn, v, &request.filter, depth)?;
                     (list, Some(method))
                 }
                 _ => (Vec::new(), None),
@@ -180,8 +180,23 @@ impl Memory {
         })
     }
 
+    /// The `count` nearest record ids in `space` with their scores (cosine similarity or
+    /// Euclidean distance), best first: the index alone, no records read.
+    pub fn nearest(&self, query: &Embedding, count: usize) -> Result<Vec<(i64, f32)>, MemoryError> {
+        check_vector(query, &self.config().limits)?;
+        self.read(|conn| {
+            let indexes = self.indexes_caught_up(conn)?;
+            Ok(scored(indexes.nearest(
+                &query.space,
+                &query.vector,
+                count,
+                None,
+            )?))
+        })
+    }
+
     /// The `depth` nearest records allowed by `filter`, with their scores, best first.
-    fn nearest(
+    fn nearest_filtered(
         &self,
         conn: &mut Connection,
         query: &Embedding,
@@ -190,7 +205,7 @@ impl Memory {
     ) -> Result<(Ranked, &'static str), MemoryError> {
         let indexes = self.indexes_caught_up(conn)?;
         if *filter == Filter::default() {
-            let found = indexes.nearest(&query.space, &query.vector, depth, |_| true)?;
+            let found = indexes.nearest(&query.space, &query.vector, depth, None)?;
             return Ok((scored(found), "hnsw"));
         }
         let (clause, params) = filter.sql();
@@ -208,9 +223,8 @@ impl Memory {
             )?
             .collect::<Result<_, _>>()?;
         if allowed.len() >= EXACT_BELOW {
-            let found = indexes.nearest(&query.space, &query.vector, depth, |key| {
-                allowed.contains(&(key as i64))
-            })?;
+            let keep = |key: u64| allowed.contains(&(key as i64));
+            let found = indexes.nearest(&query.space, &query.vector, depth, Some(&keep))?;
             return Ok((scored(found), "hnsw"));
         }
         // Few candidates: score them all, exactly.

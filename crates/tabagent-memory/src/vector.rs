@@ -326,7 +326,7 @@ impl VectorIndexes {
         space: &str,
         query: &[f32],
         count: usize,
-        keep: impl Fn(u64) -> bool,
+        keep: Option<&dyn Fn(u64) -> bool>,
     ) -> Result<Option<(Metric, Ranked)>, MemoryError> {
         let Some(s) = self.spaces.values().find(|s| s.name == space) else {
             return Ok(None);
@@ -338,10 +338,13 @@ impl VectorIndexes {
                 got: query.len(),
             });
         }
-        let found = s
-            .index
-            .filtered_search(query, count, keep)
-            .map_err(index_error)?;
+        // usearch calls a filter back across the FFI for every candidate it visits: without
+        // one, the plain search is much faster.
+        let found = match keep {
+            Some(keep) => s.index.filtered_search(query, count, keep),
+            None => s.index.search(query, count),
+        }
+        .map_err(index_error)?;
         Ok(Some((
             s.metric,
             found
