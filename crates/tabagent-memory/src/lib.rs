@@ -22,6 +22,7 @@
 #![deny(missing_docs)]
 
 mod db;
+pub mod graph;
 pub mod maintenance;
 pub mod record;
 mod schema;
@@ -31,6 +32,10 @@ pub mod vector;
 mod writer;
 
 pub use db::{Memory, MemoryConfig, Stats, StoreStats};
+pub use graph::{
+    ConsolidateOptions, Direction, Entity, EntityRef, GraphPath, Merge, Neighbourhood, NewEntity,
+    NewRelation, Reached, Relation, WalkOptions,
+};
 pub use maintenance::CheckReport;
 pub use record::{Embedding, Filter, Limits, NewRecord, Order, Page, Record};
 pub use schema::Durability;
@@ -69,6 +74,12 @@ pub enum MemoryError {
     /// No such record.
     #[error("no record {0}")]
     NotFound(i64),
+    /// No entity has this id or name.
+    #[error("no entity {0}")]
+    EntityNotFound(String),
+    /// No such relation.
+    #[error("no relation {0}")]
+    RelationNotFound(i64),
     /// The database file is not one this version can use.
     #[error("memory database: {0}")]
     Corrupt(String),
@@ -117,6 +128,8 @@ impl MemoryError {
                 | MemoryError::Invalid { .. }
                 | MemoryError::Dimensions { .. }
                 | MemoryError::NotFound(_)
+                | MemoryError::EntityNotFound(_)
+                | MemoryError::RelationNotFound(_)
         )
     }
 
@@ -126,6 +139,7 @@ impl MemoryError {
             MemoryError::UnknownStore(_) => Some("store"),
             MemoryError::Invalid { param, .. } => Some(param),
             MemoryError::Dimensions { .. } => Some("vector"),
+            MemoryError::EntityNotFound(_) => Some("entity"),
             _ => None,
         }
     }

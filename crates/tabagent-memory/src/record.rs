@@ -197,7 +197,7 @@ impl NewRecord {
     }
 }
 
-fn check_label(
+pub(crate) fn check_label(
     param: &'static str,
     label: Option<&str>,
     limits: &Limits,

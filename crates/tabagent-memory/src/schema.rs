@@ -23,7 +23,7 @@ pub enum Durability {
     Normal,
 }
 
-pub(crate) const SCHEMA_VERSION: i64 = 1;
+pub(crate) const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = r#"
 CREATE TABLE records (
@@ -88,6 +88,38 @@ CREATE TABLE memory_meta (
 );
 "#;
 
+/// Version 2: the knowledge graph. Entities are knowledge records of kind `entity`;
+/// `entity_names` finds them by any normalized name or alias; relations cite the record they
+/// were read from (`evidence`) and go when either end goes.
+const GRAPH: &str = r#"
+CREATE TABLE entity_names (
+    name   TEXT NOT NULL,
+    entity INTEGER NOT NULL REFERENCES records(id) ON DELETE CASCADE,
+    PRIMARY KEY (name, entity)
+) WITHOUT ROWID;
+CREATE INDEX entity_names_entity ON entity_names(entity);
+CREATE TABLE relations (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    subject    INTEGER NOT NULL REFERENCES records(id) ON DELETE CASCADE,
+    relation   TEXT NOT NULL,
+    object     INTEGER NOT NULL REFERENCES records(id) ON DELETE CASCADE,
+    evidence   INTEGER REFERENCES records(id) ON DELETE SET NULL,
+    source     TEXT,
+    confidence REAL,
+    created_at INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX relations_edge ON relations(subject, relation, object, ifnull(evidence, 0));
+CREATE INDEX relations_object ON relations(object, relation);
+CREATE INDEX relations_evidence ON relations(evidence) WHERE evidence IS NOT NULL;
+-- When evidence goes its relations stay, uncited (SET NULL above), unless the same relation
+-- is already held uncited: then the cited copy goes, rather than break the unique index.
+CREATE TRIGGER relations_evidence_gone BEFORE DELETE ON records BEGIN
+    DELETE FROM relations WHERE evidence = old.id AND EXISTS (
+        SELECT 1 FROM relations d WHERE d.evidence IS NULL AND d.subject = relations.subject
+            AND d.relation = relations.relation AND d.object = relations.object);
+END;
+"#;
+
 /// Settings every connection gets.
 pub(crate) fn configure(conn: &Connection, durability: Durability) -> Result<(), MemoryError> {
     let synchronous = match durability {
@@ -118,10 +150,18 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<(), MemoryError> {
                 ));
             }
             tx.execute_batch(SCHEMA)?;
+            tx.execute_batch(GRAPH)?;
             tx.execute(
                 "INSERT INTO memory_meta(name, value) VALUES ('epoch', ?1)",
                 [uuid::Uuid::new_v4().to_string()],
             )?;
+            tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;
+            tx.commit()?;
+            Ok(())
+        }
+        1 => {
+            let tx = conn.transaction()?;
+            tx.execute_batch(GRAPH)?;
             tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;
             tx.commit()?;
             Ok(())

@@ -8,6 +8,7 @@ use rusqlite::backup::Progress;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, MAIN_DB};
 use serde::{Deserialize, Serialize};
 
+use crate::graph::write as graph;
 use crate::record::{check_vector, default_kind, Limits};
 use crate::vector::{self, encode, Metric, VectorIndexes};
 use crate::{now_ms, MemoryError, NewRecord, Record, Store};
@@ -36,10 +37,32 @@ pub enum Change {
         #[serde(default)]
         metric: Metric,
     },
-    /// Deletes a record and its vector.
+    /// Deletes a record and its vector (an entity takes its relations with it).
     Delete {
         /// The record.
         id: i64,
+    },
+    /// Creates a graph entity, or folds it into the one with its name.
+    Entity {
+        /// The entity.
+        entity: crate::NewEntity,
+    },
+    /// Records a relation between two entities (created by name when new).
+    Relate {
+        /// The relation.
+        relation: crate::NewRelation,
+    },
+    /// Deletes a relation.
+    Unrelate {
+        /// The relation.
+        id: i64,
+    },
+    /// Folds entities into another.
+    Merge {
+        /// The entity that remains.
+        kept: i64,
+        /// Those folded into it.
+        merged: Vec<i64>,
     },
 }
 
@@ -62,6 +85,26 @@ pub enum Outcome {
     Deleted {
         /// Its id.
         id: i64,
+    },
+    /// The entity as stored.
+    Entity {
+        /// It.
+        entity: crate::Entity,
+    },
+    /// The relation as stored.
+    Related {
+        /// It.
+        relation: crate::Relation,
+    },
+    /// The relation that was deleted.
+    Unrelated {
+        /// Its id.
+        id: i64,
+    },
+    /// Entities folded into another.
+    Merged {
+        /// Which.
+        merge: crate::Merge,
     },
 }
 
@@ -166,6 +209,8 @@ impl Writer {
 
     fn restore(&mut self, path: &Path) -> Result<(), MemoryError> {
         self.conn.restore(MAIN_DB, path, None::<fn(Progress)>)?;
+        // A backup from an older version is brought up to this one's schema.
+        crate::schema::migrate(&mut self.conn)?;
         // A new epoch tells every index built on the old contents (here or in another
         // process) to start again.
         self.conn.execute(
@@ -257,6 +302,18 @@ fn apply(tx: &Transaction<'_>, change: &Change, limits: &Limits) -> Result<Outco
     match change {
         Change::Insert { store, record } => {
             record.check(limits)?;
+            if *store == Store::Knowledge
+                && (record.kind.as_deref() == Some(crate::graph::ENTITY_KIND)
+                    || record
+                        .key
+                        .as_deref()
+                        .is_some_and(|k| k.starts_with(graph::KEY_PREFIX)))
+            {
+                return Err(MemoryError::invalid(
+                    "kind",
+                    "entities are written through the graph (an `entity` change), which keeps their names",
+                ));
+            }
             let id = write_record(tx, *store, record)?;
             let record = crate::db::read_record(tx, id)?.ok_or(MemoryError::NotFound(id))?;
             Ok(Outcome::Inserted { record })
@@ -301,6 +358,19 @@ fn apply(tx: &Transaction<'_>, change: &Change, limits: &Limits) -> Result<Outco
             }
             Ok(Outcome::Deleted { id: *id })
         }
+        Change::Entity { entity } => Ok(Outcome::Entity {
+            entity: graph::upsert_entity(tx, entity, limits)?,
+        }),
+        Change::Relate { relation } => Ok(Outcome::Related {
+            relation: graph::relate(tx, relation, limits)?,
+        }),
+        Change::Unrelate { id } => {
+            graph::unrelate(tx, *id)?;
+            Ok(Outcome::Unrelated { id: *id })
+        }
+        Change::Merge { kept, merged } => Ok(Outcome::Merged {
+            merge: graph::merge(tx, *kept, merged, limits)?,
+        }),
     }
 }
 

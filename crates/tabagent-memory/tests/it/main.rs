@@ -4,6 +4,7 @@
 // Tests state their expectations with unwrap/expect/panic: a failure is the point.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod graph;
 mod maintenance;
 mod records;
 mod search;

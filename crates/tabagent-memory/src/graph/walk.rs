@@ -1,0 +1,291 @@
+//! Walking the graph: the neighbourhood of an entity out to k hops, and the shortest path
+//! between two. Breadth-first, one query per hop per few hundred entities, bounded by
+//! [`WalkOptions::max_entities`] so that a hub cannot make a walk unbounded.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use rusqlite::Connection;
+use serde::{Deserialize, Serialize};
+
+use super::names::relation_type;
+use super::write::{read_entity, resolve, row_to_relation, RELATION_COLUMNS};
+use super::{Entity, EntityRef, Relation};
+use crate::MemoryError;
+
+/// Which way relations may be followed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// From subject to object only.
+    Out,
+    /// From object to subject only.
+    In,
+    /// Either way.
+    #[default]
+    Both,
+}
+
+/// What a walk may follow and how far it may spread.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WalkOptions {
+    /// Only relations of these types (all when empty).
+    #[serde(default)]
+    pub relations: Vec<String>,
+    /// Which way relations are followed.
+    #[serde(default)]
+    pub direction: Direction,
+    /// Entities a walk may reach before it stops (the result says it was cut short).
+    pub max_entities: usize,
+}
+
+impl Default for WalkOptions {
+    fn default() -> Self {
+        Self {
+            relations: Vec::new(),
+            direction: Direction::Both,
+            max_entities: 1000,
+        }
+    }
+}
+
+/// The most hops a neighbourhood spans.
+pub const MAX_HOPS: u32 = 6;
+/// The most hops a path may have.
+pub const MAX_PATH_HOPS: u32 = 12;
+/// The most entities any walk may visit.
+pub const MAX_ENTITIES: usize = 100_000;
+
+/// An entity a walk reached, and how many hops away.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reached {
+    /// The entity.
+    pub entity: Entity,
+    /// Hops from the start (0 for the start).
+    pub hops: u32,
+}
+
+/// The entities within k hops of one, and the relations among them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Neighbourhood {
+    /// Nearest first, the start first of all.
+    pub entities: Vec<Reached>,
+    /// Every followed relation between two of them.
+    pub relations: Vec<Relation>,
+    /// The walk stopped at `max_entities`: farther entities exist.
+    pub truncated: bool,
+}
+
+/// A shortest path: `relations[i]` joins `entities[i]` and `entities[i + 1]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GraphPath {
+    /// From the start to the end.
+    pub entities: Vec<Entity>,
+    /// The relations along it.
+    pub relations: Vec<Relation>,
+}
+
+impl WalkOptions {
+    fn check(&self) -> Result<Vec<String>, MemoryError> {
+        if self.max_entities == 0 || self.max_entities > MAX_ENTITIES {
+            return Err(MemoryError::invalid(
+                "max_entities",
+                format!("max_entities is 1 to {MAX_ENTITIES}"),
+            ));
+        }
+        if self.relations.len() > 64 {
+            return Err(MemoryError::invalid(
+                "relations",
+                "at most 64 relation types",
+            ));
+        }
+        Ok(self.relations.iter().map(|r| relation_type(r)).collect())
+    }
+}
+
+/// The relations touching any of `ids` that `options` lets a walk follow, with the entity
+/// each leads to.
+fn edges_from(
+    conn: &Connection,
+    ids: &[i64],
+    relations: &[String],
+    direction: Direction,
+) -> Result<Vec<(i64, Relation)>, MemoryError> {
+    let mut found = Vec::new();
+    for chunk in ids.chunks(400) {
+        let marks = vec!["?"; chunk.len()].join(",");
+        let types = if relations.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " AND relation IN ({})",
+                vec!["?"; relations.len()].join(",")
+            )
+        };
+        let mut sides = Vec::new();
+        if direction != Direction::In {
+            sides.push(("subject", true));
+        }
+        if direction != Direction::Out {
+            sides.push(("object", false));
+        }
+        for (column, forward) in sides {
+            let sql = format!(
+                "SELECT {RELATION_COLUMNS} FROM relations WHERE {column} IN ({marks}){types}"
+            );
+            let params = chunk
+                .iter()
+                .map(|id| rusqlite::types::Value::Integer(*id))
+                .chain(relations.iter().cloned().map(rusqlite::types::Value::Text));
+            let mut stmt = conn.prepare(&sql)?;
+            let rows = stmt.query_map(rusqlite::params_from_iter(params), row_to_relation)?;
+            for relation in rows {
+                let relation = relation?;
+                let next = if forward {
+                    relation.object
+                } else {
+                    relation.subject
+                };
+                found.push((next, relation));
+            }
+        }
+    }
+    // Deterministic order: older relations first.
+    found.sort_by_key(|(_, r)| r.id);
+    Ok(found)
+}
+
+fn entities(conn: &Connection, ids: &[i64]) -> Result<HashMap<i64, Entity>, MemoryError> {
+    let mut found = HashMap::with_capacity(ids.len());
+    for &id in ids {
+        if let Some(entity) = read_entity(conn, id)? {
+            found.insert(id, entity);
+        }
+    }
+    Ok(found)
+}
+
+/// The entities within `hops` of `start`.
+pub(crate) fn neighbourhood(
+    conn: &Connection,
+    start: &EntityRef,
+    hops: u32,
+    options: &WalkOptions,
+) -> Result<Neighbourhood, MemoryError> {
+    if hops > MAX_HOPS {
+        return Err(MemoryError::invalid(
+            "hops",
+            format!("hops is 0 to {MAX_HOPS}"),
+        ));
+    }
+    let relations = options.check()?;
+    let start = resolve(conn, start)?;
+    let mut depth: HashMap<i64, u32> = HashMap::from([(start, 0)]);
+    let mut order = vec![start];
+    let mut frontier = vec![start];
+    let mut followed: HashMap<i64, Relation> = HashMap::new();
+    let mut truncated = false;
+    'walk: for hop in 1..=hops {
+        let mut next = Vec::new();
+        for (to, relation) in edges_from(conn, &frontier, &relations, options.direction)? {
+            if !depth.contains_key(&to) {
+                if order.len() >= options.max_entities {
+                    truncated = true;
+                    break 'walk;
+                }
+                depth.insert(to, hop);
+                order.push(to);
+                next.push(to);
+            }
+            followed.insert(relation.id, relation);
+        }
+        if next.is_empty() {
+            break;
+        }
+        frontier = next;
+    }
+    let mut loaded = entities(conn, &order)?;
+    let mut relations: Vec<Relation> = followed
+        .into_values()
+        .filter(|r| depth.contains_key(&r.subject) && depth.contains_key(&r.object))
+        .collect();
+    relations.sort_by_key(|r| r.id);
+    Ok(Neighbourhood {
+        entities: order
+            .into_iter()
+            .filter_map(|id| {
+                loaded.remove(&id).map(|entity| Reached {
+                    entity,
+                    hops: depth[&id],
+                })
+            })
+            .collect(),
+        relations,
+        truncated,
+    })
+}
+
+/// A shortest path from `from` to `to` of at most `max_hops` relations, if there is one.
+pub(crate) fn shortest_path(
+    conn: &Connection,
+    from: &EntityRef,
+    to: &EntityRef,
+    max_hops: u32,
+    options: &WalkOptions,
+) -> Result<Option<GraphPath>, MemoryError> {
+    if max_hops == 0 || max_hops > MAX_PATH_HOPS {
+        return Err(MemoryError::invalid(
+            "max_hops",
+            format!("max_hops is 1 to {MAX_PATH_HOPS}"),
+        ));
+    }
+    let relations = options.check()?;
+    let (from, to) = (resolve(conn, from)?, resolve(conn, to)?);
+    // How each reached entity was reached: the entity before it and the relation between.
+    let mut came_from: HashMap<i64, Option<(i64, Relation)>> = HashMap::from([(from, None)]);
+    let mut frontier = VecDeque::from([from]);
+    let mut hop = 0;
+    while from != to && !came_from.contains_key(&to) && hop < max_hops && !frontier.is_empty() {
+        hop += 1;
+        let current: Vec<i64> = frontier.drain(..).collect();
+        let mut seen_now = HashSet::new();
+        for chunk in current.chunks(400) {
+            for (next, relation) in edges_from(conn, chunk, &relations, options.direction)? {
+                if came_from.contains_key(&next) || !seen_now.insert(next) {
+                    continue;
+                }
+                if came_from.len() >= options.max_entities {
+                    return Ok(None);
+                }
+                let previous = if relation.object == next {
+                    relation.subject
+                } else {
+                    relation.object
+                };
+                came_from.insert(next, Some((previous, relation)));
+                frontier.push_back(next);
+            }
+        }
+    }
+    if !came_from.contains_key(&to) {
+        return Ok(None);
+    }
+    let mut ids = vec![to];
+    let mut steps = Vec::new();
+    let mut at = to;
+    while let Some(Some((previous, relation))) = came_from.get(&at) {
+        steps.push(relation.clone());
+        ids.push(*previous);
+        at = *previous;
+    }
+    ids.reverse();
+    steps.reverse();
+    let mut loaded = entities(conn, &ids)?;
+    let entities = ids
+        .iter()
+        .map(|id| loaded.remove(id).ok_or(MemoryError::NotFound(*id)))
+        .collect::<Result<_, _>>()?;
+    Ok(Some(GraphPath {
+        entities,
+        relations: steps,
+    }))
+}
