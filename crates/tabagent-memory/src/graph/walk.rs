@@ -187,12 +187,12 @@ pub(crate) fn neighbourhood(
     'walk: for hop in 1..=hops {
         let mut next = Vec::new();
         for (to, relation) in edges_from(conn, &frontier, &relations, options.direction)? {
-            if !depth.contains_key(&to) {
+            if let std::collections::hash_map::Entry::Vacant(slot) = depth.entry(to) {
                 if order.len() >= options.max_entities {
                     truncated = true;
                     break 'walk;
                 }
-                depth.insert(to, hop);
+                slot.insert(hop);
                 order.push(to);
                 next.push(to);
             }
