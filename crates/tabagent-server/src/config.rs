@@ -82,6 +82,12 @@ pub struct MemorySettings {
     /// made without a vector are embedded with it, and search is hybrid. Unset: keyword search,
     /// plus vectors callers send themselves.
     pub embedding_model: Option<String>,
+    /// The language model that extracts entities and writes conversation summaries (as
+    /// `/v1/models` names it); unset: `models.default`.
+    pub llm: Option<String>,
+    /// A conversation (chat requests carrying a conversation id) gets a summary in the
+    /// summaries store after this many new messages; 0: never.
+    pub summarize_after: u32,
 }
 
 impl Default for MemorySettings {
@@ -91,6 +97,8 @@ impl Default for MemorySettings {
             dir: None,
             durability: tabagent_memory::Durability::Full,
             embedding_model: None,
+            llm: None,
+            summarize_after: 20,
         }
     }
 }

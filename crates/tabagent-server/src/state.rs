@@ -1,7 +1,7 @@
 //! The state every request handler shares.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use crate::config::Config;
 use crate::registry::ModelRegistry;
@@ -18,6 +18,19 @@ struct Inner {
     memory: Option<Arc<tabagent_memory::Memory>>,
     ready: AtomicBool,
     startup_error: Mutex<Option<String>>,
+    /// Conversations due a summary, for the background summarizer.
+    summaries_due: OnceLock<tokio::sync::mpsc::UnboundedSender<String>>,
+}
+
+/// A handle on the state that does not keep it alive (for background tasks).
+#[derive(Clone)]
+pub struct WeakAppState(Weak<Inner>);
+
+impl WeakAppState {
+    /// The state, while the server holds it.
+    pub fn upgrade(&self) -> Option<AppState> {
+        self.0.upgrade().map(|inner| AppState { inner })
+    }
 }
 
 impl AppState {
@@ -34,8 +47,19 @@ impl AppState {
                 memory,
                 ready: AtomicBool::new(false),
                 startup_error: Mutex::new(None),
+                summaries_due: OnceLock::new(),
             }),
         }
+    }
+
+    /// A handle that does not keep the state alive.
+    pub fn downgrade(&self) -> WeakAppState {
+        WeakAppState(Arc::downgrade(&self.inner))
+    }
+
+    /// Where conversations due a summary are sent; set once, by the summarizer.
+    pub fn summaries_due(&self) -> &OnceLock<tokio::sync::mpsc::UnboundedSender<String>> {
+        &self.inner.summaries_due
     }
 
     /// The effective configuration.

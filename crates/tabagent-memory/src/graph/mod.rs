@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::writer::{Change, Outcome};
 use crate::{Embedding, Memory, MemoryError};
 
-pub use names::normalize;
+pub use names::{normalize, relation_type};
 pub use walk::{Direction, GraphPath, Neighbourhood, Reached, WalkOptions};
 
 /// The kind of the knowledge records that are entities.

@@ -28,7 +28,7 @@ pub(crate) fn loose(name: &str) -> String {
 }
 
 /// A relation type as stored: lowercase words joined by `_`.
-pub(crate) fn relation_type(relation: &str) -> String {
+pub fn relation_type(relation: &str) -> String {
     relation
         .split(|c: char| c.is_whitespace() || c == '-' || c == '_')
         .filter(|w| !w.is_empty())

@@ -64,6 +64,7 @@ pub async fn run(config: Config, mode: Mode) -> anyhow::Result<()> {
         None
     };
     let state = AppState::new(config.clone(), registry, memory);
+    crate::http::start_summarizer(&state);
     tracing::info!(%address, data_dir = %config.storage.data_dir.display(), "tabagent listening");
     // Tests and scripts read this line to find an ephemeral port.
     println!("tabagent listening on http://{address}");

@@ -1,11 +1,11 @@
 //! `POST /v1/chat/completions`.
 
 use axum::extract::State;
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use tabagent_core::FinishReason;
 
-use super::convert;
 use super::error::{ApiError, ErrorBody};
 use super::generate::{self, ChunkFormat};
 use super::json::ApiJson;
@@ -13,6 +13,7 @@ use super::wire::{
     ChatChoice, ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, ChunkChoice,
     ChunkDelta, ResponseMessage, WireUsage,
 };
+use super::{conversation, convert};
 use crate::state::AppState;
 
 /// Generates the assistant's next message.
@@ -30,24 +31,52 @@ use crate::state::AppState;
 )]
 pub async fn chat_completions(
     State(state): State<AppState>,
+    headers: HeaderMap,
     ApiJson(request): ApiJson<ChatCompletionRequest>,
 ) -> Result<Response, ApiError> {
-    let job = convert::chat(request)?;
+    let mut job = convert::chat(request)?;
+    let conversation = conversation::conversation_id(&headers, job.conversation.take())?;
+    let recording = conversation::Recording::new(&state, conversation, &job.model, &job.messages);
+    let echo = recording.as_ref().map(|r| {
+        (
+            HeaderName::from_static(conversation::HEADER),
+            HeaderValue::from_str(r.conversation()).ok(),
+        )
+    });
     let acquired = state.registry().acquire(&job.model, job.keep_alive).await?;
     let engine = acquired.engine.llama(&acquired.id)?;
     let (messages, params) = (job.messages, job.params);
     let handle = generate::submit(&engine, move |engine| engine.chat(&messages, params)).await?;
     let id = generate::response_id("chatcmpl");
     let created = generate::unix_now();
+    let with_echo = |mut response: Response| {
+        if let Some((name, Some(value))) = echo {
+            response.headers_mut().insert(name, value);
+        }
+        response
+    };
     if job.stream {
         let format = ChatChunks {
             id,
             created,
             model: job.model,
         };
-        return Ok(generate::stream(handle, format, job.include_usage).into_response());
+        let on_finish = recording.map(|recording| {
+            let state = state.clone();
+            Box::new(move |text: String, reason, usage| {
+                tokio::spawn(async move { recording.finish(&state, text, reason, usage).await })
+            }) as generate::OnFinish
+        });
+        return Ok(with_echo(
+            generate::stream_then(handle, format, job.include_usage, on_finish).into_response(),
+        ));
     }
     let out = generate::collect(handle).await?;
+    if let Some(recording) = recording {
+        recording
+            .finish(&state, out.text.clone(), out.reason, out.usage)
+            .await?;
+    }
     let response = ChatCompletionResponse {
         id,
         object: "chat.completion",
@@ -64,7 +93,7 @@ pub async fn chat_completions(
         }],
         usage: generate::wire_usage(out.usage),
     };
-    Ok(Json(response).into_response())
+    Ok(with_echo(Json(response).into_response()))
 }
 
 struct ChatChunks {

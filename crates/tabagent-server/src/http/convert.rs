@@ -31,6 +31,8 @@ pub struct ChatJob {
     pub include_usage: bool,
     /// The model's keep-alive, when the request sets one.
     pub keep_alive: Option<KeepAlive>,
+    /// The conversation to record the exchange in.
+    pub conversation: Option<String>,
 }
 
 /// A validated completion request.
@@ -158,6 +160,7 @@ pub fn chat(request: ChatCompletionRequest) -> Result<ChatJob, ApiError> {
         params,
         stream,
         include_usage,
+        conversation: request.conversation_id,
     })
 }
 

@@ -244,6 +244,12 @@ impl From<tabagent_memory::MemoryError> for ApiError {
         use tabagent_memory::MemoryError;
         match &err {
             MemoryError::NotFound(_) => Self::not_found("record_not_found", "id", err.to_string()),
+            MemoryError::EntityNotFound(_) => {
+                Self::not_found("entity_not_found", "entity", err.to_string())
+            }
+            MemoryError::RelationNotFound(_) => {
+                Self::not_found("relation_not_found", "id", err.to_string())
+            }
             _ if err.is_callers_fault() => Self::bad_request(err.param(), err.to_string()),
             MemoryError::Closed => Self::unavailable("memory_closed", err.to_string()),
             _ => Self::internal(err),

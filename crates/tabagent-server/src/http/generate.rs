@@ -2,6 +2,7 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
@@ -71,6 +72,15 @@ pub trait ChunkFormat: Send + Unpin + 'static {
     fn usage(&self, usage: WireUsage) -> String;
 }
 
+/// Work a stream finishes before its last chunks go out (recording the exchange), given the
+/// whole text: a failure is sent instead of `[DONE]`.
+pub type OnFinish = Box<
+    dyn FnOnce(String, FinishReason, Usage) -> tokio::task::JoinHandle<Result<(), ApiError>> + Send,
+>;
+
+/// `on_finish` under way.
+type Finishing = tokio::task::JoinHandle<Result<(), ApiError>>;
+
 /// Streams a generation as server-sent events ending in `data: [DONE]`.
 ///
 /// The response body reads the engine's events itself (no forwarding task, one wake-up per
@@ -80,6 +90,16 @@ pub fn stream(
     handle: GenerationHandle,
     format: impl ChunkFormat,
     include_usage: bool,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    stream_then(handle, format, include_usage, None)
+}
+
+/// [`stream`], running `on_finish` once the generation ends and before `[DONE]`.
+pub fn stream_then(
+    handle: GenerationHandle,
+    format: impl ChunkFormat,
+    include_usage: bool,
+    on_finish: Option<OnFinish>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let mut pending = VecDeque::new();
     if let Some(opening) = format.opening() {
@@ -92,6 +112,9 @@ pub fn stream(
         pending,
         ended: false,
         span: tracing::Span::current(),
+        text: String::new(),
+        on_finish,
+        finishing: None,
     })
 }
 
@@ -105,12 +128,27 @@ struct EventStream<F> {
     /// The generation is over: send what is pending, then end.
     ended: bool,
     span: tracing::Span,
+    /// All text so far, kept only for `on_finish`.
+    text: String,
+    on_finish: Option<OnFinish>,
+    /// `on_finish` running, and how the generation ended.
+    finishing: Option<(Finishing, FinishReason, Usage)>,
 }
 
 impl<F: ChunkFormat> EventStream<F> {
     fn end_with(&mut self, chunks: impl IntoIterator<Item = String>) {
         self.pending.extend(chunks);
         self.ended = true;
+    }
+
+    /// The finish chunk; the usage chunk and `[DONE]` queued after it.
+    fn finished(&mut self, reason: FinishReason, usage: Usage) -> String {
+        let usage = self
+            .include_usage
+            .then(|| self.format.usage(wire_usage(usage)));
+        let finish = self.format.finish(reason);
+        self.end_with(usage.into_iter().chain(["[DONE]".to_string()]));
+        finish
     }
 }
 
@@ -125,15 +163,38 @@ impl<F: ChunkFormat + Unpin> Stream for EventStream<F> {
         if this.ended {
             return Poll::Ready(None);
         }
+        if let Some((work, reason, usage)) = this.finishing.as_mut() {
+            let done = ready!(Pin::new(work).poll(cx));
+            let (reason, usage) = (*reason, *usage);
+            this.finishing = None;
+            let data = match done {
+                Ok(Ok(())) => this.finished(reason, usage),
+                Ok(Err(err)) => {
+                    this.ended = true;
+                    err.to_json()
+                }
+                Err(join) => {
+                    this.ended = true;
+                    ApiError::internal(join).to_json()
+                }
+            };
+            return Poll::Ready(Some(Ok(Event::default().data(data))));
+        }
         let data = match ready!(this.handle.events.poll_recv(cx)) {
-            Some(GenerationEvent::Text(text)) => this.format.text(&text),
+            Some(GenerationEvent::Text(text)) => {
+                if this.on_finish.is_some() {
+                    this.text.push_str(&text);
+                }
+                this.format.text(&text)
+            }
             Some(GenerationEvent::Finished { reason, usage }) => {
-                let usage = this
-                    .include_usage
-                    .then(|| this.format.usage(wire_usage(usage)));
-                let finish = this.format.finish(reason);
-                this.end_with(usage.into_iter().chain(["[DONE]".to_string()]));
-                finish
+                if let Some(on_finish) = this.on_finish.take() {
+                    let work = on_finish(std::mem::take(&mut this.text), reason, usage);
+                    this.finishing = Some((work, reason, usage));
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                this.finished(reason, usage)
             }
             Some(GenerationEvent::Failed(err)) => {
                 this.ended = true;

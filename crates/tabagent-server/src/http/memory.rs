@@ -203,6 +203,30 @@ pub enum Operation {
         /// The record.
         id: i64,
     },
+    /// Create a graph entity or fold it into the one with its name.
+    Entity {
+        /// The entity.
+        #[schema(value_type = super::graph::EntityBody)]
+        entity: Box<super::graph::EntityBody>,
+    },
+    /// Record a relation.
+    Relate {
+        /// The relation.
+        #[schema(value_type = super::graph::RelationBody)]
+        relation: Box<super::graph::RelationBody>,
+    },
+    /// Delete a relation.
+    Unrelate {
+        /// The relation.
+        id: i64,
+    },
+    /// Fold entities into another.
+    Merge {
+        /// The entity that remains.
+        kept: i64,
+        /// Those folded into it.
+        merged: Vec<i64>,
+    },
 }
 
 /// `POST /v1/memory/transaction` body: all operations happen, or none.
@@ -221,7 +245,7 @@ pub struct TransactionResponse {
     pub results: Vec<Value>,
 }
 
-fn memory(state: &AppState) -> Result<Arc<Memory>, ApiError> {
+pub(super) fn memory(state: &AppState) -> Result<Arc<Memory>, ApiError> {
     state.memory().cloned().ok_or_else(|| {
         ApiError::unavailable(
             "memory_disabled",
@@ -235,7 +259,7 @@ fn store(name: &str) -> Result<Store, ApiError> {
 }
 
 /// Runs a blocking memory call off the async threads.
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     memory: Arc<Memory>,
     call: impl FnOnce(&Memory) -> Result<T, MemoryError> + Send + 'static,
 ) -> Result<T, ApiError> {
@@ -246,7 +270,7 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// Vectors for `texts` from the configured embedding model, and its id (the space).
-async fn embed(
+pub(super) async fn embed(
     state: &AppState,
     texts: Vec<String>,
 ) -> Result<Option<(String, Vec<Vec<f32>>)>, ApiError> {
@@ -314,6 +338,27 @@ async fn records(
             },
         })
         .collect())
+}
+
+/// Embeds the text of `records` that have no vector, in one batch, when
+/// `memory.embedding_model` is set.
+pub(super) async fn embed_records(
+    state: &AppState,
+    mut records: Vec<NewRecord>,
+) -> Result<Vec<NewRecord>, ApiError> {
+    let wanted: Vec<usize> = (0..records.len())
+        .filter(|&i| records[i].embedding.is_none() && !records[i].text.trim().is_empty())
+        .collect();
+    let texts = wanted.iter().map(|&i| records[i].text.clone()).collect();
+    if let Some((space, vectors)) = embed(state, texts).await? {
+        for (i, vector) in wanted.into_iter().zip(vectors) {
+            records[i].embedding = Some(Embedding {
+                space: space.clone(),
+                vector,
+            });
+        }
+    }
+    Ok(records)
 }
 
 /// Write a record.
@@ -574,34 +619,47 @@ pub async fn transaction(
     ApiJson(body): ApiJson<TransactionBody>,
 ) -> Result<Json<TransactionResponse>, ApiError> {
     let memory = memory(&state)?;
-    // Inserts are embedded together; deletes keep their place in the order.
-    let mut stores = Vec::new();
-    let mut requests = Vec::new();
+    // Inserts and entities are embedded together; everything keeps its place in the order.
+    let mut inserts = Vec::new();
+    let mut entities = Vec::new();
     let mut order = Vec::new();
     for op in body.operations {
-        match op {
+        order.push(match op {
             Operation::Insert {
                 store: name,
                 record,
             } => {
-                stores.push(store(&name)?);
-                requests.push(*record);
-                order.push(None);
+                inserts.push((store(&name)?, *record));
+                Planned::Insert
             }
-            Operation::Delete { id } => order.push(Some(id)),
-        }
+            Operation::Entity { entity } => {
+                entities.push(super::graph::new_entity(*entity));
+                Planned::Entity
+            }
+            Operation::Delete { id } => Planned::Ready(Box::new(Change::Delete { id })),
+            Operation::Relate { relation } => Planned::Ready(Box::new(Change::Relate {
+                relation: (*relation).into(),
+            })),
+            Operation::Unrelate { id } => Planned::Ready(Box::new(Change::Unrelate { id })),
+            Operation::Merge { kept, merged } => {
+                Planned::Ready(Box::new(Change::Merge { kept, merged }))
+            }
+        });
     }
+    let (stores, requests): (Vec<Store>, Vec<RecordRequest>) = inserts.into_iter().unzip();
     let mut built = stores.into_iter().zip(records(&state, requests).await?);
+    let mut entities = super::graph::embedded(&state, entities).await?.into_iter();
     let changes = order
         .into_iter()
-        .map(|delete| match delete {
-            Some(id) => Some(Change::Delete { id }),
-            None => built
+        .map(|planned| match planned {
+            Planned::Ready(change) => Some(*change),
+            Planned::Insert => built
                 .next()
                 .map(|(store, record)| Change::Insert { store, record }),
+            Planned::Entity => entities.next().map(|entity| Change::Entity { entity }),
         })
         .collect::<Option<Vec<Change>>>()
-        .ok_or_else(|| ApiError::internal("a transaction lost an insert"))?;
+        .ok_or_else(|| ApiError::internal("a transaction lost an operation"))?;
     let outcomes = blocking(memory, move |m| m.apply(changes)).await?;
     let results = outcomes
         .into_iter()
@@ -609,10 +667,23 @@ pub async fn transaction(
             Outcome::Inserted { record } => serde_json::to_value(RecordObject::from(record)),
             Outcome::Deleted { id } => Ok(serde_json::json!({"id": id, "deleted": true})),
             Outcome::SpaceDefined { space } => Ok(serde_json::json!({"space": space})),
+            Outcome::Entity { entity } => serde_json::to_value(entity),
+            Outcome::Related { relation } => serde_json::to_value(relation),
+            Outcome::Unrelated { id } => {
+                Ok(serde_json::json!({"id": id, "object": "memory.relation", "deleted": true}))
+            }
+            Outcome::Merged { merge } => serde_json::to_value(merge),
         })
         .collect::<Result<_, _>>()
         .map_err(ApiError::internal)?;
     Ok(Json(TransactionResponse { results }))
+}
+
+/// An operation waiting for its vectors.
+enum Planned {
+    Ready(Box<Change>),
+    Insert,
+    Entity,
 }
 
 /// Records per store, vector spaces and the database size.

@@ -4,13 +4,16 @@
 
 mod chat;
 mod completions;
+mod conversation;
 mod convert;
 mod embeddings;
 pub mod error;
 mod files;
 mod generate;
+mod graph;
 mod health;
 mod json;
+mod llm_task;
 mod memory;
 mod models;
 mod onnx;
@@ -63,7 +66,18 @@ use error::ApiError;
         memory::create,
         memory::list,
         memory::get_one,
-        memory::delete_one
+        memory::delete_one,
+        graph::upsert_entity,
+        graph::get_entity,
+        graph::relate,
+        graph::get_relation,
+        graph::delete_relation,
+        graph::neighbourhood,
+        graph::path,
+        graph::merge,
+        graph::consolidate,
+        graph::extract,
+        conversation::summarize_now
     ),
     tags((name = "openai", description = "OpenAI-compatible endpoints"), (name = "models", description = "Downloading and removing models"), (name = "tokens", description = "A model's tokenizer"), (name = "onnx", description = "Any ONNX model on named tensors"), (name = "health", description = "Probes and configuration"), (name = "memory", description = "The seven memory stores and their search"))
 )]
@@ -79,7 +93,12 @@ pub fn router(state: AppState) -> Router {
             server.cors_origins.iter().filter_map(|o| o.parse().ok()),
         ))
         .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
-        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]);
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static(conversation::HEADER),
+        ])
+        .expose_headers([HeaderName::from_static(conversation::HEADER), REQUEST_ID]);
     let api = Router::new()
         .route("/v1/chat/completions", post(chat::chat_completions))
         .route("/v1/completions", post(completions::completions))
@@ -102,6 +121,22 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/memory", get(memory::stats))
         .route("/v1/memory/search", post(memory::search))
         .route("/v1/memory/transaction", post(memory::transaction))
+        .route("/v1/memory/graph/entities", post(graph::upsert_entity))
+        .route("/v1/memory/graph/entities/{entity}", get(graph::get_entity))
+        .route("/v1/memory/graph/relations", post(graph::relate))
+        .route(
+            "/v1/memory/graph/relations/{id}",
+            get(graph::get_relation).delete(graph::delete_relation),
+        )
+        .route("/v1/memory/graph/neighbourhood", post(graph::neighbourhood))
+        .route("/v1/memory/graph/path", post(graph::path))
+        .route("/v1/memory/graph/merge", post(graph::merge))
+        .route("/v1/memory/graph/consolidate", post(graph::consolidate))
+        .route("/v1/memory/graph/extract", post(graph::extract))
+        .route(
+            "/v1/memory/conversations/{conversation}/summarize",
+            post(conversation::summarize_now),
+        )
         .route("/v1/memory/{store}", get(memory::list).post(memory::create))
         .route(
             "/v1/memory/{store}/{id}",
@@ -130,4 +165,11 @@ pub fn router(state: AppState) -> Router {
             .layer(PropagateRequestIdLayer::new(REQUEST_ID))
             .layer(cors),
     )
+}
+
+/// Starts the background work the HTTP API relies on (the conversation summarizer).
+pub fn start_summarizer(state: &AppState) {
+    if state.memory().is_some() {
+        conversation::start(state);
+    }
 }

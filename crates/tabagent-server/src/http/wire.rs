@@ -93,6 +93,9 @@ pub struct ChatCompletionRequest {
     pub logprobs: Option<bool>,
     /// Not supported yet.
     pub top_logprobs: Option<i64>,
+    /// Record this exchange in the memory's conversations store under this id (also taken
+    /// from the `X-Conversation-Id` header).
+    pub conversation_id: Option<String>,
     /// Sampling and streaming fields.
     #[serde(flatten)]
     pub sampling: SamplingFields,

@@ -11,6 +11,7 @@ mod cli;
 mod durability;
 mod embeddings;
 mod errors;
+mod knowledge;
 mod lifecycle;
 mod memory;
 mod onnx;
