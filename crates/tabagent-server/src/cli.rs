@@ -132,6 +132,69 @@ pub enum MemoryAction {
     },
     /// Records per store and vector spaces.
     Stats,
+    /// Create a knowledge-graph entity, or add to the one with its name; prints it.
+    Entity {
+        /// Its name (or an id or name to show, with no other option).
+        name: String,
+        /// What it is (person, place...).
+        #[arg(long = "type")]
+        entity_type: Option<String>,
+        /// A sentence about it.
+        #[arg(long)]
+        description: Option<String>,
+        /// Another name it goes by (repeatable).
+        #[arg(long = "alias")]
+        aliases: Vec<String>,
+    },
+    /// Record a relation: SUBJECT RELATION OBJECT (entities by id or name; new names create
+    /// entities).
+    Relate {
+        /// Where it starts.
+        subject: String,
+        /// Its type (`works_for`).
+        relation: String,
+        /// Where it ends.
+        object: String,
+        /// The record it was read from.
+        #[arg(long)]
+        evidence: Option<i64>,
+    },
+    /// The entities within --hops relations of one, and the relations among them (JSON).
+    Neighbours {
+        /// The entity (id or name).
+        entity: String,
+        /// How far (at most 6).
+        #[arg(long, default_value_t = 1)]
+        hops: u32,
+        /// Only this relation type (repeatable).
+        #[arg(long = "relation")]
+        relations: Vec<String>,
+        /// out, in or both.
+        #[arg(long, default_value = "both")]
+        direction: String,
+    },
+    /// The shortest path between two entities (JSON); exits 1 when there is none.
+    Path {
+        /// The start (id or name).
+        from: String,
+        /// The end.
+        to: String,
+        /// Most relations on the path (at most 12).
+        #[arg(long, default_value_t = 6)]
+        max_hops: u32,
+        /// out, in or both.
+        #[arg(long, default_value = "both")]
+        direction: String,
+    },
+    /// Merge duplicate entities (same loose name or alias, same type); prints the merges.
+    Consolidate {
+        /// Only show what would be merged.
+        #[arg(long)]
+        dry_run: bool,
+        /// Also merge entities whose vectors are at least this cosine-similar.
+        #[arg(long)]
+        similarity: Option<f32>,
+    },
 }
 
 /// `tabagent db`.

@@ -4,7 +4,10 @@
 //! server's vector indexes replay what these write).
 
 use anyhow::{bail, Context};
-use tabagent_memory::{Filter, Memory, NewRecord, Order, SearchRequest, Store};
+use tabagent_memory::{
+    ConsolidateOptions, Direction, EntityRef, Filter, Memory, NewEntity, NewRecord, NewRelation,
+    Order, SearchRequest, Store, WalkOptions,
+};
 
 use crate::cli::{DbAction, MemoryAction};
 use crate::config::Config;
@@ -109,8 +112,115 @@ pub fn run(config: &Config, action: MemoryAction) -> anyhow::Result<()> {
         MemoryAction::Stats => {
             println!("{}", serde_json::to_string_pretty(&memory.stats()?)?);
         }
+        MemoryAction::Entity {
+            name,
+            entity_type,
+            description,
+            aliases,
+        } => {
+            let entity = if entity_type.is_none() && description.is_none() && aliases.is_empty() {
+                match memory.entity(&entity_ref(&name)) {
+                    Ok(found) => found,
+                    Err(tabagent_memory::MemoryError::EntityNotFound(_)) => {
+                        memory.upsert_entity(NewEntity {
+                            name,
+                            ..Default::default()
+                        })?
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            } else {
+                memory.upsert_entity(NewEntity {
+                    name,
+                    entity_type,
+                    description,
+                    aliases,
+                    ..Default::default()
+                })?
+            };
+            println!("{}", serde_json::to_string_pretty(&entity)?);
+        }
+        MemoryAction::Relate {
+            subject,
+            relation,
+            object,
+            evidence,
+        } => {
+            let relation = memory.relate(NewRelation {
+                subject: entity_ref(&subject),
+                relation,
+                object: entity_ref(&object),
+                evidence,
+                source: None,
+                confidence: None,
+            })?;
+            println!("{}", serde_json::to_string(&relation)?);
+        }
+        MemoryAction::Neighbours {
+            entity,
+            hops,
+            relations,
+            direction,
+        } => {
+            let options = WalkOptions {
+                relations,
+                direction: parse_direction(&direction)?,
+                ..Default::default()
+            };
+            let found = memory.neighbourhood(&entity_ref(&entity), hops, &options)?;
+            println!("{}", serde_json::to_string_pretty(&found)?);
+        }
+        MemoryAction::Path {
+            from,
+            to,
+            max_hops,
+            direction,
+        } => {
+            let options = WalkOptions {
+                direction: parse_direction(&direction)?,
+                ..Default::default()
+            };
+            match memory.shortest_path(&entity_ref(&from), &entity_ref(&to), max_hops, &options)? {
+                Some(path) => println!("{}", serde_json::to_string_pretty(&path)?),
+                None => anyhow::bail!("no path from {from} to {to} within {max_hops} relations"),
+            }
+        }
+        MemoryAction::Consolidate {
+            dry_run,
+            similarity,
+        } => {
+            let options = ConsolidateOptions { similarity };
+            let merges = if dry_run {
+                memory.duplicate_entities(&options)?
+            } else {
+                memory.consolidate(&options)?
+            };
+            for merge in &merges {
+                println!("{}", serde_json::to_string(merge)?);
+            }
+            eprintln!(
+                "{} {} group(s) of duplicates",
+                if dry_run { "would merge" } else { "merged" },
+                merges.len()
+            );
+        }
     }
     Ok(())
+}
+
+/// An entity id, or else a name.
+fn entity_ref(text: &str) -> EntityRef {
+    text.parse()
+        .map_or_else(|_| EntityRef::Name(text.to_string()), EntityRef::Id)
+}
+
+fn parse_direction(text: &str) -> anyhow::Result<Direction> {
+    match text {
+        "out" => Ok(Direction::Out),
+        "in" => Ok(Direction::In),
+        "both" => Ok(Direction::Both),
+        other => anyhow::bail!("--direction is out, in or both, not `{other}`"),
+    }
 }
 
 /// One line of `tabagent memory import`.

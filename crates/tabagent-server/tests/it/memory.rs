@@ -301,4 +301,30 @@ async fn the_cli_reads_backs_up_and_checks_the_memory_the_server_writes() {
     let (ok, _, stderr) = cli(&["db", "restore", data_dir.join("missing").to_str().unwrap()]);
     assert!(!ok);
     assert!(stderr.contains("no such file"), "{stderr}");
+
+    // The graph from the CLI, walked by the server.
+    let (ok, _, stderr) = cli(&[
+        "memory", "entity", "Lisbon", "--type", "city", "--alias", "Lisboa",
+    ]);
+    assert!(ok, "{stderr}");
+    let (ok, _, stderr) = cli(&["memory", "relate", "lisboa", "capital of", "Portugal"]);
+    assert!(ok, "{stderr}");
+    let (status, path) = server
+        .post_json(
+            "/v1/memory/graph/path",
+            &json!({"from": "Lisbon", "to": "portugal"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{path}");
+    assert_eq!(path["relations"][0]["relation"], "capital_of");
+    let (ok, stdout, stderr) = cli(&["memory", "neighbours", "Portugal", "--direction", "in"]);
+    assert!(ok, "{stderr}");
+    let around: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(around["entities"][1]["entity"]["name"], "Lisbon");
+    let (ok, _, stderr) = cli(&["memory", "path", "Portugal", "Lisbon", "--direction", "out"]);
+    assert!(!ok);
+    assert!(stderr.contains("no path"), "{stderr}");
+    let (ok, _, stderr) = cli(&["memory", "neighbours", "Atlantis"]);
+    assert!(!ok);
+    assert!(stderr.contains("no entity"), "{stderr}");
 }
