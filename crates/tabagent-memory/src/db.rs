@@ -113,12 +113,12 @@ pub(crate) fn row_to_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<Record>
 }
 
 pub(crate) fn read_record(conn: &Connection, id: i64) -> Result<Option<Record>, MemoryError> {
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!("SELECT {RECORD_COLUMNS} FROM records r WHERE r.id = ?1")
+    });
     Ok(conn
-        .query_row(
-            &format!("SELECT {RECORD_COLUMNS} FROM records r WHERE r.id = ?1"),
-            [id],
-            row_to_record,
-        )
+        .prepare_cached(&SQL)?
+        .query_row([id], row_to_record)
         .optional()?)
 }
 
@@ -131,6 +131,8 @@ fn open_connection(config: &MemoryConfig) -> Result<Connection, MemoryError> {
             | OpenFlags::SQLITE_OPEN_URI,
     )?;
     schema::configure(&conn, config.durability)?;
+    // Point reads and writes reuse their statements instead of parsing SQL each time.
+    conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }
 

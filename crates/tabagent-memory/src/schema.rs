@@ -176,9 +176,7 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<(), MemoryError> {
 /// The database's epoch: changes when a backup is restored over it, so that vector indexes
 /// built against the old contents know to start again.
 pub(crate) fn epoch(conn: &Connection) -> Result<String, MemoryError> {
-    Ok(conn.query_row(
-        "SELECT value FROM memory_meta WHERE name = 'epoch'",
-        [],
-        |r| r.get(0),
-    )?)
+    Ok(conn
+        .prepare_cached("SELECT value FROM memory_meta WHERE name = 'epoch'")?
+        .query_row([], |r| r.get(0))?)
 }

@@ -311,7 +311,9 @@ impl VectorIndexes {
         if self.spaces.values().any(|s| s.applied < last) {
             return Ok(true);
         }
-        let spaces: usize = conn.query_row("SELECT count(*) FROM spaces", [], |r| r.get(0))?;
+        let spaces: usize = conn
+            .prepare_cached("SELECT count(*) FROM spaces")?
+            .query_row([], |r| r.get(0))?;
         Ok(spaces != self.spaces.len() || crate::schema::epoch(conn)? != self.epoch)
     }
 
@@ -477,11 +479,8 @@ pub(crate) fn decode(blob: &[u8]) -> Vec<f32> {
 pub(crate) fn last_seq(conn: &Connection) -> Result<i64, MemoryError> {
     // `sqlite_sequence` keeps the highest seq even after the log is pruned.
     Ok(conn
-        .query_row(
-            "SELECT seq FROM sqlite_sequence WHERE name = 'vector_log'",
-            [],
-            |r| r.get(0),
-        )
+        .prepare_cached("SELECT seq FROM sqlite_sequence WHERE name = 'vector_log'")?
+        .query_row([], |r| r.get(0))
         .optional()?
         .unwrap_or(0))
 }

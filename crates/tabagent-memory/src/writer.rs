@@ -194,6 +194,13 @@ impl Writer {
         let Ok(mut indexes) = self.indexes.write() else {
             return;
         };
+        // Most commits touch no vector: then there is nothing to catch up.
+        let behind = vector::last_seq(&self.conn)
+            .and_then(|last| indexes.is_behind(&self.conn, last))
+            .unwrap_or(true);
+        if !behind {
+            return;
+        }
         if let Err(e) = indexes.catch_up(&mut self.conn) {
             tracing::error!(error = %e, "vector index could not catch up; searches will retry");
             return;
@@ -314,8 +321,7 @@ fn apply(tx: &Transaction<'_>, change: &Change, limits: &Limits) -> Result<Outco
                     "entities are written through the graph (an `entity` change), which keeps their names",
                 ));
             }
-            let id = write_record(tx, *store, record)?;
-            let record = crate::db::read_record(tx, id)?.ok_or(MemoryError::NotFound(id))?;
+            let record = write_record(tx, *store, record)?;
             Ok(Outcome::Inserted { record })
         }
         Change::DefineSpace {
@@ -374,7 +380,8 @@ fn apply(tx: &Transaction<'_>, change: &Change, limits: &Limits) -> Result<Outco
     }
 }
 
-fn write_record(tx: &Transaction<'_>, store: Store, r: &NewRecord) -> Result<i64, MemoryError> {
+/// Writes `r` and returns it as stored (built from what was written, not read back).
+fn write_record(tx: &Transaction<'_>, store: Store, r: &NewRecord) -> Result<Record, MemoryError> {
     let kind = r.kind.as_deref().unwrap_or(default_kind(store));
     let data = if r.data.is_null() {
         "{}".to_string()
@@ -385,11 +392,8 @@ fn write_record(tx: &Transaction<'_>, store: Store, r: &NewRecord) -> Result<i64
     let created_at = r.created_at.unwrap_or_else(now_ms);
     let existing: Option<i64> = match &r.key {
         Some(key) => tx
-            .query_row(
-                "SELECT id FROM records WHERE store = ?1 AND key = ?2",
-                params![store.name(), key],
-                |row| row.get(0),
-            )
+            .prepare_cached("SELECT id FROM records WHERE store = ?1 AND key = ?2")?
+            .query_row(params![store.name(), key], |row| row.get(0))
             .optional()?,
         None => None,
     };
@@ -403,21 +407,39 @@ fn write_record(tx: &Transaction<'_>, store: Store, r: &NewRecord) -> Result<i64
             tx.execute("DELETE FROM vectors WHERE record_id = ?1", [id])?;
             id
         }
-        None => tx.query_row(
-            "INSERT INTO records(store, kind, text, data, tags, conversation, source, role, key, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) RETURNING id",
-            params![store.name(), kind, r.text, data, tags, r.conversation, r.source, r.role, r.key, created_at],
-            |row| row.get(0),
-        )?,
+        None => tx
+            .prepare_cached(
+                "INSERT INTO records(store, kind, text, data, tags, conversation, source, role, key, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) RETURNING id",
+            )?
+            .query_row(
+                params![store.name(), kind, r.text, data, tags, r.conversation, r.source, r.role, r.key, created_at],
+                |row| row.get(0),
+            )?,
     };
     if let Some(embedding) = &r.embedding {
         let space = ensure_space(tx, &embedding.space, embedding.vector.len(), Metric::Cosine)?;
-        tx.execute(
-            "INSERT INTO vectors(record_id, space_id, vector) VALUES (?1, ?2, ?3)",
-            params![id, space, encode(&embedding.vector)],
-        )?;
+        tx.prepare_cached("INSERT INTO vectors(record_id, space_id, vector) VALUES (?1, ?2, ?3)")?
+            .execute(params![id, space, encode(&embedding.vector)])?;
     }
-    Ok(id)
+    Ok(Record {
+        id,
+        store,
+        kind: kind.to_string(),
+        text: r.text.clone(),
+        data: if r.data.is_null() {
+            serde_json::Value::Object(Default::default())
+        } else {
+            r.data.clone()
+        },
+        tags: r.tags.clone(),
+        conversation: r.conversation.clone(),
+        source: r.source.clone(),
+        role: r.role.clone(),
+        key: r.key.clone(),
+        space: r.embedding.as_ref().map(|e| e.space.clone()),
+        created_at,
+    })
 }
 
 /// The space's id, creating it on first use; a vector of another width is refused.
@@ -428,11 +450,8 @@ pub(crate) fn ensure_space(
     metric: Metric,
 ) -> Result<i64, MemoryError> {
     let found: Option<(i64, usize)> = conn
-        .query_row(
-            "SELECT id, dimensions FROM spaces WHERE name = ?1",
-            [name],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
+        .prepare_cached("SELECT id, dimensions FROM spaces WHERE name = ?1")?
+        .query_row([name], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     match found {
         Some((id, expected)) if expected == dimensions => Ok(id),
