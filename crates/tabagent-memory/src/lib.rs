@@ -21,6 +21,7 @@
 
 #![deny(missing_docs)]
 
+pub mod api;
 mod db;
 pub mod graph;
 pub mod maintenance;
@@ -31,6 +32,7 @@ mod store;
 pub mod vector;
 mod writer;
 
+pub use api::{LocalMemory, MemoryApi, MemoryResult};
 pub use db::{Memory, MemoryConfig, Stats, StoreStats};
 pub use graph::{
     ConsolidateOptions, Direction, Entity, EntityRef, GraphPath, Merge, Neighbourhood, NewEntity,
@@ -103,6 +105,9 @@ pub enum MemoryError {
     /// The memory was closed while the operation waited.
     #[error("the memory is closed")]
     Closed,
+    /// A remote memory could not be reached, or failed in a way that is not the caller's.
+    #[error("memory service: {0}")]
+    Unavailable(String),
 }
 
 impl MemoryError {

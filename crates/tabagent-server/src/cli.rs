@@ -186,6 +186,19 @@ pub enum MemoryAction {
         #[arg(long, default_value = "both")]
         direction: String,
     },
+    /// Serve this memory over gRPC (proto/database.proto) for other machines and processes;
+    /// prints `memory service listening on http://ADDR` once ready.
+    Serve {
+        /// Address to bind (loopback by default; anything else needs `server.api_keys`).
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        /// Port (0 picks a free one).
+        #[arg(long, default_value_t = 50051)]
+        port: u16,
+        /// A bearer key every call must carry (besides `server.api_keys`).
+        #[arg(long, env = "TABAGENT_API_KEY", hide_env_values = true)]
+        api_key: Option<String>,
+    },
     /// Merge duplicate entities (same loose name or alias, same type); prints the merges.
     Consolidate {
         /// Only show what would be merged.

@@ -62,7 +62,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Import(args) => commands::models::import(&config, &args),
             Command::Pull(args) => commands::pull::run(&config, &args).await,
             Command::Hw(args) => hardware::run(&config, args.json),
-            Command::Memory(args) => commands::memory::run(&config, args.action),
+            Command::Memory(args) => match args.action {
+                cli::MemoryAction::Serve {
+                    host,
+                    port,
+                    api_key,
+                } => commands::memory::serve(&config, &host, port, api_key).await,
+                action => commands::memory::run(&config, action),
+            },
             Command::Db(args) => commands::memory::db(&config, args.action),
         }
     })

@@ -185,6 +185,7 @@ pub fn run(config: &Config, action: MemoryAction) -> anyhow::Result<()> {
                 None => anyhow::bail!("no path from {from} to {to} within {max_hops} relations"),
             }
         }
+        MemoryAction::Serve { .. } => bail!("`memory serve` runs on its own"),
         MemoryAction::Consolidate {
             dry_run,
             similarity,
@@ -206,6 +207,46 @@ pub fn run(config: &Config, action: MemoryAction) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `tabagent memory serve`: the memory over gRPC until interrupted.
+pub async fn serve(
+    config: &Config,
+    host: &str,
+    port: u16,
+    api_key: Option<String>,
+) -> anyhow::Result<()> {
+    let ip: std::net::IpAddr = host
+        .parse()
+        .with_context(|| format!("--host `{host}` is not an IP address"))?;
+    let mut api_keys = config.server.api_keys.clone();
+    api_keys.extend(api_key.filter(|k| !k.is_empty()));
+    if !ip.is_loopback() && api_keys.is_empty() {
+        bail!("serving the memory on {ip} (off loopback) needs an API key: set server.api_keys");
+    }
+    let memory = std::sync::Arc::new(open(config)?);
+    let listener = tokio::net::TcpListener::bind((ip, port))
+        .await
+        .with_context(|| format!("cannot listen on {ip}:{port}"))?;
+    let address = listener.local_addr()?;
+    // Tests and scripts read this line to find the port.
+    println!("memory service listening on http://{address}");
+    let shutdown = async {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match terminate.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+        }
+    };
+    tabagent_memory_grpc::serve(
+        tabagent_memory::LocalMemory(memory),
+        listener,
+        api_keys,
+        shutdown,
+    )
+    .await
+    .context("the memory service failed")
 }
 
 /// An entity id, or else a name.

@@ -252,6 +252,7 @@ impl From<tabagent_memory::MemoryError> for ApiError {
             }
             _ if err.is_callers_fault() => Self::bad_request(err.param(), err.to_string()),
             MemoryError::Closed => Self::unavailable("memory_closed", err.to_string()),
+            MemoryError::Unavailable(_) => Self::unavailable("memory_unavailable", err.to_string()),
             _ => Self::internal(err),
         }
     }

@@ -14,6 +14,7 @@ mod errors;
 mod knowledge;
 mod lifecycle;
 mod memory;
+mod memory_api;
 mod onnx;
 mod pull;
 mod security;

@@ -1,0 +1,237 @@
+//! [`RemoteMemory`]: a memory served by another process, behind the same [`MemoryApi`] as the
+//! embedded one.
+
+use tabagent_memory::{
+    Change, ConsolidateOptions, Entity, EntityRef, Filter, GraphPath, MemoryApi, MemoryError,
+    MemoryResult, Merge, Neighbourhood, Order, Outcome, Page, Record, Relation, SearchRequest,
+    SearchResults, Stats, Store, WalkOptions,
+};
+use tonic::metadata::MetadataValue;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::convert::{self as c, error};
+use crate::pb;
+use crate::pb::memory_client::MemoryClient;
+use crate::server::MAX_MESSAGE_BYTES;
+
+/// A connection to a memory service (cheap to clone; calls share one HTTP/2 connection).
+#[derive(Debug, Clone)]
+pub struct RemoteMemory {
+    client: MemoryClient<Channel>,
+    authorization: Option<MetadataValue<tonic::metadata::Ascii>>,
+}
+
+impl RemoteMemory {
+    /// Connects to the service at `url` (`http://host:port`), sending `api_key` when given.
+    pub async fn connect(url: &str, api_key: Option<&str>) -> MemoryResult<Self> {
+        let endpoint = Endpoint::from_shared(url.to_string())
+            .map_err(|e| MemoryError::Unavailable(format!("{url}: {e}")))?;
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|e| MemoryError::Unavailable(format!("{url}: {e}")))?;
+        let authorization = match api_key {
+            Some(key) => Some(
+                format!("Bearer {key}")
+                    .parse()
+                    .map_err(|_| MemoryError::Unavailable("the API key is not ASCII".into()))?,
+            ),
+            None => None,
+        };
+        Ok(Self {
+            client: MemoryClient::new(channel)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            authorization,
+        })
+    }
+
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        if let Some(auth) = &self.authorization {
+            request.metadata_mut().insert("authorization", auth.clone());
+        }
+        request
+    }
+}
+
+impl MemoryApi for RemoteMemory {
+    async fn apply(&self, changes: Vec<Change>) -> MemoryResult<Vec<Outcome>> {
+        let request = self.request(pb::ApplyRequest {
+            changes: changes.into_iter().map(c::change_pb).collect(),
+        });
+        let answer = self.client.clone().apply(request).await.map_err(error)?;
+        answer
+            .into_inner()
+            .outcomes
+            .into_iter()
+            .map(c::outcome)
+            .collect()
+    }
+
+    async fn get(&self, id: i64) -> MemoryResult<Record> {
+        let request = self.request(pb::GetRequest { id });
+        let answer = self.client.clone().get(request).await.map_err(error)?;
+        c::record(answer.into_inner())
+    }
+
+    async fn get_by_key(&self, store: Store, key: String) -> MemoryResult<Option<Record>> {
+        let request = self.request(pb::GetByKeyRequest {
+            store: store.name().to_string(),
+            key,
+        });
+        let answer = self
+            .client
+            .clone()
+            .get_by_key(request)
+            .await
+            .map_err(error)?;
+        answer.into_inner().record.map(c::record).transpose()
+    }
+
+    async fn list(
+        &self,
+        filter: Filter,
+        order: Order,
+        limit: usize,
+        after: Option<i64>,
+    ) -> MemoryResult<Page> {
+        let request = self.request(pb::ListRequest {
+            filter: Some(c::filter_pb(filter)),
+            order: c::order_pb(order),
+            limit: u32::try_from(limit).unwrap_or(u32::MAX),
+            after,
+        });
+        let page = self
+            .client
+            .clone()
+            .list(request)
+            .await
+            .map_err(error)?
+            .into_inner();
+        Ok(Page {
+            records: page
+                .records
+                .into_iter()
+                .map(c::record)
+                .collect::<Result<_, _>>()?,
+            next: page.next,
+        })
+    }
+
+    async fn search(&self, request: SearchRequest) -> MemoryResult<SearchResults> {
+        let request = self.request(c::search_request_pb(request));
+        let found = self.client.clone().search(request).await.map_err(error)?;
+        c::search_results(found.into_inner())
+    }
+
+    async fn stats(&self) -> MemoryResult<Stats> {
+        let request = self.request(pb::StatsRequest {});
+        let stats = self.client.clone().stats(request).await.map_err(error)?;
+        c::stats(stats.into_inner())
+    }
+
+    async fn entity(&self, reference: EntityRef) -> MemoryResult<Entity> {
+        let request = self.request(c::entity_ref_pb(reference));
+        let entity = self
+            .client
+            .clone()
+            .get_entity(request)
+            .await
+            .map_err(error)?;
+        Ok(c::entity(entity.into_inner()))
+    }
+
+    async fn relation(&self, id: i64) -> MemoryResult<Relation> {
+        let request = self.request(pb::GetRequest { id });
+        let relation = self
+            .client
+            .clone()
+            .get_relation(request)
+            .await
+            .map_err(error)?;
+        Ok(c::relation(relation.into_inner()))
+    }
+
+    async fn neighbourhood(
+        &self,
+        start: EntityRef,
+        hops: u32,
+        options: WalkOptions,
+    ) -> MemoryResult<Neighbourhood> {
+        let request = self.request(pb::NeighbourhoodRequest {
+            start: Some(c::entity_ref_pb(start)),
+            hops,
+            options: Some(c::walk_pb(options)),
+        });
+        let found = self
+            .client
+            .clone()
+            .neighbourhood(request)
+            .await
+            .map_err(error)?;
+        Ok(c::neighbourhood(found.into_inner()))
+    }
+
+    async fn shortest_path(
+        &self,
+        from: EntityRef,
+        to: EntityRef,
+        max_hops: u32,
+        options: WalkOptions,
+    ) -> MemoryResult<Option<GraphPath>> {
+        let request = self.request(pb::PathRequest {
+            from: Some(c::entity_ref_pb(from)),
+            to: Some(c::entity_ref_pb(to)),
+            max_hops,
+            options: Some(c::walk_pb(options)),
+        });
+        let found = self
+            .client
+            .clone()
+            .shortest_path(request)
+            .await
+            .map_err(error)?
+            .into_inner();
+        Ok(found.found.then(|| GraphPath {
+            entities: found.entities.into_iter().map(c::entity).collect(),
+            relations: found.relations.into_iter().map(c::relation).collect(),
+        }))
+    }
+
+    async fn duplicate_entities(&self, options: ConsolidateOptions) -> MemoryResult<Vec<Merge>> {
+        let request = self.request(pb::ConsolidateRequest {
+            similarity: options.similarity,
+        });
+        let merges = self
+            .client
+            .clone()
+            .duplicates(request)
+            .await
+            .map_err(error)?;
+        Ok(merges
+            .into_inner()
+            .merges
+            .into_iter()
+            .map(c::merge)
+            .collect())
+    }
+
+    async fn consolidate(&self, options: ConsolidateOptions) -> MemoryResult<Vec<Merge>> {
+        let request = self.request(pb::ConsolidateRequest {
+            similarity: options.similarity,
+        });
+        let merges = self
+            .client
+            .clone()
+            .consolidate(request)
+            .await
+            .map_err(error)?;
+        Ok(merges
+            .into_inner()
+            .merges
+            .into_iter()
+            .map(c::merge)
+            .collect())
+    }
+}

@@ -1,0 +1,406 @@
+//! One suite, every memory backend: the embedded store in this process, and the same store
+//! served by `tabagent memory serve` in another process and reached over gRPC. Each must
+//! answer alike, errors included.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+use std::sync::Arc;
+
+use tabagent_memory::{
+    Change, ConsolidateOptions, Embedding, EntityRef, Filter, LocalMemory, Memory, MemoryApi,
+    MemoryConfig, MemoryError, Mode, NewEntity, NewRecord, NewRelation, Order, Outcome,
+    SearchRequest, Store, WalkOptions,
+};
+use tabagent_memory_grpc::RemoteMemory;
+
+use crate::server::tabagent;
+
+fn record(text: &str) -> NewRecord {
+    NewRecord {
+        text: text.to_string(),
+        ..Default::default()
+    }
+}
+
+fn insert(store: Store, record: NewRecord) -> Change {
+    Change::Insert { store, record }
+}
+
+fn inserted(outcome: &Outcome) -> i64 {
+    match outcome {
+        Outcome::Inserted { record } => record.id,
+        other => panic!("not an insert: {other:?}"),
+    }
+}
+
+fn name(n: &str) -> EntityRef {
+    EntityRef::Name(n.to_string())
+}
+
+/// The behaviour every backend must have, on an empty memory.
+async fn suite(api: &impl MemoryApi) {
+    // Records: written atomically across stores, read by id and key, listed in pages.
+    let outcomes = api
+        .apply(vec![
+            insert(
+                Store::Knowledge,
+                NewRecord {
+                    key: Some("capital".into()),
+                    tags: vec!["geo".into()],
+                    data: serde_json::json!({"n": 1, "unicode": "Zürich ✓"}),
+                    ..record("Lisbon is the capital of Portugal")
+                },
+            ),
+            insert(
+                Store::Conversations,
+                NewRecord {
+                    conversation: Some("c1".into()),
+                    role: Some("user".into()),
+                    ..record("What is the capital of Portugal?")
+                },
+            ),
+            insert(Store::Experience, record("Restarting fixed the outage")),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(outcomes.len(), 3);
+    let capital = inserted(&outcomes[0]);
+    let got = api.get(capital).await.unwrap();
+    assert_eq!(got.text, "Lisbon is the capital of Portugal");
+    assert_eq!(got.data["unicode"], "Zürich ✓");
+    assert_eq!(got.tags, vec!["geo"]);
+    let by_key = api
+        .get_by_key(Store::Knowledge, "capital".into())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(by_key, got);
+    assert!(api
+        .get_by_key(Store::Knowledge, "nothing".into())
+        .await
+        .unwrap()
+        .is_none());
+    let first = api
+        .list(Filter::default(), Order::Oldest, 2, None)
+        .await
+        .unwrap();
+    assert_eq!(first.records.len(), 2);
+    let rest = api
+        .list(Filter::default(), Order::Oldest, 2, first.next)
+        .await
+        .unwrap();
+    assert_eq!(rest.records.len(), 1);
+    assert!(rest.next.is_none());
+    let chat = api
+        .list(
+            Filter {
+                conversation: Some("c1".into()),
+                ..Default::default()
+            },
+            Order::Newest,
+            10,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(chat.records.len(), 1);
+    assert_eq!(chat.records[0].role.as_deref(), Some("user"));
+
+    // A group with a failing change leaves nothing.
+    let err = api
+        .apply(vec![
+            insert(Store::Meta, record("never stored")),
+            Change::Delete { id: 999_999 },
+        ])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, MemoryError::NotFound(999_999)), "{err:?}");
+    let stats = api.stats().await.unwrap();
+    assert_eq!(stats.stores.iter().map(|s| s.records).sum::<u64>(), 3);
+
+    // Vectors and hybrid search, with the reasons for each hit.
+    let near = |x: f32| Embedding {
+        space: "s3".into(),
+        vector: vec![1.0, x, 0.0],
+    };
+    let with_vectors = api
+        .apply(vec![
+            insert(
+                Store::Embeddings,
+                NewRecord {
+                    embedding: Some(near(0.0)),
+                    ..record("alpha chunk about rivers")
+                },
+            ),
+            insert(
+                Store::Embeddings,
+                NewRecord {
+                    embedding: Some(near(5.0)),
+                    ..record("beta chunk about mountains")
+                },
+            ),
+        ])
+        .await
+        .unwrap();
+    let alpha = inserted(&with_vectors[0]);
+    let found = api
+        .search(SearchRequest {
+            text: Some("mountains".into()),
+            vector: Some(near(0.1)),
+            filter: Filter::default(),
+            mode: Mode::Hybrid,
+            limit: 5,
+            offset: 0,
+        })
+        .await
+        .unwrap();
+    assert_eq!(found.hits.len(), 2);
+    let top_vector = found
+        .hits
+        .iter()
+        .find(|h| h.why.vector_rank == Some(1))
+        .unwrap();
+    assert_eq!(top_vector.record.id, alpha);
+    assert!(found.hits.iter().any(|h| h.why.keyword_rank == Some(1)));
+    assert!(found.vector_method.is_some());
+    let err = api
+        .search(SearchRequest {
+            vector: Some(Embedding {
+                space: "s3".into(),
+                vector: vec![1.0, 2.0],
+            }),
+            mode: Mode::Vector,
+            ..SearchRequest::keyword("x")
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, MemoryError::Dimensions { space, expected: 3, got: 2 } if space == "s3"),
+        "{err:?}"
+    );
+    let err = api
+        .list(Filter::default(), Order::Newest, 0, None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.param(), Some("limit"), "{err:?}");
+    let err = api
+        .list(
+            Filter {
+                since: Some(10),
+                until: Some(5),
+                ..Default::default()
+            },
+            Order::Newest,
+            5,
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.param(), Some("since"), "{err:?}");
+
+    // The graph: entities by name and alias, relations citing evidence, walks, merges.
+    let outcomes = api
+        .apply(vec![
+            Change::Entity {
+                entity: NewEntity {
+                    name: "Ada Lovelace".into(),
+                    entity_type: Some("person".into()),
+                    aliases: vec!["Countess".into()],
+                    ..Default::default()
+                },
+            },
+            Change::Relate {
+                relation: NewRelation {
+                    subject: name("countess"),
+                    relation: "worked with".into(),
+                    object: name("Charles Babbage"),
+                    evidence: Some(capital),
+                    source: None,
+                    confidence: Some(0.5),
+                },
+            },
+            Change::Relate {
+                relation: NewRelation {
+                    subject: name("Charles Babbage"),
+                    relation: "designed".into(),
+                    object: name("Analytical Engine"),
+                    evidence: None,
+                    source: Some("test".into()),
+                    confidence: None,
+                },
+            },
+            Change::Entity {
+                entity: NewEntity {
+                    name: "The Analytical Engine".into(),
+                    ..Default::default()
+                },
+            },
+        ])
+        .await
+        .unwrap();
+    let Outcome::Related { relation } = &outcomes[1] else {
+        panic!("{outcomes:?}")
+    };
+    assert_eq!(relation.relation, "worked_with");
+    assert_eq!(relation.evidence, Some(capital));
+    assert_eq!(api.relation(relation.id).await.unwrap(), *relation);
+    let ada = api.entity(name("ADA lovelace")).await.unwrap();
+    assert_eq!(ada.aliases, vec!["Countess"]);
+    let around = api
+        .neighbourhood(EntityRef::Id(ada.id), 2, WalkOptions::default())
+        .await
+        .unwrap();
+    let reached: Vec<(&str, u32)> = around
+        .entities
+        .iter()
+        .map(|r| (r.entity.name.as_str(), r.hops))
+        .collect();
+    assert_eq!(
+        reached,
+        vec![
+            ("Ada Lovelace", 0),
+            ("Charles Babbage", 1),
+            ("Analytical Engine", 2)
+        ]
+    );
+    let path = api
+        .shortest_path(
+            name("Ada Lovelace"),
+            name("analytical engine"),
+            6,
+            WalkOptions::default(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(path.relations.len(), 2);
+    let none = api
+        .shortest_path(
+            name("analytical engine"),
+            name("Ada Lovelace"),
+            6,
+            WalkOptions {
+                direction: tabagent_memory::Direction::Out,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(none.is_none());
+    let planned = api
+        .duplicate_entities(ConsolidateOptions { similarity: None })
+        .await
+        .unwrap();
+    assert_eq!(planned.len(), 1);
+    let merged = api
+        .consolidate(ConsolidateOptions { similarity: None })
+        .await
+        .unwrap();
+    assert_eq!(merged, planned);
+    let err = api.entity(name("Nobody")).await.unwrap_err();
+    assert!(
+        matches!(&err, MemoryError::EntityNotFound(n) if n.contains("Nobody")),
+        "{err:?}"
+    );
+    let err = api.relation(424_242).await.unwrap_err();
+    assert!(
+        matches!(err, MemoryError::RelationNotFound(424_242)),
+        "{err:?}"
+    );
+    let err = api
+        .neighbourhood(name("Ada Lovelace"), 99, WalkOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.param(), Some("hops"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_embedded_store_passes_the_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    let memory = Memory::open(&MemoryConfig::at(dir.path())).unwrap();
+    suite(&LocalMemory(Arc::new(memory))).await;
+}
+
+/// `tabagent memory serve` on a free port, stopped when dropped.
+struct Service {
+    url: String,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Service {
+    fn start(extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = tabagent(dir.path())
+            .args(["memory", "serve", "--port", "0"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let url = loop {
+            let Some(Ok(line)) = lines.next() else {
+                panic!("tabagent memory serve exited before it listened");
+            };
+            if let Some(url) = line.strip_prefix("memory service listening on ") {
+                break url.trim().to_string();
+            }
+        };
+        Service {
+            url,
+            child,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_same_store_over_grpc_from_another_process_passes_the_suite() {
+    let service = Service::start(&[]);
+    let remote = RemoteMemory::connect(&service.url, None).await.unwrap();
+    suite(&remote).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_keyed_service_refuses_calls_without_the_key() {
+    let service = Service::start(&["--api-key", "k-123"]);
+    let anonymous = RemoteMemory::connect(&service.url, None).await.unwrap();
+    let err = anonymous.stats().await.unwrap_err();
+    assert!(
+        matches!(&err, MemoryError::Unavailable(m) if m.contains("authorization")),
+        "{err:?}"
+    );
+    let wrong = RemoteMemory::connect(&service.url, Some("nope"))
+        .await
+        .unwrap();
+    assert!(wrong.stats().await.is_err());
+    let keyed = RemoteMemory::connect(&service.url, Some("k-123"))
+        .await
+        .unwrap();
+    assert_eq!(keyed.stats().await.unwrap().stores.len(), 7);
+
+    // Off loopback without a key, the service will not start.
+    let dir = tempfile::tempdir().unwrap();
+    let out = tabagent(dir.path())
+        .args(["memory", "serve", "--host", "0.0.0.0", "--port", "0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("API key"), "{stderr}");
+    // A dead address is a clear error, not a hang.
+    drop(service);
+    let gone = RemoteMemory::connect("http://127.0.0.1:1", None)
+        .await
+        .unwrap_err();
+    assert!(matches!(gone, MemoryError::Unavailable(_)), "{gone:?}");
+}
