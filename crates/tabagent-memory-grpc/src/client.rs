@@ -1,11 +1,13 @@
 //! [`RemoteMemory`]: a memory served by another process, behind the same [`MemoryApi`] as the
 //! embedded one.
 
+use std::time::Duration;
 use tabagent_memory::{
     Change, ConsolidateOptions, Entity, EntityRef, Filter, GraphPath, MemoryApi, MemoryError,
     MemoryResult, Merge, Neighbourhood, Order, Outcome, Page, Record, Relation, SearchRequest,
     SearchResults, Stats, Store, WalkOptions,
 };
+
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
 
@@ -13,6 +15,18 @@ use crate::convert::{self as c, error};
 use crate::pb;
 use crate::pb::memory_client::MemoryClient;
 use crate::server::MAX_MESSAGE_BYTES;
+
+/// How long a call may take before it fails as unavailable (a stuck service must not hang
+/// its callers), and how long connecting may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn endpoint(url: &str) -> MemoryResult<Endpoint> {
+    Ok(Endpoint::from_shared(url.to_string())
+        .map_err(|e| MemoryError::Unavailable(format!("{url}: {e}")))?
+        .timeout(CALL_TIMEOUT)
+        .connect_timeout(CONNECT_TIMEOUT))
+}
 
 /// A connection to a memory service (cheap to clone; calls share one HTTP/2 connection).
 #[derive(Debug, Clone)]
@@ -24,12 +38,22 @@ pub struct RemoteMemory {
 impl RemoteMemory {
     /// Connects to the service at `url` (`http://host:port`), sending `api_key` when given.
     pub async fn connect(url: &str, api_key: Option<&str>) -> MemoryResult<Self> {
-        let endpoint = Endpoint::from_shared(url.to_string())
-            .map_err(|e| MemoryError::Unavailable(format!("{url}: {e}")))?;
+        let endpoint = endpoint(url)?;
         let channel = endpoint
             .connect()
             .await
             .map_err(|e| MemoryError::Unavailable(format!("{url}: {e}")))?;
+        Self::with_channel(channel, api_key)
+    }
+
+    /// A client for `url` that connects on first use and reconnects after failures, so a
+    /// service that is down only fails the calls made meanwhile.
+    pub fn connect_lazy(url: &str, api_key: Option<&str>) -> MemoryResult<Self> {
+        let endpoint = endpoint(url)?;
+        Self::with_channel(endpoint.connect_lazy(), api_key)
+    }
+
+    fn with_channel(channel: Channel, api_key: Option<&str>) -> MemoryResult<Self> {
         let authorization = match api_key {
             Some(key) => Some(
                 format!("Bearer {key}")

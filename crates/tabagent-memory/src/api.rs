@@ -73,6 +73,55 @@ pub trait MemoryApi: Send + Sync {
         &self,
         options: ConsolidateOptions,
     ) -> impl Future<Output = MemoryResult<Vec<Merge>>> + Send;
+
+    /// Writes one record.
+    fn insert(
+        &self,
+        store: Store,
+        record: crate::NewRecord,
+    ) -> impl Future<Output = MemoryResult<Record>> + Send {
+        async move {
+            match self
+                .apply(vec![Change::Insert { store, record }])
+                .await?
+                .pop()
+            {
+                Some(Outcome::Inserted { record }) => Ok(record),
+                _ => Err(MemoryError::Unavailable("no record came back".into())),
+            }
+        }
+    }
+
+    /// Deletes one record.
+    fn delete(&self, id: i64) -> impl Future<Output = MemoryResult<()>> + Send {
+        async move { self.apply(vec![Change::Delete { id }]).await.map(|_| ()) }
+    }
+
+    /// Creates an entity or folds it into the one with its name.
+    fn upsert_entity(
+        &self,
+        entity: crate::NewEntity,
+    ) -> impl Future<Output = MemoryResult<Entity>> + Send {
+        async move {
+            match self.apply(vec![Change::Entity { entity }]).await?.pop() {
+                Some(Outcome::Entity { entity }) => Ok(entity),
+                _ => Err(MemoryError::Unavailable("no entity came back".into())),
+            }
+        }
+    }
+
+    /// Records a relation.
+    fn relate(
+        &self,
+        relation: crate::NewRelation,
+    ) -> impl Future<Output = MemoryResult<Relation>> + Send {
+        async move {
+            match self.apply(vec![Change::Relate { relation }]).await?.pop() {
+                Some(Outcome::Related { relation }) => Ok(relation),
+                _ => Err(MemoryError::Unavailable("no relation came back".into())),
+            }
+        }
+    }
 }
 
 /// The embedded store behind [`MemoryApi`]: each call runs on a blocking thread.

@@ -88,6 +88,11 @@ pub struct MemorySettings {
     /// A conversation (chat requests carrying a conversation id) gets a summary in the
     /// summaries store after this many new messages; 0: never.
     pub summarize_after: u32,
+    /// Use the memory served at this URL (`tabagent memory serve` elsewhere,
+    /// `http://host:port`) instead of a local database.
+    pub remote: Option<String>,
+    /// The bearer key for `remote`.
+    pub remote_api_key: Option<String>,
 }
 
 impl Default for MemorySettings {
@@ -99,6 +104,8 @@ impl Default for MemorySettings {
             embedding_model: None,
             llm: None,
             summarize_after: 20,
+            remote: None,
+            remote_api_key: None,
         }
     }
 }

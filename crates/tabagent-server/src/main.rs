@@ -7,6 +7,7 @@ mod config;
 mod hardware;
 mod http;
 mod keep_alive;
+mod memory_backend;
 mod recommended;
 mod registry;
 mod state;

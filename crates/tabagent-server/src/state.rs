@@ -15,7 +15,7 @@ pub struct AppState {
 struct Inner {
     config: Config,
     registry: ModelRegistry,
-    memory: Option<Arc<tabagent_memory::Memory>>,
+    memory: Option<crate::memory_backend::MemoryBackend>,
     ready: AtomicBool,
     startup_error: Mutex<Option<String>>,
     /// Conversations due a summary, for the background summarizer.
@@ -38,7 +38,7 @@ impl AppState {
     pub fn new(
         config: Config,
         registry: ModelRegistry,
-        memory: Option<Arc<tabagent_memory::Memory>>,
+        memory: Option<crate::memory_backend::MemoryBackend>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -73,7 +73,7 @@ impl AppState {
     }
 
     /// The memory stores, unless `memory.enabled` is off.
-    pub fn memory(&self) -> Option<&Arc<tabagent_memory::Memory>> {
+    pub fn memory(&self) -> Option<&crate::memory_backend::MemoryBackend> {
         self.inner.memory.as_ref()
     }
 

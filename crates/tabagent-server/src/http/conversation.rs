@@ -4,18 +4,18 @@
 //! in the background by the language model into the summaries store.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::Json;
 use serde_json::json;
 use tabagent_core::{ChatMessage, FinishReason, Role, Usage};
-use tabagent_memory::{Change, Filter, Memory, NewRecord, Order, Record, Store};
+use tabagent_memory::{Change, Filter, MemoryApi, NewRecord, Order, Record, Store};
 
 use super::error::{ApiError, ErrorBody};
 use super::llm_task;
-use super::memory::{blocking, embed_records, RecordObject};
+use super::memory::{embed_records, RecordObject};
+use crate::memory_backend::MemoryBackend;
 use crate::state::AppState;
 
 /// The header that names a conversation.
@@ -65,7 +65,7 @@ pub fn conversation_id(
 
 /// An exchange to record once the reply is complete.
 pub struct Recording {
-    memory: Arc<Memory>,
+    memory: MemoryBackend,
     conversation: String,
     model: String,
     /// The request's new turn: the messages after its last assistant message.
@@ -138,7 +138,7 @@ impl Recording {
                 record,
             })
             .collect();
-        blocking(self.memory, move |m| m.apply(changes)).await?;
+        self.memory.apply(changes).await?;
         if state.config().memory.summarize_after > 0 {
             if let Some(due) = state.summaries_due().get() {
                 let _ = due.send(self.conversation);
@@ -153,11 +153,13 @@ fn summary_key(conversation: &str) -> String {
 }
 
 /// Messages of `conversation` after the last summary (oldest first), and that summary.
-fn unsummarized(
-    memory: &Memory,
+async fn unsummarized(
+    memory: &MemoryBackend,
     conversation: &str,
 ) -> Result<(Option<Record>, Vec<Record>), tabagent_memory::MemoryError> {
-    let summary = memory.get_by_key(Store::Summaries, &summary_key(conversation))?;
+    let summary = memory
+        .get_by_key(Store::Summaries, summary_key(conversation))
+        .await?;
     let through = summary.as_ref().and_then(|s| s.data["through"].as_i64());
     let filter = Filter {
         stores: vec![Store::Conversations],
@@ -167,7 +169,9 @@ fn unsummarized(
     let mut messages = Vec::new();
     let mut after = None;
     loop {
-        let page = memory.list(&filter, Order::Oldest, 1000, after)?;
+        let page = memory
+            .list(filter.clone(), Order::Oldest, 1000, after)
+            .await?;
         messages.extend(
             page.records
                 .into_iter()
@@ -189,8 +193,7 @@ pub async fn summarize(
     force: bool,
 ) -> Result<Option<Record>, ApiError> {
     let memory = super::memory::memory(state)?;
-    let name = conversation.to_string();
-    let (previous, messages) = blocking(memory.clone(), move |m| unsummarized(m, &name)).await?;
+    let (previous, messages) = unsummarized(&memory, conversation).await?;
     let due = state.config().memory.summarize_after as usize;
     let enough = if force {
         !messages.is_empty()
@@ -255,7 +258,7 @@ pub async fn summarize(
     let record = record
         .pop()
         .ok_or_else(|| ApiError::internal("no summary built"))?;
-    let stored = blocking(memory, move |m| m.insert(Store::Summaries, record)).await?;
+    let stored = memory.insert(Store::Summaries, record).await?;
     Ok(Some(stored))
 }
 

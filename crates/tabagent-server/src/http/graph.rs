@@ -8,15 +8,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tabagent_core::{ChatMessage, FinishReason, Role};
 use tabagent_memory::{
-    Change, ConsolidateOptions, Direction, Embedding, Entity, EntityRef, Merge, NewEntity,
-    NewRecord, NewRelation, Outcome, Relation, Store, WalkOptions,
+    Change, ConsolidateOptions, Direction, Embedding, Entity, EntityRef, MemoryApi, Merge,
+    NewEntity, NewRecord, NewRelation, Outcome, Relation, Store, WalkOptions,
 };
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
 use super::json::ApiJson;
 use super::llm_task;
-use super::memory::{blocking, embed, memory};
+use super::memory::{embed, memory};
 use crate::state::AppState;
 
 /// An entity to create, or to fold into the one that has its name.
@@ -287,9 +287,7 @@ pub async fn upsert_entity(
         .await?
         .pop()
         .ok_or_else(|| ApiError::internal("no entity built"))?;
-    Ok(Json(
-        blocking(memory, move |m| m.upsert_entity(entity)).await?,
-    ))
+    Ok(Json(memory.upsert_entity(entity).await?))
 }
 
 fn entity_ref(text: &str) -> EntityRef {
@@ -311,7 +309,7 @@ pub async fn get_entity(
 ) -> Result<Json<Entity>, ApiError> {
     let memory = memory(&state)?;
     let reference = entity_ref(&entity);
-    Ok(Json(blocking(memory, move |m| m.entity(&reference)).await?))
+    Ok(Json(memory.entity(reference).await?))
 }
 
 /// Record a relation between two entities, citing its evidence.
@@ -328,7 +326,7 @@ pub async fn relate(
 ) -> Result<Json<Relation>, ApiError> {
     let memory = memory(&state)?;
     let relation = NewRelation::from(body);
-    Ok(Json(blocking(memory, move |m| m.relate(relation)).await?))
+    Ok(Json(memory.relate(relation).await?))
 }
 
 fn relation_id(id: &str) -> Result<i64, ApiError> {
@@ -353,7 +351,7 @@ pub async fn get_relation(
     Path(id): Path<String>,
 ) -> Result<Json<Relation>, ApiError> {
     let (memory, id) = (memory(&state)?, relation_id(&id)?);
-    Ok(Json(blocking(memory, move |m| m.relation(id)).await?))
+    Ok(Json(memory.relation(id).await?))
 }
 
 /// Delete a relation.
@@ -369,7 +367,7 @@ pub async fn delete_relation(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let (memory, id) = (memory(&state)?, relation_id(&id)?);
-    blocking(memory, move |m| m.apply(vec![Change::Unrelate { id }])).await?;
+    memory.apply(vec![Change::Unrelate { id }]).await?;
     Ok(Json(
         serde_json::json!({"id": id, "object": "memory.relation", "deleted": true}),
     ))
@@ -390,10 +388,7 @@ pub async fn neighbourhood(
     let memory = memory(&state)?;
     let (hops, options) = (body.hops.unwrap_or(1), body.walk.options());
     Ok(Json(
-        blocking(memory, move |m| {
-            m.neighbourhood(&body.entity, hops, &options)
-        })
-        .await?,
+        memory.neighbourhood(body.entity, hops, options).await?,
     ))
 }
 
@@ -411,10 +406,9 @@ pub async fn path(
 ) -> Result<Json<PathResponse>, ApiError> {
     let memory = memory(&state)?;
     let (max_hops, options) = (body.max_hops.unwrap_or(6), body.walk.options());
-    let found = blocking(memory, move |m| {
-        m.shortest_path(&body.from, &body.to, max_hops, &options)
-    })
-    .await?;
+    let found = memory
+        .shortest_path(body.from, body.to, max_hops, options)
+        .await?;
     Ok(Json(match found {
         Some(p) => PathResponse {
             found: true,
@@ -443,16 +437,13 @@ pub async fn merge(
 ) -> Result<Json<Entity>, ApiError> {
     let memory = memory(&state)?;
     let kept = body.kept;
-    Ok(Json(
-        blocking(memory, move |m| {
-            m.apply(vec![Change::Merge {
-                kept,
-                merged: body.merged,
-            }])?;
-            m.entity(&EntityRef::Id(kept))
-        })
-        .await?,
-    ))
+    memory
+        .apply(vec![Change::Merge {
+            kept,
+            merged: body.merged,
+        }])
+        .await?;
+    Ok(Json(memory.entity(EntityRef::Id(kept)).await?))
 }
 
 /// Find and merge duplicate entities (same loose name or alias, same type; optionally close
@@ -473,14 +464,11 @@ pub async fn consolidate(
         similarity: body.similarity,
     };
     let dry_run = body.dry_run.unwrap_or(false);
-    let merges = blocking(memory, move |m| {
-        if dry_run {
-            m.duplicate_entities(&options)
-        } else {
-            m.consolidate(&options)
-        }
-    })
-    .await?;
+    let merges = if dry_run {
+        memory.duplicate_entities(options).await?
+    } else {
+        memory.consolidate(options).await?
+    };
     Ok(Json(ConsolidateResponse {
         applied: !dry_run,
         merges,
@@ -557,11 +545,9 @@ pub async fn extract(
         ));
     }
     if let Some(evidence) = body.evidence {
-        blocking(memory.clone(), move |m| m.get(evidence))
-            .await
-            .map_err(|_| {
-                ApiError::bad_request(Some("evidence"), format!("no record {evidence} to cite"))
-            })?;
+        memory.get(evidence).await.map_err(|_| {
+            ApiError::bad_request(Some("evidence"), format!("no record {evidence} to cite"))
+        })?;
     }
     let model = llm_task::model(&state, body.model);
     let messages = vec![
@@ -606,8 +592,8 @@ pub async fn extract(
                 ..Default::default()
             };
             let records = super::memory::embed_records(&state, vec![passage]).await?;
-            let mut inserted = blocking(memory.clone(), move |m| {
-                m.apply(
+            let mut inserted = memory
+                .apply(
                     records
                         .into_iter()
                         .map(|record| Change::Insert {
@@ -616,8 +602,7 @@ pub async fn extract(
                         })
                         .collect(),
                 )
-            })
-            .await?;
+                .await?;
             match inserted.pop() {
                 Some(Outcome::Inserted { record }) => record.id,
                 _ => return Err(ApiError::internal("the passage was not stored")),
@@ -662,7 +647,7 @@ pub async fn extract(
     );
     let (mut entities, mut relations) = (Vec::new(), Vec::new());
     if !changes.is_empty() {
-        for outcome in blocking(memory, move |m| m.apply(changes)).await? {
+        for outcome in memory.apply(changes).await? {
             match outcome {
                 Outcome::Entity { entity } => entities.push(entity),
                 Outcome::Related { relation } => relations.push(relation),

@@ -5,15 +5,13 @@
 //! with that model (its id is the vector space); callers may always send their own `vector`
 //! and `space`.
 
-use std::sync::Arc;
-
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tabagent_memory::{
-    Change, Embedding, Filter, Memory, MemoryError, Mode, NewRecord, Order, Outcome, Record,
+    Change, Embedding, Filter, MemoryApi, MemoryError, Mode, NewRecord, Order, Outcome, Record,
     SearchRequest, Store,
 };
 use utoipa::ToSchema;
@@ -21,6 +19,7 @@ use utoipa::ToSchema;
 use super::embeddings::{tokenize, Input};
 use super::error::{ApiError, ErrorBody};
 use super::json::ApiJson;
+use crate::memory_backend::MemoryBackend;
 use crate::state::AppState;
 
 /// A record to write.
@@ -245,7 +244,7 @@ pub struct TransactionResponse {
     pub results: Vec<Value>,
 }
 
-pub(super) fn memory(state: &AppState) -> Result<Arc<Memory>, ApiError> {
+pub(super) fn memory(state: &AppState) -> Result<MemoryBackend, ApiError> {
     state.memory().cloned().ok_or_else(|| {
         ApiError::unavailable(
             "memory_disabled",
@@ -256,17 +255,6 @@ pub(super) fn memory(state: &AppState) -> Result<Arc<Memory>, ApiError> {
 
 fn store(name: &str) -> Result<Store, ApiError> {
     Store::parse(name).map_err(|e| ApiError::not_found("store_not_found", "store", e.to_string()))
-}
-
-/// Runs a blocking memory call off the async threads.
-pub(super) async fn blocking<T: Send + 'static>(
-    memory: Arc<Memory>,
-    call: impl FnOnce(&Memory) -> Result<T, MemoryError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(move || call(&memory))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(ApiError::from)
 }
 
 /// Vectors for `texts` from the configured embedding model, and its id (the space).
@@ -381,7 +369,7 @@ pub async fn create(
     let record = new
         .pop()
         .ok_or_else(|| ApiError::internal("no record built"))?;
-    let stored = blocking(memory, move |m| m.insert(store, record)).await?;
+    let stored = memory.insert(store, record).await?;
     Ok((StatusCode::CREATED, Json(stored.into())))
 }
 
@@ -457,7 +445,7 @@ pub async fn list(
             }
         }
     }
-    let page = blocking(memory, move |m| m.list(&filter, order, limit, after)).await?;
+    let page = memory.list(filter, order, limit, after).await?;
     Ok(Json(RecordList {
         object: "list",
         data: page.records.into_iter().map(Into::into).collect(),
@@ -479,7 +467,7 @@ pub async fn get_one(
 ) -> Result<Json<RecordObject>, ApiError> {
     let (store, id) = (store(&name)?, record_id(&id)?);
     let memory = memory(&state)?;
-    let record = blocking(memory, move |m| m.get(id)).await?;
+    let record = memory.get(id).await?;
     if record.store != store {
         return Err(MemoryError::NotFound(id).into());
     }
@@ -500,13 +488,10 @@ pub async fn delete_one(
 ) -> Result<Json<Value>, ApiError> {
     let (store, id) = (store(&name)?, record_id(&id)?);
     let memory = memory(&state)?;
-    blocking(memory, move |m| {
-        if m.get(id)?.store != store {
-            return Err(MemoryError::NotFound(id));
-        }
-        m.delete(id)
-    })
-    .await?;
+    if memory.get(id).await?.store != store {
+        return Err(MemoryError::NotFound(id).into());
+    }
+    memory.delete(id).await?;
     Ok(Json(
         serde_json::json!({"id": id, "object": "memory.record", "deleted": true}),
     ))
@@ -585,7 +570,7 @@ pub async fn search(
         limit: body.limit.unwrap_or(10),
         offset: body.offset.unwrap_or(0),
     };
-    let found = blocking(memory, move |m| m.search(&request)).await?;
+    let found = memory.search(request).await?;
     Ok(Json(SearchResponse {
         object: "list",
         vector_method: found.vector_method,
@@ -660,7 +645,7 @@ pub async fn transaction(
         })
         .collect::<Option<Vec<Change>>>()
         .ok_or_else(|| ApiError::internal("a transaction lost an operation"))?;
-    let outcomes = blocking(memory, move |m| m.apply(changes)).await?;
+    let outcomes = memory.apply(changes).await?;
     let results = outcomes
         .into_iter()
         .map(|o| match o {
@@ -695,7 +680,7 @@ enum Planned {
 )]
 pub async fn stats(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let memory = memory(&state)?;
-    let stats = blocking(memory, |m| m.stats()).await?;
+    let stats = memory.stats().await?;
     let mut value = serde_json::to_value(stats).map_err(ApiError::internal)?;
     value["embedding_model"] = serde_json::json!(state.config().memory.embedding_model);
     Ok(Json(value))

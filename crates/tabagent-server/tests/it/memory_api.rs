@@ -404,3 +404,58 @@ async fn a_keyed_service_refuses_calls_without_the_key() {
         .unwrap_err();
     assert!(matches!(gone, MemoryError::Unavailable(_)), "{gone:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_server_switches_to_a_remote_memory_by_configuration() {
+    let service = Service::start(&["--api-key", "k-9"]);
+    let server = crate::server::Server::start_with(
+        &[],
+        &[
+            ("TABAGENT_MEMORY__REMOTE", service.url.as_str()),
+            ("TABAGENT_MEMORY__REMOTE_API_KEY", "k-9"),
+        ],
+        |_| {},
+    );
+    let (status, body) = server
+        .post_json(
+            "/v1/memory/knowledge",
+            &serde_json::json!({"text": "kept in another process"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, related) = server
+        .post_json(
+            "/v1/memory/graph/relations",
+            &serde_json::json!({"subject": "Server", "relation": "uses", "object": "Remote"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{related}");
+    let remote = RemoteMemory::connect(&service.url, Some("k-9"))
+        .await
+        .unwrap();
+    let stored = remote.get(body["id"].as_i64().unwrap()).await.unwrap();
+    assert_eq!(stored.text, "kept in another process");
+    assert_eq!(remote.entity(name("remote")).await.unwrap().name, "Remote");
+    assert!(
+        !server
+            .data_dir()
+            .join("memory")
+            .join("memory.sqlite")
+            .exists(),
+        "the server keeps no memory of its own"
+    );
+    // With the service gone, memory calls say so (503); the rest of the server is unaffected.
+    drop(service);
+    let (status, body) = server
+        .post_json(
+            "/v1/memory/search",
+            &serde_json::json!({"query": "kept", "mode": "keyword"}),
+        )
+        .await;
+    assert_eq!(
+        crate::server::assert_error(status, &body, 503)["code"],
+        "memory_unavailable"
+    );
+    let (status, _) = server.get_json("/v1/models").await;
+    assert_eq!(status, 200);
+}
