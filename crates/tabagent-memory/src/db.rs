@@ -6,7 +6,7 @@ use std::sync::{mpsc, Arc, Mutex, RwLock};
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use serde::Serialize;
 
-use crate::record::{Filter, Limits, Order, Page, MAX_PAGE};
+use crate::record::{check_limit, Filter, Limits, Order, Page};
 use crate::schema::{self, Durability};
 use crate::vector::{self, HnswParams, SpaceInfo, VectorIndexes};
 use crate::writer::{Change, Done, Job, Outcome, Work, Writer};
@@ -175,15 +175,7 @@ impl Memory {
 
     /// Applies `changes` all together or not at all; returns once they are committed.
     pub fn apply(&self, changes: Vec<Change>) -> Result<Vec<Outcome>, MemoryError> {
-        if changes.is_empty() {
-            return Err(MemoryError::invalid("operations", "no changes to apply"));
-        }
-        if changes.len() > self.config.limits.max_batch {
-            return Err(MemoryError::invalid(
-                "operations",
-                format!("at most {} changes at once", self.config.limits.max_batch),
-            ));
-        }
+        crate::record::check_batch(&changes, &self.config.limits)?;
         match self.run_on_writer(Work::Changes(changes))? {
             Done::Changed(outcomes) => Ok(outcomes),
             _ => Err(MemoryError::Commit(
@@ -285,12 +277,7 @@ impl Memory {
         after: Option<i64>,
     ) -> Result<Page, MemoryError> {
         filter.check(&self.config.limits)?;
-        if limit == 0 || limit > MAX_PAGE {
-            return Err(MemoryError::invalid(
-                "limit",
-                format!("limit must be between 1 and {MAX_PAGE}"),
-            ));
-        }
+        check_limit(limit)?;
         let (mut clause, mut params) = filter.sql();
         let (cmp, dir) = match order {
             Order::Newest => ("<", "DESC"),

@@ -25,6 +25,8 @@ pub mod api;
 mod db;
 pub mod graph;
 pub mod maintenance;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod record;
 mod schema;
 pub mod search;
@@ -39,6 +41,8 @@ pub use graph::{
     NewRelation, Reached, Relation, WalkOptions,
 };
 pub use maintenance::CheckReport;
+#[cfg(feature = "postgres")]
+pub use postgres::PgMemory;
 pub use record::{Embedding, Filter, Limits, NewRecord, Order, Page, Record};
 pub use schema::Durability;
 pub use search::{Hit, Mode, SearchRequest, SearchResults, Why};

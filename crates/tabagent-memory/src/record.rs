@@ -147,6 +147,31 @@ pub struct Page {
 /// The most records one page or search returns.
 pub const MAX_PAGE: usize = 1000;
 
+/// Refuses a page size outside 1 to [`MAX_PAGE`].
+pub(crate) fn check_limit(limit: usize) -> Result<(), MemoryError> {
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(MemoryError::invalid(
+            "limit",
+            format!("limit must be between 1 and {MAX_PAGE}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses an empty group of changes, or one over the batch limit.
+pub(crate) fn check_batch(changes: &[crate::Change], limits: &Limits) -> Result<(), MemoryError> {
+    if changes.is_empty() {
+        return Err(MemoryError::invalid("operations", "no changes to apply"));
+    }
+    if changes.len() > limits.max_batch {
+        return Err(MemoryError::invalid(
+            "operations",
+            format!("at most {} changes at once", limits.max_batch),
+        ));
+    }
+    Ok(())
+}
+
 impl NewRecord {
     /// Refuses what breaks a limit or cannot be stored.
     pub(crate) fn check(&self, limits: &Limits) -> Result<(), MemoryError> {

@@ -96,42 +96,46 @@ pub struct SearchResults {
     pub vector_method: Option<&'static str>,
 }
 
-/// RRF's constant.
-const RRF_K: f64 = 60.0;
-/// Below this many allowed records, filtered vector search is exact.
-const EXACT_BELOW: usize = 4096;
+/// What a checked search will do.
+pub(crate) struct Plan {
+    /// Whether the vector list is made.
+    pub vector: bool,
+    /// The words of the keyword list, when it is made.
+    pub keyword: Option<String>,
+    /// How deep each list goes.
+    pub depth: usize,
+}
 
-impl Memory {
-    /// Searches by keyword, vector or both.
-    pub fn search(&self, request: &SearchRequest) -> Result<SearchResults, MemoryError> {
-        let limits = &self.config().limits;
-        request.filter.check(limits)?;
-        if request.limit == 0 || request.limit > MAX_PAGE {
+impl SearchRequest {
+    /// Refuses a search that breaks a limit or asks for a list it gives nothing for.
+    pub(crate) fn plan(&self, limits: &crate::Limits) -> Result<Plan, MemoryError> {
+        self.filter.check(limits)?;
+        if self.limit == 0 || self.limit > MAX_PAGE {
             return Err(MemoryError::invalid(
                 "limit",
                 format!("limit must be between 1 and {MAX_PAGE}"),
             ));
         }
-        if request.offset > 100_000 {
+        if self.offset > 100_000 {
             return Err(MemoryError::invalid(
                 "offset",
                 "offset may be at most 100000",
             ));
         }
-        if let Some(v) = &request.vector {
+        if let Some(v) = &self.vector {
             check_vector(v, limits)?;
         }
-        let text = request
+        let text = self
             .text
             .as_deref()
             .map(str::trim)
             .filter(|t| !t.is_empty());
-        let (use_vector, use_text) = match request.mode {
-            Mode::Hybrid => (request.vector.is_some(), text.is_some()),
+        let (use_vector, use_text) = match self.mode {
+            Mode::Hybrid => (self.vector.is_some(), text.is_some()),
             Mode::Vector => (true, false),
             Mode::Keyword => (false, true),
         };
-        if use_vector && request.vector.is_none() {
+        if use_vector && self.vector.is_none() {
             return Err(MemoryError::invalid(
                 "vector",
                 "a vector search needs a vector",
@@ -149,7 +153,26 @@ impl Memory {
                 "a search needs words or a vector",
             ));
         }
-        let depth = (2 * (request.offset + request.limit)).max(50);
+        Ok(Plan {
+            vector: use_vector,
+            keyword: text.filter(|_| use_text).map(str::to_string),
+            depth: (2 * (self.offset + self.limit)).max(50),
+        })
+    }
+}
+
+/// RRF's constant.
+const RRF_K: f64 = 60.0;
+/// Below this many allowed records, filtered vector search is exact.
+const EXACT_BELOW: usize = 4096;
+
+impl Memory {
+    /// Searches by keyword, vector or both.
+    pub fn search(&self, request: &SearchRequest) -> Result<SearchResults, MemoryError> {
+        let plan = request.plan(&self.config().limits)?;
+        let depth = plan.depth;
+        let (use_vector, use_text, text) = (plan.vector, plan.keyword.is_some(), plan.keyword);
+        let text = text.as_deref();
         self.read(|conn| {
             let (vector_list, method) = match (&request.vector, use_vector) {
                 (Some(v), true) => {
@@ -264,7 +287,7 @@ fn scored(found: Option<(Metric, Ranked)>) -> Ranked {
     }
 }
 
-fn exact_score(metric: Metric, a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn exact_score(metric: Metric, a: &[f32], b: &[f32]) -> f32 {
     match metric {
         Metric::Cosine => {
             let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
@@ -285,14 +308,17 @@ fn exact_score(metric: Metric, a: &[f32], b: &[f32]) -> f32 {
     }
 }
 
-/// The text as an FTS5 query: each word quoted (so no word is read as syntax), any may match.
-pub(crate) fn fts_query(text: &str) -> Option<String> {
-    let words: Vec<String> = text
-        .split(|c: char| !c.is_alphanumeric())
+/// The words of a keyword search: runs of letters and digits, at most 64 (anything else,
+/// query syntax included, only separates words).
+pub(crate) fn query_words(text: &str) -> impl Iterator<Item = &str> {
+    text.split(|c: char| !c.is_alphanumeric())
         .filter(|w| !w.is_empty())
         .take(64)
-        .map(|w| format!("\"{w}\""))
-        .collect();
+}
+
+/// The text as an FTS5 query: each word quoted (so no word is read as syntax), any may match.
+pub(crate) fn fts_query(text: &str) -> Option<String> {
+    let words: Vec<String> = query_words(text).map(|w| format!("\"{w}\"")).collect();
     (!words.is_empty()).then(|| words.join(" OR "))
 }
 
@@ -324,7 +350,7 @@ fn keyword(
 }
 
 /// Reciprocal rank fusion of the two lists, best first.
-fn fuse(vector: &[(i64, f32)], keyword: &[(i64, f64)]) -> Vec<(i64, Why)> {
+pub(crate) fn fuse(vector: &[(i64, f32)], keyword: &[(i64, f64)]) -> Vec<(i64, Why)> {
     let mut whys: HashMap<i64, Why> = HashMap::new();
     let blank = || Why {
         vector_rank: None,

@@ -305,22 +305,54 @@ fn apply_atomically(
     }
 }
 
+/// Refuses a record that breaks a limit, or an entity written as a plain record.
+pub(crate) fn check_insert(
+    store: Store,
+    record: &NewRecord,
+    limits: &Limits,
+) -> Result<(), MemoryError> {
+    record.check(limits)?;
+    if store == Store::Knowledge
+        && (record.kind.as_deref() == Some(crate::graph::ENTITY_KIND)
+            || record
+                .key
+                .as_deref()
+                .is_some_and(|k| k.starts_with(graph::KEY_PREFIX)))
+    {
+        return Err(MemoryError::invalid(
+            "kind",
+            "entities are written through the graph (an `entity` change), which keeps their names",
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses a space without a name or with a width outside the limits.
+pub(crate) fn check_space(
+    space: &str,
+    dimensions: usize,
+    limits: &Limits,
+) -> Result<(), MemoryError> {
+    check_vector(
+        &crate::Embedding {
+            space: space.to_string(),
+            vector: vec![0.0; dimensions.clamp(1, limits.max_dimensions + 1)],
+        },
+        limits,
+    )?;
+    if dimensions == 0 {
+        return Err(MemoryError::invalid(
+            "dimensions",
+            "a space has at least one dimension",
+        ));
+    }
+    Ok(())
+}
+
 fn apply(tx: &Transaction<'_>, change: &Change, limits: &Limits) -> Result<Outcome, MemoryError> {
     match change {
         Change::Insert { store, record } => {
-            record.check(limits)?;
-            if *store == Store::Knowledge
-                && (record.kind.as_deref() == Some(crate::graph::ENTITY_KIND)
-                    || record
-                        .key
-                        .as_deref()
-                        .is_some_and(|k| k.starts_with(graph::KEY_PREFIX)))
-            {
-                return Err(MemoryError::invalid(
-                    "kind",
-                    "entities are written through the graph (an `entity` change), which keeps their names",
-                ));
-            }
+            check_insert(*store, record, limits)?;
             let record = write_record(tx, *store, record)?;
             Ok(Outcome::Inserted { record })
         }
@@ -329,19 +361,7 @@ fn apply(tx: &Transaction<'_>, change: &Change, limits: &Limits) -> Result<Outco
             dimensions,
             metric,
         } => {
-            check_vector(
-                &crate::Embedding {
-                    space: space.clone(),
-                    vector: vec![0.0; (*dimensions).max(1)],
-                },
-                limits,
-            )?;
-            if *dimensions == 0 {
-                return Err(MemoryError::invalid(
-                    "dimensions",
-                    "a space has at least one dimension",
-                ));
-            }
+            check_space(space, *dimensions, limits)?;
             let id = ensure_space(tx, space, *dimensions, *metric)?;
             let existing: String =
                 tx.query_row("SELECT metric FROM spaces WHERE id = ?1", [id], |r| {

@@ -93,6 +93,10 @@ pub struct MemorySettings {
     pub remote: Option<String>,
     /// The bearer key for `remote`.
     pub remote_api_key: Option<String>,
+    /// Keep the memory in this PostgreSQL database (with the pgvector extension), e.g.
+    /// `postgres://tabagent:secret@db.internal:5432/tabagent`, instead of a local database:
+    /// several servers can then share one memory.
+    pub postgres: Option<String>,
 }
 
 impl Default for MemorySettings {
@@ -106,6 +110,7 @@ impl Default for MemorySettings {
             summarize_after: 20,
             remote: None,
             remote_api_key: None,
+            postgres: None,
         }
     }
 }

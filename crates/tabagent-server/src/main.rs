@@ -69,7 +69,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     port,
                     api_key,
                 } => commands::memory::serve(&config, &host, port, api_key).await,
-                action => commands::memory::run(&config, action),
+                action => commands::memory::run(&config, action).await,
             },
             Command::Db(args) => commands::memory::db(&config, args.action),
         }

@@ -1,12 +1,19 @@
-//! The memory the server uses: its own (the embedded store) or another process's over gRPC
-//! (`memory.remote`), behind one [`MemoryApi`] so handlers do not know which.
+//! The memory the server uses: its own (the embedded store), another process's over gRPC
+//! (`memory.remote`) or a PostgreSQL database (`memory.postgres`), behind one [`MemoryApi`] so
+//! handlers do not know which.
 
+use std::sync::Arc;
 use tabagent_memory::{
     Change, ConsolidateOptions, Entity, EntityRef, Filter, GraphPath, LocalMemory, MemoryApi,
-    MemoryResult, Merge, Neighbourhood, Order, Outcome, Page, Record, Relation, SearchRequest,
-    SearchResults, Stats, Store, WalkOptions,
+    MemoryResult, Merge, Neighbourhood, Order, Outcome, Page, PgMemory, Record, Relation,
+    SearchRequest, SearchResults, Stats, Store, WalkOptions,
 };
+
+use anyhow::{bail, Context};
+use tabagent_memory::Memory;
 use tabagent_memory_grpc::RemoteMemory;
+
+use crate::config::Config;
 
 /// The embedded store, or a remote one.
 #[derive(Debug, Clone)]
@@ -15,29 +22,67 @@ pub enum MemoryBackend {
     Local(LocalMemory),
     /// Served by `tabagent memory serve` elsewhere.
     Remote(RemoteMemory),
+    /// In PostgreSQL with pgvector.
+    Postgres(PgMemory),
 }
 
 /// Calls the same method on whichever backend this is.
-macro_rules! both {
+macro_rules! dispatch {
     ($self:ident, $m:ident => $call:expr) => {
         match $self {
             MemoryBackend::Local($m) => $call.await,
             MemoryBackend::Remote($m) => $call.await,
+            MemoryBackend::Postgres($m) => $call.await,
         }
     };
 }
 
+impl MemoryBackend {
+    /// The memory `config` names: PostgreSQL (`memory.postgres`), a memory service
+    /// (`memory.remote`) or the embedded database.
+    pub async fn open(config: &Config) -> anyhow::Result<Self> {
+        let settings = &config.memory;
+        match (&settings.remote, &settings.postgres) {
+            (Some(_), Some(_)) => {
+                bail!("memory.remote and memory.postgres are both set: choose one")
+            }
+            (Some(url), None) => {
+                let remote = RemoteMemory::connect_lazy(url, settings.remote_api_key.as_deref())
+                    .with_context(|| format!("memory.remote `{url}`"))?;
+                tracing::info!(%url, "memory: the remote service");
+                Ok(MemoryBackend::Remote(remote))
+            }
+            (None, Some(url)) => {
+                // The URL may hold a password: it is not repeated in messages.
+                let memory = PgMemory::connect(url, config.memory_config().limits)
+                    .await
+                    .context("memory.postgres: cannot use the database")?;
+                tracing::info!("memory: PostgreSQL");
+                Ok(MemoryBackend::Postgres(memory))
+            }
+            (None, None) => {
+                let memory_config = config.memory_config();
+                let path = memory_config.path.clone();
+                let memory = tokio::task::spawn_blocking(move || Memory::open(&memory_config))
+                    .await?
+                    .with_context(|| format!("cannot open the memory in {}", path.display()))?;
+                Ok(MemoryBackend::Local(LocalMemory(Arc::new(memory))))
+            }
+        }
+    }
+}
+
 impl MemoryApi for MemoryBackend {
     async fn apply(&self, changes: Vec<Change>) -> MemoryResult<Vec<Outcome>> {
-        both!(self, m => m.apply(changes))
+        dispatch!(self, m => m.apply(changes))
     }
 
     async fn get(&self, id: i64) -> MemoryResult<Record> {
-        both!(self, m => m.get(id))
+        dispatch!(self, m => m.get(id))
     }
 
     async fn get_by_key(&self, store: Store, key: String) -> MemoryResult<Option<Record>> {
-        both!(self, m => m.get_by_key(store, key))
+        dispatch!(self, m => m.get_by_key(store, key))
     }
 
     async fn list(
@@ -47,23 +92,23 @@ impl MemoryApi for MemoryBackend {
         limit: usize,
         after: Option<i64>,
     ) -> MemoryResult<Page> {
-        both!(self, m => m.list(filter, order, limit, after))
+        dispatch!(self, m => m.list(filter, order, limit, after))
     }
 
     async fn search(&self, request: SearchRequest) -> MemoryResult<SearchResults> {
-        both!(self, m => m.search(request))
+        dispatch!(self, m => m.search(request))
     }
 
     async fn stats(&self) -> MemoryResult<Stats> {
-        both!(self, m => m.stats())
+        dispatch!(self, m => m.stats())
     }
 
     async fn entity(&self, reference: EntityRef) -> MemoryResult<Entity> {
-        both!(self, m => m.entity(reference))
+        dispatch!(self, m => m.entity(reference))
     }
 
     async fn relation(&self, id: i64) -> MemoryResult<Relation> {
-        both!(self, m => m.relation(id))
+        dispatch!(self, m => m.relation(id))
     }
 
     async fn neighbourhood(
@@ -72,7 +117,7 @@ impl MemoryApi for MemoryBackend {
         hops: u32,
         options: WalkOptions,
     ) -> MemoryResult<Neighbourhood> {
-        both!(self, m => m.neighbourhood(start, hops, options))
+        dispatch!(self, m => m.neighbourhood(start, hops, options))
     }
 
     async fn shortest_path(
@@ -82,14 +127,14 @@ impl MemoryApi for MemoryBackend {
         max_hops: u32,
         options: WalkOptions,
     ) -> MemoryResult<Option<GraphPath>> {
-        both!(self, m => m.shortest_path(from, to, max_hops, options))
+        dispatch!(self, m => m.shortest_path(from, to, max_hops, options))
     }
 
     async fn duplicate_entities(&self, options: ConsolidateOptions) -> MemoryResult<Vec<Merge>> {
-        both!(self, m => m.duplicate_entities(options))
+        dispatch!(self, m => m.duplicate_entities(options))
     }
 
     async fn consolidate(&self, options: ConsolidateOptions) -> MemoryResult<Vec<Merge>> {
-        both!(self, m => m.consolidate(options))
+        dispatch!(self, m => m.consolidate(options))
     }
 }

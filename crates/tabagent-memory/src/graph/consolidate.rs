@@ -47,12 +47,8 @@ impl Groups {
     }
 }
 
-/// The merges that would fold every group of duplicates into its oldest entity.
-pub(crate) fn duplicates(
-    conn: &Connection,
-    indexes: &VectorIndexes,
-    options: &ConsolidateOptions,
-) -> Result<Vec<Merge>, MemoryError> {
+/// Refuses a similarity threshold outside (0, 1].
+pub(crate) fn check_options(options: &ConsolidateOptions) -> Result<(), MemoryError> {
     if let Some(s) = options.similarity {
         if !(s > 0.0 && s <= 1.0) {
             return Err(MemoryError::invalid(
@@ -61,6 +57,16 @@ pub(crate) fn duplicates(
             ));
         }
     }
+    Ok(())
+}
+
+/// The merges that would fold every group of duplicates into its oldest entity.
+pub(crate) fn duplicates(
+    conn: &Connection,
+    indexes: &VectorIndexes,
+    options: &ConsolidateOptions,
+) -> Result<Vec<Merge>, MemoryError> {
+    check_options(options)?;
     let all: Vec<Entity> = conn
         .prepare(&format!(
             "SELECT {ENTITY_COLUMNS} FROM records r
@@ -71,13 +77,23 @@ pub(crate) fn duplicates(
         .into_iter()
         .filter_map(|id| read_entity(conn, id).transpose())
         .collect::<Result<_, _>>()?;
+    let similar = match options.similarity {
+        Some(threshold) => similar_pairs(conn, indexes, &all, threshold)?,
+        None => Vec::new(),
+    };
+    Ok(plan(&all, &similar))
+}
+
+/// The merges for `all` (oldest first): entities sharing a loose name or alias join, then the
+/// `similar` pairs; the types of two joined groups never differ.
+pub(crate) fn plan(all: &[Entity], similar: &[(i64, i64)]) -> Vec<Merge> {
     let mut groups = Groups {
         parent: all.iter().map(|e| (e.id, e.id)).collect(),
         kind: all.iter().map(|e| (e.id, e.entity_type.clone())).collect(),
     };
     // Typed entities join first, so an untyped one goes with the typed group it matches.
     let mut by_name: BTreeMap<String, Vec<&Entity>> = BTreeMap::new();
-    for entity in &all {
+    for entity in all {
         for name in std::iter::once(&entity.name).chain(&entity.aliases) {
             by_name.entry(loose(name)).or_default().push(entity);
         }
@@ -89,30 +105,33 @@ pub(crate) fn duplicates(
             groups.join(members[0].id, other.id);
         }
     }
-    if let Some(threshold) = options.similarity {
-        join_similar(conn, indexes, &all, threshold, &mut groups)?;
+    for &(a, b) in similar {
+        if groups.parent.contains_key(&a) && groups.parent.contains_key(&b) {
+            groups.join(a, b);
+        }
     }
     let mut merges: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
-    for entity in &all {
+    for entity in all {
         let root = groups.root(entity.id);
         if root != entity.id {
             merges.entry(root).or_default().push(entity.id);
         }
     }
-    Ok(merges
+    merges
         .into_iter()
         .map(|(kept, merged)| Merge { kept, merged })
-        .collect())
+        .collect()
 }
 
-/// Joins entities whose vectors in one space are at least `threshold` cosine-similar.
-fn join_similar(
+/// The pairs of entities whose vectors in one space are at least `threshold` cosine-similar
+/// (each entity against its 8 nearest).
+fn similar_pairs(
     conn: &Connection,
     indexes: &VectorIndexes,
     all: &[Entity],
     threshold: f32,
-    groups: &mut Groups,
-) -> Result<(), MemoryError> {
+) -> Result<Vec<(i64, i64)>, MemoryError> {
+    let mut pairs = Vec::new();
     let ids: HashSet<i64> = all.iter().map(|e| e.id).collect();
     let mut stmt = conn.prepare(
         "SELECT v.record_id, s.name, v.vector FROM vectors v JOIN spaces s ON s.id = v.space_id
@@ -138,9 +157,9 @@ fn join_similar(
         }
         for (other, distance) in near {
             if other != id && metric.score(distance) >= threshold {
-                groups.join(id, other);
+                pairs.push((id, other));
             }
         }
     }
-    Ok(())
+    Ok(pairs)
 }

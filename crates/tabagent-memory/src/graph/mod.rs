@@ -8,7 +8,7 @@
 //! [`Change::Relate`](crate::Change::Relate), [`Change::Merge`](crate::Change::Merge),
 //! [`Change::Consolidate`](crate::Change::Consolidate)); walks run on readers ([`walk`]).
 
-mod consolidate;
+pub(crate) mod consolidate;
 mod names;
 pub mod walk;
 pub(crate) mod write;
@@ -191,7 +191,14 @@ impl Memory {
         hops: u32,
         options: &WalkOptions,
     ) -> Result<Neighbourhood, MemoryError> {
-        self.read(|conn| walk::neighbourhood(conn, start, hops, options))
+        self.read(|conn| {
+            walk::ready(walk::neighbourhood(
+                &mut walk::SqliteGraph(conn),
+                start,
+                hops,
+                options,
+            ))
+        })
     }
 
     /// A shortest path of at most `max_hops` relations from `from` to `to`, if any.
@@ -202,7 +209,15 @@ impl Memory {
         max_hops: u32,
         options: &WalkOptions,
     ) -> Result<Option<GraphPath>, MemoryError> {
-        self.read(|conn| walk::shortest_path(conn, from, to, max_hops, options))
+        self.read(|conn| {
+            walk::ready(walk::shortest_path(
+                &mut walk::SqliteGraph(conn),
+                from,
+                to,
+                max_hops,
+                options,
+            ))
+        })
     }
 
     /// The merges [`consolidate`](Self::consolidate) would make, without making them.

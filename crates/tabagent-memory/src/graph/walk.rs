@@ -85,7 +85,7 @@ pub struct GraphPath {
 }
 
 impl WalkOptions {
-    fn check(&self) -> Result<Vec<String>, MemoryError> {
+    pub(crate) fn check(&self) -> Result<Vec<String>, MemoryError> {
         if self.max_entities == 0 || self.max_entities > MAX_ENTITIES {
             return Err(MemoryError::invalid(
                 "max_entities",
@@ -102,71 +102,129 @@ impl WalkOptions {
     }
 }
 
-/// The relations touching any of `ids` that `options` lets a walk follow, with the entity
-/// each leads to.
-fn edges_from(
-    conn: &Connection,
+/// What a walk reads, from whichever database holds the graph. The embedded store answers at
+/// once (see [`ready`]); PostgreSQL over the network.
+pub(crate) trait GraphReader {
+    /// The entity `reference` names, or `EntityNotFound`.
+    async fn resolve(&mut self, reference: &EntityRef) -> Result<i64, MemoryError>;
+    /// The relations touching any of `ids` that a walk may follow (of one of `relations`'
+    /// types when it names any), each with the entity it leads to.
+    async fn edges_from(
+        &mut self,
+        ids: &[i64],
+        relations: &[String],
+        direction: Direction,
+    ) -> Result<Vec<(i64, Relation)>, MemoryError>;
+    /// The entities among `ids`.
+    async fn entities(&mut self, ids: &[i64]) -> Result<HashMap<i64, Entity>, MemoryError>;
+}
+
+/// Runs a future that never waits, as the embedded store's reads do, on this thread.
+pub(crate) fn ready<T>(
+    work: impl std::future::Future<Output = Result<T, MemoryError>>,
+) -> Result<T, MemoryError> {
+    use std::task::{Context, Poll, Waker};
+    let mut work = std::pin::pin!(work);
+    match work.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(result) => result,
+        Poll::Pending => Err(MemoryError::Corrupt(
+            "a synchronous graph read waited".to_string(),
+        )),
+    }
+}
+
+/// The embedded store's graph.
+pub(crate) struct SqliteGraph<'a>(pub &'a Connection);
+
+impl GraphReader for SqliteGraph<'_> {
+    async fn resolve(&mut self, reference: &EntityRef) -> Result<i64, MemoryError> {
+        resolve(self.0, reference)
+    }
+
+    async fn edges_from(
+        &mut self,
+        ids: &[i64],
+        relations: &[String],
+        direction: Direction,
+    ) -> Result<Vec<(i64, Relation)>, MemoryError> {
+        let mut found = Vec::new();
+        for chunk in ids.chunks(400) {
+            let marks = vec!["?"; chunk.len()].join(",");
+            let types = if relations.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " AND relation IN ({})",
+                    vec!["?"; relations.len()].join(",")
+                )
+            };
+            for (column, forward) in sides(direction) {
+                let sql = format!(
+                    "SELECT {RELATION_COLUMNS} FROM relations WHERE {column} IN ({marks}){types}"
+                );
+                let params = chunk
+                    .iter()
+                    .map(|id| rusqlite::types::Value::Integer(*id))
+                    .chain(relations.iter().cloned().map(rusqlite::types::Value::Text));
+                let mut stmt = self.0.prepare(&sql)?;
+                let rows = stmt.query_map(rusqlite::params_from_iter(params), row_to_relation)?;
+                for relation in rows {
+                    found.push(leads_to(relation?, forward));
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    async fn entities(&mut self, ids: &[i64]) -> Result<HashMap<i64, Entity>, MemoryError> {
+        let mut found = HashMap::with_capacity(ids.len());
+        for &id in ids {
+            if let Some(entity) = read_entity(self.0, id)? {
+                found.insert(id, entity);
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// The columns a walk in `direction` follows relations from, and whether that is forward.
+pub(crate) fn sides(direction: Direction) -> Vec<(&'static str, bool)> {
+    let mut sides = Vec::new();
+    if direction != Direction::In {
+        sides.push(("subject", true));
+    }
+    if direction != Direction::Out {
+        sides.push(("object", false));
+    }
+    sides
+}
+
+/// A relation followed from one end, with the entity at the other.
+pub(crate) fn leads_to(relation: Relation, forward: bool) -> (i64, Relation) {
+    let next = if forward {
+        relation.object
+    } else {
+        relation.subject
+    };
+    (next, relation)
+}
+
+/// [`GraphReader::edges_from`] in a fixed order, older relations first, so that every
+/// backend walks alike.
+async fn edges(
+    graph: &mut impl GraphReader,
     ids: &[i64],
     relations: &[String],
     direction: Direction,
 ) -> Result<Vec<(i64, Relation)>, MemoryError> {
-    let mut found = Vec::new();
-    for chunk in ids.chunks(400) {
-        let marks = vec!["?"; chunk.len()].join(",");
-        let types = if relations.is_empty() {
-            String::new()
-        } else {
-            format!(
-                " AND relation IN ({})",
-                vec!["?"; relations.len()].join(",")
-            )
-        };
-        let mut sides = Vec::new();
-        if direction != Direction::In {
-            sides.push(("subject", true));
-        }
-        if direction != Direction::Out {
-            sides.push(("object", false));
-        }
-        for (column, forward) in sides {
-            let sql = format!(
-                "SELECT {RELATION_COLUMNS} FROM relations WHERE {column} IN ({marks}){types}"
-            );
-            let params = chunk
-                .iter()
-                .map(|id| rusqlite::types::Value::Integer(*id))
-                .chain(relations.iter().cloned().map(rusqlite::types::Value::Text));
-            let mut stmt = conn.prepare(&sql)?;
-            let rows = stmt.query_map(rusqlite::params_from_iter(params), row_to_relation)?;
-            for relation in rows {
-                let relation = relation?;
-                let next = if forward {
-                    relation.object
-                } else {
-                    relation.subject
-                };
-                found.push((next, relation));
-            }
-        }
-    }
-    // Deterministic order: older relations first.
-    found.sort_by_key(|(_, r)| r.id);
-    Ok(found)
-}
-
-fn entities(conn: &Connection, ids: &[i64]) -> Result<HashMap<i64, Entity>, MemoryError> {
-    let mut found = HashMap::with_capacity(ids.len());
-    for &id in ids {
-        if let Some(entity) = read_entity(conn, id)? {
-            found.insert(id, entity);
-        }
-    }
+    let mut found = graph.edges_from(ids, relations, direction).await?;
+    found.sort_by_key(|(next, r)| (r.id, *next));
     Ok(found)
 }
 
 /// The entities within `hops` of `start`.
-pub(crate) fn neighbourhood(
-    conn: &Connection,
+pub(crate) async fn neighbourhood(
+    graph: &mut impl GraphReader,
     start: &EntityRef,
     hops: u32,
     options: &WalkOptions,
@@ -178,7 +236,7 @@ pub(crate) fn neighbourhood(
         ));
     }
     let relations = options.check()?;
-    let start = resolve(conn, start)?;
+    let start = graph.resolve(start).await?;
     let mut depth: HashMap<i64, u32> = HashMap::from([(start, 0)]);
     let mut order = vec![start];
     let mut frontier = vec![start];
@@ -186,7 +244,7 @@ pub(crate) fn neighbourhood(
     let mut truncated = false;
     'walk: for hop in 1..=hops {
         let mut next = Vec::new();
-        for (to, relation) in edges_from(conn, &frontier, &relations, options.direction)? {
+        for (to, relation) in edges(graph, &frontier, &relations, options.direction).await? {
             if let std::collections::hash_map::Entry::Vacant(slot) = depth.entry(to) {
                 if order.len() >= options.max_entities {
                     truncated = true;
@@ -203,7 +261,7 @@ pub(crate) fn neighbourhood(
         }
         frontier = next;
     }
-    let mut loaded = entities(conn, &order)?;
+    let mut loaded = graph.entities(&order).await?;
     let mut relations: Vec<Relation> = followed
         .into_values()
         .filter(|r| depth.contains_key(&r.subject) && depth.contains_key(&r.object))
@@ -225,8 +283,8 @@ pub(crate) fn neighbourhood(
 }
 
 /// A shortest path from `from` to `to` of at most `max_hops` relations, if there is one.
-pub(crate) fn shortest_path(
-    conn: &Connection,
+pub(crate) async fn shortest_path(
+    graph: &mut impl GraphReader,
     from: &EntityRef,
     to: &EntityRef,
     max_hops: u32,
@@ -239,7 +297,7 @@ pub(crate) fn shortest_path(
         ));
     }
     let relations = options.check()?;
-    let (from, to) = (resolve(conn, from)?, resolve(conn, to)?);
+    let (from, to) = (graph.resolve(from).await?, graph.resolve(to).await?);
     // How each reached entity was reached: the entity before it and the relation between.
     let mut came_from: HashMap<i64, Option<(i64, Relation)>> = HashMap::from([(from, None)]);
     let mut frontier = VecDeque::from([from]);
@@ -249,7 +307,7 @@ pub(crate) fn shortest_path(
         let current: Vec<i64> = frontier.drain(..).collect();
         let mut seen_now = HashSet::new();
         for chunk in current.chunks(400) {
-            for (next, relation) in edges_from(conn, chunk, &relations, options.direction)? {
+            for (next, relation) in edges(graph, chunk, &relations, options.direction).await? {
                 if came_from.contains_key(&next) || !seen_now.insert(next) {
                     continue;
                 }
@@ -279,7 +337,7 @@ pub(crate) fn shortest_path(
     }
     ids.reverse();
     steps.reverse();
-    let mut loaded = entities(conn, &ids)?;
+    let mut loaded = graph.entities(&ids).await?;
     let entities = ids
         .iter()
         .map(|id| loaded.remove(id).ok_or(MemoryError::NotFound(*id)))

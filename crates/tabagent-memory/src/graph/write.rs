@@ -20,9 +20,24 @@ pub(crate) const ENTITY_COLUMNS: &str = "r.id, r.data, r.source, r.created_at";
 fn row_to_entity(row: &rusqlite::Row<'_>) -> rusqlite::Result<Entity> {
     let data: String = row.get(1)?;
     let data: serde_json::Value = serde_json::from_str(&data).unwrap_or_default();
+    Ok(entity_from_data(
+        row.get(0)?,
+        &data,
+        row.get(2)?,
+        row.get(3)?,
+    ))
+}
+
+/// An entity from its record's `data` (see [`entity_data`]) and columns.
+pub(crate) fn entity_from_data(
+    id: i64,
+    data: &serde_json::Value,
+    source: Option<String>,
+    created_at: i64,
+) -> Entity {
     let text = |field: &str| data[field].as_str().map(str::to_string);
-    Ok(Entity {
-        id: row.get(0)?,
+    Entity {
+        id,
         name: text("name").unwrap_or_default(),
         entity_type: text("type"),
         description: text("description"),
@@ -34,9 +49,9 @@ fn row_to_entity(row: &rusqlite::Row<'_>) -> rusqlite::Result<Entity> {
                     .collect()
             })
             .unwrap_or_default(),
-        source: row.get(2)?,
-        created_at: row.get(3)?,
-    })
+        source,
+        created_at,
+    }
 }
 
 /// The entity with record id `id`, if that record is one.
@@ -73,7 +88,7 @@ pub(crate) fn resolve(conn: &Connection, reference: &EntityRef) -> Result<i64, M
     found.ok_or_else(|| MemoryError::EntityNotFound(reference.to_string()))
 }
 
-fn check_entity(entity: &NewEntity, limits: &Limits) -> Result<(), MemoryError> {
+pub(crate) fn check_entity(entity: &NewEntity, limits: &Limits) -> Result<(), MemoryError> {
     if normalize(&entity.name).is_empty() {
         return Err(MemoryError::invalid("name", "an entity needs a name"));
     }
@@ -106,7 +121,7 @@ fn check_entity(entity: &NewEntity, limits: &Limits) -> Result<(), MemoryError> 
 }
 
 /// The text keyword search sees: name, aliases and description.
-fn entity_text(entity: &Entity) -> String {
+pub(crate) fn entity_text(entity: &Entity) -> String {
     let mut text = entity.name.clone();
     if !entity.aliases.is_empty() {
         text.push_str(&format!(" ({})", entity.aliases.join(", ")));
@@ -117,21 +132,24 @@ fn entity_text(entity: &Entity) -> String {
     text
 }
 
-fn entity_data(entity: &Entity) -> String {
+pub(crate) fn entity_data(entity: &Entity) -> serde_json::Value {
     serde_json::json!({
         "name": entity.name,
         "type": entity.entity_type,
         "description": entity.description,
         "aliases": entity.aliases,
     })
-    .to_string()
 }
 
 /// Saves `entity`'s fields and names over its record.
 fn save_entity(conn: &Connection, entity: &Entity) -> Result<(), MemoryError> {
     conn.execute(
         "UPDATE records SET text = ?2, data = ?3 WHERE id = ?1",
-        params![entity.id, entity_text(entity), entity_data(entity)],
+        params![
+            entity.id,
+            entity_text(entity),
+            entity_data(entity).to_string()
+        ],
     )?;
     let mut add =
         conn.prepare_cached("INSERT OR IGNORE INTO entity_names(name, entity) VALUES (?1, ?2)")?;
@@ -141,13 +159,62 @@ fn save_entity(conn: &Connection, entity: &Entity) -> Result<(), MemoryError> {
     Ok(())
 }
 
-fn add_alias(entity: &mut Entity, alias: &str) {
+pub(crate) fn add_alias(entity: &mut Entity, alias: &str) {
     let normal = normalize(alias);
     if normal.is_empty() || normal == normalize(&entity.name) {
         return;
     }
     if !entity.aliases.iter().any(|a| normalize(a) == normal) {
         entity.aliases.push(alias.trim().to_string());
+    }
+}
+
+/// Folds what `new` says into `entity`: the type fills a gap, a new description replaces the
+/// old, names become aliases.
+pub(crate) fn fold_new(
+    entity: &mut Entity,
+    new: &NewEntity,
+    limits: &Limits,
+) -> Result<(), MemoryError> {
+    add_alias(entity, &new.name);
+    for alias in &new.aliases {
+        add_alias(entity, alias);
+    }
+    if entity.entity_type.is_none() {
+        entity.entity_type = new.entity_type.as_deref().map(normalize);
+    }
+    if let Some(description) = new.description.as_ref().filter(|d| !d.trim().is_empty()) {
+        entity.description = Some(description.trim().to_string());
+    }
+    if entity.aliases.len() > limits.max_tags {
+        return Err(MemoryError::invalid(
+            "aliases",
+            format!(
+                "entity {} would have more than {} aliases",
+                entity.id, limits.max_tags
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The name a new entity is stored under: its words, single-spaced.
+pub(crate) fn display_name(name: &str) -> String {
+    name.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Folds the merged entity `other` into `entity`: its names become aliases, its type and
+/// description fill gaps.
+pub(crate) fn fold_merged(entity: &mut Entity, other: &Entity) {
+    add_alias(entity, &other.name);
+    for alias in &other.aliases {
+        add_alias(entity, alias);
+    }
+    if entity.entity_type.is_none() {
+        entity.entity_type = other.entity_type.clone();
+    }
+    if entity.description.is_none() {
+        entity.description = other.description.clone();
     }
 }
 
@@ -162,7 +229,7 @@ pub(crate) fn upsert_entity(
     let mut entity = match find_entity(conn, &new.name)? {
         Some(id) => read_entity(conn, id)?.ok_or(MemoryError::NotFound(id))?,
         None => {
-            let name = new.name.split_whitespace().collect::<Vec<_>>().join(" ");
+            let name = display_name(&new.name);
             let id: i64 = conn.query_row(
                 "INSERT INTO records(store, kind, text, key, source, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING id",
@@ -187,25 +254,7 @@ pub(crate) fn upsert_entity(
             }
         }
     };
-    add_alias(&mut entity, &new.name);
-    for alias in &new.aliases {
-        add_alias(&mut entity, alias);
-    }
-    if entity.entity_type.is_none() {
-        entity.entity_type = new.entity_type.as_deref().map(normalize);
-    }
-    if let Some(description) = new.description.as_ref().filter(|d| !d.trim().is_empty()) {
-        entity.description = Some(description.trim().to_string());
-    }
-    if entity.aliases.len() > limits.max_tags {
-        return Err(MemoryError::invalid(
-            "aliases",
-            format!(
-                "entity {} would have more than {} aliases",
-                entity.id, limits.max_tags
-            ),
-        ));
-    }
+    fold_new(&mut entity, new, limits)?;
     save_entity(conn, &entity)?;
     if let Some(embedding) = &new.embedding {
         let space = ensure_space(
@@ -255,12 +304,9 @@ pub(crate) fn row_to_relation(row: &rusqlite::Row<'_>) -> rusqlite::Result<Relat
     })
 }
 
-/// Records `new`; the same relation from the same evidence is recorded once.
-pub(crate) fn relate(
-    conn: &Connection,
-    new: &NewRelation,
-    limits: &Limits,
-) -> Result<Relation, MemoryError> {
+/// Refuses a relation without a type, or with an oversized label or a confidence outside
+/// [0, 1]; returns its type as stored.
+pub(crate) fn check_relation(new: &NewRelation, limits: &Limits) -> Result<String, MemoryError> {
     let relation = relation_type(&new.relation);
     if relation.is_empty() {
         return Err(MemoryError::invalid("relation", "a relation needs a type"));
@@ -275,6 +321,16 @@ pub(crate) fn relate(
             ));
         }
     }
+    Ok(relation)
+}
+
+/// Records `new`; the same relation from the same evidence is recorded once.
+pub(crate) fn relate(
+    conn: &Connection,
+    new: &NewRelation,
+    limits: &Limits,
+) -> Result<Relation, MemoryError> {
+    let relation = check_relation(new, limits)?;
     if let Some(evidence) = new.evidence {
         let exists: bool = conn.query_row(
             "SELECT EXISTS (SELECT 1 FROM records WHERE id = ?1)",
@@ -313,6 +369,18 @@ pub(crate) fn unrelate(conn: &Connection, id: i64) -> Result<(), MemoryError> {
     Ok(())
 }
 
+/// Refuses a merge that names no entity, one twice, or the kept one.
+pub(crate) fn check_merge(kept: i64, merged: &[i64]) -> Result<(), MemoryError> {
+    let distinct: BTreeSet<i64> = merged.iter().copied().collect();
+    if distinct.is_empty() || distinct.len() != merged.len() || distinct.contains(&kept) {
+        return Err(MemoryError::invalid(
+            "merge",
+            "name one or more distinct entities to merge, other than the one kept",
+        ));
+    }
+    Ok(())
+}
+
 /// Folds the entities `merged` into `kept`: their relations move to it (duplicates collapse,
 /// relations between them vanish), their names become its aliases, it takes a description and
 /// a vector it lacks, and they are deleted.
@@ -324,13 +392,7 @@ pub(crate) fn merge(
 ) -> Result<Merge, MemoryError> {
     let mut entity =
         read_entity(conn, kept)?.ok_or(MemoryError::EntityNotFound(kept.to_string()))?;
-    let distinct: BTreeSet<i64> = merged.iter().copied().collect();
-    if distinct.is_empty() || distinct.len() != merged.len() || distinct.contains(&kept) {
-        return Err(MemoryError::invalid(
-            "merge",
-            "name one or more distinct entities to merge, other than the one kept",
-        ));
-    }
+    check_merge(kept, merged)?;
     let has_vector = |id: i64| -> Result<bool, MemoryError> {
         Ok(conn.query_row(
             "SELECT EXISTS (SELECT 1 FROM vectors WHERE record_id = ?1)",
@@ -341,16 +403,7 @@ pub(crate) fn merge(
     for &gone in merged {
         let other =
             read_entity(conn, gone)?.ok_or(MemoryError::EntityNotFound(gone.to_string()))?;
-        add_alias(&mut entity, &other.name);
-        for alias in &other.aliases {
-            add_alias(&mut entity, alias);
-        }
-        if entity.entity_type.is_none() {
-            entity.entity_type = other.entity_type.clone();
-        }
-        if entity.description.is_none() {
-            entity.description = other.description.clone();
-        }
+        fold_merged(&mut entity, &other);
         for column in ["subject", "object"] {
             conn.execute(
                 &format!("UPDATE OR IGNORE relations SET {column} = ?1 WHERE {column} = ?2"),

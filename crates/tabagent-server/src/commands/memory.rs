@@ -1,16 +1,18 @@
 //! `tabagent memory ...` and `tabagent db ...`: the memory database from the command line.
 //!
-//! These open the database directly (SQLite in WAL mode allows it beside a running server; the
-//! server's vector indexes replay what these write).
+//! `memory` works on whichever memory the configuration names: the embedded database (opened
+//! directly: SQLite in WAL mode allows it beside a running server, whose vector indexes replay
+//! what these write), a memory service, or PostgreSQL. `db` works on the embedded database.
 
 use anyhow::{bail, Context};
 use tabagent_memory::{
-    ConsolidateOptions, Direction, EntityRef, Filter, Memory, NewEntity, NewRecord, NewRelation,
-    Order, SearchRequest, Store, WalkOptions,
+    ConsolidateOptions, Direction, EntityRef, Filter, Memory, MemoryApi, NewEntity, NewRecord,
+    NewRelation, Order, SearchRequest, Store, WalkOptions,
 };
 
 use crate::cli::{DbAction, MemoryAction};
 use crate::config::Config;
+use crate::memory_backend::MemoryBackend;
 
 fn open(config: &Config) -> anyhow::Result<Memory> {
     let memory_config = config.memory_config();
@@ -28,8 +30,8 @@ fn one_line(text: &str, width: usize) -> String {
 }
 
 /// `tabagent memory`.
-pub fn run(config: &Config, action: MemoryAction) -> anyhow::Result<()> {
-    let memory = open(config)?;
+pub async fn run(config: &Config, action: MemoryAction) -> anyhow::Result<()> {
+    let memory = MemoryBackend::open(config).await?;
     match action {
         MemoryAction::Add {
             store,
@@ -41,21 +43,23 @@ pub fn run(config: &Config, action: MemoryAction) -> anyhow::Result<()> {
             source,
         } => {
             let store = Store::parse(&store)?;
-            let record = memory.insert(
-                store,
-                NewRecord {
-                    text,
-                    tags,
-                    key,
-                    kind,
-                    conversation,
-                    source,
-                    ..Default::default()
-                },
-            )?;
+            let record = memory
+                .insert(
+                    store,
+                    NewRecord {
+                        text,
+                        tags,
+                        key,
+                        kind,
+                        conversation,
+                        source,
+                        ..Default::default()
+                    },
+                )
+                .await?;
             println!("{}", record.id);
         }
-        MemoryAction::Import { file } => import(&memory, &file)?,
+        MemoryAction::Import { file } => import(&memory, &file).await?,
         MemoryAction::Ls {
             store,
             limit,
@@ -67,7 +71,7 @@ pub fn run(config: &Config, action: MemoryAction) -> anyhow::Result<()> {
                 tags,
                 ..Default::default()
             };
-            let page = memory.list(&filter, Order::Newest, limit, None)?;
+            let page = memory.list(filter, Order::Newest, limit, None).await?;
             for r in page.records {
                 if json {
                     println!("{}", serde_json::to_string(&r)?);
@@ -77,10 +81,10 @@ pub fn run(config: &Config, action: MemoryAction) -> anyhow::Result<()> {
             }
         }
         MemoryAction::Get { id } => {
-            println!("{}", serde_json::to_string_pretty(&memory.get(id)?)?);
+            println!("{}", serde_json::to_string_pretty(&memory.get(id).await?)?);
         }
         MemoryAction::Rm { id } => {
-            memory.delete(id)?;
+            memory.delete(id).await?;
             println!("deleted {id}");
         }
         MemoryAction::Search {
@@ -95,7 +99,7 @@ pub fn run(config: &Config, action: MemoryAction) -> anyhow::Result<()> {
                 .iter()
                 .map(|s| Store::parse(s))
                 .collect::<Result<_, _>>()?;
-            for hit in memory.search(&request)?.hits {
+            for hit in memory.search(request).await?.hits {
                 if json {
                     println!("{}", serde_json::to_string(&hit)?);
                 } else {
@@ -110,7 +114,7 @@ pub fn run(config: &Config, action: MemoryAction) -> anyhow::Result<()> {
             }
         }
         MemoryAction::Stats => {
-            println!("{}", serde_json::to_string_pretty(&memory.stats()?)?);
+            println!("{}", serde_json::to_string_pretty(&memory.stats().await?)?);
         }
         MemoryAction::Entity {
             name,
@@ -119,24 +123,28 @@ pub fn run(config: &Config, action: MemoryAction) -> anyhow::Result<()> {
             aliases,
         } => {
             let entity = if entity_type.is_none() && description.is_none() && aliases.is_empty() {
-                match memory.entity(&entity_ref(&name)) {
+                match memory.entity(entity_ref(&name)).await {
                     Ok(found) => found,
                     Err(tabagent_memory::MemoryError::EntityNotFound(_)) => {
-                        memory.upsert_entity(NewEntity {
-                            name,
-                            ..Default::default()
-                        })?
+                        memory
+                            .upsert_entity(NewEntity {
+                                name,
+                                ..Default::default()
+                            })
+                            .await?
                     }
                     Err(e) => return Err(e.into()),
                 }
             } else {
-                memory.upsert_entity(NewEntity {
-                    name,
-                    entity_type,
-                    description,
-                    aliases,
-                    ..Default::default()
-                })?
+                memory
+                    .upsert_entity(NewEntity {
+                        name,
+                        entity_type,
+                        description,
+                        aliases,
+                        ..Default::default()
+                    })
+                    .await?
             };
             println!("{}", serde_json::to_string_pretty(&entity)?);
         }
@@ -146,14 +154,16 @@ pub fn run(config: &Config, action: MemoryAction) -> anyhow::Result<()> {
             object,
             evidence,
         } => {
-            let relation = memory.relate(NewRelation {
-                subject: entity_ref(&subject),
-                relation,
-                object: entity_ref(&object),
-                evidence,
-                source: None,
-                confidence: None,
-            })?;
+            let relation = memory
+                .relate(NewRelation {
+                    subject: entity_ref(&subject),
+                    relation,
+                    object: entity_ref(&object),
+                    evidence,
+                    source: None,
+                    confidence: None,
+                })
+                .await?;
             println!("{}", serde_json::to_string(&relation)?);
         }
         MemoryAction::Neighbours {
@@ -167,7 +177,9 @@ pub fn run(config: &Config, action: MemoryAction) -> anyhow::Result<()> {
                 direction: parse_direction(&direction)?,
                 ..Default::default()
             };
-            let found = memory.neighbourhood(&entity_ref(&entity), hops, &options)?;
+            let found = memory
+                .neighbourhood(entity_ref(&entity), hops, options)
+                .await?;
             println!("{}", serde_json::to_string_pretty(&found)?);
         }
         MemoryAction::Path {
@@ -180,7 +192,10 @@ pub fn run(config: &Config, action: MemoryAction) -> anyhow::Result<()> {
                 direction: parse_direction(&direction)?,
                 ..Default::default()
             };
-            match memory.shortest_path(&entity_ref(&from), &entity_ref(&to), max_hops, &options)? {
+            match memory
+                .shortest_path(entity_ref(&from), entity_ref(&to), max_hops, options)
+                .await?
+            {
                 Some(path) => println!("{}", serde_json::to_string_pretty(&path)?),
                 None => anyhow::bail!("no path from {from} to {to} within {max_hops} relations"),
             }
@@ -192,9 +207,9 @@ pub fn run(config: &Config, action: MemoryAction) -> anyhow::Result<()> {
         } => {
             let options = ConsolidateOptions { similarity };
             let merges = if dry_run {
-                memory.duplicate_entities(&options)?
+                memory.duplicate_entities(options).await?
             } else {
-                memory.consolidate(&options)?
+                memory.consolidate(options).await?
             };
             for merge in &merges {
                 println!("{}", serde_json::to_string(merge)?);
@@ -224,7 +239,7 @@ pub async fn serve(
     if !ip.is_loopback() && api_keys.is_empty() {
         bail!("serving the memory on {ip} (off loopback) needs an API key: set server.api_keys");
     }
-    let memory = std::sync::Arc::new(open(config)?);
+    let memory = MemoryBackend::open(config).await?;
     let listener = tokio::net::TcpListener::bind((ip, port))
         .await
         .with_context(|| format!("cannot listen on {ip}:{port}"))?;
@@ -239,14 +254,9 @@ pub async fn serve(
             _ = async { match terminate.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
         }
     };
-    tabagent_memory_grpc::serve(
-        tabagent_memory::LocalMemory(memory),
-        listener,
-        api_keys,
-        shutdown,
-    )
-    .await
-    .context("the memory service failed")
+    tabagent_memory_grpc::serve(memory, listener, api_keys, shutdown)
+        .await
+        .context("the memory service failed")
 }
 
 /// An entity id, or else a name.
@@ -291,7 +301,7 @@ struct ImportRecord {
 
 /// Writes each line as it is read; a line's id is printed only once it is committed, so what
 /// was printed survives a crash.
-fn import(memory: &Memory, file: &std::path::Path) -> anyhow::Result<()> {
+async fn import(memory: &MemoryBackend, file: &std::path::Path) -> anyhow::Result<()> {
     use std::io::{BufRead, Write};
     let reader: Box<dyn BufRead> = if file.as_os_str() == "-" {
         Box::new(std::io::stdin().lock())
@@ -332,6 +342,7 @@ fn import(memory: &Memory, file: &std::path::Path) -> anyhow::Result<()> {
                     embedding,
                 },
             )
+            .await
             .with_context(|| format!("line {at}"))?;
         writeln!(out, "{}", serde_json::json!({"line": at, "id": record.id}))?;
         out.flush()?;
@@ -341,6 +352,12 @@ fn import(memory: &Memory, file: &std::path::Path) -> anyhow::Result<()> {
 
 /// `tabagent db`.
 pub fn db(config: &Config, action: DbAction) -> anyhow::Result<()> {
+    if config.memory.postgres.is_some() || config.memory.remote.is_some() {
+        bail!(
+            "`tabagent db` works on the embedded database; this configuration keeps the memory \
+             elsewhere (memory.postgres or memory.remote): back it up where it lives (pg_dump)"
+        );
+    }
     let memory = open(config)?;
     match action {
         DbAction::Backup { file } => {

@@ -49,33 +49,8 @@ pub async fn run(config: Config, mode: Mode) -> anyhow::Result<()> {
             tracing::debug!(error = %err, "cannot set TCP_NODELAY");
         }
     });
-    let memory = if let Some(url) = config
-        .memory
-        .remote
-        .as_deref()
-        .filter(|_| config.memory.enabled)
-    {
-        let remote = tabagent_memory_grpc::RemoteMemory::connect_lazy(
-            url,
-            config.memory.remote_api_key.as_deref(),
-        )
-        .with_context(|| format!("memory.remote `{url}`"))?;
-        tracing::info!(%url, "memory: the remote service");
-        Some(MemoryBackend::Remote(remote))
-    } else if config.memory.enabled {
-        let memory_config = config.memory_config();
-        let memory =
-            tokio::task::spawn_blocking(move || tabagent_memory::Memory::open(&memory_config))
-                .await?
-                .with_context(|| {
-                    format!(
-                        "cannot open the memory in {}",
-                        config.memory_config().path.display()
-                    )
-                })?;
-        Some(MemoryBackend::Local(tabagent_memory::LocalMemory(
-            std::sync::Arc::new(memory),
-        )))
+    let memory = if config.memory.enabled {
+        Some(MemoryBackend::open(&config).await?)
     } else {
         None
     };

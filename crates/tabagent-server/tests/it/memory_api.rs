@@ -1,6 +1,6 @@
-//! One suite, every memory backend: the embedded store in this process, and the same store
-//! served by `tabagent memory serve` in another process and reached over gRPC. Each must
-//! answer alike, errors included.
+//! One suite, every memory backend: the embedded store in this process, the same store
+//! served by `tabagent memory serve` in another process and reached over gRPC, and PostgreSQL
+//! with pgvector (the cluster `scripts/test` starts). Each must answer alike, errors included.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Stdio};
@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use tabagent_memory::{
     Change, ConsolidateOptions, Embedding, EntityRef, Filter, LocalMemory, Memory, MemoryApi,
-    MemoryConfig, MemoryError, Mode, NewEntity, NewRecord, NewRelation, Order, Outcome,
+    MemoryConfig, MemoryError, Mode, NewEntity, NewRecord, NewRelation, Order, Outcome, PgMemory,
     SearchRequest, Store, WalkOptions,
 };
 use tabagent_memory_grpc::RemoteMemory;
@@ -458,4 +458,191 @@ async fn the_server_switches_to_a_remote_memory_by_configuration() {
     );
     let (status, _) = server.get_json("/v1/models").await;
     assert_eq!(status, 200);
+}
+
+/// A new, empty database in the PostgreSQL cluster `scripts/test` starts
+/// (`TABAGENT_TEST_POSTGRES_URL`); the cluster and all it holds go when the run ends.
+async fn postgres_database() -> String {
+    let admin = std::env::var("TABAGENT_TEST_POSTGRES_URL")
+        .expect("TABAGENT_TEST_POSTGRES_URL is unset: scripts/test starts PostgreSQL and sets it");
+    let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+    let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap();
+    let base = admin.rsplit_once('/').unwrap().0;
+    format!("{base}/{name}")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_with_pgvector_passes_the_suite() {
+    let url = postgres_database().await;
+    let memory = PgMemory::connect(&url, Default::default()).await.unwrap();
+    suite(&memory).await;
+    // A second connection (another server) finds the schema in place and the same records.
+    let again = PgMemory::connect(&url, Default::default()).await.unwrap();
+    assert_eq!(
+        again.entity(name("charles babbage")).await.unwrap().name,
+        "Charles Babbage"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_refuses_what_it_cannot_store_and_keeps_names_unique_under_concurrency() {
+    let url = postgres_database().await;
+    let memory = PgMemory::connect(&url, Default::default()).await.unwrap();
+    // NUL cannot be stored in PostgreSQL text: the caller hears why (a 400), nothing is written.
+    let err = memory
+        .insert(Store::Knowledge, record("a\0b"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.param(), Some("text"), "{err:?}");
+    assert!(err.is_callers_fault());
+    // 16 writers naming the same new entity at once: one entity, all relations on it.
+    let writers = (0..16).map(|i| {
+        let memory = memory.clone();
+        tokio::spawn(async move {
+            memory
+                .relate(NewRelation {
+                    subject: name("Shared Hub"),
+                    relation: "links".into(),
+                    object: name(&format!("leaf {i}")),
+                    evidence: None,
+                    source: None,
+                    confidence: None,
+                })
+                .await
+                .unwrap()
+        })
+    });
+    let mut subjects = std::collections::HashSet::new();
+    for writer in writers {
+        subjects.insert(writer.await.unwrap().subject);
+    }
+    assert_eq!(subjects.len(), 1);
+    let hub = memory
+        .neighbourhood(name("shared hub"), 1, WalkOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(hub.entities.len(), 17);
+    // Filtered vector search goes through the space's HNSW index and still finds the
+    // nearest of the few records the filter allows.
+    let mut changes = Vec::new();
+    for i in 0..300 {
+        changes.push(insert(
+            Store::Embeddings,
+            NewRecord {
+                tags: if i % 100 == 0 {
+                    vec!["rare".into()]
+                } else {
+                    vec![]
+                },
+                embedding: Some(Embedding {
+                    space: "wide".into(),
+                    vector: (0..8)
+                        .map(|d| ((i * 7 + d * 13) % 17) as f32 + 0.5)
+                        .collect(),
+                }),
+                ..record(&format!("vector {i}"))
+            },
+        ));
+    }
+    memory.apply(changes).await.unwrap();
+    let found = memory
+        .search(SearchRequest {
+            text: None,
+            vector: Some(Embedding {
+                space: "wide".into(),
+                vector: (0..8)
+                    .map(|d| ((200 * 7 + d * 13) % 17) as f32 + 0.5)
+                    .collect(),
+            }),
+            filter: Filter {
+                tags: vec!["rare".into()],
+                ..Default::default()
+            },
+            mode: Mode::Vector,
+            limit: 3,
+            offset: 0,
+        })
+        .await
+        .unwrap();
+    let texts: Vec<&str> = found.hits.iter().map(|h| h.record.text.as_str()).collect();
+    assert_eq!(texts.len(), 3, "{texts:?}");
+    assert_eq!(texts[0], "vector 200");
+    assert_eq!(found.vector_method, Some("hnsw"));
+    let stats = memory.stats().await.unwrap();
+    assert_eq!(stats.spaces[0].indexed, 300);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_server_keeps_its_memory_in_postgres_by_configuration() {
+    let url = postgres_database().await;
+    let server = crate::server::Server::start_with(
+        &[],
+        &[("TABAGENT_MEMORY__POSTGRES", url.as_str())],
+        |_| {},
+    );
+    let (status, body) = server
+        .post_json(
+            "/v1/memory/knowledge",
+            &serde_json::json!({"text": "kept in PostgreSQL"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, found) = server
+        .post_json(
+            "/v1/memory/search",
+            &serde_json::json!({"query": "postgresql", "mode": "keyword"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{found}");
+    assert_eq!(found["data"][0]["record"]["id"], body["id"]);
+    let direct = PgMemory::connect(&url, Default::default()).await.unwrap();
+    let stored = direct.get(body["id"].as_i64().unwrap()).await.unwrap();
+    assert_eq!(stored.text, "kept in PostgreSQL");
+    assert!(
+        !server
+            .data_dir()
+            .join("memory")
+            .join("memory.sqlite")
+            .exists(),
+        "the server keeps no memory of its own"
+    );
+    // The CLI follows the same configuration.
+    let out = crate::server::tabagent(server.data_dir())
+        .env("TABAGENT_MEMORY__POSTGRES", &url)
+        .args(["memory", "get", &body["id"].to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("kept in PostgreSQL"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_postgres_is_a_clear_error_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = tabagent(dir.path())
+        .env(
+            "TABAGENT_MEMORY__POSTGRES",
+            "postgres://nobody:secret-pw@127.0.0.1:1/none",
+        )
+        .args(["memory", "stats"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("memory.postgres"), "{stderr}");
+    assert!(
+        !stderr.contains("secret-pw"),
+        "the password leaked: {stderr}"
+    );
 }
