@@ -55,6 +55,25 @@ pub struct StoreStats {
     pub with_vectors: u64,
 }
 
+impl StoreStats {
+    /// All seven stores from (records, with vectors) counts by store name; absent is empty.
+    pub(crate) fn all(
+        counts: &mut std::collections::HashMap<String, (u64, u64)>,
+    ) -> Vec<StoreStats> {
+        Store::ALL
+            .into_iter()
+            .map(|store| {
+                let (records, with_vectors) = counts.remove(store.name()).unwrap_or((0, 0));
+                StoreStats {
+                    store,
+                    records,
+                    with_vectors,
+                }
+            })
+            .collect()
+    }
+}
+
 /// What a memory holds.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Stats {
@@ -326,17 +345,7 @@ impl Memory {
                 )?
                 .query_map([], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?))))?
                 .collect::<Result<_, _>>()?;
-            let stores = Store::ALL
-                .into_iter()
-                .map(|store| {
-                    let (records, with_vectors) = counts.remove(store.name()).unwrap_or((0, 0));
-                    StoreStats {
-                        store,
-                        records,
-                        with_vectors,
-                    }
-                })
-                .collect();
+            let stores = StoreStats::all(&mut counts);
             let spaces = self.indexes_caught_up(conn)?.spaces();
             Ok(Stats {
                 stores,

@@ -100,6 +100,33 @@ pub struct Record {
     pub created_at: i64,
 }
 
+impl Record {
+    /// `new` as stored in `store` under `id`, with the kind, data and time it was given.
+    pub(crate) fn written(
+        id: i64,
+        store: Store,
+        kind: &str,
+        data: serde_json::Value,
+        created_at: i64,
+        new: &NewRecord,
+    ) -> Record {
+        Record {
+            id,
+            store,
+            kind: kind.to_string(),
+            text: new.text.clone(),
+            data,
+            tags: new.tags.clone(),
+            conversation: new.conversation.clone(),
+            source: new.source.clone(),
+            role: new.role.clone(),
+            key: new.key.clone(),
+            space: new.embedding.as_ref().map(|e| e.space.clone()),
+            created_at,
+        }
+    }
+}
+
 /// Which records a list or search considers. Empty fields do not filter.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Filter {

@@ -268,12 +268,18 @@ impl Memory {
             let blob: Vec<u8> = stmt.query_row([id], |r| r.get(0))?;
             scored.push((*id, exact_score(metric, &query.vector, &decode(&blob))));
         }
-        match metric {
-            Metric::Cosine => scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(b.0.cmp(&a.0))),
-            Metric::Euclidean => scored.sort_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0))),
-        }
+        sort_best_first(metric, &mut scored);
         scored.truncate(depth);
         Ok((scored, "exact"))
+    }
+}
+
+/// Sorts scored records best first (highest similarity, or shortest distance), newer first
+/// among equals.
+pub(crate) fn sort_best_first(metric: Metric, scored: &mut [(i64, f32)]) {
+    match metric {
+        Metric::Cosine => scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(b.0.cmp(&a.0))),
+        Metric::Euclidean => scored.sort_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0))),
     }
 }
 
@@ -308,17 +314,167 @@ pub(crate) fn exact_score(metric: Metric, a: &[f32], b: &[f32]) -> f32 {
     }
 }
 
-/// The words of a keyword search: runs of letters and digits, at most 64 (anything else,
-/// query syntax included, only separates words).
-pub(crate) fn query_words(text: &str) -> impl Iterator<Item = &str> {
-    text.split(|c: char| !c.is_alphanumeric())
+/// The most words a keyword search looks for.
+const MAX_QUERY_TERMS: usize = 32;
+
+/// English words so common that nearly every text has them: a query word among these costs a
+/// pass over most of the index and barely moves a BM25 ranking.
+const STOP_WORDS: &[&str] = &[
+    "a",
+    "about",
+    "above",
+    "after",
+    "again",
+    "against",
+    "all",
+    "am",
+    "an",
+    "and",
+    "any",
+    "are",
+    "as",
+    "at",
+    "be",
+    "because",
+    "been",
+    "before",
+    "being",
+    "below",
+    "between",
+    "both",
+    "but",
+    "by",
+    "can",
+    "could",
+    "did",
+    "do",
+    "does",
+    "doing",
+    "down",
+    "during",
+    "each",
+    "few",
+    "for",
+    "from",
+    "further",
+    "had",
+    "has",
+    "have",
+    "having",
+    "he",
+    "her",
+    "here",
+    "hers",
+    "herself",
+    "him",
+    "himself",
+    "his",
+    "how",
+    "i",
+    "if",
+    "in",
+    "into",
+    "is",
+    "it",
+    "its",
+    "itself",
+    "just",
+    "me",
+    "more",
+    "most",
+    "my",
+    "myself",
+    "no",
+    "nor",
+    "not",
+    "now",
+    "of",
+    "off",
+    "on",
+    "once",
+    "only",
+    "or",
+    "other",
+    "our",
+    "ours",
+    "ourselves",
+    "out",
+    "over",
+    "own",
+    "same",
+    "she",
+    "should",
+    "so",
+    "some",
+    "such",
+    "than",
+    "that",
+    "the",
+    "their",
+    "theirs",
+    "them",
+    "themselves",
+    "then",
+    "there",
+    "these",
+    "they",
+    "this",
+    "those",
+    "through",
+    "to",
+    "too",
+    "under",
+    "until",
+    "up",
+    "very",
+    "was",
+    "we",
+    "were",
+    "what",
+    "when",
+    "where",
+    "which",
+    "while",
+    "who",
+    "whom",
+    "why",
+    "will",
+    "with",
+    "would",
+    "you",
+    "your",
+    "yours",
+    "yourself",
+    "yourselves",
+];
+
+/// The words a keyword search looks for: runs of letters and digits (anything else, query
+/// syntax included, only separates words), lowercased, each once, without English stop words
+/// unless nothing else is left, at most [`MAX_QUERY_TERMS`].
+pub(crate) fn keyword_terms(text: &str) -> Vec<String> {
+    let mut seen = HashSet::new();
+    let words: Vec<String> = text
+        .split(|c: char| !c.is_alphanumeric())
         .filter(|w| !w.is_empty())
-        .take(64)
+        .map(str::to_lowercase)
+        .filter(|w| seen.insert(w.clone()))
+        .collect();
+    let content: Vec<String> = words
+        .iter()
+        .filter(|w| STOP_WORDS.binary_search(&w.as_str()).is_err())
+        .cloned()
+        .collect();
+    let mut terms = if content.is_empty() { words } else { content };
+    terms.truncate(MAX_QUERY_TERMS);
+    terms
 }
 
 /// The text as an FTS5 query: each word quoted (so no word is read as syntax), any may match.
 pub(crate) fn fts_query(text: &str) -> Option<String> {
-    let words: Vec<String> = query_words(text).map(|w| format!("\"{w}\"")).collect();
+    let words: Vec<String> = keyword_terms(text)
+        .iter()
+        .map(|w| format!("\"{w}\""))
+        .collect();
     (!words.is_empty()).then(|| words.join(" OR "))
 }
 
@@ -332,11 +488,19 @@ fn keyword(
         return Ok(Vec::new());
     };
     let (clause, params) = filter.sql();
-    let sql = format!(
-        "SELECT r.id, bm25(records_fts) AS rank FROM records_fts
-         JOIN records r ON r.id = records_fts.rowid
-         WHERE records_fts MATCH ? AND {clause} ORDER BY rank, r.id DESC LIMIT {depth}"
-    );
+    // Unfiltered, the full-text index answers alone: no record is read per match.
+    let sql = if *filter == Filter::default() {
+        format!(
+            "SELECT rowid, bm25(records_fts) AS rank FROM records_fts
+             WHERE records_fts MATCH ? ORDER BY rank, rowid DESC LIMIT {depth}"
+        )
+    } else {
+        format!(
+            "SELECT r.id, bm25(records_fts) AS rank FROM records_fts
+             JOIN records r ON r.id = records_fts.rowid
+             WHERE records_fts MATCH ? AND {clause} ORDER BY rank, r.id DESC LIMIT {depth}"
+        )
+    };
     let rows = conn
         .prepare(&sql)?
         .query_map(
@@ -406,10 +570,28 @@ mod tests {
     #[test]
     fn fts_queries_quote_every_word_so_syntax_is_plain_text() {
         assert_eq!(
-            fts_query(r#"NEAR("a" b) OR c* -d"#).as_deref(),
-            Some(r#""NEAR" OR "a" OR "b" OR "OR" OR "c" OR "d""#)
+            fts_query(r#"NEAR("x" b) OR c* -d AND b"#).as_deref(),
+            Some(r#""near" OR "x" OR "b" OR "c" OR "d""#)
         );
         assert_eq!(fts_query(" \"*() "), None);
+    }
+
+    #[test]
+    fn keyword_terms_drop_stop_words_unless_nothing_else_is_left() {
+        assert_eq!(
+            keyword_terms("What is the capital of France?"),
+            vec!["capital", "france"]
+        );
+        assert_eq!(
+            keyword_terms("to be or not to be"),
+            vec!["to", "be", "or", "not"]
+        );
+        let long: String = (0..100).map(|i| format!("w{i} ")).collect();
+        assert_eq!(keyword_terms(&long).len(), MAX_QUERY_TERMS);
+        assert!(
+            STOP_WORDS.windows(2).all(|w| w[0] < w[1]),
+            "kept sorted for binary search"
+        );
     }
 
     #[test]

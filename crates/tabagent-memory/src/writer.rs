@@ -442,24 +442,12 @@ fn write_record(tx: &Transaction<'_>, store: Store, r: &NewRecord) -> Result<Rec
         tx.prepare_cached("INSERT INTO vectors(record_id, space_id, vector) VALUES (?1, ?2, ?3)")?
             .execute(params![id, space, encode(&embedding.vector)])?;
     }
-    Ok(Record {
-        id,
-        store,
-        kind: kind.to_string(),
-        text: r.text.clone(),
-        data: if r.data.is_null() {
-            serde_json::Value::Object(Default::default())
-        } else {
-            r.data.clone()
-        },
-        tags: r.tags.clone(),
-        conversation: r.conversation.clone(),
-        source: r.source.clone(),
-        role: r.role.clone(),
-        key: r.key.clone(),
-        space: r.embedding.as_ref().map(|e| e.space.clone()),
-        created_at,
-    })
+    let data = if r.data.is_null() {
+        serde_json::Value::Object(Default::default())
+    } else {
+        r.data.clone()
+    };
+    Ok(Record::written(id, store, kind, data, created_at, r))
 }
 
 /// The space's id, creating it on first use; a vector of another width is refused.

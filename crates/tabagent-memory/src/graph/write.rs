@@ -169,6 +169,21 @@ pub(crate) fn add_alias(entity: &mut Entity, alias: &str) {
     }
 }
 
+impl Entity {
+    /// A just-created entity: a name and nothing known about it yet.
+    pub(crate) fn fresh(id: i64, name: String, source: Option<String>, created_at: i64) -> Self {
+        Entity {
+            id,
+            name,
+            entity_type: None,
+            description: None,
+            aliases: Vec::new(),
+            source,
+            created_at,
+        }
+    }
+}
+
 /// Folds what `new` says into `entity`: the type fills a gap, a new description replaces the
 /// old, names become aliases.
 pub(crate) fn fold_new(
@@ -243,15 +258,7 @@ pub(crate) fn upsert_entity(
                 ],
                 |r| r.get(0),
             )?;
-            Entity {
-                id,
-                name,
-                entity_type: None,
-                description: None,
-                aliases: Vec::new(),
-                source: new.source.clone(),
-                created_at: now_ms(),
-            }
+            Entity::fresh(id, name, new.source.clone(), now_ms())
         }
     };
     fold_new(&mut entity, new, limits)?;

@@ -181,15 +181,7 @@ pub(crate) async fn upsert_entity(
                 .await
                 .map_err(pg_error)?
                 .get(0);
-            Entity {
-                id,
-                name,
-                entity_type: None,
-                description: None,
-                aliases: Vec::new(),
-                source: new.source.clone(),
-                created_at,
-            }
+            Entity::fresh(id, name, new.source.clone(), created_at)
         }
     };
     fold_new(&mut entity, new, limits)?;

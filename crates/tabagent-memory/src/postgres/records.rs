@@ -239,20 +239,7 @@ async fn write_record(
     if let Some(embedding) = &r.embedding {
         set_vector(tx, id, embedding).await?;
     }
-    Ok(Record {
-        id,
-        store,
-        kind: kind.to_string(),
-        text: r.text.clone(),
-        data,
-        tags: r.tags.clone(),
-        conversation: r.conversation.clone(),
-        source: r.source.clone(),
-        role: r.role.clone(),
-        key: r.key.clone(),
-        space: r.embedding.as_ref().map(|e| e.space.clone()),
-        created_at,
-    })
+    Ok(Record::written(id, store, kind, data, created_at, r))
 }
 
 /// Gives record `id` this vector (in a cosine space created on first use).
@@ -468,17 +455,7 @@ pub(crate) async fn stats(client: &impl GenericClient) -> Result<Stats, MemoryEr
             )
         })
         .collect();
-    let stores = Store::ALL
-        .into_iter()
-        .map(|store| {
-            let (records, with_vectors) = counts.remove(store.name()).unwrap_or((0, 0));
-            StoreStats {
-                store,
-                records,
-                with_vectors,
-            }
-        })
-        .collect();
+    let stores = StoreStats::all(&mut counts);
     let mut spaces = Vec::new();
     for row in client
         .query(

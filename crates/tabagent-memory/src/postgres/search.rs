@@ -8,7 +8,7 @@ use deadpool_postgres::{GenericClient, Object};
 use super::pg_error;
 use super::records::{filter_sql, row_to_record, space, Params, RECORD_COLUMNS};
 use super::schema::{distance_operator, MAX_INDEXED_DIMENSIONS};
-use crate::search::{fuse, query_words, Hit, Plan};
+use crate::search::{fuse, keyword_terms, sort_best_first, Hit, Plan};
 use crate::vector::Metric;
 use crate::{Embedding, Filter, MemoryError, Record, SearchRequest, SearchResults};
 
@@ -127,10 +127,7 @@ async fn nearest(
         })
         .collect();
     // An iterative scan returns rows in nearly, not strictly, best-first order.
-    match metric {
-        Metric::Cosine => found.sort_by(|a, b| b.1.total_cmp(&a.1).then(b.0.cmp(&a.0))),
-        Metric::Euclidean => found.sort_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0))),
-    }
+    sort_best_first(metric, &mut found);
     Ok((found, if indexed { "hnsw" } else { "exact" }))
 }
 
@@ -142,7 +139,10 @@ async fn keyword(
     depth: usize,
 ) -> Result<Vec<(i64, f64)>, MemoryError> {
     // Each word quoted, any may match; words hold only letters and digits, so none is syntax.
-    let query: Vec<String> = query_words(text).map(|w| format!("'{w}'")).collect();
+    let query: Vec<String> = keyword_terms(text)
+        .iter()
+        .map(|w| format!("'{w}'"))
+        .collect();
     if query.is_empty() {
         return Ok(Vec::new());
     }

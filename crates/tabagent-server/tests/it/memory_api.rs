@@ -405,6 +405,20 @@ async fn a_keyed_service_refuses_calls_without_the_key() {
     assert!(matches!(gone, MemoryError::Unavailable(_)), "{gone:?}");
 }
 
+/// Writes a fact through the server's HTTP API; returns the stored record.
+async fn remember(server: &crate::server::Server, text: &str) -> serde_json::Value {
+    let (status, body) = server
+        .post_json("/v1/memory/knowledge", &serde_json::json!({ "text": text }))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    body
+}
+
+fn assert_no_memory_of_its_own(server: &crate::server::Server) {
+    let own = server.data_dir().join("memory").join("memory.sqlite");
+    assert!(!own.exists(), "the server keeps a memory of its own");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_server_switches_to_a_remote_memory_by_configuration() {
     let service = Service::start(&["--api-key", "k-9"]);
@@ -416,13 +430,7 @@ async fn the_server_switches_to_a_remote_memory_by_configuration() {
         ],
         |_| {},
     );
-    let (status, body) = server
-        .post_json(
-            "/v1/memory/knowledge",
-            &serde_json::json!({"text": "kept in another process"}),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
+    let body = remember(&server, "kept in another process").await;
     let (status, related) = server
         .post_json(
             "/v1/memory/graph/relations",
@@ -436,14 +444,7 @@ async fn the_server_switches_to_a_remote_memory_by_configuration() {
     let stored = remote.get(body["id"].as_i64().unwrap()).await.unwrap();
     assert_eq!(stored.text, "kept in another process");
     assert_eq!(remote.entity(name("remote")).await.unwrap().name, "Remote");
-    assert!(
-        !server
-            .data_dir()
-            .join("memory")
-            .join("memory.sqlite")
-            .exists(),
-        "the server keeps no memory of its own"
-    );
+    assert_no_memory_of_its_own(&server);
     // With the service gone, memory calls say so (503); the rest of the server is unaffected.
     drop(service);
     let (status, body) = server
@@ -587,13 +588,7 @@ async fn the_server_keeps_its_memory_in_postgres_by_configuration() {
         &[("TABAGENT_MEMORY__POSTGRES", url.as_str())],
         |_| {},
     );
-    let (status, body) = server
-        .post_json(
-            "/v1/memory/knowledge",
-            &serde_json::json!({"text": "kept in PostgreSQL"}),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
+    let body = remember(&server, "kept in PostgreSQL").await;
     let (status, found) = server
         .post_json(
             "/v1/memory/search",
@@ -605,14 +600,7 @@ async fn the_server_keeps_its_memory_in_postgres_by_configuration() {
     let direct = PgMemory::connect(&url, Default::default()).await.unwrap();
     let stored = direct.get(body["id"].as_i64().unwrap()).await.unwrap();
     assert_eq!(stored.text, "kept in PostgreSQL");
-    assert!(
-        !server
-            .data_dir()
-            .join("memory")
-            .join("memory.sqlite")
-            .exists(),
-        "the server keeps no memory of its own"
-    );
+    assert_no_memory_of_its_own(&server);
     // The CLI follows the same configuration.
     let out = crate::server::tabagent(server.data_dir())
         .env("TABAGENT_MEMORY__POSTGRES", &url)
