@@ -93,7 +93,9 @@ pub struct Memory {
     config: MemoryConfig,
     writer: Option<mpsc::SyncSender<Job>>,
     writer_thread: Option<std::thread::JoinHandle<()>>,
-    readers: Mutex<Vec<Connection>>,
+    /// Read connections in slots: a reader takes a free slot without waiting, and threads
+    /// start at different slots, so readers do not contend on one lock.
+    readers: Vec<Mutex<Option<Connection>>>,
     indexes: Arc<RwLock<VectorIndexes>>,
 }
 
@@ -155,6 +157,17 @@ fn open_connection(config: &MemoryConfig) -> Result<Connection, MemoryError> {
     Ok(conn)
 }
 
+/// Read connections kept open.
+const READER_SLOTS: usize = 8;
+
+static NEXT_READER_SLOT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+thread_local! {
+    /// The slot this thread tries first.
+    static READER_SLOT: usize =
+        NEXT_READER_SLOT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % READER_SLOTS;
+}
+
 impl Memory {
     /// Opens (creating if needed) the memory at `config.path`, loading or rebuilding its
     /// vector indexes.
@@ -182,7 +195,7 @@ impl Memory {
             config: config.clone(),
             writer: Some(sender),
             writer_thread: Some(writer_thread),
-            readers: Mutex::new(Vec::new()),
+            readers: (0..READER_SLOTS).map(|_| Mutex::new(None)).collect(),
             indexes,
         })
     }
@@ -233,18 +246,22 @@ impl Memory {
         &self,
         read: impl FnOnce(&mut Connection) -> Result<T, MemoryError>,
     ) -> Result<T, MemoryError> {
-        let pooled = self.readers.lock().ok().and_then(|mut pool| pool.pop());
-        let mut conn = match pooled {
-            Some(conn) => conn,
-            None => open_connection(&self.config)?,
-        };
-        let result = read(&mut conn);
-        if let Ok(mut pool) = self.readers.lock() {
-            if pool.len() < 8 {
-                pool.push(conn);
-            }
+        let first = READER_SLOT.with(|slot| *slot);
+        for i in 0..READER_SLOTS {
+            let mut slot = match self.readers[(first + i) % READER_SLOTS].try_lock() {
+                Ok(slot) => slot,
+                // A reader that panicked left its connection as it was: still usable.
+                Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => continue,
+            };
+            let conn = match slot.as_mut() {
+                Some(conn) => conn,
+                None => slot.insert(open_connection(&self.config)?),
+            };
+            return read(conn);
         }
-        result
+        // Every slot busy: a connection for this read alone.
+        read(&mut open_connection(&self.config)?)
     }
 
     /// Brings the vector indexes up to date with commits from other connections and processes.
