@@ -267,6 +267,18 @@ pub(crate) fn check_label(
     }
 }
 
+/// Refuses a vector of another width than its space's.
+pub(crate) fn check_width(space: &str, expected: usize, got: usize) -> Result<(), MemoryError> {
+    if expected != got {
+        return Err(MemoryError::Dimensions {
+            space: space.to_string(),
+            expected,
+            got,
+        });
+    }
+    Ok(())
+}
+
 /// Refuses an empty space name, an empty or oversized vector, and non-finite values.
 pub(crate) fn check_vector(e: &Embedding, limits: &Limits) -> Result<(), MemoryError> {
     check_label("space", Some(&e.space), limits)?;

@@ -12,7 +12,7 @@ use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 
 use crate::db::{row_to_record, RECORD_COLUMNS};
-use crate::record::{check_vector, MAX_PAGE};
+use crate::record::{check_vector, check_width, MAX_PAGE};
 use crate::vector::{decode, Metric, Ranked};
 use crate::{Embedding, Filter, Memory, MemoryError, Record};
 
@@ -254,13 +254,7 @@ impl Memory {
         let Some((metric, dimensions)) = indexes.space(&query.space) else {
             return Ok((Vec::new(), "exact"));
         };
-        if dimensions != query.vector.len() {
-            return Err(MemoryError::Dimensions {
-                space: query.space.clone(),
-                expected: dimensions,
-                got: query.vector.len(),
-            });
-        }
+        check_width(&query.space, dimensions, query.vector.len())?;
         drop(indexes);
         let mut scored: Vec<(i64, f32)> = Vec::with_capacity(allowed.len());
         let mut stmt = conn.prepare("SELECT vector FROM vectors WHERE record_id = ?1")?;

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 
-use super::pg_error;
 use super::records::{no_nul, set_vector};
+use super::{pg_error, query_opt_cached};
 use crate::graph::consolidate::{check_options, plan};
 use crate::graph::walk::{leads_to, sides, GraphReader};
 use crate::graph::write::{
@@ -54,14 +54,9 @@ pub(crate) async fn read_entity(
     client: &impl GenericClient,
     id: i64,
 ) -> Result<Option<Entity>, MemoryError> {
-    let statement = client
-        .prepare_cached(&format!("{ENTITY_SQL} AND r.id = $1"))
-        .await
-        .map_err(pg_error)?;
-    Ok(client
-        .query_opt(&statement, &[&id])
-        .await
-        .map_err(pg_error)?
+    let sql = format!("{ENTITY_SQL} AND r.id = $1");
+    Ok(query_opt_cached(client, &sql, &[&id])
+        .await?
         .as_ref()
         .map(row_to_entity))
 }
@@ -85,18 +80,15 @@ pub(crate) async fn read_relation(
 /// The entity called `name` (by name or alias); the one whose own name it is wins.
 async fn find_entity(client: &impl GenericClient, name: &str) -> Result<Option<i64>, MemoryError> {
     let normal = normalize(name);
-    let statement = client
-        .prepare_cached(
-            "SELECT n.entity FROM entity_names n JOIN records r ON r.id = n.entity
-             WHERE n.name = $1 ORDER BY (r.key = $2) DESC, n.entity LIMIT 1",
-        )
-        .await
-        .map_err(pg_error)?;
-    Ok(client
-        .query_opt(&statement, &[&normal, &format!("{KEY_PREFIX}{normal}")])
-        .await
-        .map_err(pg_error)?
-        .map(|r| r.get(0)))
+    let key = format!("{KEY_PREFIX}{normal}");
+    Ok(query_opt_cached(
+        client,
+        "SELECT n.entity FROM entity_names n JOIN records r ON r.id = n.entity
+         WHERE n.name = $1 ORDER BY (r.key = $2) DESC, n.entity LIMIT 1",
+        &[&normal, &key],
+    )
+    .await?
+    .map(|r| r.get(0)))
 }
 
 /// The entity `reference` names, or `EntityNotFound`.

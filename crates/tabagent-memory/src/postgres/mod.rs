@@ -84,6 +84,16 @@ impl PgMemory {
     }
 }
 
+/// The row `sql` (prepared once per connection) returns, if any.
+pub(crate) async fn query_opt_cached(
+    client: &impl deadpool_postgres::GenericClient,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<Option<tokio_postgres::Row>, MemoryError> {
+    let statement = client.prepare_cached(sql).await.map_err(pg_error)?;
+    client.query_opt(&statement, params).await.map_err(pg_error)
+}
+
 /// A PostgreSQL failure: the service's, not the caller's (callers' mistakes are refused
 /// before they reach the database).
 pub(crate) fn pg_error(e: tokio_postgres::Error) -> MemoryError {

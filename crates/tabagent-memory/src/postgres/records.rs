@@ -5,7 +5,7 @@ use deadpool_postgres::GenericClient;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
-use super::{graph, pg_error, schema};
+use super::{graph, pg_error, query_opt_cached, schema};
 use crate::record::{default_kind, Limits};
 use crate::vector::{Metric, SpaceInfo};
 use crate::writer::{check_insert, check_space};
@@ -326,14 +326,12 @@ pub(crate) async fn space(
     client: &impl GenericClient,
     name: &str,
 ) -> Result<Option<(i32, usize, Metric)>, MemoryError> {
-    let statement = client
-        .prepare_cached("SELECT id, dimensions, metric FROM spaces WHERE name = $1")
-        .await
-        .map_err(pg_error)?;
-    match client
-        .query_opt(&statement, &[&name])
-        .await
-        .map_err(pg_error)?
+    match query_opt_cached(
+        client,
+        "SELECT id, dimensions, metric FROM spaces WHERE name = $1",
+        &[&name],
+    )
+    .await?
     {
         Some(row) => {
             let metric: String = row.get(2);
@@ -352,16 +350,9 @@ pub(crate) async fn read(
     client: &impl GenericClient,
     id: i64,
 ) -> Result<Option<Record>, MemoryError> {
-    let statement = client
-        .prepare_cached(&format!(
-            "SELECT {RECORD_COLUMNS} FROM records r WHERE r.id = $1"
-        ))
-        .await
-        .map_err(pg_error)?;
-    Ok(client
-        .query_opt(&statement, &[&id])
-        .await
-        .map_err(pg_error)?
+    let sql = format!("SELECT {RECORD_COLUMNS} FROM records r WHERE r.id = $1");
+    Ok(query_opt_cached(client, &sql, &[&id])
+        .await?
         .as_ref()
         .map(row_to_record))
 }
@@ -375,16 +366,9 @@ pub(crate) async fn read_by_key(
     if key.contains('\0') {
         return Ok(None);
     }
-    let statement = client
-        .prepare_cached(&format!(
-            "SELECT {RECORD_COLUMNS} FROM records r WHERE r.store = $1 AND r.key = $2"
-        ))
-        .await
-        .map_err(pg_error)?;
-    Ok(client
-        .query_opt(&statement, &[&store.name(), &key])
-        .await
-        .map_err(pg_error)?
+    let sql = format!("SELECT {RECORD_COLUMNS} FROM records r WHERE r.store = $1 AND r.key = $2");
+    Ok(query_opt_cached(client, &sql, &[&store.name(), &key])
+        .await?
         .as_ref()
         .map(row_to_record))
 }

@@ -8,6 +8,7 @@ use deadpool_postgres::{GenericClient, Object};
 use super::pg_error;
 use super::records::{filter_sql, row_to_record, space, Params, RECORD_COLUMNS};
 use super::schema::{distance_operator, MAX_INDEXED_DIMENSIONS};
+use crate::record::check_width;
 use crate::search::{fuse, keyword_terms, sort_best_first, Hit, Plan};
 use crate::vector::Metric;
 use crate::{Embedding, Filter, MemoryError, Record, SearchRequest, SearchResults};
@@ -76,13 +77,7 @@ async fn nearest(
     let Some((space_id, dimensions, metric)) = space(tx, &query.space).await? else {
         return Ok((Vec::new(), "exact"));
     };
-    if dimensions != query.vector.len() {
-        return Err(MemoryError::Dimensions {
-            space: query.space.clone(),
-            expected: dimensions,
-            got: query.vector.len(),
-        });
-    }
+    check_width(&query.space, dimensions, query.vector.len())?;
     let indexed = dimensions <= MAX_INDEXED_DIMENSIONS;
     if indexed {
         // Filtered searches keep walking the graph until enough rows pass (pgvector 0.8+).
