@@ -337,17 +337,11 @@ impl Memory {
                     MemoryError::invalid("after", format!("no record {after} to continue from"))
                 })?;
             }
-            let mut records: Vec<Record> = conn
+            let records: Vec<Record> = conn
                 .prepare(&sql)?
                 .query_map(rusqlite::params_from_iter(params), row_to_record)?
                 .collect::<Result<_, _>>()?;
-            let next = if records.len() > limit {
-                records.truncate(limit);
-                records.last().map(|r| r.id)
-            } else {
-                None
-            };
-            Ok(Page { records, next })
+            Ok(Page::cut(records, limit))
         })
     }
 

@@ -171,6 +171,19 @@ pub struct Page {
     pub next: Option<i64>,
 }
 
+impl Page {
+    /// A page from up to `limit + 1` records: the extra one only says that more follow.
+    pub(crate) fn cut(mut records: Vec<Record>, limit: usize) -> Page {
+        let next = if records.len() > limit {
+            records.truncate(limit);
+            records.last().map(|r| r.id)
+        } else {
+            None
+        };
+        Page { records, next }
+    }
+}
+
 /// The most records one page or search returns.
 pub const MAX_PAGE: usize = 1000;
 

@@ -327,6 +327,21 @@ pub(crate) fn check_insert(
     Ok(())
 }
 
+/// Refuses redefining `space` with another metric than it has.
+pub(crate) fn check_metric(
+    space: &str,
+    existing: Metric,
+    asked: Metric,
+) -> Result<(), MemoryError> {
+    if existing != asked {
+        return Err(MemoryError::invalid(
+            "metric",
+            format!("space `{space}` exists with the {} metric", existing.name()),
+        ));
+    }
+    Ok(())
+}
+
 /// Refuses a space without a name or with a width outside the limits.
 pub(crate) fn check_space(
     space: &str,
@@ -367,12 +382,7 @@ fn apply(tx: &Transaction<'_>, change: &Change, limits: &Limits) -> Result<Outco
                 tx.query_row("SELECT metric FROM spaces WHERE id = ?1", [id], |r| {
                     r.get(0)
                 })?;
-            if existing != metric.name() {
-                return Err(MemoryError::invalid(
-                    "metric",
-                    format!("space `{space}` exists with the {existing} metric"),
-                ));
-            }
+            check_metric(space, Metric::parse(&existing)?, *metric)?;
             Ok(Outcome::SpaceDefined {
                 space: space.clone(),
             })

@@ -6,9 +6,9 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
 use super::{graph, pg_error, query_opt_cached, schema};
-use crate::record::{default_kind, Limits};
+use crate::record::{check_width, default_kind, Limits};
 use crate::vector::{Metric, SpaceInfo};
-use crate::writer::{check_insert, check_space};
+use crate::writer::{check_insert, check_metric, check_space};
 use crate::{
     now_ms, Change, Durability, Filter, MemoryError, NewRecord, Order, Outcome, Page, Record,
     Stats, Store, StoreStats,
@@ -144,12 +144,7 @@ pub(crate) async fn apply(
                 return Err(no_nul("space"));
             }
             let (_, existing) = ensure_space(tx, space, *dimensions, *metric).await?;
-            if existing != *metric {
-                return Err(MemoryError::invalid(
-                    "metric",
-                    format!("space `{space}` exists with the {} metric", existing.name()),
-                ));
-            }
+            check_metric(space, existing, *metric)?;
             Ok(Outcome::SpaceDefined {
                 space: space.clone(),
             })
@@ -281,12 +276,8 @@ pub(crate) async fn ensure_space(
     dimensions: usize,
     metric: Metric,
 ) -> Result<(i32, Metric), MemoryError> {
-    let find = tx
-        .prepare_cached("SELECT id, dimensions, metric FROM spaces WHERE name = $1")
-        .await
-        .map_err(pg_error)?;
-    let found = match tx.query_opt(&find, &[&name]).await.map_err(pg_error)? {
-        Some(row) => Some(row),
+    let found = match space(tx, name).await? {
+        Some(found) => Some(found),
         None => {
             let created = tx
                 .query_opt(
@@ -305,20 +296,14 @@ pub(crate) async fn ensure_space(
                     return Ok((id, metric));
                 }
                 // Another writer created it meanwhile.
-                None => tx.query_opt(&find, &[&name]).await.map_err(pg_error)?,
+                None => space(tx, name).await?,
             }
         }
     };
-    let row = found.ok_or_else(|| MemoryError::Unavailable(format!("space `{name}` vanished")))?;
-    let (id, expected, metric): (i32, i32, String) = (row.get(0), row.get(1), row.get(2));
-    if expected as usize != dimensions {
-        return Err(MemoryError::Dimensions {
-            space: name.to_string(),
-            expected: expected as usize,
-            got: dimensions,
-        });
-    }
-    Ok((id, Metric::parse(&metric)?))
+    let (id, expected, metric) =
+        found.ok_or_else(|| MemoryError::Unavailable(format!("space `{name}` vanished")))?;
+    check_width(name, expected, dimensions)?;
+    Ok((id, metric))
 }
 
 /// The space's id, width and metric, if it exists.
@@ -405,20 +390,14 @@ pub(crate) async fn list(
          ORDER BY r.created_at {dir}, r.id {dir} LIMIT {}",
         limit + 1
     );
-    let mut records: Vec<Record> = client
+    let records: Vec<Record> = client
         .query(&sql, &params.refs())
         .await
         .map_err(pg_error)?
         .iter()
         .map(row_to_record)
         .collect();
-    let next = if records.len() > limit {
-        records.truncate(limit);
-        records.last().map(|r| r.id)
-    } else {
-        None
-    };
-    Ok(Page { records, next })
+    Ok(Page::cut(records, limit))
 }
 
 /// What the database holds.
