@@ -5,6 +5,9 @@ docstring paragraphs), its embeddings, exact neighbours, hnswlib.
     embed URL TEXTS OUT                   vectors from tabagent's /v1/embeddings (f32, n x 384)
     truth VECTORS QUERIES OUT             exact top-10 by cosine (u32 ids)
     hnswlib VECTORS QUERIES TRUTH EFS     build and query hnswlib single-threaded: JSON lines
+    interleave VECTORS QUERIES TRUTH EFS ROUNDS BENCH...
+                                          hnswlib and BENCH (memory_bench ann ...) side by side,
+                                          their passes alternating, the best of ROUNDS each
 """
 import json, subprocess, sys, time, urllib.request
 
@@ -87,26 +90,74 @@ def truth(vectors, queries, out):
     top.astype("<u4").tofile(out)
 
 
-def hnsw(vectors, queries, truth_path, efs):
+def hnswlib_index(v):
+    """hnswlib's index over `v` (cosine, M = 16, ef_construction = 128, one thread), built in
+    batches of 1,000 as tabagent commits them; and the build time."""
     import hnswlib
-    v, q = load(vectors), load(queries)
-    t = np.fromfile(truth_path, dtype="<u4").reshape(-1, 10)
     index = hnswlib.Index(space="cosine", dim=DIM)
     started = time.perf_counter()
     index.init_index(max_elements=len(v), M=16, ef_construction=128)
     index.set_num_threads(1)
     for start in range(0, len(v), 1000):
         index.add_items(v[start:start + 1000], np.arange(start, min(start + 1000, len(v))))
-    print(json.dumps({"test": "ann_build", "vectors": len(v), "seconds": time.perf_counter() - started}))
+    return index, time.perf_counter() - started
+
+
+def hnswlib_pass(index, q, t, ef):
+    """One timed pass over the queries, one at a time: (queries/s, recall@10)."""
+    index.set_ef(ef)
+    hits, started = 0, time.perf_counter()
+    for i in range(len(q)):
+        labels, _ = index.knn_query(q[i:i + 1], k=10)
+        hits += len(set(labels[0].tolist()) & set(t[i].tolist()))
+    return len(q) / (time.perf_counter() - started), hits / (len(q) * 10)
+
+
+def hnsw(vectors, queries, truth_path, efs, passes=3):
+    v, q = load(vectors), load(queries)
+    t = np.fromfile(truth_path, dtype="<u4").reshape(-1, 10)
+    index, seconds = hnswlib_index(v)
+    print(json.dumps({"test": "ann_build", "vectors": len(v), "seconds": seconds}))
     for ef in efs:
-        index.set_ef(ef)
-        index.knn_query(q[:1], k=10)
-        hits, started = 0, time.perf_counter()
-        for i in range(len(q)):
-            labels, _ = index.knn_query(q[i:i + 1], k=10)
-            hits += len(set(labels[0].tolist()) & set(t[i].tolist()))
-        seconds = time.perf_counter() - started
-        print(json.dumps({"test": "ann_index", "ef": ef, "recall_at_10": hits / (len(q) * 10), "qps": len(q) / seconds}))
+        runs = [hnswlib_pass(index, q, t, ef) for _ in range(passes)]
+        print(json.dumps({"test": "ann_index", "ef": ef, "recall_at_10": runs[0][1], "qps": max(r[0] for r in runs)}))
+
+
+def interleave(vectors, queries, truth_path, efs, rounds, bench):
+    """hnswlib here and tabagent's memory_bench (`bench`, in its serve mode) side by side: each
+    round runs one pass of each at every ef, alternating, so both see the same machine; each
+    keeps its best pass. JSON lines, each naming its peer."""
+    import os
+    v, q = load(vectors), load(queries)
+    t = np.fromfile(truth_path, dtype="<u4").reshape(-1, 10)
+    index, seconds = hnswlib_index(v)
+    print(json.dumps({"peer": "hnswlib", "test": "ann_build", "vectors": len(v), "seconds": seconds}), flush=True)
+    env = dict(os.environ, TABAGENT_BENCH_SERVE="1")
+    child = subprocess.Popen(bench, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+    built = json.loads(child.stdout.readline())
+    print(json.dumps({"peer": "tabagent", **built}), flush=True)
+
+    def ask(what, ef):
+        child.stdin.write(f"{what} {ef}\n")
+        child.stdin.flush()
+        r = json.loads(child.stdout.readline())
+        return r["qps"], r["recall_at_10"]
+
+    best = {}
+    def keep(key, run):
+        if key not in best or run[0] > best[key][0]:
+            best[key] = run
+    for _ in range(rounds):
+        for ef in efs:
+            keep(("hnswlib", "ann_index", ef), hnswlib_pass(index, q, t, ef))
+            keep(("tabagent", "ann_index", ef), ask("index", ef))
+            keep(("tabagent", "ann_search_with_records", ef), ask("records", ef))
+    child.stdin.close()
+    if child.wait() != 0:
+        sys.exit(f"memory_bench exited with {child.returncode}")
+    for (peer, test, ef), (qps, recall) in best.items():
+        print(json.dumps({"peer": peer, "test": test, "ef": ef, "recall_at_10": recall, "qps": qps,
+                          "rounds": rounds}))
 
 
 if __name__ == "__main__":
@@ -119,3 +170,5 @@ if __name__ == "__main__":
         truth(*args)
     elif cmd == "hnswlib":
         hnsw(args[0], args[1], args[2], [int(e) for e in args[3].split(",")])
+    elif cmd == "interleave":
+        interleave(args[0], args[1], args[2], [int(e) for e in args[3].split(",")], int(args[4]), args[5:])

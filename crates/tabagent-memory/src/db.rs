@@ -270,10 +270,9 @@ impl Memory {
         conn: &mut Connection,
     ) -> Result<std::sync::RwLockReadGuard<'_, VectorIndexes>, MemoryError> {
         let poisoned = || MemoryError::Index("the vector index lock is poisoned".to_string());
-        let last = vector::last_seq(conn)?;
         let behind = {
             let indexes = self.indexes.read().map_err(|_| poisoned())?;
-            indexes.is_behind(conn, last)?
+            indexes.is_behind(conn)?
         };
         if behind {
             self.indexes

@@ -1,5 +1,5 @@
 //! tabagent's memory: seven stores in one SQLite database, searched by keyword (FTS5, BM25)
-//! and by vector (an HNSW index per vector space, usearch), alone or fused.
+//! and by vector (an HNSW index per vector space, hnswlib), alone or fused.
 //!
 //! - [`Store`]: the seven stores; [`record`]: records, filters, limits.
 //! - [`Memory`]: opening a database, writing (grouped commits, atomic multi-record changes),
@@ -24,6 +24,7 @@
 pub mod api;
 mod db;
 pub mod graph;
+mod hnsw;
 pub mod maintenance;
 #[cfg(feature = "postgres")]
 pub mod postgres;

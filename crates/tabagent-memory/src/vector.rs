@@ -1,20 +1,21 @@
-//! HNSW indexes (usearch), one per vector space, rebuilt or caught up from SQLite.
+//! HNSW indexes (hnswlib, see `hnsw.rs`), one per vector space, rebuilt or caught up from
+//! SQLite.
 //!
 //! SQLite is the truth; an index is a cache of the `vectors` table. Each index remembers the
 //! last `vector_log` entry it reflects. Opening loads the saved file when its epoch matches and
 //! replays the log from there; a missing, damaged or too-old file (its entries pruned from the
 //! log) means a rebuild from `vectors`. Before answering, an index replays what other
 //! connections (another process, or this one's writer) committed since, so it never disagrees
-//! with SQLite by more than writes still in flight.
+//! with SQLite by more than writes still in flight. A saved file is loaded only when its
+//! checksum matches the one in its sidecar, so a damaged file is rebuilt, never trusted.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use crate::hnsw::{unit, Hnsw, Shape};
+use crate::MemoryError;
 use rusqlite::{Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
-use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
-
-use crate::MemoryError;
 
 /// Record ids with a score or distance, best first.
 pub(crate) type Ranked = Vec<(i64, f32)>;
@@ -49,8 +50,8 @@ impl Metric {
         }
     }
 
-    /// The score a caller sees for usearch's distance: similarity for cosine, distance for
-    /// Euclidean.
+    /// The score a caller sees for the index's distance (`1 - cos`, or squared Euclidean):
+    /// similarity for cosine, distance for Euclidean.
     pub(crate) fn score(self, distance: f32) -> f32 {
         match self {
             Metric::Cosine => 1.0 - distance,
@@ -98,17 +99,28 @@ struct SpaceIndex {
     name: String,
     dimensions: usize,
     metric: Metric,
-    index: Index,
+    index: Hnsw,
     applied: i64,
+    /// Changes made to `index` since it was built or loaded.
+    changes: u64,
+    /// The file on disk, if it holds what `index` held after that many `changes` (and its
+    /// CRC): a save with nothing changed rewrites only the sidecar, not hundreds of megabytes.
+    on_disk: std::sync::Mutex<Option<(u64, u32)>>,
 }
+
+/// What the index files are: a sidecar naming another format is ignored (the index rebuilt).
+const FORMAT: &str = "hnswlib-0.8";
 
 /// The sidecar saved beside an index file.
 #[derive(Debug, Serialize, Deserialize)]
 struct Saved {
+    format: String,
     epoch: String,
     applied: i64,
     dimensions: usize,
     metric: Metric,
+    /// CRC-32 of the index file.
+    crc32: u32,
 }
 
 /// Every space's index, for one database.
@@ -131,6 +143,10 @@ impl VectorIndexes {
         params: HnswParams,
     ) -> Result<Self, MemoryError> {
         std::fs::create_dir_all(dir).map_err(|e| MemoryError::io(dir, e))?;
+        tracing::debug!(
+            kernels = crate::hnsw::kernels(),
+            "vector index distance kernels"
+        );
         let epoch = crate::schema::epoch(conn)?;
         let mut me = Self {
             dir: dir.to_path_buf(),
@@ -194,12 +210,14 @@ impl VectorIndexes {
                     continue;
                 }
                 let key = row.get::<_, i64>(2)? as u64;
-                space.index.remove(key).map_err(index_error)?;
-                // A vector added then deleted before this replay has no row left: skip it.
-                if let (1, Some(blob)) = (row.get::<_, i64>(3)?, row.get::<_, Option<Vec<u8>>>(4)?)
-                {
-                    add(&space.index, key, &decode(&blob))?;
+                // A vector added then deleted before this replay has no row left: remove it.
+                match (row.get::<_, i64>(3)?, row.get::<_, Option<Vec<u8>>>(4)?) {
+                    (1, Some(blob)) => space.index.add(key, &decode(&blob)).map_err(index_error)?,
+                    _ => {
+                        space.index.remove(key).map_err(index_error)?;
+                    }
                 }
+                space.changes += 1;
                 space.applied = seq;
             }
         }
@@ -219,49 +237,54 @@ impl VectorIndexes {
         metric: Metric,
         pruned: i64,
     ) -> Result<SpaceIndex, MemoryError> {
-        let index = new_index(dimensions, metric, self.params)?;
+        let shape = self.shape(dimensions, metric);
         let (file, sidecar) = self.files(id);
         let saved: Option<Saved> = std::fs::read(&sidecar)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok());
         if let Some(saved) = saved.filter(|s| {
-            s.epoch == self.epoch
+            s.format == FORMAT
+                && s.epoch == self.epoch
                 && s.applied >= pruned
                 && s.dimensions == dimensions
                 && s.metric == metric
         }) {
-            match index.load(&file.to_string_lossy()) {
-                Ok(()) if index.dimensions() == dimensions => {
-                    index.change_expansion_search(self.params.expansion_search);
+            let loaded = match file_crc32(&file) {
+                Ok(crc) if crc == saved.crc32 => Hnsw::load(&file, shape).map_err(index_error),
+                Ok(_) => Err(MemoryError::Index("its checksum does not match".into())),
+                Err(e) => Err(MemoryError::io(&file, e)),
+            };
+            match loaded {
+                Ok(index) => {
                     return Ok(SpaceIndex {
                         name,
                         dimensions,
                         metric,
                         index,
                         applied: saved.applied,
+                        changes: 0,
+                        on_disk: std::sync::Mutex::new(Some((0, saved.crc32))),
                     });
                 }
-                Ok(()) => {
-                    tracing::warn!(space = %name, "saved index has the wrong width; rebuilding")
-                }
                 Err(e) => {
-                    tracing::warn!(space = %name, error = %e, "saved index unreadable; rebuilding")
+                    tracing::warn!(space = %name, error = %e, "saved index unusable; rebuilding")
                 }
             }
         }
-        let index = new_index(dimensions, metric, self.params)?;
         let applied = last_seq(conn)?;
         let count: usize = conn.query_row(
             "SELECT count(*) FROM vectors WHERE space_id = ?1",
             [id],
             |r| r.get(0),
         )?;
-        index.reserve(count.max(1024)).map_err(index_error)?;
+        let mut index = Hnsw::new(shape, count.max(1024)).map_err(index_error)?;
         let mut rows = conn.prepare("SELECT record_id, vector FROM vectors WHERE space_id = ?1")?;
         let mut rows = rows.query([id])?;
         while let Some(row) = rows.next()? {
             let key = row.get::<_, i64>(0)? as u64;
-            add(&index, key, &decode(&row.get::<_, Vec<u8>>(1)?))?;
+            index
+                .add(key, &decode(&row.get::<_, Vec<u8>>(1)?))
+                .map_err(index_error)?;
         }
         tracing::debug!(space = %name, vectors = count, "built a vector index from SQLite");
         Ok(SpaceIndex {
@@ -270,12 +293,24 @@ impl VectorIndexes {
             metric,
             index,
             applied,
+            changes: 0,
+            on_disk: std::sync::Mutex::new(None),
         })
+    }
+
+    fn shape(&self, dimensions: usize, metric: Metric) -> Shape {
+        Shape {
+            dimensions,
+            metric,
+            connectivity: self.params.connectivity,
+            expansion_add: self.params.expansion_add,
+            expansion_search: self.params.expansion_search,
+        }
     }
 
     fn files(&self, id: i64) -> (PathBuf, PathBuf) {
         (
-            self.dir.join(format!("space-{id}.usearch")),
+            self.dir.join(format!("space-{id}.hnsw")),
             self.dir.join(format!("space-{id}.json")),
         )
     }
@@ -285,17 +320,30 @@ impl VectorIndexes {
     pub(crate) fn save(&self) -> Result<(), MemoryError> {
         for (id, space) in &self.spaces {
             let (file, sidecar) = self.files(*id);
-            let tmp = file.with_extension("usearch.tmp");
-            space
-                .index
-                .save(&tmp.to_string_lossy())
-                .map_err(index_error)?;
-            std::fs::rename(&tmp, &file).map_err(|e| MemoryError::io(&file, e))?;
+            let mut on_disk = space
+                .on_disk
+                .lock()
+                .map_err(|_| MemoryError::Index("an index save lock is poisoned".into()))?;
+            let crc32 = match *on_disk {
+                Some((changes, crc32)) if changes == space.changes && file.exists() => crc32,
+                _ => {
+                    let tmp = file.with_extension("hnsw.tmp");
+                    space.index.save(&tmp).map_err(index_error)?;
+                    let crc32 = file_crc32(&tmp).map_err(|e| MemoryError::io(&tmp, e))?;
+                    std::fs::rename(&tmp, &file).map_err(|e| MemoryError::io(&file, e))?;
+                    *on_disk = Some((space.changes, crc32));
+                    crc32
+                }
+            };
+            // Files of the index library used before hnswlib are no use to anyone.
+            let _ = std::fs::remove_file(self.dir.join(format!("space-{id}.usearch")));
             let saved = Saved {
+                format: FORMAT.to_string(),
                 epoch: self.epoch.clone(),
                 applied: space.applied,
                 dimensions: space.dimensions,
                 metric: space.metric,
+                crc32,
             };
             let json = serde_json::to_vec(&saved).map_err(|e| MemoryError::Index(e.to_string()))?;
             let tmp = sidecar.with_extension("json.tmp");
@@ -306,15 +354,26 @@ impl VectorIndexes {
     }
 
     /// Whether commits this index has not seen exist: log entries past it, a new space, or a
-    /// restore.
-    pub(crate) fn is_behind(&self, conn: &Connection, last: i64) -> Result<bool, MemoryError> {
-        if self.spaces.values().any(|s| s.applied < last) {
+    /// restore. One statement (one read transaction), since every search asks.
+    pub(crate) fn is_behind(&self, conn: &Connection) -> Result<bool, MemoryError> {
+        let mut stmt = conn.prepare_cached(
+            "SELECT (SELECT seq FROM sqlite_sequence WHERE name = 'vector_log'),
+                    (SELECT count(*) FROM spaces),
+                    (SELECT value FROM memory_meta WHERE name = 'epoch')",
+        )?;
+        let mut rows = stmt.query([])?;
+        let Some(row) = rows.next()? else {
             return Ok(true);
-        }
-        let spaces: usize = conn
-            .prepare_cached("SELECT count(*) FROM spaces")?
-            .query_row([], |r| r.get(0))?;
-        Ok(spaces != self.spaces.len() || crate::schema::epoch(conn)? != self.epoch)
+        };
+        let last = row.get::<_, Option<i64>>(0)?.unwrap_or(0);
+        let spaces = row.get::<_, usize>(1)?;
+        let same_epoch = matches!(
+            row.get_ref(2)?,
+            rusqlite::types::ValueRef::Text(epoch) if epoch == self.epoch.as_bytes()
+        );
+        Ok(self.spaces.values().any(|s| s.applied < last)
+            || spaces != self.spaces.len()
+            || !same_epoch)
     }
 
     /// The oldest log entry any saved index still needs.
@@ -322,7 +381,7 @@ impl VectorIndexes {
         self.spaces.values().map(|s| s.applied).min()
     }
 
-    /// The `count` nearest records in `space` accepted by `keep`, with usearch's distances.
+    /// The `count` nearest records in `space` accepted by `keep`, with the index's distances.
     pub(crate) fn nearest(
         &self,
         space: &str,
@@ -340,21 +399,10 @@ impl VectorIndexes {
                 got: query.len(),
             });
         }
-        // usearch calls a filter back across the FFI for every candidate it visits: without
-        // one, the plain search is much faster.
-        let found = match keep {
-            Some(keep) => s.index.filtered_search(query, count, keep),
-            None => s.index.search(query, count),
-        }
-        .map_err(index_error)?;
+        let found = s.index.search(query, count, keep).map_err(index_error)?;
         Ok(Some((
             s.metric,
-            found
-                .keys
-                .into_iter()
-                .zip(found.distances)
-                .map(|(k, d)| (k as i64, d))
-                .collect(),
+            found.into_iter().map(|(k, d)| (k as i64, d)).collect(),
         )))
     }
 
@@ -375,7 +423,7 @@ impl VectorIndexes {
                 name: s.name.clone(),
                 dimensions: s.dimensions,
                 metric: s.metric,
-                indexed: s.index.size(),
+                indexed: s.index.len(),
             })
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -390,29 +438,29 @@ impl VectorIndexes {
                 conn.prepare("SELECT record_id, vector FROM vectors WHERE space_id = ?1")?;
             let mut rows = stmt.query([id])?;
             let mut count = 0usize;
-            let mut buffer = vec![0f32; s.dimensions];
             while let Some(row) = rows.next()? {
                 count += 1;
                 let key = row.get::<_, i64>(0)? as u64;
                 let expected = decode(&row.get::<_, Vec<u8>>(1)?);
-                let found = s.index.get(key, &mut buffer).map_err(index_error)?;
-                if found == 0 {
+                let Some(found) = s.index.get(key) else {
                     problems.push(format!(
                         "space `{}`: record {key} missing from the index",
                         s.name
                     ));
-                } else if !same_vector(&buffer, &expected, s.metric) {
+                    continue;
+                };
+                if !same_vector(&found, &expected, s.metric) {
                     problems.push(format!(
                         "space `{}`: record {key} has a different vector in the index",
                         s.name
                     ));
                 }
             }
-            if s.index.size() != count {
+            if s.index.len() != count {
                 problems.push(format!(
                     "space `{}`: the index holds {} vectors, SQLite {count}",
                     s.name,
-                    s.index.size()
+                    s.index.len()
                 ));
             }
         }
@@ -420,7 +468,7 @@ impl VectorIndexes {
     }
 }
 
-/// usearch normalises cosine vectors on insert, so compare directions there.
+/// Cosine indexes keep unit vectors, so compare directions there.
 fn same_vector(a: &[f32], b: &[f32], metric: Metric) -> bool {
     let (a, b) = match metric {
         Metric::Cosine => (unit(a), unit(b)),
@@ -431,38 +479,18 @@ fn same_vector(a: &[f32], b: &[f32], metric: Metric) -> bool {
         .all(|(x, y)| (x - y).abs() <= 1e-4 * (1.0 + y.abs()))
 }
 
-fn unit(v: &[f32]) -> Vec<f32> {
-    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    if norm == 0.0 {
-        return v.to_vec();
+fn file_crc32(path: &Path) -> std::io::Result<u32> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = crc32fast::Hasher::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buffer)?;
+        if n == 0 {
+            return Ok(hasher.finalize());
+        }
+        hasher.update(&buffer[..n]);
     }
-    v.iter().map(|x| x / norm).collect()
-}
-
-fn new_index(dimensions: usize, metric: Metric, params: HnswParams) -> Result<Index, MemoryError> {
-    let options = IndexOptions {
-        dimensions,
-        metric: match metric {
-            Metric::Cosine => MetricKind::Cos,
-            Metric::Euclidean => MetricKind::L2sq,
-        },
-        quantization: ScalarKind::F32,
-        connectivity: params.connectivity,
-        expansion_add: params.expansion_add,
-        expansion_search: params.expansion_search,
-        multi: false,
-    };
-    Index::new(&options).map_err(index_error)
-}
-
-/// Adds, growing the index first when it is full.
-fn add(index: &Index, key: u64, vector: &[f32]) -> Result<(), MemoryError> {
-    if index.size() + 1 > index.capacity() {
-        index
-            .reserve((index.capacity() * 2).max(1024))
-            .map_err(index_error)?;
-    }
-    index.add(key, vector).map_err(index_error)
 }
 
 /// Vectors are stored as little-endian `f32`s.

@@ -195,9 +195,7 @@ impl Writer {
             return;
         };
         // Most commits touch no vector: then there is nothing to catch up.
-        let behind = vector::last_seq(&self.conn)
-            .and_then(|last| indexes.is_behind(&self.conn, last))
-            .unwrap_or(true);
+        let behind = indexes.is_behind(&self.conn).unwrap_or(true);
         if !behind {
             return;
         }

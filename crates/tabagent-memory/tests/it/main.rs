@@ -1,4 +1,4 @@
-//! Integration tests for tabagent-memory: a real SQLite file and real usearch indexes in a
+//! Integration tests for tabagent-memory: a real SQLite file and real hnswlib indexes in a
 //! temporary directory.
 
 // Tests state their expectations with unwrap/expect/panic: a failure is the point.

@@ -78,6 +78,33 @@ fn reopening_replays_the_log_or_rebuilds_a_missing_index() {
     assert!(memory.check().expect("check").ok);
     drop(memory);
 
+    // A damaged saved index is noticed (its checksum) and rebuilt, never searched.
+    let saved: Vec<_> = std::fs::read_dir(&config.index_dir)
+        .expect("index dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "hnsw"))
+        .collect();
+    assert_eq!(saved.len(), 1, "one saved index for one space: {saved:?}");
+    // Opening, searching and closing changes nothing, so the file is not written again.
+    let inode = |p: &std::path::Path| {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(p).expect("index file").ino()
+    };
+    let before = inode(&saved[0]);
+    let memory = Memory::open(&config).expect("reopen");
+    assert_eq!(nearest(&memory, "s", spread(3))[0], ids[3]);
+    drop(memory);
+    assert_eq!(inode(&saved[0]), before, "an unchanged index was rewritten");
+    let mut bytes = std::fs::read(&saved[0]).expect("read index");
+    let middle = bytes.len() / 2;
+    bytes[middle..middle + 64].fill(0xff);
+    std::fs::write(&saved[0], bytes).expect("damage index");
+    let memory = Memory::open(&config).expect("reopen with a damaged index");
+    assert_eq!(nearest(&memory, "s", spread(13))[0], ids[13]);
+    let report = memory.check().expect("check");
+    assert!(report.ok, "{:?}", report.problems);
+    drop(memory);
+
     std::fs::remove_dir_all(&config.index_dir).expect("remove index");
     let memory = Memory::open(&config).expect("reopen without index");
     assert_eq!(nearest(&memory, "s", spread(7))[0], ids[7]);
