@@ -540,7 +540,7 @@ mod tests {
             }
         };
         compare(&index, None);
-        let thirds = |key: u64| key % 3 == 0;
+        let thirds = |key: u64| key.is_multiple_of(3);
         compare(&index, Some(&thirds));
         for key in (0..3000u64).step_by(7) {
             index.remove(key).unwrap();
