@@ -304,6 +304,8 @@ impl Hnsw {
         keep: Option<&dyn Fn(u64) -> bool>,
     ) -> Result<Vec<(u64, f32)>, HnswError> {
         self.check_width(query)?;
+        // Never more than the index holds: `count` sizes the buffers below.
+        let count = count.min(self.len());
         if count == 0 {
             return Ok(Vec::new());
         }
@@ -463,6 +465,8 @@ mod tests {
             "cosine spaces keep directions"
         );
         assert!(index.search(&[1.0, 0.0], 1, None).is_err(), "wrong width");
+        let all = index.search(&[1.0, 0.0, 0.0, 0.0], usize::MAX, None).unwrap();
+        assert_eq!(all.len(), 3, "a huge count is cut to what the index holds");
         assert!(index.add(9, &[1.0; 5]).is_err(), "wrong width");
     }
 
