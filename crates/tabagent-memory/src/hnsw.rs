@@ -465,7 +465,9 @@ mod tests {
             "cosine spaces keep directions"
         );
         assert!(index.search(&[1.0, 0.0], 1, None).is_err(), "wrong width");
-        let all = index.search(&[1.0, 0.0, 0.0, 0.0], usize::MAX, None).unwrap();
+        let all = index
+            .search(&[1.0, 0.0, 0.0, 0.0], usize::MAX, None)
+            .unwrap();
         assert_eq!(all.len(), 3, "a huge count is cut to what the index holds");
         assert!(index.add(9, &[1.0; 5]).is_err(), "wrong width");
     }
