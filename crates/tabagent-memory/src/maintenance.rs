@@ -113,9 +113,9 @@ fn check_backup(src: &Path) -> Result<(), MemoryError> {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .map_err(|e| bad(format!("not an SQLite database ({e})")))?;
-    if version != crate::schema::SCHEMA_VERSION {
+    if !(1..=crate::schema::SCHEMA_VERSION).contains(&version) {
         return Err(bad(format!(
-            "not a tabagent memory backup of this version (schema {version})"
+            "not a tabagent memory backup this version can read (schema {version})"
         )));
     }
     let problems = integrity(&conn).map_err(|e| bad(e.to_string()))?;

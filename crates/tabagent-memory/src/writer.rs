@@ -270,6 +270,13 @@ fn commit_group(
         };
         results.push(apply_atomically(&tx, changes, limits));
     }
+    if let Err(e) = index_new_text(&tx) {
+        tracing::error!(error = %e, "could not index new records' text; nothing was committed");
+        return group
+            .iter()
+            .map(|_| Err(MemoryError::Commit(e.to_string())))
+            .collect();
+    }
     match tx.commit() {
         Ok(()) => results,
         Err(e) => {
@@ -280,6 +287,26 @@ fn commit_group(
                 .collect()
         }
     }
+}
+
+/// Adds the text of the records written since the last commit to the full-text index, in one
+/// statement. FTS5 writes its pending terms to disk at each statement savepoint, so indexing
+/// row by row (a trigger) made a segment per record; one statement makes one per commit.
+fn index_new_text(tx: &Transaction<'_>) -> Result<(), MemoryError> {
+    let (through, newest): (i64, Option<i64>) = tx
+        .prepare_cached("SELECT through, (SELECT max(id) FROM records) FROM fts_indexed")?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let Some(newest) = newest.filter(|&newest| newest > through) else {
+        return Ok(());
+    };
+    tx.prepare_cached(
+        "INSERT INTO records_fts(rowid, text)
+         SELECT id, text FROM records WHERE id > ?1 AND id <= ?2 ORDER BY id",
+    )?
+    .execute([through, newest])?;
+    tx.prepare_cached("UPDATE fts_indexed SET through = ?1")?
+        .execute([newest])?;
+    Ok(())
 }
 
 /// One caller's changes inside a savepoint, so a failure undoes only them.

@@ -8,6 +8,7 @@ mod graph;
 mod maintenance;
 mod records;
 mod search;
+mod text_index;
 mod vectors;
 
 use tabagent_memory::{Embedding, Memory, MemoryConfig, NewRecord};
