@@ -10,7 +10,7 @@
 //! - `hybrid TEXTS QUERY_TEXTS DIR`: keyword + vector hybrid search p50/p95 over the records
 //!   `ann` wrote (texts attached by line number).
 //! - `writes DIR`: durable inserts/s (one writer; 32 concurrent writers; batches of 1,000) and
-//!   point reads/s (two threads).
+//!   point reads/s (two threads, a million reads of random ids).
 //!
 //! Files are little-endian f32 (`n × 384`) and, for TRUTH, u32 ids (`queries × 10`). Each
 //! result is one JSON line on stdout.
@@ -321,7 +321,7 @@ fn writes(dir: &Path) {
     );
 
     let ids = Arc::new(ids);
-    let reads = 100_000;
+    let reads = 1_000_000;
     let started = Instant::now();
     let threads: Vec<_> = (0..2)
         .map(|t| {
