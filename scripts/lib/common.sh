@@ -223,9 +223,27 @@ pg_as_owner() {
     fi
 }
 
+# make_test_tls DIR: a throwaway CA (DIR/ca.pem) and a certificate it signed for localhost and
+# 127.0.0.1 (DIR/server.pem, DIR/server.key), valid for two days.
+make_test_tls() {
+    local dir="$1"
+    mkdir -p "$dir"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+        -subj "/CN=tabagent test CA" -keyout "$dir/ca.key" -out "$dir/ca.pem" >/dev/null 2>&1 \
+        || die "openssl could not make the test CA"
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=localhost" \
+        -keyout "$dir/server.key" -out "$dir/server.csr" >/dev/null 2>&1 \
+        || die "openssl could not make the test server key"
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' > "$dir/san.ext"
+    openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" \
+        -CAcreateserial -days 2 -extfile "$dir/san.ext" -out "$dir/server.pem" >/dev/null 2>&1 \
+        || die "openssl could not sign the test server certificate"
+    chmod 600 "$dir/server.key"
+}
+
 # start_test_postgres: a throwaway cluster on loopback (trusting local connections: nothing
-# else can reach it), for the tests; exports TABAGENT_TEST_POSTGRES_URL. stop_test_postgres
-# removes it.
+# else can reach it), for the tests, with PgBouncer speaking TLS in front of it; exports
+# TABAGENT_TEST_POSTGRES_URL (and see start_test_pgbouncer). stop_test_postgres removes both.
 start_test_postgres() {
     fetch_postgres
     if [ -n "$PG_RUN_AS" ] && ! id "$PG_RUN_AS" >/dev/null 2>&1; then
@@ -244,10 +262,51 @@ start_test_postgres() {
         -o "-h 127.0.0.1 -p $port -k $PG_TEST_DIR -c max_connections=200 -c fsync=on" start >/dev/null \
         || { cat "$PG_TEST_DIR/server.log" >&2; die "PostgreSQL did not start"; }
     export TABAGENT_TEST_POSTGRES_URL="postgres://tabagent@127.0.0.1:$port/postgres"
+    start_test_pgbouncer "$port"
+}
+
+# start_test_pgbouncer PORT: PgBouncer in front of the cluster on PORT, accepting only TLS
+# clients, with a certificate from a throwaway CA (the PyPI build of PostgreSQL has no TLS;
+# PgBouncer terminating it is also how many deployments run). Exports
+# TABAGENT_TEST_POSTGRES_TLS_URL and TABAGENT_TEST_POSTGRES_CA (that CA).
+start_test_pgbouncer() {
+    local pg_port="$1" port
+    ensure_apt_packages openssl pgbouncer
+    make_test_tls "$PG_TEST_DIR/tls"
+    [ -n "$PG_RUN_AS" ] && chown -R "$PG_RUN_AS" "$PG_TEST_DIR/tls"
+    port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+    cat > "$PG_TEST_DIR/pgbouncer.ini" <<INI
+[databases]
+* = host=127.0.0.1 port=$pg_port user=tabagent
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $port
+unix_socket_dir =
+auth_type = any
+pool_mode = session
+max_client_conn = 200
+default_pool_size = 50
+client_tls_sslmode = require
+client_tls_cert_file = $PG_TEST_DIR/tls/server.pem
+client_tls_key_file = $PG_TEST_DIR/tls/server.key
+logfile = $PG_TEST_DIR/pgbouncer.log
+pidfile = $PG_TEST_DIR/pgbouncer.pid
+INI
+    pg_as_owner pgbouncer -d -q "$PG_TEST_DIR/pgbouncer.ini" \
+        || { cat "$PG_TEST_DIR/pgbouncer.log" >&2 2>/dev/null; die "PgBouncer did not start"; }
+    local tries=0
+    until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
+        tries=$((tries + 1))
+        [ "$tries" -lt 100 ] || { cat "$PG_TEST_DIR/pgbouncer.log" >&2; die "PgBouncer is not listening"; }
+        sleep 0.1
+    done
+    export TABAGENT_TEST_POSTGRES_TLS_URL="postgres://tabagent@localhost:$port/postgres"
+    export TABAGENT_TEST_POSTGRES_CA="$PG_TEST_DIR/tls/ca.pem"
 }
 
 stop_test_postgres() {
     [ -n "${PG_TEST_DIR:-}" ] || return 0
+    [ -f "$PG_TEST_DIR/pgbouncer.pid" ] && kill "$(cat "$PG_TEST_DIR/pgbouncer.pid")" 2>/dev/null || true
     pg_as_owner "$PG_HOME/bin/pg_ctl" -D "$PG_TEST_DIR/data" -m fast stop >/dev/null 2>&1 || true
     rm -rf "$PG_TEST_DIR"
 }

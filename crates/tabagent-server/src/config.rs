@@ -95,7 +95,8 @@ pub struct MemorySettings {
     pub remote_api_key: Option<String>,
     /// Keep the memory in this PostgreSQL database (with the pgvector extension), e.g.
     /// `postgres://tabagent:secret@db.internal:5432/tabagent`, instead of a local database:
-    /// several servers can then share one memory.
+    /// several servers can then share one memory. TLS follows libpq's `sslmode` and
+    /// `sslrootcert` options in the string.
     pub postgres: Option<String>,
 }
 

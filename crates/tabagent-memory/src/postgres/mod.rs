@@ -11,9 +11,9 @@ mod graph;
 mod records;
 mod schema;
 mod search;
+mod tls;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio_postgres::NoTls;
 
 use crate::api::{MemoryApi, MemoryResult};
 use crate::graph::walk;
@@ -43,22 +43,19 @@ const POOL_SIZE: usize = 16;
 
 impl PgMemory {
     /// Connects to the database at `url` (`postgres://user:password@host:port/database`, or
-    /// key=value pairs), creating the schema on first use. The connection is not encrypted:
-    /// reach a remote database over a private network, a Unix socket or a tunnel.
+    /// libpq's key=value pairs), creating the schema on first use. TLS follows libpq's
+    /// `sslmode` and `sslrootcert` options, always verifying the server's certificate and
+    /// name; without `sslmode`, a database on loopback or a Unix socket is reached in the
+    /// clear and any other is asked for TLS first.
     pub async fn connect(url: &str, limits: Limits) -> Result<PgMemory, MemoryError> {
-        let config: tokio_postgres::Config = url.parse().map_err(|e| {
-            MemoryError::invalid(
-                "postgres",
-                format!("not a PostgreSQL connection string: {e}"),
-            )
-        })?;
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let target = tls::target(url)?;
+        let manager_config = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match target.tls {
+            Some(tls) => Manager::from_config(target.config, tls, manager_config),
+            None => Manager::from_config(target.config, tokio_postgres::NoTls, manager_config),
+        };
         let pool = Pool::builder(manager)
             .max_size(POOL_SIZE)
             .runtime(deadpool_postgres::Runtime::Tokio1)
@@ -77,10 +74,22 @@ impl PgMemory {
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, MemoryError> {
-        self.pool
-            .get()
-            .await
-            .map_err(|e| MemoryError::Unavailable(format!("postgres: {e}")))
+        self.pool.get().await.map_err(|e| {
+            // The cause (which certificate check failed, say) is further down the chain.
+            let mut message = format!("postgres: {e}");
+            let mut cause = std::error::Error::source(&e);
+            while let Some(inner) = cause {
+                message.push_str(&format!(": {inner}"));
+                cause = inner.source();
+            }
+            if message.contains("certificate") {
+                message.push_str(
+                    " (give the server's CA with sslrootcert=/path/ca.pem in the connection \
+                     string, or sslmode=disable on a trusted network)",
+                );
+            }
+            MemoryError::Unavailable(message)
+        })
     }
 }
 

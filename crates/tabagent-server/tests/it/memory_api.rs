@@ -634,3 +634,70 @@ async fn an_unreachable_postgres_is_a_clear_error_at_start() {
         "the password leaked: {stderr}"
     );
 }
+
+/// `database`'s URL through the PgBouncer that `scripts/test` starts in front of the cluster,
+/// which accepts TLS clients only, with `options` added.
+fn through_tls_bouncer(database: &str, options: &str) -> String {
+    let bouncer = std::env::var("TABAGENT_TEST_POSTGRES_TLS_URL").expect(
+        "TABAGENT_TEST_POSTGRES_TLS_URL is unset: scripts/test starts PgBouncer and sets it",
+    );
+    let name = database.rsplit_once('/').unwrap().1;
+    format!("{}/{name}{options}", bouncer.rsplit_once('/').unwrap().0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_over_tls_verifies_the_servers_certificate_and_name() {
+    let database = postgres_database().await;
+    let ca = std::env::var("TABAGENT_TEST_POSTGRES_CA").unwrap();
+    // The bouncer refuses clients in the clear, so a connection that works was encrypted.
+    let plain = PgMemory::connect(
+        &through_tls_bouncer(&database, "?sslmode=disable"),
+        Default::default(),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(plain, MemoryError::Unavailable(_)), "{plain}");
+    let verified = PgMemory::connect(
+        &through_tls_bouncer(&database, &format!("?sslmode=verify-full&sslrootcert={ca}")),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    let stored = verified
+        .insert(Store::Knowledge, record("sent over TLS"))
+        .await
+        .unwrap();
+    // Naming the CA is enough to ask for TLS, as with libpq; key=value pairs work too.
+    let port = through_tls_bouncer(&database, "")
+        .rsplit_once(':')
+        .unwrap()
+        .1
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let name = database.rsplit_once('/').unwrap().1;
+    let pairs =
+        format!("host=localhost port={port} user=tabagent dbname={name} sslrootcert='{ca}'");
+    let again = PgMemory::connect(&pairs, Default::default()).await.unwrap();
+    assert_eq!(again.get(stored.id).await.unwrap().text, "sent over TLS");
+
+    // A server whose certificate no trusted CA signed is refused, and the error says what to do.
+    let unknown = PgMemory::connect(
+        &through_tls_bouncer(&database, "?sslmode=require"),
+        Default::default(),
+    )
+    .await
+    .unwrap_err();
+    assert!(unknown.to_string().contains("certificate"), "{unknown}");
+    assert!(unknown.to_string().contains("sslrootcert"), "{unknown}");
+    // So is a certificate for another name (the address is right, the name is not).
+    let wrong_name = format!(
+        "host=db.example.com hostaddr=127.0.0.1 port={port} user=tabagent dbname={name} \
+         sslmode=verify-full sslrootcert={ca}"
+    );
+    let err = PgMemory::connect(&wrong_name, Default::default())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("certificate"), "{err}");
+}
