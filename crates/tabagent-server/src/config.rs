@@ -29,6 +29,8 @@ pub struct Config {
     pub hub: HubSettings,
     /// The memory stores.
     pub memory: MemorySettings,
+    /// Remote engines, aliases and routes.
+    pub router: tabagent_router::RouterConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -281,6 +283,7 @@ impl Default for Config {
             onnx: OnnxConfig::default(),
             hub: HubSettings::default(),
             memory: MemorySettings::default(),
+            router: tabagent_router::RouterConfig::default(),
             log: LogConfig {
                 format: LogFormat::Text,
                 level: "info".to_string(),
@@ -398,6 +401,7 @@ impl Config {
         if !self.hub.endpoint.is_empty() {
             tabagent_hub::client::parse_endpoint(&self.hub.endpoint)?;
         }
+        self.router.check()?;
         if self.server.max_body_bytes < 1024 {
             bail!("server.max_body_bytes must be at least 1024");
         }

@@ -10,6 +10,7 @@ mod keep_alive;
 mod memory_backend;
 mod recommended;
 mod registry;
+mod routing;
 mod state;
 
 use std::process::ExitCode;

@@ -20,6 +20,9 @@ struct Inner {
     startup_error: Mutex<Option<String>>,
     /// Conversations due a summary, for the background summarizer.
     summaries_due: OnceLock<tokio::sync::mpsc::UnboundedSender<String>>,
+    /// Routes chat requests to remote engines (set once, after the state exists, because its
+    /// local provider refers back to it).
+    router: OnceLock<tabagent_router::Router>,
 }
 
 /// A handle on the state that does not keep it alive (for background tasks).
@@ -48,6 +51,7 @@ impl AppState {
                 ready: AtomicBool::new(false),
                 startup_error: Mutex::new(None),
                 summaries_due: OnceLock::new(),
+                router: OnceLock::new(),
             }),
         }
     }
@@ -60,6 +64,16 @@ impl AppState {
     /// Where conversations due a summary are sent; set once, by the summarizer.
     pub fn summaries_due(&self) -> &OnceLock<tokio::sync::mpsc::UnboundedSender<String>> {
         &self.inner.summaries_due
+    }
+
+    /// The router, once set.
+    pub fn router(&self) -> Option<&tabagent_router::Router> {
+        self.inner.router.get()
+    }
+
+    /// Sets the router (once; later calls are ignored).
+    pub fn set_router(&self, router: tabagent_router::Router) {
+        let _ = self.inner.router.set(router);
     }
 
     /// The effective configuration.

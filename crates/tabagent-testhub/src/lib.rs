@@ -13,6 +13,8 @@
 //! - Errors carry `X-Error-Code`: `RepoNotFound`, `RevisionNotFound`, `EntryNotFound`,
 //!   `GatedRepo`.
 
+pub mod engine;
+
 use std::collections::HashMap;
 use std::io::{Read, SeekFrom};
 use std::net::SocketAddr;

@@ -5,6 +5,8 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use tabagent_core::FinishReason;
+use tabagent_llama::GenerationHandle;
+use tabagent_router::ChatRequest;
 
 use super::error::{ApiError, ErrorBody};
 use super::generate::{self, ChunkFormat};
@@ -43,10 +45,23 @@ pub async fn chat_completions(
             HeaderValue::from_str(r.conversation()).ok(),
         )
     });
-    let acquired = state.registry().acquire(&job.model, job.keep_alive).await?;
-    let engine = acquired.engine.llama(&acquired.id)?;
     let (messages, params) = (job.messages, job.params);
-    let handle = generate::submit(&engine, move |engine| engine.chat(&messages, params)).await?;
+    let handle = match state.router() {
+        Some(router) if crate::routing::is_routed(&state, &job.model) => {
+            let routed = router
+                .chat(&job.model, ChatRequest { messages, params })
+                .await?;
+            GenerationHandle {
+                prompt_tokens: 0,
+                events: routed.events,
+            }
+        }
+        _ => {
+            let acquired = state.registry().acquire(&job.model, job.keep_alive).await?;
+            let engine = acquired.engine.llama(&acquired.id)?;
+            generate::submit(&engine, move |engine| engine.chat(&messages, params)).await?
+        }
+    };
     let id = generate::response_id("chatcmpl");
     let created = generate::unix_now();
     let with_echo = |mut response: Response| {

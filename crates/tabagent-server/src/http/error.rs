@@ -239,6 +239,37 @@ impl From<InferenceError> for ApiError {
     }
 }
 
+impl From<tabagent_router::RouteError> for ApiError {
+    fn from(err: tabagent_router::RouteError) -> Self {
+        use tabagent_router::RouteError;
+        let message = err.to_string();
+        match err {
+            RouteError::UnknownModel(_) => Self {
+                code: Some("model_not_found"),
+                param: Some("model".to_string()),
+                ..Self::new(StatusCode::NOT_FOUND, "invalid_request_error", message)
+            },
+            RouteError::Caller(inner) => inner.into(),
+            // Every provider was rate limited: the caller is told when to come back.
+            RouteError::Exhausted {
+                retry_after: Some(wait),
+                ..
+            } => Self {
+                code: Some("rate_limited"),
+                retry_after_secs: Some(wait.as_secs_f64().ceil().max(1.0) as u64),
+                ..Self::new(StatusCode::TOO_MANY_REQUESTS, "server_error", message)
+            },
+            RouteError::Exhausted { .. } => {
+                tracing::warn!(error = %message, "no provider could answer");
+                Self {
+                    code: Some("upstream_unavailable"),
+                    ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", message)
+                }
+            }
+        }
+    }
+}
+
 impl From<tabagent_memory::MemoryError> for ApiError {
     fn from(err: tabagent_memory::MemoryError) -> Self {
         use tabagent_memory::MemoryError;

@@ -17,6 +17,7 @@ mod memory;
 mod memory_api;
 mod onnx;
 mod pull;
+mod routing;
 mod security;
 mod server;
 mod streaming;

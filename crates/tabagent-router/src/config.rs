@@ -1,0 +1,201 @@
+//! The router's configuration (`[router]` in tabagent.toml): remote providers, aliases and
+//! named routes, validated once.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::health::BreakerPolicy;
+
+/// How capable (and usually how costly) a model is; routes ask for a tier.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    /// Small and quick.
+    Fast,
+    /// The usual.
+    #[default]
+    Standard,
+    /// The strongest available.
+    Expert,
+}
+
+/// What a provider's models can do.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Capabilities {
+    /// Tool (function) calls.
+    pub tools: bool,
+    /// Images in messages.
+    pub vision: bool,
+    /// JSON output (`response_format`).
+    pub json: bool,
+    /// Longest context, in tokens, if known.
+    pub context_length: Option<u32>,
+}
+
+/// Price per million tokens, for reports and cost-aware routes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Cost {
+    /// Per million prompt tokens.
+    pub input: f64,
+    /// Per million generated tokens.
+    pub output: f64,
+}
+
+/// A remote engine speaking OpenAI's API: llama.cpp's server, vLLM, Ollama, LM Studio, OpenAI.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// Its name in routes, metrics and `provider/model` references.
+    pub name: String,
+    /// The API's base, ending before `/chat/completions` (e.g. `http://10.0.0.7:8000/v1`).
+    pub base_url: String,
+    /// The environment variable holding its API key, if it needs one.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// The models it serves, by the names it knows them by.
+    pub models: Vec<String>,
+    /// Their tier.
+    #[serde(default)]
+    pub tier: Tier,
+    /// What they can do.
+    #[serde(default)]
+    pub capabilities: Capabilities,
+    /// What they cost.
+    #[serde(default)]
+    pub cost: Cost,
+    /// Preference among equally healthy providers (higher is tried first).
+    #[serde(default = "one")]
+    pub weight: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+/// A named task (`expert-reasoning`): what a model must offer to serve it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouteConfig {
+    /// The lowest tier that will do.
+    pub tier: Tier,
+    /// Capabilities every candidate must have (`tools`, `vision`, `json`).
+    pub capabilities: Vec<String>,
+    /// At least this much context.
+    pub min_context: Option<u32>,
+}
+
+/// `[router]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouterConfig {
+    /// Remote providers.
+    pub providers: Vec<ProviderConfig>,
+    /// Names for models: `alias = "model"` or `alias = "provider/model"`.
+    pub aliases: BTreeMap<String, String>,
+    /// Named routes; `auto` and `fast` exist unless redefined.
+    pub routes: BTreeMap<String, RouteConfig>,
+    /// Providers tried for one request, at most.
+    pub max_tries: u32,
+    /// Seconds a try may take to produce its first token.
+    pub first_token_timeout_secs: f64,
+    /// Seconds a whole request may take, tries included.
+    pub deadline_secs: f64,
+    /// Consecutive failures that open a provider's breaker.
+    pub breaker_failures: u32,
+    /// Seconds an open breaker waits before a probe.
+    pub breaker_open_secs: f64,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        Self {
+            providers: Vec::new(),
+            aliases: BTreeMap::new(),
+            routes: BTreeMap::new(),
+            max_tries: 3,
+            first_token_timeout_secs: 60.0,
+            deadline_secs: 600.0,
+            breaker_failures: 5,
+            breaker_open_secs: 30.0,
+        }
+    }
+}
+
+/// A configuration that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("router: {0}")]
+pub struct ConfigError(pub String);
+
+const KNOWN_CAPABILITIES: [&str; 3] = ["tools", "vision", "json"];
+
+impl RouterConfig {
+    /// Refuses duplicate or empty names, bad URLs, unknown capabilities and impossible limits.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError(m));
+        let mut names = std::collections::HashSet::new();
+        for p in &self.providers {
+            if p.name.is_empty() || p.name.contains('/') {
+                return bad(format!("provider name `{}` is empty or has a `/`", p.name));
+            }
+            if p.name == crate::LOCAL {
+                return bad(format!(
+                    "`{}` is the in-process engine's name",
+                    crate::LOCAL
+                ));
+            }
+            if !names.insert(p.name.as_str()) {
+                return bad(format!("two providers are named `{}`", p.name));
+            }
+            if !(p.base_url.starts_with("http://") || p.base_url.starts_with("https://")) {
+                return bad(format!(
+                    "provider `{}`: base_url `{}` is not http(s)",
+                    p.name, p.base_url
+                ));
+            }
+            if p.models.is_empty() {
+                return bad(format!("provider `{}` lists no models", p.name));
+            }
+            if !(p.weight.is_finite() && p.weight > 0.0) {
+                return bad(format!("provider `{}`: weight must be above 0", p.name));
+            }
+        }
+        for (name, route) in &self.routes {
+            for c in &route.capabilities {
+                if !KNOWN_CAPABILITIES.contains(&c.as_str()) {
+                    return bad(format!(
+                        "route `{name}`: unknown capability `{c}` (known: tools, vision, json)"
+                    ));
+                }
+            }
+        }
+        if self.max_tries == 0 {
+            return bad("max_tries must be at least 1".to_string());
+        }
+        for (what, secs) in [
+            ("first_token_timeout_secs", self.first_token_timeout_secs),
+            ("deadline_secs", self.deadline_secs),
+            ("breaker_open_secs", self.breaker_open_secs),
+        ] {
+            if !(secs.is_finite() && secs > 0.0) {
+                return bad(format!("{what} must be a positive number of seconds"));
+            }
+        }
+        if self.breaker_failures == 0 {
+            return bad("breaker_failures must be at least 1".to_string());
+        }
+        Ok(())
+    }
+
+    pub(crate) fn breaker(&self) -> BreakerPolicy {
+        BreakerPolicy {
+            failures_to_open: self.breaker_failures,
+            open_for: Duration::from_secs_f64(self.breaker_open_secs),
+        }
+    }
+}

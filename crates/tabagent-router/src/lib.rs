@@ -1,0 +1,26 @@
+//! tabagent's router: one chat request, many possible engines. It picks providers by the model
+//! or route the request names, their capabilities, tier and health; tries them in order until
+//! one produces a first token (failing over only before that point, so a stream is never
+//! spliced from two providers or sent twice); and keeps each provider's health: a circuit
+//! breaker, a Retry-After cool-down, and moving averages of latency, time to first token and
+//! errors.
+//!
+//! Providers are the in-process engine (implemented by the server, which owns it) and remote
+//! engines speaking OpenAI's API ([`OpenAiProvider`]).
+
+mod config;
+mod health;
+mod openai;
+mod provider;
+mod router;
+
+pub use config::{
+    Capabilities, ConfigError, Cost, ProviderConfig, RouteConfig, RouterConfig, Tier,
+};
+pub use health::{BreakerPolicy, BreakerState, Ewma, Health, Unavailable};
+pub use openai::{request_body, ChunkParser, OpenAiProvider};
+pub use provider::{BoxFuture, ChatRequest, Provider, TryError};
+pub use router::{ProviderStatus, RouteError, Routed, Router, Target};
+
+/// The in-process engine's provider name.
+pub const LOCAL: &str = "local";

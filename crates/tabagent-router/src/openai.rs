@@ -1,0 +1,367 @@
+//! A remote engine that speaks OpenAI's chat API (llama.cpp's server, vLLM, Ollama, LM Studio,
+//! OpenAI): the request is sent streamed, whatever the caller asked, so the router sees the
+//! first token arrive (the point after which it may no longer fail over) and can cancel by
+//! dropping the connection.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use tabagent_core::{
+    ChatMessage, FinishReason, GenerationEvent, GenerationParams, InferenceError, OutputConstraint,
+    Usage,
+};
+use tokio::sync::mpsc;
+
+use crate::provider::{BoxFuture, ChatRequest, Provider, TryError};
+
+/// The longest SSE line accepted from an upstream.
+const MAX_LINE: usize = 4 << 20;
+
+/// One OpenAI-compatible endpoint.
+pub struct OpenAiProvider {
+    name: String,
+    url: String,
+    api_key: Option<String>,
+    client: reqwest::Client,
+}
+
+impl OpenAiProvider {
+    /// A provider at `base_url` (before `/chat/completions`), sharing `client`'s pool.
+    pub fn new(
+        name: &str,
+        base_url: &str,
+        api_key: Option<String>,
+        client: reqwest::Client,
+    ) -> Self {
+        Self {
+            name: name.to_string(),
+            url: format!("{}/chat/completions", base_url.trim_end_matches('/')),
+            api_key,
+            client,
+        }
+    }
+}
+
+/// The JSON body for `model`.
+pub fn request_body(model: &str, messages: &[ChatMessage], params: &GenerationParams) -> Value {
+    let s = &params.sampling;
+    let messages: Vec<Value> = messages
+        .iter()
+        .map(|m| json!({"role": m.role.as_str(), "content": m.content}))
+        .collect();
+    let mut obj = serde_json::Map::new();
+    obj.insert("model".into(), json!(model));
+    obj.insert("messages".into(), Value::Array(messages));
+    obj.insert("stream".into(), json!(true));
+    obj.insert("stream_options".into(), json!({"include_usage": true}));
+    obj.insert("temperature".into(), json!(s.temperature));
+    obj.insert("top_p".into(), json!(s.top_p));
+    if let Some(max) = params.max_tokens {
+        obj.insert("max_tokens".into(), json!(max));
+    }
+    if !params.stop.is_empty() {
+        obj.insert("stop".into(), json!(params.stop));
+    }
+    if let Some(seed) = s.seed {
+        obj.insert("seed".into(), json!(seed));
+    }
+    if s.frequency_penalty != 0.0 {
+        obj.insert("frequency_penalty".into(), json!(s.frequency_penalty));
+    }
+    if s.presence_penalty != 0.0 {
+        obj.insert("presence_penalty".into(), json!(s.presence_penalty));
+    }
+    match &params.constraint {
+        OutputConstraint::None => {}
+        OutputConstraint::JsonObject => {
+            obj.insert("response_format".into(), json!({"type": "json_object"}));
+        }
+        OutputConstraint::JsonSchema(schema) => {
+            obj.insert(
+                "response_format".into(),
+                json!({"type": "json_schema", "json_schema": {"name": "output", "schema": schema}}),
+            );
+        }
+    }
+    Value::Object(obj)
+}
+
+impl Provider for OpenAiProvider {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn start<'a>(
+        &'a self,
+        model: &'a str,
+        request: &'a ChatRequest,
+    ) -> BoxFuture<'a, Result<mpsc::UnboundedReceiver<GenerationEvent>, TryError>> {
+        Box::pin(async move {
+            let body = request_body(model, &request.messages, &request.params);
+            let mut call = self.client.post(&self.url).json(&body);
+            if let Some(key) = &self.api_key {
+                call = call.bearer_auth(key);
+            }
+            let response = call.send().await.map_err(|e| TryError::Provider {
+                message: format!("{}: {}", self.name, without_url(&e)),
+                retry_after: None,
+            })?;
+            let status = response.status();
+            if !status.is_success() {
+                let retry_after = response
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .map(Duration::from_secs);
+                let text = response.text().await.unwrap_or_default();
+                let message = upstream_message(&text).unwrap_or_else(|| status.to_string());
+                return Err(classify(&self.name, status.as_u16(), message, retry_after));
+            }
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(read_stream(self.name.clone(), response, tx));
+            Ok(rx)
+        })
+    }
+}
+
+/// reqwest's message without the URL (it may carry credentials in a query).
+fn without_url(e: &reqwest::Error) -> String {
+    let mut e = e.to_string();
+    if let Some(start) = e.find(" for url (") {
+        if let Some(end) = e[start..].find(')') {
+            e.replace_range(start..start + end + 1, "");
+        }
+    }
+    e
+}
+
+/// The `error.message` of an OpenAI-style error body.
+fn upstream_message(body: &str) -> Option<String> {
+    let v: Value = serde_json::from_str(body).ok()?;
+    v.pointer("/error/message")
+        .or_else(|| v.get("error"))
+        .or_else(|| v.get("message"))
+        .and_then(Value::as_str)
+        .map(str::to_string)
+}
+
+/// A refused try: the caller's fault (4xx other than 408 and 429) is not retried elsewhere,
+/// since every provider would refuse it too; anything else is the provider's.
+fn classify(name: &str, status: u16, message: String, retry_after: Option<Duration>) -> TryError {
+    match status {
+        429 => TryError::Provider {
+            message: format!("{name}: rate limited ({message})"),
+            retry_after: Some(retry_after.unwrap_or(Duration::from_secs(1))),
+        },
+        408 => TryError::Provider {
+            message: format!("{name}: {message}"),
+            retry_after: None,
+        },
+        400..=499 => TryError::Caller(InferenceError::InvalidRequest {
+            param: None,
+            message: format!("{name} refused the request: {message}"),
+        }),
+        _ => TryError::Provider {
+            message: format!("{name}: HTTP {status}: {message}"),
+            retry_after,
+        },
+    }
+}
+
+/// Reads the upstream's server-sent events into `tx` until `[DONE]`, the end of the body, an
+/// error, or the receiver going away (which drops the connection, cancelling upstream).
+async fn read_stream(
+    name: String,
+    response: reqwest::Response,
+    tx: mpsc::UnboundedSender<GenerationEvent>,
+) {
+    let mut body = response.bytes_stream();
+    let mut buffer: Vec<u8> = Vec::new();
+    let mut parser = ChunkParser::default();
+    let fail = |message: String| {
+        GenerationEvent::Failed(InferenceError::Unavailable(format!("{name}: {message}")))
+    };
+    loop {
+        // A caller that went away drops the connection even while the upstream is silent.
+        let next = tokio::select! {
+            next = body.next() => next,
+            () = tx.closed() => return,
+        };
+        let bytes = match next {
+            Some(Ok(bytes)) => bytes,
+            Some(Err(e)) => {
+                let _ = tx.send(fail(format!("the stream broke: {}", without_url(&e))));
+                return;
+            }
+            None => {
+                let _ = tx.send(fail("the stream ended before the answer did".into()));
+                return;
+            }
+        };
+        buffer.extend_from_slice(&bytes);
+        while let Some(end) = buffer.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = buffer.drain(..=end).collect();
+            let line = String::from_utf8_lossy(&line);
+            let Some(data) = line.trim_end().strip_prefix("data:") else {
+                continue;
+            };
+            match parser.data(data.trim_start()) {
+                Ok(events) => {
+                    for event in events {
+                        let last = !matches!(event, GenerationEvent::Text(_));
+                        if tx.send(event).is_err() || last {
+                            return;
+                        }
+                    }
+                }
+                Err(message) => {
+                    let _ = tx.send(fail(message));
+                    return;
+                }
+            }
+        }
+        if buffer.len() > MAX_LINE {
+            let _ = tx.send(fail("an event line is too long".into()));
+            return;
+        }
+    }
+}
+
+/// Turns `data:` payloads into events; the finish is held until the usage chunk (or `[DONE]`).
+#[derive(Default)]
+pub struct ChunkParser {
+    reason: Option<FinishReason>,
+    usage: Usage,
+}
+
+impl ChunkParser {
+    /// The events one `data:` payload makes.
+    pub fn data(&mut self, data: &str) -> Result<Vec<GenerationEvent>, String> {
+        if data == "[DONE]" {
+            return Ok(vec![GenerationEvent::Finished {
+                reason: self.reason.unwrap_or(FinishReason::Stop),
+                usage: self.usage,
+            }]);
+        }
+        let chunk: Value =
+            serde_json::from_str(data).map_err(|e| format!("a chunk is not JSON: {e}"))?;
+        if let Some(message) = chunk.pointer("/error/message").and_then(Value::as_str) {
+            return Err(format!("failed mid-stream: {message}"));
+        }
+        let mut events = Vec::new();
+        if let Some(usage) = chunk.get("usage").filter(|u| !u.is_null()) {
+            let count = |k: &str| usage.get(k).and_then(Value::as_u64).unwrap_or(0) as u32;
+            self.usage = Usage {
+                prompt_tokens: count("prompt_tokens"),
+                completion_tokens: count("completion_tokens"),
+            };
+        }
+        if let Some(choice) = chunk.pointer("/choices/0") {
+            if let Some(text) = choice.pointer("/delta/content").and_then(Value::as_str) {
+                if !text.is_empty() {
+                    events.push(GenerationEvent::Text(text.to_string()));
+                }
+            }
+            if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
+                self.reason = Some(match reason {
+                    "length" => FinishReason::Length,
+                    _ => FinishReason::Stop,
+                });
+            }
+        }
+        Ok(events)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_become_text_then_one_finish_with_the_usage() {
+        let mut p = ChunkParser::default();
+        let mut all = Vec::new();
+        for data in [
+            r#"{"choices":[{"delta":{"role":"assistant","content":""}}]}"#,
+            r#"{"choices":[{"delta":{"content":"Hel"}}]}"#,
+            r#"{"choices":[{"delta":{"content":"lo"},"finish_reason":"length"}]}"#,
+            r#"{"choices":[],"usage":{"prompt_tokens":7,"completion_tokens":2}}"#,
+            "[DONE]",
+        ] {
+            all.extend(p.data(data).unwrap());
+        }
+        assert_eq!(
+            all,
+            vec![
+                GenerationEvent::Text("Hel".into()),
+                GenerationEvent::Text("lo".into()),
+                GenerationEvent::Finished {
+                    reason: FinishReason::Length,
+                    usage: Usage {
+                        prompt_tokens: 7,
+                        completion_tokens: 2
+                    }
+                }
+            ]
+        );
+        assert!(p.data("{not json").is_err());
+        assert!(p
+            .data(r#"{"error":{"message":"boom"}}"#)
+            .unwrap_err()
+            .contains("boom"));
+    }
+
+    #[test]
+    fn the_request_carries_what_the_caller_set_and_always_streams() {
+        let mut params = GenerationParams {
+            max_tokens: Some(12),
+            stop: vec!["END".into()],
+            constraint: OutputConstraint::JsonSchema(json!({"type": "object"})),
+            ..GenerationParams::default()
+        };
+        params.sampling.seed = Some(7);
+        let messages = [ChatMessage {
+            role: tabagent_core::Role::User,
+            content: "hi".into(),
+        }];
+        let body = request_body("m", &messages, &params);
+        assert_eq!(body["model"], "m");
+        assert_eq!(body["messages"], json!([{"role": "user", "content": "hi"}]));
+        assert_eq!(body["stream"], true);
+        assert_eq!(body["max_tokens"], 12);
+        assert_eq!(body["stop"], json!(["END"]));
+        assert_eq!(body["seed"], 7);
+        assert_eq!(
+            body["response_format"]["json_schema"]["schema"],
+            json!({"type": "object"})
+        );
+        let plain = request_body("m", &messages, &GenerationParams::default());
+        assert!(plain.get("max_tokens").is_none() && plain.get("response_format").is_none());
+    }
+
+    #[test]
+    fn refusals_are_the_callers_fault_only_for_4xx_other_than_408_and_429() {
+        assert!(matches!(
+            classify("p", 400, "bad".into(), None),
+            TryError::Caller(_)
+        ));
+        assert!(matches!(
+            classify("p", 404, "no".into(), None),
+            TryError::Caller(_)
+        ));
+        assert!(matches!(
+            classify("p", 429, "slow down".into(), Some(Duration::from_secs(7))),
+            TryError::Provider { retry_after: Some(d), .. } if d == Duration::from_secs(7)
+        ));
+        assert!(matches!(
+            classify("p", 408, "t".into(), None),
+            TryError::Provider { .. }
+        ));
+        assert!(matches!(
+            classify("p", 503, "down".into(), None),
+            TryError::Provider { .. }
+        ));
+    }
+}

@@ -1,0 +1,60 @@
+//! What the router routes to: anything that turns a chat request into a stream of generation
+//! events, here or across the network.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use tabagent_core::{ChatMessage, GenerationEvent, GenerationParams, InferenceError};
+use tokio::sync::mpsc;
+
+/// A boxed future (the trait is used as `dyn Provider`).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A chat request, as the router passes it to every provider it tries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatRequest {
+    /// The conversation.
+    pub messages: Vec<ChatMessage>,
+    /// Sampling and limits.
+    pub params: GenerationParams,
+}
+
+/// Why a try did not start.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TryError {
+    /// The request is at fault: every provider would refuse it, so none other is tried.
+    Caller(InferenceError),
+    /// The provider is at fault (down, overloaded, broken): the next one is tried.
+    Provider {
+        /// What happened, for logs and the final error.
+        message: String,
+        /// It asked not to be called again before this long (429 Retry-After).
+        retry_after: Option<Duration>,
+    },
+}
+
+/// An engine the router can send requests to.
+pub trait Provider: Send + Sync + 'static {
+    /// Its name (`local` for the in-process engine).
+    fn name(&self) -> &str;
+
+    /// Whether it serves `model`, for providers whose models are not listed in the
+    /// configuration (the in-process engine's change as models are pulled).
+    fn serves(&self, _model: &str) -> bool {
+        false
+    }
+
+    /// The model a route sends to it when its models are not listed in the configuration.
+    fn default_model(&self) -> Option<String> {
+        None
+    }
+
+    /// Starts generating. The stream ends with one `Finished` or `Failed`; dropping the
+    /// receiver cancels the generation.
+    fn start<'a>(
+        &'a self,
+        model: &'a str,
+        request: &'a ChatRequest,
+    ) -> BoxFuture<'a, Result<mpsc::UnboundedReceiver<GenerationEvent>, TryError>>;
+}

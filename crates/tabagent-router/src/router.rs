@@ -1,0 +1,472 @@
+//! Choosing providers for a request and trying them in turn.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tabagent_core::{GenerationEvent, InferenceError};
+use tokio::sync::mpsc;
+
+use crate::config::{Capabilities, ConfigError, RouteConfig, RouterConfig, Tier};
+use crate::health::{BreakerState, Health, Unavailable};
+use crate::openai::OpenAiProvider;
+use crate::provider::{ChatRequest, Provider, TryError};
+use crate::LOCAL;
+
+/// A provider the router may use, with what the configuration says of it.
+struct Entry {
+    provider: Arc<dyn Provider>,
+    /// Its models, or `None` when the provider is asked (`Provider::serves`).
+    models: Option<Vec<String>>,
+    tier: Tier,
+    capabilities: Capabilities,
+    weight: f64,
+}
+
+/// A provider and the model to ask it for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The provider's name.
+    pub provider: String,
+    /// The model, as that provider names it.
+    pub model: String,
+}
+
+/// A request that found its provider: the events come from there.
+pub struct Routed {
+    /// Who answers.
+    pub target: Target,
+    /// The answer, ending in one `Finished` or `Failed`; dropping it cancels the generation.
+    pub events: mpsc::UnboundedReceiver<GenerationEvent>,
+}
+
+/// Why a request could not be routed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RouteError {
+    /// Nothing serves the model or route the request names.
+    #[error("no provider serves `{0}`")]
+    UnknownModel(String),
+    /// The request itself is at fault.
+    #[error("{0}")]
+    Caller(InferenceError),
+    /// Every provider that could serve it failed or is unavailable.
+    #[error("no provider could answer: {}", .tried.join("; "))]
+    Exhausted {
+        /// What happened at each.
+        tried: Vec<String>,
+        /// When the soonest rate-limited provider will take requests again.
+        retry_after: Option<Duration>,
+    },
+}
+
+/// A provider's health as reported (metrics, `/v1/router`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ProviderStatus {
+    /// Its name.
+    pub name: String,
+    /// `closed`, `open` or `half_open`.
+    pub breaker: &'static str,
+    /// Moving average of the time to the first token, in seconds.
+    pub ttft_seconds: Option<f64>,
+    /// Moving average of the time to the whole answer, in seconds.
+    pub latency_seconds: Option<f64>,
+    /// Moving average of failures per try (0 to 1).
+    pub error_rate: Option<f64>,
+}
+
+/// Routes chat requests across providers.
+pub struct Router {
+    config: RouterConfig,
+    entries: Vec<Entry>,
+    health: Arc<Mutex<Vec<Health>>>,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router")
+            .field("providers", &self.entries.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Router {
+    /// A router over `local` (the in-process engine, if any) and the configured remote
+    /// providers, whose API keys are read from their environment variables now.
+    pub fn new(
+        config: RouterConfig,
+        local: Option<Arc<dyn Provider>>,
+        client: reqwest::Client,
+    ) -> Result<Router, ConfigError> {
+        config.check()?;
+        let mut entries = Vec::new();
+        if let Some(local) = local {
+            entries.push(Entry {
+                provider: local,
+                models: None,
+                tier: Tier::Fast,
+                capabilities: Capabilities {
+                    json: true,
+                    ..Capabilities::default()
+                },
+                weight: 1.0,
+            });
+        }
+        for p in &config.providers {
+            let api_key = match &p.api_key_env {
+                Some(var) => Some(std::env::var(var).map_err(|_| {
+                    ConfigError(format!(
+                        "provider `{}`: the environment variable {var} (its API key) is not set",
+                        p.name
+                    ))
+                })?),
+                None => None,
+            };
+            entries.push(Entry {
+                provider: Arc::new(OpenAiProvider::new(
+                    &p.name,
+                    &p.base_url,
+                    api_key,
+                    client.clone(),
+                )),
+                models: Some(p.models.clone()),
+                tier: p.tier,
+                capabilities: p.capabilities.clone(),
+                weight: p.weight,
+            });
+        }
+        let health = (0..entries.len())
+            .map(|_| Health::new(config.breaker()))
+            .collect();
+        Ok(Router {
+            config,
+            entries,
+            health: Arc::new(Mutex::new(health)),
+        })
+    }
+
+    /// Every provider's health.
+    pub fn status(&self) -> Vec<ProviderStatus> {
+        let health = self.lock();
+        self.entries
+            .iter()
+            .zip(health.iter())
+            .map(|(e, h)| ProviderStatus {
+                name: e.provider.name().to_string(),
+                breaker: h.state().name(),
+                ttft_seconds: h.ttft.get(),
+                latency_seconds: h.latency.get(),
+                error_rate: h.errors.get(),
+            })
+            .collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Health>> {
+        // Health is plain data: a panic while it was held leaves it usable.
+        self.health.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether `requested` names a remote model, a route or an alias (rather than a model
+    /// only the in-process engine knows, which callers may serve directly).
+    pub fn knows(&self, requested: &str) -> bool {
+        !self.candidates(requested).is_empty()
+    }
+
+    /// The providers that could serve `requested`, best first: those whose breaker would let
+    /// a request through, then by weight, error rate and time to first token.
+    pub fn candidates(&self, requested: &str) -> Vec<(usize, Target)> {
+        let name = self
+            .config
+            .aliases
+            .get(requested)
+            .map(String::as_str)
+            .unwrap_or(requested);
+        let mut found: Vec<(usize, Target)> = Vec::new();
+        let target = |i: usize, model: &str| Target {
+            provider: self.entries[i].provider.name().to_string(),
+            model: model.to_string(),
+        };
+        if let Some((provider, model)) = name.split_once('/') {
+            if let Some(i) = self
+                .entries
+                .iter()
+                .position(|e| e.provider.name() == provider && provider != LOCAL)
+            {
+                found.push((i, target(i, model)));
+                return found;
+            }
+        }
+        if let Some(route) = self.route(name) {
+            // `fast` (unless configured otherwise) is the fast tier only; other routes take
+            // their tier and above.
+            let only_fast = name == "fast" && !self.config.routes.contains_key(name);
+            for (i, e) in self.entries.iter().enumerate() {
+                if e.tier < route.tier
+                    || (only_fast && e.tier != Tier::Fast)
+                    || !has(&e.capabilities, &route)
+                {
+                    continue;
+                }
+                let model = match &e.models {
+                    Some(models) => models.first().cloned(),
+                    None => e.provider.default_model(),
+                };
+                if let Some(model) = model {
+                    found.push((i, target(i, &model)));
+                }
+            }
+        } else {
+            for (i, e) in self.entries.iter().enumerate() {
+                let serves = match &e.models {
+                    Some(models) => models.iter().any(|m| m == name),
+                    None => e.provider.serves(name),
+                };
+                if serves {
+                    found.push((i, target(i, name)));
+                }
+            }
+        }
+        let now = Instant::now();
+        let health = self.lock();
+        let score = |i: usize| {
+            let h = &health[i];
+            let errors = h.errors.get().unwrap_or(0.0);
+            let ttft = h.ttft.get().unwrap_or(0.0);
+            self.entries[i].weight * (1.0 - errors) / (1.0 + ttft)
+        };
+        found.sort_by(|(a, _), (b, _)| {
+            let open = |i: usize| !health[i].would_admit(now);
+            open(*a)
+                .cmp(&open(*b))
+                .then(score(*b).total_cmp(&score(*a)))
+        });
+        found
+    }
+
+    /// The route `name` names: a configured one, or the built-in `auto` (any) and `fast`.
+    fn route(&self, name: &str) -> Option<RouteConfig> {
+        if let Some(route) = self.config.routes.get(name) {
+            return Some(route.clone());
+        }
+        matches!(name, "auto" | "fast").then(|| RouteConfig {
+            tier: Tier::Fast,
+            ..RouteConfig::default()
+        })
+    }
+
+    /// Sends `request` to the best provider for `requested`, failing over to the next while
+    /// no token has been produced, within the per-try timeout and the overall deadline.
+    pub async fn chat(&self, requested: &str, request: ChatRequest) -> Result<Routed, RouteError> {
+        let candidates = self.candidates(requested);
+        if candidates.is_empty() {
+            return Err(RouteError::UnknownModel(requested.to_string()));
+        }
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs_f64(self.config.deadline_secs);
+        let per_try = Duration::from_secs_f64(self.config.first_token_timeout_secs);
+        let mut tried = Vec::new();
+        let mut retry_after: Option<Duration> = None;
+        let mut tries = 0;
+        for (i, target) in candidates {
+            if tries >= self.config.max_tries {
+                break;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                tried.push("the deadline passed".to_string());
+                break;
+            }
+            match self.lock()[i].admit(now) {
+                Ok(()) => {}
+                Err(Unavailable::Breaker) => {
+                    tried.push(format!("{}: circuit open", target.provider));
+                    continue;
+                }
+                Err(Unavailable::CoolingDown(until)) => {
+                    let wait = until - now;
+                    retry_after = Some(retry_after.map_or(wait, |r| r.min(wait)));
+                    tried.push(format!("{}: rate limited", target.provider));
+                    continue;
+                }
+            }
+            tries += 1;
+            let provider = Arc::clone(&self.entries[i].provider);
+            let limit = per_try.min(deadline - now);
+            let try_started = Instant::now();
+            let mut pending = PendingTry {
+                health: &self.health,
+                i,
+                armed: true,
+            };
+            let attempt = async {
+                let mut events = provider.start(&target.model, &request).await?;
+                let first = events.recv().await;
+                Ok::<_, TryError>((events, first))
+            };
+            let outcome = tokio::time::timeout(limit, attempt).await;
+            // Every outcome below is recorded; only a caller leaving mid-try is not.
+            pending.armed = false;
+            let failed = |message: String, tried: &mut Vec<String>| {
+                self.lock()[i].failed(Instant::now());
+                tracing::warn!(provider = %target.provider, model = %target.model, %message, "try failed; failing over");
+                tried.push(message);
+            };
+            match outcome {
+                Err(_) => failed(
+                    format!(
+                        "{}: no first token within {:.1} s",
+                        target.provider,
+                        limit.as_secs_f64()
+                    ),
+                    &mut tried,
+                ),
+                Ok(Err(TryError::Caller(e))) => {
+                    self.lock()[i].abandoned(Instant::now());
+                    return Err(RouteError::Caller(e));
+                }
+                Ok(Err(TryError::Provider {
+                    message,
+                    retry_after: Some(wait),
+                })) => {
+                    self.lock()[i].rate_limited(Instant::now(), wait);
+                    retry_after = Some(retry_after.map_or(wait, |r| r.min(wait)));
+                    tried.push(message);
+                }
+                Ok(Err(TryError::Provider { message, .. })) => failed(message, &mut tried),
+                Ok(Ok((_, None))) => failed(
+                    format!("{}: ended without an answer", target.provider),
+                    &mut tried,
+                ),
+                Ok(Ok((_, Some(GenerationEvent::Failed(e))))) => match e {
+                    InferenceError::InvalidRequest { .. }
+                    | InferenceError::Unsupported { .. }
+                    | InferenceError::ContextOverflow { .. } => {
+                        self.lock()[i].abandoned(Instant::now());
+                        return Err(RouteError::Caller(e));
+                    }
+                    InferenceError::QueueFull { .. } => {
+                        self.lock()[i].rate_limited(Instant::now(), Duration::from_secs(1));
+                        tried.push(format!("{}: {e}", target.provider));
+                    }
+                    other => failed(format!("{}: {other}", target.provider), &mut tried),
+                },
+                Ok(Ok((events, Some(first)))) => {
+                    let ttft = try_started.elapsed();
+                    let (tx, rx) = mpsc::unbounded_channel();
+                    tokio::spawn(forward(
+                        first,
+                        events,
+                        tx,
+                        Arc::clone(&self.health),
+                        i,
+                        (try_started, ttft, deadline),
+                    ));
+                    return Ok(Routed { target, events: rx });
+                }
+            }
+        }
+        Err(RouteError::Exhausted { tried, retry_after })
+    }
+
+    /// Whether the breaker of the provider named `name` is open (for tests and reports).
+    pub fn breaker(&self, name: &str) -> Option<BreakerState> {
+        let i = self
+            .entries
+            .iter()
+            .position(|e| e.provider.name() == name)?;
+        Some(self.lock()[i].state())
+    }
+}
+
+/// A try in flight: if the caller goes away before it ends (the request future is dropped),
+/// the provider's health hears that it was abandoned, so a half-open breaker's probe is not
+/// lost with it.
+struct PendingTry<'a> {
+    health: &'a Mutex<Vec<Health>>,
+    i: usize,
+    armed: bool,
+}
+
+impl Drop for PendingTry<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let mut health = self.health.lock().unwrap_or_else(|p| p.into_inner());
+            health[self.i].abandoned(Instant::now());
+        }
+    }
+}
+
+fn has(capabilities: &Capabilities, route: &RouteConfig) -> bool {
+    let each = route.capabilities.iter().all(|c| match c.as_str() {
+        "tools" => capabilities.tools,
+        "vision" => capabilities.vision,
+        "json" => capabilities.json,
+        _ => false,
+    });
+    let context = match (route.min_context, capabilities.context_length) {
+        (Some(min), Some(have)) => have >= min,
+        (Some(_), None) => false,
+        (None, _) => true,
+    };
+    each && context
+}
+
+/// Passes a committed stream to the caller, recording its outcome in the provider's health,
+/// and ending it with a failure if the overall deadline passes first.
+async fn forward(
+    first: GenerationEvent,
+    mut events: mpsc::UnboundedReceiver<GenerationEvent>,
+    tx: mpsc::UnboundedSender<GenerationEvent>,
+    health: Arc<Mutex<Vec<Health>>>,
+    i: usize,
+    (started, ttft, deadline): (Instant, Duration, Instant),
+) {
+    let record = |outcome: Option<bool>| {
+        let mut health = health.lock().unwrap_or_else(|p| p.into_inner());
+        match outcome {
+            Some(true) => health[i].succeeded(ttft, started.elapsed()),
+            Some(false) => health[i].failed(Instant::now()),
+            None => health[i].abandoned(Instant::now()),
+        }
+    };
+    let mut next = Some(first);
+    loop {
+        let event = match next.take() {
+            Some(event) => event,
+            None => {
+                let received = tokio::select! {
+                    received = tokio::time::timeout_at(deadline.into(), events.recv()) => received,
+                    // The caller left: dropping `events` cancels the generation upstream.
+                    () = tx.closed() => {
+                        record(None);
+                        return;
+                    }
+                };
+                match received {
+                    Ok(Some(event)) => event,
+                    Ok(None) => GenerationEvent::Failed(InferenceError::Unavailable(
+                        "the provider ended the stream without finishing it".to_string(),
+                    )),
+                    Err(_) => {
+                        record(None);
+                        let _ = tx.send(GenerationEvent::Failed(InferenceError::Unavailable(
+                            "the request's deadline passed".to_string(),
+                        )));
+                        return;
+                    }
+                }
+            }
+        };
+        let outcome = match &event {
+            GenerationEvent::Text(_) => None,
+            GenerationEvent::Finished { .. } => Some(true),
+            GenerationEvent::Failed(_) => Some(false),
+        };
+        if tx.send(event).is_err() {
+            record(None);
+            return;
+        }
+        if let Some(ok) = outcome {
+            record(Some(ok));
+            return;
+        }
+    }
+}

@@ -1,0 +1,326 @@
+//! Choosing providers, failing over before the first token and never after it, breakers and
+//! Retry-After.
+
+use tabagent_core::{ChatMessage, GenerationEvent, GenerationParams, InferenceError, Role};
+use tabagent_router::{
+    BreakerState, ChatRequest, ProviderConfig, RouteError, Router, RouterConfig, Tier,
+};
+
+use tabagent_testhub::engine::{Behaviour, FakeEngine as Fake};
+
+fn provider(name: &str, fake: &Fake, models: &[&str]) -> ProviderConfig {
+    ProviderConfig {
+        name: name.to_string(),
+        base_url: fake.base_url.clone(),
+        api_key_env: None,
+        models: models.iter().map(|m| m.to_string()).collect(),
+        tier: Tier::Standard,
+        capabilities: Default::default(),
+        cost: Default::default(),
+        weight: 1.0,
+    }
+}
+
+fn router(providers: Vec<ProviderConfig>, tweak: impl FnOnce(&mut RouterConfig)) -> Router {
+    let mut config = RouterConfig {
+        providers,
+        ..RouterConfig::default()
+    };
+    tweak(&mut config);
+    Router::new(config, None, reqwest::Client::new()).unwrap()
+}
+
+fn hello() -> ChatRequest {
+    ChatRequest {
+        messages: vec![ChatMessage {
+            role: Role::User,
+            content: "hello".to_string(),
+        }],
+        params: GenerationParams::default(),
+    }
+}
+
+/// Every event of a routed answer.
+async fn answer(
+    router: &Router,
+    model: &str,
+) -> Result<(String, Vec<GenerationEvent>), RouteError> {
+    let mut routed = router.chat(model, hello()).await?;
+    let mut events = Vec::new();
+    while let Some(event) = routed.events.recv().await {
+        events.push(event);
+    }
+    Ok((routed.target.provider, events))
+}
+
+fn text(events: &[GenerationEvent]) -> String {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            GenerationEvent::Text(t) => Some(t.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn models_aliases_and_provider_prefixes_reach_the_right_engine() {
+    let a = Fake::start(vec![Behaviour::Answer(vec!["from ", "a"])])
+        .await
+        .unwrap();
+    let b = Fake::start(vec![Behaviour::Answer(vec!["from b"])])
+        .await
+        .unwrap();
+    let router = router(
+        vec![
+            provider("a", &a, &["llama-3"]),
+            provider("b", &b, &["qwen", "llama-3"]),
+        ],
+        |c| {
+            c.aliases.insert("smart".into(), "b/qwen".into());
+        },
+    );
+    let (who, events) = answer(&router, "qwen").await.unwrap();
+    assert_eq!((who.as_str(), text(&events).as_str()), ("b", "from b"));
+    assert!(
+        matches!(events.last(), Some(GenerationEvent::Finished { usage, .. }) if usage.completion_tokens == 1)
+    );
+    let (who, events) = answer(&router, "llama-3").await.unwrap();
+    assert_eq!((who.as_str(), text(&events).as_str()), ("a", "from a"));
+    let (who, _) = answer(&router, "smart").await.unwrap();
+    assert_eq!(who, "b");
+    let (who, _) = answer(&router, "b/llama-3").await.unwrap();
+    assert_eq!(who, "b");
+    assert_eq!(b.models(), vec!["qwen", "qwen", "llama-3"]);
+    assert!(matches!(
+        router.chat("gpt-9", hello()).await.err(),
+        Some(RouteError::UnknownModel(m)) if m == "gpt-9"
+    ));
+}
+
+#[tokio::test]
+async fn a_failing_provider_is_failed_over_and_then_tried_after_the_healthy_one() {
+    let a = Fake::start(vec![Behaviour::Status(500)]).await.unwrap();
+    let b = Fake::start(vec![Behaviour::Answer(vec!["ok"])])
+        .await
+        .unwrap();
+    let mut preferred = provider("a", &a, &["m"]);
+    preferred.weight = 2.0;
+    let router = router(vec![preferred, provider("b", &b, &["m"])], |_| {});
+    for _ in 0..3 {
+        let (who, events) = answer(&router, "m").await.unwrap();
+        assert_eq!((who.as_str(), text(&events).as_str()), ("b", "ok"));
+    }
+    assert_eq!(a.requests(), 1, "after failing, a went behind b");
+    assert_eq!(b.requests(), 3);
+    let status = router.status();
+    assert_eq!(status[0].error_rate, Some(1.0));
+    assert_eq!(status[1].error_rate, Some(0.0));
+    assert!(status[1].ttft_seconds.is_some());
+}
+
+#[tokio::test]
+async fn a_breaker_opens_after_consecutive_failures_and_nothing_is_sent_while_it_is_open() {
+    let a = Fake::start(vec![Behaviour::Status(500)]).await.unwrap();
+    let router = router(vec![provider("a", &a, &["m"])], |c| {
+        c.breaker_failures = 2;
+        c.breaker_open_secs = 3600.0;
+    });
+    for _ in 0..2 {
+        assert!(matches!(
+            router.chat("m", hello()).await.err(),
+            Some(RouteError::Exhausted { .. })
+        ));
+    }
+    assert!(matches!(
+        router.breaker("a"),
+        Some(BreakerState::Open { .. })
+    ));
+    match router.chat("m", hello()).await.err() {
+        Some(RouteError::Exhausted { tried, .. }) => {
+            assert_eq!(tried, vec!["a: circuit open".to_string()])
+        }
+        other => panic!("expected an open circuit, got {other:?}"),
+    }
+    assert_eq!(a.requests(), 2);
+    assert_eq!(router.status()[0].breaker, "open");
+}
+
+#[tokio::test]
+async fn a_429_is_honoured_for_its_retry_after_without_opening_the_breaker() {
+    let a = Fake::start(vec![Behaviour::RateLimited(3600)])
+        .await
+        .unwrap();
+    let b = Fake::start(vec![Behaviour::Answer(vec!["ok"])])
+        .await
+        .unwrap();
+    let router = router(
+        vec![provider("a", &a, &["m"]), provider("b", &b, &["m"])],
+        |_| {},
+    );
+    for _ in 0..3 {
+        assert_eq!(answer(&router, "m").await.unwrap().0, "b");
+    }
+    assert_eq!(a.requests(), 1);
+    assert_eq!(
+        router.breaker("a"),
+        Some(BreakerState::Closed { failures: 0 })
+    );
+    // With nowhere else to go, the caller hears when to come back.
+    let only_a = self::router(vec![provider("a", &a, &["m"])], |_| {});
+    let _ = answer(&only_a, "m").await;
+    match answer(&only_a, "m").await {
+        Err(RouteError::Exhausted {
+            retry_after: Some(wait),
+            ..
+        }) => assert!(wait.as_secs() > 3000, "{wait:?}"),
+        other => panic!("expected a rate limit, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_stream_that_breaks_after_its_first_token_fails_and_is_never_resumed_elsewhere() {
+    let a = Fake::start(vec![Behaviour::DropAfter(vec!["Hel", "lo"])])
+        .await
+        .unwrap();
+    let b = Fake::start(vec![Behaviour::Answer(vec!["Hello again"])])
+        .await
+        .unwrap();
+    let router = router(
+        vec![provider("a", &a, &["m"]), provider("b", &b, &["m"])],
+        |_| {},
+    );
+    let mut routed = router.chat("m", hello()).await.unwrap();
+    assert_eq!(routed.target.provider, "a");
+    // The first token has reached the caller: now the connection breaks.
+    a.break_stream();
+    let mut events = Vec::new();
+    while let Some(event) = routed.events.recv().await {
+        events.push(event);
+    }
+    assert_eq!(text(&events), "Hello");
+    assert!(
+        matches!(events.last(), Some(GenerationEvent::Failed(_))),
+        "{events:?}"
+    );
+    assert_eq!(b.requests(), 0, "nothing was sent twice");
+}
+
+#[tokio::test]
+async fn the_callers_mistake_is_returned_at_once_not_retried() {
+    let a = Fake::start(vec![Behaviour::Status(400)]).await.unwrap();
+    let b = Fake::start(vec![Behaviour::Answer(vec!["ok"])])
+        .await
+        .unwrap();
+    let router = router(
+        vec![provider("a", &a, &["m"]), provider("b", &b, &["m"])],
+        |_| {},
+    );
+    match router.chat("m", hello()).await.err() {
+        Some(RouteError::Caller(InferenceError::InvalidRequest { message, .. })) => {
+            assert!(message.contains("fake says 400"), "{message}")
+        }
+        other => panic!("expected the caller's error, got {other:?}"),
+    }
+    assert_eq!(b.requests(), 0);
+    assert_eq!(
+        router.breaker("a"),
+        Some(BreakerState::Closed { failures: 0 })
+    );
+}
+
+#[tokio::test]
+async fn a_provider_silent_past_the_first_token_timeout_is_abandoned_for_the_next() {
+    let a = Fake::start(vec![Behaviour::Stall]).await.unwrap();
+    let b = Fake::start(vec![Behaviour::Answer(vec!["ok"])])
+        .await
+        .unwrap();
+    let router = router(
+        vec![provider("a", &a, &["m"]), provider("b", &b, &["m"])],
+        |c| {
+            c.first_token_timeout_secs = 0.3;
+        },
+    );
+    let (who, events) = answer(&router, "m").await.unwrap();
+    assert_eq!((who.as_str(), text(&events).as_str()), ("b", "ok"));
+    assert_eq!(
+        router.breaker("a"),
+        Some(BreakerState::Closed { failures: 1 })
+    );
+}
+
+#[tokio::test]
+async fn when_every_provider_fails_the_error_says_what_each_did() {
+    let a = Fake::start(vec![Behaviour::Status(503)]).await.unwrap();
+    let b = Fake::start(vec![Behaviour::Status(502)]).await.unwrap();
+    let router = router(
+        vec![provider("a", &a, &["m"]), provider("b", &b, &["m"])],
+        |_| {},
+    );
+    match router.chat("m", hello()).await.err() {
+        Some(RouteError::Exhausted { tried, retry_after }) => {
+            assert_eq!(tried.len(), 2, "{tried:?}");
+            assert!(
+                tried[0].contains("503") && tried[1].contains("502"),
+                "{tried:?}"
+            );
+            assert_eq!(retry_after, None);
+        }
+        other => panic!("expected every provider to fail, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn routes_pick_by_tier_and_capability_and_bad_configuration_is_refused() {
+    let small = Fake::start(vec![Behaviour::Answer(vec!["small"])])
+        .await
+        .unwrap();
+    let big = Fake::start(vec![Behaviour::Answer(vec!["big"])])
+        .await
+        .unwrap();
+    let mut fast = provider("small", &small, &["tiny"]);
+    fast.tier = Tier::Fast;
+    let mut expert = provider("big", &big, &["huge"]);
+    expert.tier = Tier::Expert;
+    expert.capabilities.tools = true;
+    let router = router(vec![fast.clone(), expert.clone()], |c| {
+        c.routes.insert(
+            "expert-reasoning".into(),
+            tabagent_router::RouteConfig {
+                tier: Tier::Expert,
+                capabilities: vec!["tools".into()],
+                min_context: None,
+            },
+        );
+    });
+    assert_eq!(answer(&router, "fast").await.unwrap().0, "small");
+    assert_eq!(answer(&router, "expert-reasoning").await.unwrap().0, "big");
+    assert_eq!(big.models(), vec!["huge"]);
+    assert_eq!(router.candidates("auto").len(), 2);
+
+    let bad = RouterConfig {
+        providers: vec![fast.clone(), fast],
+        ..RouterConfig::default()
+    };
+    let err = Router::new(bad, None, reqwest::Client::new()).unwrap_err();
+    assert!(
+        err.to_string().contains("two providers are named `small`"),
+        "{err}"
+    );
+    let mut keyed = expert;
+    keyed.api_key_env = Some("TABAGENT_TEST_KEY_THAT_IS_NOT_SET".into());
+    let err = Router::new(
+        RouterConfig {
+            providers: vec![keyed],
+            ..RouterConfig::default()
+        },
+        None,
+        reqwest::Client::new(),
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("TABAGENT_TEST_KEY_THAT_IS_NOT_SET"),
+        "{err}"
+    );
+}

@@ -1,0 +1,132 @@
+//! The router in the server: the in-process engine as one of its providers (`local`), and the
+//! choice between serving a chat request here directly and routing it.
+//!
+//! A request naming a local model is served directly, as before (conversations, keep-alive and
+//! all). One naming a remote model, an alias, a route (`auto`, `fast`, configured tasks) or
+//! `provider/model` goes through the router, which may still pick the local engine.
+
+use std::sync::Arc;
+
+use tabagent_core::{GenerationEvent, InferenceError};
+use tabagent_router::{BoxFuture, ChatRequest, Provider, Router, TryError};
+use tokio::sync::mpsc;
+
+use crate::registry::RegistryError;
+use crate::state::{AppState, WeakAppState};
+
+/// The in-process engine, seen by the router.
+pub struct LocalProvider {
+    state: WeakAppState,
+}
+
+impl LocalProvider {
+    /// The engine of the server `state` belongs to (held weakly: the router lives in it).
+    pub fn new(state: &AppState) -> Self {
+        Self {
+            state: state.downgrade(),
+        }
+    }
+}
+
+fn refused(err: RegistryError) -> TryError {
+    match err {
+        RegistryError::NotFound(_) | RegistryError::WrongKind { .. } => {
+            TryError::Caller(InferenceError::invalid("model", err.to_string()))
+        }
+        other => TryError::Provider {
+            message: format!("{}: {other}", tabagent_router::LOCAL),
+            retry_after: None,
+        },
+    }
+}
+
+impl Provider for LocalProvider {
+    fn name(&self) -> &str {
+        tabagent_router::LOCAL
+    }
+
+    fn serves(&self, model: &str) -> bool {
+        self.state
+            .upgrade()
+            .is_some_and(|state| matches!(state.registry().catalog().resolve(model), Ok(Some(_))))
+    }
+
+    fn default_model(&self) -> Option<String> {
+        self.state
+            .upgrade()
+            .map(|state| state.config().models.default.clone())
+    }
+
+    fn start<'a>(
+        &'a self,
+        model: &'a str,
+        request: &'a ChatRequest,
+    ) -> BoxFuture<'a, Result<mpsc::UnboundedReceiver<GenerationEvent>, TryError>> {
+        Box::pin(async move {
+            let state = self.state.upgrade().ok_or_else(|| TryError::Provider {
+                message: "the server is stopping".to_string(),
+                retry_after: None,
+            })?;
+            let acquired = state
+                .registry()
+                .acquire(model, None)
+                .await
+                .map_err(refused)?;
+            let engine = acquired.engine.llama(&acquired.id).map_err(refused)?;
+            let (messages, params) = (request.messages.clone(), request.params.clone());
+            let span = tracing::Span::current();
+            let handle = tokio::task::spawn_blocking(move || {
+                span.in_scope(|| engine.chat(&messages, params))
+            })
+            .await
+            .map_err(|e| TryError::Provider {
+                message: format!("local: {e}"),
+                retry_after: None,
+            })?
+            .map_err(|e| match e {
+                InferenceError::QueueFull { .. } => TryError::Provider {
+                    message: format!("local: {e}"),
+                    retry_after: Some(std::time::Duration::from_secs(1)),
+                },
+                InferenceError::Unavailable(_) | InferenceError::Internal(_) => {
+                    TryError::Provider {
+                        message: format!("local: {e}"),
+                        retry_after: None,
+                    }
+                }
+                caller => TryError::Caller(caller),
+            })?;
+            Ok(handle.events)
+        })
+    }
+}
+
+/// The router for `state`: the configured remote providers and the local engine.
+pub fn router(state: &AppState) -> Result<Router, tabagent_router::ConfigError> {
+    let client = reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .pool_max_idle_per_host(64)
+        .build()
+        .map_err(|e| tabagent_router::ConfigError(format!("HTTP client: {e}")))?;
+    Router::new(
+        state.config().router.clone(),
+        Some(Arc::new(LocalProvider::new(state))),
+        client,
+    )
+}
+
+/// Whether a chat request for `model` goes through the router rather than straight to the
+/// local engine.
+pub fn is_routed(state: &AppState, model: &str) -> bool {
+    let Some(router) = state.router() else {
+        return false;
+    };
+    let local = matches!(state.registry().catalog().resolve(model), Ok(Some(_)));
+    let named_by_router = state.config().router.aliases.contains_key(model)
+        || state.config().router.routes.contains_key(model)
+        || matches!(model, "auto" | "fast")
+        || model
+            .split_once('/')
+            .is_some_and(|(p, _)| state.config().router.providers.iter().any(|c| c.name == p));
+    named_by_router || (!local && router.knows(model))
+}

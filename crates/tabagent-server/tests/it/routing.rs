@@ -1,0 +1,173 @@
+//! Chat requests routed to remote engines: fake OpenAI engines on loopback (real HTTP, faults
+//! injected) beside the real local engine.
+
+use serde_json::{json, Value};
+use tabagent_testhub::engine::{Behaviour, FakeEngine};
+
+use crate::server::{assert_error, chat, Server};
+
+/// A server whose `[router]` is `router` (TOML).
+fn server_with_router(router: &str) -> (tempfile::TempDir, Server) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tabagent.toml");
+    std::fs::write(&config, router).unwrap();
+    let server = Server::start(&["--config", config.to_str().unwrap()]);
+    (dir, server)
+}
+
+fn ask(model: &str) -> Value {
+    json!({"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8})
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_remote_model_is_routed_with_failover_while_local_models_are_served_here() {
+    let down = FakeEngine::start(vec![Behaviour::Status(503)])
+        .await
+        .unwrap();
+    let up = FakeEngine::start(vec![Behaviour::Answer(vec!["remote ", "hello"])])
+        .await
+        .unwrap();
+    let (_config, server) = server_with_router(&format!(
+        r#"
+[[router.providers]]
+name = "down"
+base_url = "{}"
+models = ["big-model"]
+weight = 2.0
+
+[[router.providers]]
+name = "up"
+base_url = "{}"
+models = ["big-model"]
+
+[router.aliases]
+big = "big-model"
+"#,
+        down.base_url, up.base_url
+    ));
+    let (status, reply) = server.post_json("/v1/chat/completions", &ask("big")).await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["choices"][0]["message"]["content"], "remote hello");
+    assert_eq!(reply["choices"][0]["finish_reason"], "stop");
+    assert_eq!(
+        (down.requests(), up.requests()),
+        (1, 1),
+        "the preferred one failed first"
+    );
+    assert_eq!(up.models(), vec!["big-model"], "the alias was resolved");
+
+    let mut streamed = ask("up/big-model");
+    streamed["stream"] = json!(true);
+    let body = server
+        .post("/v1/chat/completions", &streamed)
+        .await
+        .text()
+        .await
+        .unwrap();
+    let text: String = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|c| {
+            c["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .collect();
+    assert_eq!(text, "remote hello");
+    assert!(body.trim_end().ends_with("data: [DONE]"), "{body}");
+    assert_eq!(
+        down.requests(),
+        1,
+        "a provider prefix goes to that provider only"
+    );
+
+    // A local model is still answered by the in-process engine.
+    let (status, reply) = server
+        .post_json("/v1/chat/completions", &chat("Say hi", 4))
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(up.requests(), 2);
+
+    let (status, body) = server
+        .post_json("/v1/chat/completions", &ask("no-such-model"))
+        .await;
+    assert_eq!(assert_error(status, &body, 404)["code"], "model_not_found");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn when_no_provider_can_answer_the_caller_hears_why_or_when_to_come_back() {
+    let broken = FakeEngine::start(vec![Behaviour::Status(500)])
+        .await
+        .unwrap();
+    let busy = FakeEngine::start(vec![Behaviour::RateLimited(120)])
+        .await
+        .unwrap();
+    let refusing = FakeEngine::start(vec![Behaviour::Status(400)])
+        .await
+        .unwrap();
+    let (_config, server) = server_with_router(&format!(
+        r#"
+[[router.providers]]
+name = "broken"
+base_url = "{}"
+models = ["m1"]
+
+[[router.providers]]
+name = "busy"
+base_url = "{}"
+models = ["m2"]
+
+[[router.providers]]
+name = "refusing"
+base_url = "{}"
+models = ["m3"]
+"#,
+        broken.base_url, busy.base_url, refusing.base_url
+    ));
+    let (status, body) = server.post_json("/v1/chat/completions", &ask("m1")).await;
+    let error = assert_error(status, &body, 503);
+    assert_eq!(error["code"], "upstream_unavailable");
+    assert!(
+        error["message"].as_str().unwrap().contains("broken"),
+        "{body}"
+    );
+
+    let response = server.post("/v1/chat/completions", &ask("m2")).await;
+    assert_eq!(response.status().as_u16(), 429);
+    let wait: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((100..=120).contains(&wait), "{wait}");
+
+    let (status, body) = server.post_json("/v1/chat/completions", &ask("m3")).await;
+    let error = assert_error(status, &body, 400);
+    assert!(
+        error["message"].as_str().unwrap().contains("fake says 400"),
+        "{body}"
+    );
+}
+
+#[test]
+fn a_router_configuration_that_cannot_work_stops_the_server_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tabagent.toml");
+    std::fs::write(
+        &config,
+        "[[router.providers]]\nname = \"x\"\nbase_url = \"ftp://nowhere\"\nmodels = [\"m\"]\n",
+    )
+    .unwrap();
+    let output = crate::server::tabagent(dir.path())
+        .args(["--config", config.to_str().unwrap(), "serve", "--port", "0"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("base_url `ftp://nowhere` is not http(s)"),
+        "{stderr}"
+    );
+}

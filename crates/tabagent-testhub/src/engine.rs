@@ -1,0 +1,159 @@
+//! A fake OpenAI-compatible engine on a real loopback socket, for injecting faults into
+//! routers and proxies: each request takes the next scripted behaviour (the last one repeats).
+//! It counts requests and records the model each asked for, so a test can tell what was sent
+//! where (and that nothing was sent twice).
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Json;
+use futures_util::StreamExt;
+
+/// What the fake does with one request.
+#[derive(Debug, Clone)]
+pub enum Behaviour {
+    /// Streams these pieces, then a finish and usage.
+    Answer(Vec<&'static str>),
+    /// Answers with this status and an OpenAI-style error.
+    Status(u16),
+    /// 429 with `Retry-After` in seconds.
+    RateLimited(u64),
+    /// Streams these pieces, then drops the connection when [`FakeEngine::break_stream`] says.
+    DropAfter(Vec<&'static str>),
+    /// Says nothing until the client gives up.
+    Stall,
+}
+
+#[derive(Default)]
+struct Script {
+    behaviours: Mutex<VecDeque<Behaviour>>,
+    requests: AtomicUsize,
+    models: Mutex<Vec<String>>,
+    break_stream: tokio::sync::Notify,
+}
+
+/// A running fake.
+pub struct FakeEngine {
+    /// Its base URL (`http://127.0.0.1:PORT/v1`).
+    pub base_url: String,
+    script: Arc<Script>,
+}
+
+impl FakeEngine {
+    /// Starts a fake that behaves as `behaviours` say, in order.
+    pub async fn start(behaviours: Vec<Behaviour>) -> std::io::Result<FakeEngine> {
+        let script = Arc::new(Script {
+            behaviours: Mutex::new(behaviours.into()),
+            ..Script::default()
+        });
+        let app = axum::Router::new()
+            .route("/v1/chat/completions", post(chat))
+            .with_state(Arc::clone(&script));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Ok(FakeEngine {
+            base_url: format!("http://{addr}/v1"),
+            script,
+        })
+    }
+
+    /// Requests it has received.
+    pub fn requests(&self) -> usize {
+        self.script.requests.load(Ordering::SeqCst)
+    }
+
+    /// Lets one `DropAfter` stream (now or the next to get there) drop its connection.
+    pub fn break_stream(&self) {
+        self.script.break_stream.notify_one();
+    }
+
+    /// The `model` of each request it received.
+    pub fn models(&self) -> Vec<String> {
+        lock(&self.script.models).clone()
+    }
+}
+
+fn chunk(content: &str) -> Bytes {
+    let chunk = serde_json::json!({"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": content}}]});
+    Bytes::from(format!("data: {chunk}\n\n"))
+}
+
+async fn chat(State(script): State<Arc<Script>>, Json(body): Json<serde_json::Value>) -> Response {
+    script.requests.fetch_add(1, Ordering::SeqCst);
+    lock(&script.models).push(body["model"].as_str().unwrap_or_default().to_string());
+    let behaviour = {
+        let mut queue = lock(&script.behaviours);
+        if queue.len() > 1 {
+            queue.pop_front().unwrap_or(Behaviour::Status(500))
+        } else {
+            queue.front().cloned().unwrap_or(Behaviour::Status(500))
+        }
+    };
+    match behaviour {
+        Behaviour::Status(code) => Behaviour::status_response(code),
+        Behaviour::RateLimited(secs) => {
+            let mut response = Behaviour::status_response(429);
+            response
+                .headers_mut()
+                .insert("retry-after", HeaderValue::from(secs));
+            response
+        }
+        Behaviour::Answer(pieces) => {
+            let mut parts: Vec<Result<Bytes, Infallible>> =
+                pieces.iter().map(|p| Ok(chunk(p))).collect();
+            let end = serde_json::json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]});
+            let usage = serde_json::json!({"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": pieces.len()}});
+            parts.push(Ok(Bytes::from(format!(
+                "data: {end}\n\ndata: {usage}\n\ndata: [DONE]\n\n"
+            ))));
+            sse(Body::from_stream(futures_util::stream::iter(parts)))
+        }
+        Behaviour::DropAfter(pieces) => {
+            let parts: Vec<Result<Bytes, std::io::Error>> =
+                pieces.iter().map(|p| Ok(chunk(p))).collect();
+            let broken = futures_util::stream::once(async move {
+                script.break_stream.notified().await;
+                Err(std::io::Error::other("the fake drops the connection"))
+            });
+            sse(Body::from_stream(
+                futures_util::stream::iter(parts).chain(broken),
+            ))
+        }
+        Behaviour::Stall => {
+            // Injected fault: hold the request open far longer than any test waits.
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            Behaviour::status_response(500)
+        }
+    }
+}
+
+impl Behaviour {
+    fn status_response(code: u16) -> Response {
+        let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body =
+            serde_json::json!({"error": {"message": format!("fake says {code}"), "type": "fake"}});
+        (status, Json(body)).into_response()
+    }
+}
+
+fn sse(body: Body) -> Response {
+    let mut response = Response::new(body);
+    response.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    response
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
