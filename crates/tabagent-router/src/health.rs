@@ -76,6 +76,11 @@ impl Ewma {
     }
 }
 
+/// A failure's weight in the score halves over this many seconds without news.
+const ERROR_HALF_LIFE_SECS: f64 = 30.0;
+/// Added to the time to first token in the score, so that 2 ms and 5 ms count as about equal.
+const LATENCY_FLOOR_SECS: f64 = 0.05;
+
 /// One provider's health.
 #[derive(Debug, Clone)]
 pub struct Health {
@@ -83,6 +88,8 @@ pub struct Health {
     state: BreakerState,
     /// The provider asked not to be called before this (429 Retry-After).
     cool_until: Option<Instant>,
+    /// When the last try's outcome was recorded.
+    last_outcome: Option<Instant>,
     /// Seconds from sending to the whole answer.
     pub latency: Ewma,
     /// Seconds from sending to the first token.
@@ -107,6 +114,7 @@ impl Health {
             policy,
             state: BreakerState::Closed { failures: 0 },
             cool_until: None,
+            last_outcome: None,
             latency: Ewma::default(),
             ttft: Ewma::default(),
             errors: Ewma::default(),
@@ -142,8 +150,23 @@ impl Health {
         self.clone().admit(now).is_ok()
     }
 
+    /// How much to prefer this provider now, given its configured `weight`: the expected
+    /// successes per second of waiting for a first token, `weight × (1 − errors) / (TTFT +
+    /// 50 ms)`. A provider without samples counts as instant, so it is tried; the error rate
+    /// fades by half every 30 s without news, so a provider that failed is tried again
+    /// eventually instead of being starved by the healthy ones.
+    pub fn score(&self, weight: f64, now: Instant) -> f64 {
+        let age = self
+            .last_outcome
+            .map_or(0.0, |at| now.saturating_duration_since(at).as_secs_f64());
+        let errors = self.errors.get().unwrap_or(0.0) * 0.5f64.powf(age / ERROR_HALF_LIFE_SECS);
+        let ttft = self.ttft.get().unwrap_or(0.0);
+        weight * (1.0 - errors) / (ttft + LATENCY_FLOOR_SECS)
+    }
+
     /// A try that got its answer (`ttft` to the first token, `total` to the end).
     pub fn succeeded(&mut self, ttft: Duration, total: Duration) {
+        self.last_outcome = Some(Instant::now());
         self.state = BreakerState::Closed { failures: 0 };
         self.ttft.add(ttft.as_secs_f64());
         self.latency.add(total.as_secs_f64());
@@ -152,6 +175,7 @@ impl Health {
 
     /// A try that failed through the provider's fault.
     pub fn failed(&mut self, now: Instant) {
+        self.last_outcome = Some(now);
         self.errors.add(1.0);
         self.state = match self.state {
             BreakerState::Closed { failures } if failures + 1 < self.policy.failures_to_open => {
@@ -251,6 +275,29 @@ mod tests {
         assert!(!h.would_admit(t0 + Duration::from_secs(1)));
         assert_eq!(h.admit(t0 + Duration::from_secs(2)), Ok(()));
         assert_eq!(h.state(), BreakerState::Closed { failures: 0 });
+    }
+
+    #[test]
+    fn the_score_prefers_fast_and_reliable_and_forgives_old_failures() {
+        let t0 = Instant::now();
+        let mut quick = Health::new(policy());
+        quick.succeeded(Duration::from_millis(2), Duration::from_millis(10));
+        let mut slow = Health::new(policy());
+        slow.succeeded(Duration::from_millis(200), Duration::from_millis(400));
+        assert!(
+            quick.score(1.0, t0) > slow.score(2.0, t0),
+            "weight does not buy 100x latency"
+        );
+        let unknown = Health::new(policy());
+        assert!(
+            unknown.score(1.0, t0) > quick.score(1.0, t0),
+            "an untried provider is tried"
+        );
+        let mut failed = Health::new(policy());
+        failed.failed(t0);
+        assert_eq!(failed.score(1.0, t0), 0.0);
+        let later = failed.score(1.0, t0 + Duration::from_secs(60));
+        assert!((later - 0.75 / 0.05).abs() < 1e-9, "{later}");
     }
 
     #[test]

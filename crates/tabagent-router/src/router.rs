@@ -226,12 +226,7 @@ impl Router {
         }
         let now = Instant::now();
         let health = self.lock();
-        let score = |i: usize| {
-            let h = &health[i];
-            let errors = h.errors.get().unwrap_or(0.0);
-            let ttft = h.ttft.get().unwrap_or(0.0);
-            self.entries[i].weight * (1.0 - errors) / (1.0 + ttft)
-        };
+        let score = |i: usize| health[i].score(self.entries[i].weight, now);
         found.sort_by(|(a, _), (b, _)| {
             let open = |i: usize| !health[i].would_admit(now);
             open(*a)

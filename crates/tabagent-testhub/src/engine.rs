@@ -30,12 +30,17 @@ pub enum Behaviour {
     DropAfter(Vec<&'static str>),
     /// Says nothing until the client gives up.
     Stall,
+    /// Every other request (the 1st, 3rd, ...) answers 500; the rest answer these pieces.
+    Flaky(Vec<&'static str>),
+    /// Waits this many milliseconds before the first byte, then answers these pieces.
+    Slow(u64, Vec<&'static str>),
 }
 
 #[derive(Default)]
 struct Script {
     behaviours: Mutex<VecDeque<Behaviour>>,
     requests: AtomicUsize,
+    answered: AtomicUsize,
     models: Mutex<Vec<String>>,
     break_stream: tokio::sync::Notify,
 }
@@ -71,6 +76,11 @@ impl FakeEngine {
         self.script.requests.load(Ordering::SeqCst)
     }
 
+    /// Requests it answered in full.
+    pub fn answered(&self) -> usize {
+        self.script.answered.load(Ordering::SeqCst)
+    }
+
     /// Lets one `DropAfter` stream (now or the next to get there) drop its connection.
     pub fn break_stream(&self) {
         self.script.break_stream.notify_one();
@@ -88,7 +98,7 @@ fn chunk(content: &str) -> Bytes {
 }
 
 async fn chat(State(script): State<Arc<Script>>, Json(body): Json<serde_json::Value>) -> Response {
-    script.requests.fetch_add(1, Ordering::SeqCst);
+    let nth = script.requests.fetch_add(1, Ordering::SeqCst);
     lock(&script.models).push(body["model"].as_str().unwrap_or_default().to_string());
     let behaviour = {
         let mut queue = lock(&script.behaviours);
@@ -107,16 +117,14 @@ async fn chat(State(script): State<Arc<Script>>, Json(body): Json<serde_json::Va
                 .insert("retry-after", HeaderValue::from(secs));
             response
         }
-        Behaviour::Answer(pieces) => {
-            let mut parts: Vec<Result<Bytes, Infallible>> =
-                pieces.iter().map(|p| Ok(chunk(p))).collect();
-            let end = serde_json::json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]});
-            let usage = serde_json::json!({"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": pieces.len()}});
-            parts.push(Ok(Bytes::from(format!(
-                "data: {end}\n\ndata: {usage}\n\ndata: [DONE]\n\n"
-            ))));
-            sse(Body::from_stream(futures_util::stream::iter(parts)))
+        Behaviour::Flaky(_) if nth % 2 == 0 => Behaviour::status_response(500),
+        Behaviour::Flaky(pieces) => answer(&script, &pieces),
+        Behaviour::Slow(millis, pieces) => {
+            // Injected fault: a slow engine.
+            tokio::time::sleep(Duration::from_millis(millis)).await;
+            answer(&script, &pieces)
         }
+        Behaviour::Answer(pieces) => answer(&script, &pieces),
         Behaviour::DropAfter(pieces) => {
             let parts: Vec<Result<Bytes, std::io::Error>> =
                 pieces.iter().map(|p| Ok(chunk(p))).collect();
@@ -134,6 +142,18 @@ async fn chat(State(script): State<Arc<Script>>, Json(body): Json<serde_json::Va
             Behaviour::status_response(500)
         }
     }
+}
+
+/// A whole streamed answer of `pieces`, counted as answered.
+fn answer(script: &Script, pieces: &[&'static str]) -> Response {
+    script.answered.fetch_add(1, Ordering::SeqCst);
+    let mut parts: Vec<Result<Bytes, Infallible>> = pieces.iter().map(|p| Ok(chunk(p))).collect();
+    let end = serde_json::json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]});
+    let usage = serde_json::json!({"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": pieces.len()}});
+    parts.push(Ok(Bytes::from(format!(
+        "data: {end}\n\ndata: {usage}\n\ndata: [DONE]\n\n"
+    ))));
+    sse(Body::from_stream(futures_util::stream::iter(parts)))
 }
 
 impl Behaviour {
