@@ -8,6 +8,7 @@ mod hardware;
 mod http;
 mod keep_alive;
 mod memory_backend;
+mod metrics;
 mod recommended;
 mod registry;
 mod routing;

@@ -23,6 +23,7 @@ struct Inner {
     /// Routes chat requests to remote engines (set once, after the state exists, because its
     /// local provider refers back to it).
     router: OnceLock<tabagent_router::Router>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// A handle on the state that does not keep it alive (for background tasks).
@@ -52,6 +53,7 @@ impl AppState {
                 startup_error: Mutex::new(None),
                 summaries_due: OnceLock::new(),
                 router: OnceLock::new(),
+                metrics: Arc::default(),
             }),
         }
     }
@@ -64,6 +66,11 @@ impl AppState {
     /// Where conversations due a summary are sent; set once, by the summarizer.
     pub fn summaries_due(&self) -> &OnceLock<tokio::sync::mpsc::UnboundedSender<String>> {
         &self.inner.summaries_due
+    }
+
+    /// The metrics `/metrics` serves.
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.inner.metrics
     }
 
     /// The router, once set.

@@ -45,23 +45,28 @@ pub async fn chat_completions(
             HeaderValue::from_str(r.conversation()).ok(),
         )
     });
+    let started = std::time::Instant::now();
     let (messages, params) = (job.messages, job.params);
-    let handle = match state.router() {
+    let (handle, provider) = match state.router() {
         Some(router) if crate::routing::is_routed(&state, &job.model) => {
             let routed = router
                 .chat(&job.model, ChatRequest { messages, params })
                 .await?;
-            GenerationHandle {
+            let handle = GenerationHandle {
                 prompt_tokens: 0,
                 events: routed.events,
-            }
+            };
+            (handle, routed.target.provider)
         }
         _ => {
             let acquired = state.registry().acquire(&job.model, job.keep_alive).await?;
             let engine = acquired.engine.llama(&acquired.id)?;
-            generate::submit(&engine, move |engine| engine.chat(&messages, params)).await?
+            let handle =
+                generate::submit(&engine, move |engine| engine.chat(&messages, params)).await?;
+            (handle, tabagent_router::LOCAL.to_string())
         }
     };
+    let watch = state.metrics().watch(&job.model, &provider, started);
     let id = generate::response_id("chatcmpl");
     let created = generate::unix_now();
     let with_echo = |mut response: Response| {
@@ -83,10 +88,11 @@ pub async fn chat_completions(
             }) as generate::OnFinish
         });
         return Ok(with_echo(
-            generate::stream_then(handle, format, job.include_usage, on_finish).into_response(),
+            generate::stream_then(handle, format, job.include_usage, on_finish, watch)
+                .into_response(),
         ));
     }
-    let out = generate::collect(handle).await?;
+    let out = generate::collect(handle, watch).await?;
     if let Some(recording) = recording {
         recording
             .finish(&state, out.text.clone(), out.reason, out.usage)

@@ -30,10 +30,14 @@ pub async fn completions(
     ApiJson(request): ApiJson<CompletionRequest>,
 ) -> Result<Response, ApiError> {
     let job = convert::completion(request)?;
+    let started = std::time::Instant::now();
     let acquired = state.registry().acquire(&job.model, job.keep_alive).await?;
     let engine = acquired.engine.llama(&acquired.id)?;
     let (prompt, params) = (job.prompt, job.params);
     let handle = generate::submit(&engine, move |engine| engine.complete(&prompt, params)).await?;
+    let watch = state
+        .metrics()
+        .watch(&job.model, tabagent_router::LOCAL, started);
     let id = generate::response_id("cmpl");
     let created = generate::unix_now();
     if job.stream {
@@ -42,9 +46,9 @@ pub async fn completions(
             created,
             model: job.model,
         };
-        return Ok(generate::stream(handle, format, job.include_usage).into_response());
+        return Ok(generate::stream(handle, format, job.include_usage, watch).into_response());
     }
-    let out = generate::collect(handle).await?;
+    let out = generate::collect(handle, watch).await?;
     let response = CompletionResponse {
         id: &id,
         object: "text_completion",

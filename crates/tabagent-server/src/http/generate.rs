@@ -14,6 +14,7 @@ use tabagent_llama::{GenerationHandle, LlamaEngine};
 
 use super::error::ApiError;
 use super::wire::WireUsage;
+pub use crate::metrics::Watch;
 
 /// Submits work to `engine` on a blocking thread (templating and tokenization are CPU work),
 /// keeping the request's span.
@@ -40,17 +41,24 @@ pub struct Collected {
 }
 
 /// Waits for the end of a generation. Dropping the future cancels it.
-pub async fn collect(mut handle: GenerationHandle) -> Result<Collected, ApiError> {
+pub async fn collect(
+    mut handle: GenerationHandle,
+    mut watch: Watch,
+) -> Result<Collected, ApiError> {
     let mut text = String::new();
     while let Some(event) = handle.events.recv().await {
         match event {
-            GenerationEvent::Text(piece) => text.push_str(&piece),
+            GenerationEvent::Text(piece) => {
+                watch.text();
+                text.push_str(&piece);
+            }
             GenerationEvent::Finished { reason, usage } => {
+                watch.finished(usage);
                 return Ok(Collected {
                     text,
                     reason,
                     usage,
-                })
+                });
             }
             GenerationEvent::Failed(err) => return Err(err.into()),
         }
@@ -90,8 +98,9 @@ pub fn stream(
     handle: GenerationHandle,
     format: impl ChunkFormat,
     include_usage: bool,
+    watch: Watch,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    stream_then(handle, format, include_usage, None)
+    stream_then(handle, format, include_usage, None, watch)
 }
 
 /// [`stream`], running `on_finish` once the generation ends and before `[DONE]`.
@@ -100,6 +109,7 @@ pub fn stream_then(
     format: impl ChunkFormat,
     include_usage: bool,
     on_finish: Option<OnFinish>,
+    watch: Watch,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let mut pending = VecDeque::new();
     if let Some(opening) = format.opening() {
@@ -115,6 +125,7 @@ pub fn stream_then(
         text: String::new(),
         on_finish,
         finishing: None,
+        watch,
     })
 }
 
@@ -133,6 +144,7 @@ struct EventStream<F> {
     on_finish: Option<OnFinish>,
     /// `on_finish` running, and how the generation ended.
     finishing: Option<(Finishing, FinishReason, Usage)>,
+    watch: Watch,
 }
 
 impl<F: ChunkFormat> EventStream<F> {
@@ -182,12 +194,14 @@ impl<F: ChunkFormat + Unpin> Stream for EventStream<F> {
         }
         let data = match ready!(this.handle.events.poll_recv(cx)) {
             Some(GenerationEvent::Text(text)) => {
+                this.watch.text();
                 if this.on_finish.is_some() {
                     this.text.push_str(&text);
                 }
                 this.format.text(&text)
             }
             Some(GenerationEvent::Finished { reason, usage }) => {
+                this.watch.finished(usage);
                 if let Some(on_finish) = this.on_finish.take() {
                     let work = on_finish(std::mem::take(&mut this.text), reason, usage);
                     this.finishing = Some((work, reason, usage));

@@ -111,3 +111,15 @@ pub async fn config(State(state): State<AppState>) -> Json<serde_json::Value> {
     }
     Json(value)
 }
+
+/// Each routed provider's health: breaker state and moving averages.
+#[utoipa::path(
+    get,
+    path = "/v1/router",
+    tag = "health",
+    responses((status = 200, description = "`{\"providers\": [{name, breaker, ttft_seconds, latency_seconds, error_rate}]}`"))
+)]
+pub async fn router_status(State(state): State<AppState>) -> Json<serde_json::Value> {
+    let providers = state.router().map(|r| r.status()).unwrap_or_default();
+    Json(serde_json::json!({ "providers": providers }))
+}

@@ -34,5 +34,5 @@ pub async fn run(
         ..Default::default()
     };
     let handle = generate::submit(&engine, move |engine| engine.chat(&messages, params)).await?;
-    generate::collect(handle).await
+    generate::collect(handle, generate::Watch::none()).await
 }

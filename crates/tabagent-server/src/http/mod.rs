@@ -60,6 +60,7 @@ use error::ApiError;
         health::health,
         health::ready,
         health::config,
+        health::router_status,
         memory::stats,
         memory::search,
         memory::transaction,
@@ -145,6 +146,13 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/health", get(health::health))
         .route("/v1/health/ready", get(health::ready))
         .route("/v1/config", get(health::config))
+        .route("/v1/router", get(health::router_status))
+        .route("/metrics", get(crate::metrics::serve))
+        // After routing, so requests are counted by their route template.
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::metrics::track,
+        ))
         .merge(SwaggerUi::new("/docs").url("/api-doc/openapi.json", ApiDoc::openapi()))
         .fallback(|uri: Uri| async move { ApiError::route_not_found(uri.path()).into_response() })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed().into_response() })

@@ -253,3 +253,113 @@ models = ["m"]
         "the flaky engine did fail some tries"
     );
 }
+
+/// The value of the sample `name{labels}` in Prometheus text, if present.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_count_requests_generations_and_each_providers_health() {
+    let down = FakeEngine::start(vec![Behaviour::Status(500)])
+        .await
+        .unwrap();
+    let up = FakeEngine::start(vec![Behaviour::Answer(vec!["a", "b", "c"])])
+        .await
+        .unwrap();
+    let (_config, server) = server_with_router(&format!(
+        r#"
+[[router.providers]]
+name = "down"
+base_url = "{}"
+models = ["m"]
+weight = 2.0
+
+[[router.providers]]
+name = "up"
+base_url = "{}"
+models = ["m"]
+"#,
+        down.base_url, up.base_url
+    ));
+    assert_eq!(
+        server.post_json("/v1/chat/completions", &ask("m")).await.0,
+        200
+    );
+    let (status, local) = server
+        .post_json("/v1/chat/completions", &chat("Hi", 4))
+        .await;
+    assert_eq!(status, 200, "{local}");
+    let local_tokens = local["usage"]["completion_tokens"].as_f64().unwrap();
+    assert_eq!(
+        server
+            .post_json("/v1/chat/completions", &ask("nope"))
+            .await
+            .0,
+        404
+    );
+
+    let text = server
+        .client
+        .get(server.endpoint("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let model = crate::server::MODEL;
+    let requests =
+        r#"tabagent_http_requests_total{route="/v1/chat/completions",method="POST",status="#;
+    assert_eq!(
+        sample(&text, &format!("{requests}\"200\"}}")),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, &format!("{requests}\"404\"}}")),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"tabagent_time_to_first_token_seconds_count{model="m",provider="up"}"#
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"tabagent_generated_tokens_total{model="m",provider="up"}"#
+        ),
+        Some(3.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            &format!(r#"tabagent_generated_tokens_total{{model="{model}",provider="local"}}"#)
+        ),
+        Some(local_tokens),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, r#"tabagent_provider_error_rate{provider="down"}"#),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, r#"tabagent_provider_breaker_state{provider="down"}"#),
+        Some(0.0),
+        "one failure does not open the breaker: {text}"
+    );
+    assert!(text.contains("tabagent_model_queue_depth{model="), "{text}");
+    let (status, router) = server.get_json("/v1/router").await;
+    assert_eq!(status, 200);
+    assert_eq!(router["providers"][1]["name"], "down");
+    assert_eq!(router["providers"][1]["breaker"], "closed");
+}
