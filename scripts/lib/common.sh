@@ -310,3 +310,4 @@ stop_test_postgres() {
     pg_as_owner "$PG_HOME/bin/pg_ctl" -D "$PG_TEST_DIR/data" -m fast stop >/dev/null 2>&1 || true
     rm -rf "$PG_TEST_DIR"
 }
+

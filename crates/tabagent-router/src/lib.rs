@@ -8,12 +8,14 @@
 //! Providers are the in-process engine (implemented by the server, which owns it) and remote
 //! engines speaking OpenAI's API ([`OpenAiProvider`]).
 
+mod cache;
 mod config;
 mod health;
 mod openai;
 mod provider;
 mod router;
 
+pub use cache::{CacheConfig, CacheStats, CachedAnswer, ResponseCache};
 pub use config::{
     Capabilities, ConfigError, Cost, ProviderConfig, RouteConfig, RouterConfig, Tier,
 };

@@ -31,6 +31,8 @@ pub struct Config {
     pub memory: MemorySettings,
     /// Remote engines, aliases and routes.
     pub router: tabagent_router::RouterConfig,
+    /// The response cache for deterministic requests.
+    pub response_cache: tabagent_router::CacheConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -284,6 +286,7 @@ impl Default for Config {
             hub: HubSettings::default(),
             memory: MemorySettings::default(),
             router: tabagent_router::RouterConfig::default(),
+            response_cache: tabagent_router::CacheConfig::default(),
             log: LogConfig {
                 format: LogFormat::Text,
                 level: "info".to_string(),

@@ -61,6 +61,13 @@ pub struct Metrics {
     breaker: Family<ProviderLabels, Gauge>,
     provider_ttft: Family<ProviderLabels, Gauge<f64, AtomicU64>>,
     provider_errors: Family<ProviderLabels, Gauge<f64, AtomicU64>>,
+    cache_lookups: Family<CacheLabels, Counter>,
+    cache_redis_errors: Gauge,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheLabels {
+    result: &'static str,
 }
 
 fn latency_buckets() -> Histogram {
@@ -132,8 +139,22 @@ impl Default for Metrics {
             "Moving average of each provider's failed tries (0 to 1)",
             provider_errors.clone(),
         );
+        let cache_lookups = Family::<CacheLabels, Counter>::default();
+        registry.register(
+            "response_cache_lookups",
+            "Response cache lookups by result (hit or miss)",
+            cache_lookups.clone(),
+        );
+        let cache_redis_errors = Gauge::default();
+        registry.register(
+            "response_cache_redis_errors",
+            "Redis operations the response cache skipped (Redis down or slow)",
+            cache_redis_errors.clone(),
+        );
         Self {
             registry,
+            cache_lookups,
+            cache_redis_errors,
             requests,
             request_seconds,
             ttft_seconds,
@@ -163,6 +184,14 @@ impl Metrics {
                 route: route.to_string(),
             })
             .observe(seconds);
+    }
+
+    /// Counts a response cache lookup.
+    pub fn cache_lookup(&self, hit: bool) {
+        let result = if hit { "hit" } else { "miss" };
+        self.cache_lookups
+            .get_or_create(&CacheLabels { result })
+            .inc();
     }
 
     /// A watch on one generation of `model` by `provider`, asked for at `started`.
@@ -207,6 +236,8 @@ impl Metrics {
                 }
             }
         }
+        self.cache_redis_errors
+            .set(state.cache().stats().redis_errors as i64);
         let mut text = String::new();
         if let Err(err) = prometheus_client::encoding::text::encode(&mut text, &self.registry) {
             tracing::error!(error = %err, "could not encode the metrics");

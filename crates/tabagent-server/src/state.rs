@@ -24,6 +24,7 @@ struct Inner {
     /// local provider refers back to it).
     router: OnceLock<tabagent_router::Router>,
     metrics: Arc<crate::metrics::Metrics>,
+    cache: tabagent_router::ResponseCache,
 }
 
 /// A handle on the state that does not keep it alive (for background tasks).
@@ -43,8 +44,9 @@ impl AppState {
         config: Config,
         registry: ModelRegistry,
         memory: Option<crate::memory_backend::MemoryBackend>,
-    ) -> Self {
-        Self {
+    ) -> Result<Self, tabagent_router::ConfigError> {
+        let cache = tabagent_router::ResponseCache::new(config.response_cache.clone())?;
+        Ok(Self {
             inner: Arc::new(Inner {
                 config,
                 registry,
@@ -54,8 +56,9 @@ impl AppState {
                 summaries_due: OnceLock::new(),
                 router: OnceLock::new(),
                 metrics: Arc::default(),
+                cache,
             }),
-        }
+        })
     }
 
     /// A handle that does not keep the state alive.
@@ -66,6 +69,11 @@ impl AppState {
     /// Where conversations due a summary are sent; set once, by the summarizer.
     pub fn summaries_due(&self) -> &OnceLock<tokio::sync::mpsc::UnboundedSender<String>> {
         &self.inner.summaries_due
+    }
+
+    /// The response cache.
+    pub fn cache(&self) -> &tabagent_router::ResponseCache {
+        &self.inner.cache
     }
 
     /// The metrics `/metrics` serves.

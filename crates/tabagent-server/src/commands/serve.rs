@@ -54,7 +54,7 @@ pub async fn run(config: Config, mode: Mode) -> anyhow::Result<()> {
     } else {
         None
     };
-    let state = AppState::new(config.clone(), registry, memory);
+    let state = AppState::new(config.clone(), registry, memory)?;
     state.set_router(crate::routing::router(&state)?);
     crate::http::start_summarizer(&state);
     tracing::info!(%address, data_dir = %config.storage.data_dir.display(), "tabagent listening");

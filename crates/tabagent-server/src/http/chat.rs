@@ -1,12 +1,14 @@
 //! `POST /v1/chat/completions`.
 
+use std::sync::Arc;
+
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use tabagent_core::FinishReason;
 use tabagent_llama::GenerationHandle;
-use tabagent_router::ChatRequest;
+use tabagent_router::{CachedAnswer, ChatRequest};
 
 use super::error::{ApiError, ErrorBody};
 use super::generate::{self, ChunkFormat};
@@ -46,9 +48,29 @@ pub async fn chat_completions(
         )
     });
     let started = std::time::Instant::now();
+    let cache_key = state
+        .cache()
+        .key(&job.model, &job.messages, &job.params)
+        .map(Arc::<str>::from);
+    let hit = match &cache_key {
+        Some(key) => {
+            let hit = state.cache().get(key).await;
+            state.metrics().cache_lookup(hit.is_some());
+            hit
+        }
+        None => None,
+    };
+    let cache_header = match (&cache_key, &hit) {
+        (None, _) => None,
+        (Some(_), Some(_)) => Some(HeaderValue::from_static("hit")),
+        (Some(_), None) => Some(HeaderValue::from_static("miss")),
+    };
+    // Only a fresh answer is stored: a hit is not written back.
+    let store_key = if hit.is_some() { None } else { cache_key };
     let (messages, params) = (job.messages, job.params);
-    let (handle, provider) = match state.router() {
-        Some(router) if crate::routing::is_routed(&state, &job.model) => {
+    let (handle, provider) = match (hit, state.router()) {
+        (Some(hit), _) => (replay(&hit), "cache".to_string()),
+        (None, Some(router)) if crate::routing::is_routed(&state, &job.model) => {
             let routed = router
                 .chat(&job.model, ChatRequest { messages, params })
                 .await?;
@@ -58,7 +80,7 @@ pub async fn chat_completions(
             };
             (handle, routed.target.provider)
         }
-        _ => {
+        (None, _) => {
             let acquired = state.registry().acquire(&job.model, job.keep_alive).await?;
             let engine = acquired.engine.llama(&acquired.id)?;
             let handle =
@@ -69,9 +91,14 @@ pub async fn chat_completions(
     let watch = state.metrics().watch(&job.model, &provider, started);
     let id = generate::response_id("chatcmpl");
     let created = generate::unix_now();
-    let with_echo = |mut response: Response| {
+    let with_headers = |mut response: Response| {
         if let Some((name, Some(value))) = echo {
             response.headers_mut().insert(name, value);
+        }
+        if let Some(value) = cache_header {
+            response
+                .headers_mut()
+                .insert(HeaderName::from_static(CACHE_HEADER), value);
         }
         response
     };
@@ -81,18 +108,31 @@ pub async fn chat_completions(
             created,
             model: job.model,
         };
-        let on_finish = recording.map(|recording| {
+        let on_finish = (recording.is_some() || store_key.is_some()).then(|| {
             let state = state.clone();
             Box::new(move |text: String, reason, usage| {
-                tokio::spawn(async move { recording.finish(&state, text, reason, usage).await })
+                tokio::spawn(async move {
+                    if let Some(key) = store_key {
+                        let answer = CachedAnswer::new(text.clone(), reason, usage);
+                        state.cache().put(&key, &answer).await;
+                    }
+                    match recording {
+                        Some(recording) => recording.finish(&state, text, reason, usage).await,
+                        None => Ok(()),
+                    }
+                })
             }) as generate::OnFinish
         });
-        return Ok(with_echo(
+        return Ok(with_headers(
             generate::stream_then(handle, format, job.include_usage, on_finish, watch)
                 .into_response(),
         ));
     }
     let out = generate::collect(handle, watch).await?;
+    if let Some(key) = store_key {
+        let answer = CachedAnswer::new(out.text.clone(), out.reason, out.usage);
+        state.cache().put(&key, &answer).await;
+    }
     if let Some(recording) = recording {
         recording
             .finish(&state, out.text.clone(), out.reason, out.usage)
@@ -114,7 +154,24 @@ pub async fn chat_completions(
         }],
         usage: generate::wire_usage(out.usage),
     };
-    Ok(with_echo(Json(response).into_response()))
+    Ok(with_headers(Json(response).into_response()))
+}
+
+/// `hit` or `miss` on a request the response cache could answer (temperature 0 or a seed).
+pub const CACHE_HEADER: &str = "x-tabagent-cache";
+
+/// A cached answer as a finished generation.
+fn replay(hit: &CachedAnswer) -> GenerationHandle {
+    let (events, receiver) = tokio::sync::mpsc::unbounded_channel();
+    let _ = events.send(tabagent_core::GenerationEvent::Text(hit.text.clone()));
+    let _ = events.send(tabagent_core::GenerationEvent::Finished {
+        reason: hit.finish_reason(),
+        usage: hit.usage(),
+    });
+    GenerationHandle {
+        prompt_tokens: hit.prompt_tokens,
+        events: receiver,
+    }
 }
 
 struct ChatChunks {

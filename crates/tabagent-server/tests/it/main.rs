@@ -7,6 +7,7 @@
 
 mod api;
 mod base_model;
+mod cache;
 mod cli;
 mod durability;
 mod embeddings;

@@ -1,0 +1,438 @@
+//! The response cache: a deterministic request (temperature 0, or a fixed seed) asked again
+//! gets the answer it got before, without generating. Benchmark requests (`ignore_eos`) are
+//! never cached: they ask for the work, not the answer.
+//!
+//! Entries live in process memory (an LRU bounded by entries, each with a TTL) and, when
+//! `redis_url` is set, in Redis too, shared by every server using it: compressed with LZ4,
+//! expired by Redis. Redis is an accelerator, never a dependency: an operation that fails or
+//! takes longer than `redis_timeout_ms` is skipped, Redis is left alone for a second, and
+//! requests carry on with the in-memory cache.
+
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tabagent_core::{ChatMessage, FinishReason, GenerationParams, Usage};
+
+use crate::config::ConfigError;
+
+/// `[response_cache]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Whether deterministic requests are cached at all.
+    pub enabled: bool,
+    /// Seconds an answer is kept.
+    pub ttl_secs: u64,
+    /// Answers kept in process memory.
+    pub max_entries: usize,
+    /// Share the cache through this Redis (`redis://host:6379/0`).
+    pub redis_url: Option<String>,
+    /// Milliseconds a Redis operation may take before it is skipped.
+    pub redis_timeout_ms: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            ttl_secs: 3600,
+            max_entries: 10_000,
+            redis_url: None,
+            redis_timeout_ms: 250,
+        }
+    }
+}
+
+/// A cached answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CachedAnswer {
+    /// All its text.
+    pub text: String,
+    /// `stop` or `length`.
+    pub reason: String,
+    /// Prompt tokens when it was generated.
+    pub prompt_tokens: u32,
+    /// Generated tokens.
+    pub completion_tokens: u32,
+}
+
+impl CachedAnswer {
+    /// The answer of a finished generation.
+    pub fn new(text: String, reason: FinishReason, usage: Usage) -> Self {
+        Self {
+            text,
+            reason: reason.as_str().to_string(),
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+        }
+    }
+
+    /// Why it ended.
+    pub fn finish_reason(&self) -> FinishReason {
+        if self.reason == "length" {
+            FinishReason::Length
+        } else {
+            FinishReason::Stop
+        }
+    }
+
+    /// Its token counts.
+    pub fn usage(&self) -> Usage {
+        Usage {
+            prompt_tokens: self.prompt_tokens,
+            completion_tokens: self.completion_tokens,
+        }
+    }
+}
+
+/// How the cache has done.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct CacheStats {
+    /// Lookups answered from the cache.
+    pub hits: u64,
+    /// Lookups that were not.
+    pub misses: u64,
+    /// Redis operations skipped because Redis failed or was slow.
+    pub redis_errors: u64,
+}
+
+/// Values at least this long are compressed.
+const COMPRESS_FROM: usize = 512;
+/// How long Redis is left alone after it failed.
+const REDIS_PAUSE: Duration = Duration::from_secs(1);
+
+struct Redis {
+    client: redis::Client,
+    connection: tokio::sync::Mutex<Option<redis::aio::MultiplexedConnection>>,
+    timeout: Duration,
+    paused_until: Mutex<Option<Instant>>,
+}
+
+/// The response cache.
+pub struct ResponseCache {
+    config: CacheConfig,
+    memory: Mutex<lru::LruCache<String, (Instant, CachedAnswer)>>,
+    redis: Option<Redis>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    redis_errors: AtomicU64,
+}
+
+impl std::fmt::Debug for ResponseCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseCache")
+            .field("redis", &self.redis.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ResponseCache {
+    /// A cache as `config` says (Redis is connected lazily, on first use).
+    pub fn new(config: CacheConfig) -> Result<Self, ConfigError> {
+        let entries = NonZeroUsize::new(config.max_entries).ok_or_else(|| {
+            ConfigError("response_cache.max_entries must be at least 1".to_string())
+        })?;
+        if config.ttl_secs == 0 {
+            return Err(ConfigError(
+                "response_cache.ttl_secs must be at least 1".to_string(),
+            ));
+        }
+        let redis = match &config.redis_url {
+            Some(url) => Some(Redis {
+                client: redis::Client::open(url.as_str()).map_err(|e| {
+                    ConfigError(format!("response_cache.redis_url is not a Redis URL: {e}"))
+                })?,
+                connection: tokio::sync::Mutex::new(None),
+                timeout: Duration::from_millis(config.redis_timeout_ms.max(1)),
+                paused_until: Mutex::new(None),
+            }),
+            None => None,
+        };
+        Ok(Self {
+            memory: Mutex::new(lru::LruCache::new(entries)),
+            redis,
+            config,
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            redis_errors: AtomicU64::new(0),
+        })
+    }
+
+    /// The key for this request, if it is deterministic and the cache is on.
+    pub fn key(
+        &self,
+        model: &str,
+        messages: &[ChatMessage],
+        params: &GenerationParams,
+    ) -> Option<String> {
+        let deterministic = params.sampling.temperature == 0.0 || params.sampling.seed.is_some();
+        if !self.config.enabled || !deterministic || params.ignore_eos {
+            return None;
+        }
+        // Debug output covers every field of the request; the version prefix keeps keys from
+        // one release from answering another's requests.
+        let digest = Sha256::digest(format!("{model}\u{0}{messages:?}\u{0}{params:?}"));
+        Some(format!("tabagent:answer:v1:{}", hex(&digest)))
+    }
+
+    /// The cached answer for `key`, if any.
+    pub async fn get(&self, key: &str) -> Option<CachedAnswer> {
+        let now = Instant::now();
+        let found = {
+            let mut memory = lock(&self.memory);
+            match memory.get(key) {
+                Some((expires, answer)) if *expires > now => Some(answer.clone()),
+                Some(_) => {
+                    memory.pop(key);
+                    None
+                }
+                None => None,
+            }
+        };
+        let found = match found {
+            Some(answer) => Some(answer),
+            None => match self.redis_get(key).await {
+                Some(answer) => {
+                    self.remember(key, &answer);
+                    Some(answer)
+                }
+                None => None,
+            },
+        };
+        let counter = if found.is_some() {
+            &self.hits
+        } else {
+            &self.misses
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        found
+    }
+
+    /// Keeps `answer` for `key`.
+    pub async fn put(&self, key: &str, answer: &CachedAnswer) {
+        self.remember(key, answer);
+        self.redis_put(key, answer).await;
+    }
+
+    /// Hits, misses and Redis errors so far.
+    pub fn stats(&self) -> CacheStats {
+        CacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            redis_errors: self.redis_errors.load(Ordering::Relaxed),
+        }
+    }
+
+    fn remember(&self, key: &str, answer: &CachedAnswer) {
+        let expires = Instant::now() + Duration::from_secs(self.config.ttl_secs);
+        lock(&self.memory).put(key.to_string(), (expires, answer.clone()));
+    }
+
+    async fn redis_get(&self, key: &str) -> Option<CachedAnswer> {
+        let redis = self.redis.as_ref()?;
+        let bytes: Option<Vec<u8>> = self
+            .with_redis(redis, |mut conn| {
+                let key = key.to_string();
+                async move { redis::cmd("GET").arg(key).query_async(&mut conn).await }
+            })
+            .await?;
+        decode(&bytes?)
+    }
+
+    async fn redis_put(&self, key: &str, answer: &CachedAnswer) {
+        let Some(redis) = self.redis.as_ref() else {
+            return;
+        };
+        let Some(value) = encode(answer) else {
+            return;
+        };
+        let ttl = self.config.ttl_secs;
+        let _: Option<()> = self
+            .with_redis(redis, |mut conn| {
+                let key = key.to_string();
+                async move {
+                    redis::cmd("SET")
+                        .arg(key)
+                        .arg(value)
+                        .arg("EX")
+                        .arg(ttl)
+                        .query_async(&mut conn)
+                        .await
+                }
+            })
+            .await;
+    }
+
+    /// Runs `op` on a Redis connection within the timeout; `None` when Redis is paused, fails
+    /// or is slow (then it is paused).
+    async fn with_redis<T, F, Fut>(&self, redis: &Redis, op: F) -> Option<T>
+    where
+        F: FnOnce(redis::aio::MultiplexedConnection) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        if lock(&redis.paused_until).is_some_and(|until| Instant::now() < until) {
+            return None;
+        }
+        let attempt = async {
+            let conn = {
+                let mut slot = redis.connection.lock().await;
+                match slot.as_ref() {
+                    Some(conn) => conn.clone(),
+                    None => {
+                        let conn = redis.client.get_multiplexed_async_connection().await?;
+                        *slot = Some(conn.clone());
+                        conn
+                    }
+                }
+            };
+            op(conn).await
+        };
+        match tokio::time::timeout(redis.timeout, attempt).await {
+            Ok(Ok(value)) => Some(value),
+            outcome => {
+                let why = match outcome {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => format!("no answer within {} ms", redis.timeout.as_millis()),
+                };
+                if self.redis_errors.fetch_add(1, Ordering::Relaxed) == 0 {
+                    tracing::warn!(error = %why, "Redis cache unavailable; using the in-memory cache");
+                }
+                *lock(&redis.paused_until) = Some(Instant::now() + REDIS_PAUSE);
+                // A broken connection is replaced on the next try.
+                if let Ok(mut slot) = redis.connection.try_lock() {
+                    *slot = None;
+                }
+                None
+            }
+        }
+    }
+}
+
+/// JSON, LZ4-compressed when long; the first byte says which.
+fn encode(answer: &CachedAnswer) -> Option<Vec<u8>> {
+    let json = serde_json::to_vec(answer).ok()?;
+    if json.len() < COMPRESS_FROM {
+        let mut out = Vec::with_capacity(json.len() + 1);
+        out.push(b'j');
+        out.extend_from_slice(&json);
+        return Some(out);
+    }
+    let mut out = vec![b'l'];
+    out.extend_from_slice(&lz4_flex::compress_prepend_size(&json));
+    Some(out)
+}
+
+fn decode(bytes: &[u8]) -> Option<CachedAnswer> {
+    let (tag, body) = bytes.split_first()?;
+    match tag {
+        b'j' => serde_json::from_slice(body).ok(),
+        b'l' => serde_json::from_slice(&lz4_flex::decompress_size_prepended(body).ok()?).ok(),
+        _ => None,
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(temperature: f32, seed: Option<u32>) -> GenerationParams {
+        let mut p = GenerationParams::default();
+        p.sampling.temperature = temperature;
+        p.sampling.seed = seed;
+        p
+    }
+
+    #[test]
+    fn only_deterministic_requests_have_keys_and_every_field_counts() {
+        let cache = ResponseCache::new(CacheConfig::default()).unwrap();
+        let m = |c: &str| {
+            vec![ChatMessage {
+                role: tabagent_core::Role::User,
+                content: c.into(),
+            }]
+        };
+        assert!(cache.key("x", &m("hi"), &params(0.7, None)).is_none());
+        let a = cache.key("x", &m("hi"), &params(0.0, None)).unwrap();
+        assert_eq!(
+            Some(a.clone()),
+            cache.key("x", &m("hi"), &params(0.0, None))
+        );
+        assert_ne!(
+            Some(a.clone()),
+            cache.key("y", &m("hi"), &params(0.0, None))
+        );
+        assert_ne!(
+            Some(a.clone()),
+            cache.key("x", &m("hi!"), &params(0.0, None))
+        );
+        assert!(cache.key("x", &m("hi"), &params(0.7, Some(3))).is_some());
+        let mut bench = params(0.0, Some(42));
+        bench.ignore_eos = true;
+        assert!(cache.key("x", &m("hi"), &bench).is_none());
+        let off = ResponseCache::new(CacheConfig {
+            enabled: false,
+            ..CacheConfig::default()
+        })
+        .unwrap();
+        assert!(off.key("x", &m("hi"), &params(0.0, None)).is_none());
+    }
+
+    #[test]
+    fn long_answers_are_compressed_and_all_round_trip() {
+        for text in ["short".to_string(), "long answer ".repeat(200)] {
+            let answer = CachedAnswer {
+                text,
+                reason: "length".into(),
+                prompt_tokens: 3,
+                completion_tokens: 9,
+            };
+            let bytes = encode(&answer).unwrap();
+            assert_eq!(bytes[0], if answer.text.len() > 100 { b'l' } else { b'j' });
+            if bytes[0] == b'l' {
+                assert!(bytes.len() < answer.text.len() / 4, "{}", bytes.len());
+            }
+            assert_eq!(decode(&bytes), Some(answer));
+        }
+        assert_eq!(decode(b"x{}"), None);
+        assert_eq!(decode(b""), None);
+    }
+
+    #[tokio::test]
+    async fn entries_are_found_until_they_expire_and_the_oldest_unused_go_first() {
+        let cache = ResponseCache::new(CacheConfig {
+            max_entries: 2,
+            ..CacheConfig::default()
+        })
+        .unwrap();
+        let answer = |t: &str| CachedAnswer::new(t.into(), FinishReason::Stop, Usage::default());
+        cache.put("a", &answer("A")).await;
+        cache.put("b", &answer("B")).await;
+        assert_eq!(cache.get("a").await.map(|a| a.text), Some("A".into()));
+        cache.put("c", &answer("C")).await;
+        assert_eq!(cache.get("b").await, None, "b was the least recently used");
+        assert!(cache.get("a").await.is_some() && cache.get("c").await.is_some());
+        // Expired entries are not answered.
+        lock(&cache.memory).put("a".into(), (Instant::now(), answer("old")));
+        assert_eq!(cache.get("a").await, None);
+        assert_eq!(
+            cache.stats(),
+            CacheStats {
+                hits: 3,
+                misses: 2,
+                redis_errors: 0
+            }
+        );
+    }
+}
