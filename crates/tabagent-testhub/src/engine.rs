@@ -55,6 +55,11 @@ pub struct FakeEngine {
 impl FakeEngine {
     /// Starts a fake that behaves as `behaviours` say, in order.
     pub async fn start(behaviours: Vec<Behaviour>) -> std::io::Result<FakeEngine> {
+        Self::start_on(0, behaviours).await
+    }
+
+    /// [`FakeEngine::start`] on `port` of 127.0.0.1 (0: any free one).
+    pub async fn start_on(port: u16, behaviours: Vec<Behaviour>) -> std::io::Result<FakeEngine> {
         let script = Arc::new(Script {
             behaviours: Mutex::new(behaviours.into()),
             ..Script::default()
@@ -62,7 +67,7 @@ impl FakeEngine {
         let app = axum::Router::new()
             .route("/v1/chat/completions", post(chat))
             .with_state(Arc::clone(&script));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
         let addr = listener.local_addr()?;
         tokio::spawn(async move { axum::serve(listener, app).await });
         Ok(FakeEngine {
@@ -100,6 +105,7 @@ fn chunk(content: &str) -> Bytes {
 async fn chat(State(script): State<Arc<Script>>, Json(body): Json<serde_json::Value>) -> Response {
     let nth = script.requests.fetch_add(1, Ordering::SeqCst);
     lock(&script.models).push(body["model"].as_str().unwrap_or_default().to_string());
+    let streamed = body["stream"].as_bool().unwrap_or(false);
     let behaviour = {
         let mut queue = lock(&script.behaviours);
         if queue.len() > 1 {
@@ -118,13 +124,13 @@ async fn chat(State(script): State<Arc<Script>>, Json(body): Json<serde_json::Va
             response
         }
         Behaviour::Flaky(_) if nth % 2 == 0 => Behaviour::status_response(500),
-        Behaviour::Flaky(pieces) => answer(&script, &pieces),
+        Behaviour::Flaky(pieces) => answer(&script, &pieces, streamed),
         Behaviour::Slow(millis, pieces) => {
             // Injected fault: a slow engine.
             tokio::time::sleep(Duration::from_millis(millis)).await;
-            answer(&script, &pieces)
+            answer(&script, &pieces, streamed)
         }
-        Behaviour::Answer(pieces) => answer(&script, &pieces),
+        Behaviour::Answer(pieces) => answer(&script, &pieces, streamed),
         Behaviour::DropAfter(pieces) => {
             let parts: Vec<Result<Bytes, std::io::Error>> =
                 pieces.iter().map(|p| Ok(chunk(p))).collect();
@@ -144,9 +150,19 @@ async fn chat(State(script): State<Arc<Script>>, Json(body): Json<serde_json::Va
     }
 }
 
-/// A whole streamed answer of `pieces`, counted as answered.
-fn answer(script: &Script, pieces: &[&'static str]) -> Response {
+/// A whole answer of `pieces` (streamed, or one JSON body), counted as answered.
+fn answer(script: &Script, pieces: &[&'static str], streamed: bool) -> Response {
     script.answered.fetch_add(1, Ordering::SeqCst);
+    if !streamed {
+        let body = serde_json::json!({
+            "id": "chatcmpl-fake", "object": "chat.completion", "created": 0, "model": "fake",
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": pieces.concat()}}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": pieces.len(),
+                      "total_tokens": 3 + pieces.len()}
+        });
+        return Json(body).into_response();
+    }
     let mut parts: Vec<Result<Bytes, Infallible>> = pieces.iter().map(|p| Ok(chunk(p))).collect();
     let end = serde_json::json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]});
     let usage = serde_json::json!({"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": pieces.len()}});
