@@ -21,7 +21,7 @@ pub use config::{
 };
 pub use health::{BreakerPolicy, BreakerState, Ewma, Health, Unavailable};
 pub use openai::{request_body, ChunkParser, OpenAiProvider};
-pub use provider::{BoxFuture, ChatRequest, Provider, TryError};
+pub use provider::{BoxFuture, ChatRequest, EventStream, Provider, TryError};
 pub use router::{ProviderStatus, RouteError, Routed, Router, Target};
 
 /// The in-process engine's provider name.

@@ -5,15 +5,12 @@
 
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use crate::provider::{BoxFuture, ChatRequest, EventStream, Provider, TryError};
 use serde_json::{json, Value};
 use tabagent_core::{
     ChatMessage, FinishReason, GenerationEvent, GenerationParams, InferenceError, OutputConstraint,
     Usage,
 };
-use tokio::sync::mpsc;
-
-use crate::provider::{BoxFuture, ChatRequest, Provider, TryError};
 
 /// The longest SSE line accepted from an upstream.
 const MAX_LINE: usize = 4 << 20;
@@ -96,7 +93,7 @@ impl Provider for OpenAiProvider {
         &'a self,
         model: &'a str,
         request: &'a ChatRequest,
-    ) -> BoxFuture<'a, Result<mpsc::UnboundedReceiver<GenerationEvent>, TryError>> {
+    ) -> BoxFuture<'a, Result<EventStream, TryError>> {
         Box::pin(async move {
             let body = request_body(model, &request.messages, &request.params);
             let mut call = self.client.post(&self.url).json(&body);
@@ -119,9 +116,7 @@ impl Provider for OpenAiProvider {
                 let message = upstream_message(&text).unwrap_or_else(|| status.to_string());
                 return Err(classify(&self.name, status.as_u16(), message, retry_after));
             }
-            let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(read_stream(self.name.clone(), response, tx));
-            Ok(rx)
+            Ok(events(self.name.clone(), response))
         })
     }
 }
@@ -170,61 +165,80 @@ fn classify(name: &str, status: u16, message: String, retry_after: Option<Durati
     }
 }
 
-/// Reads the upstream's server-sent events into `tx` until `[DONE]`, the end of the body, an
-/// error, or the receiver going away (which drops the connection, cancelling upstream).
-async fn read_stream(
+/// The upstream's server-sent events as generation events, parsed as the caller reads them:
+/// no task, so dropping the stream drops the connection (cancelling upstream) at once. It ends
+/// after the first `Finished` or `Failed`.
+fn events(name: String, response: reqwest::Response) -> EventStream {
+    let reader = SseReader {
+        name,
+        response,
+        buffer: Vec::new(),
+        parser: ChunkParser::default(),
+        ready: std::collections::VecDeque::new(),
+        ended: false,
+    };
+    Box::pin(futures_util::stream::unfold(
+        reader,
+        |mut reader| async move {
+            let event = reader.next().await?;
+            Some((event, reader))
+        },
+    ))
+}
+
+struct SseReader {
     name: String,
     response: reqwest::Response,
-    tx: mpsc::UnboundedSender<GenerationEvent>,
-) {
-    let mut body = response.bytes_stream();
-    let mut buffer: Vec<u8> = Vec::new();
-    let mut parser = ChunkParser::default();
-    let fail = |message: String| {
-        GenerationEvent::Failed(InferenceError::Unavailable(format!("{name}: {message}")))
-    };
-    loop {
-        // A caller that went away drops the connection even while the upstream is silent.
-        let next = tokio::select! {
-            next = body.next() => next,
-            () = tx.closed() => return,
-        };
-        let bytes = match next {
-            Some(Ok(bytes)) => bytes,
-            Some(Err(e)) => {
-                let _ = tx.send(fail(format!("the stream broke: {}", without_url(&e))));
-                return;
+    buffer: Vec<u8>,
+    parser: ChunkParser,
+    /// Events parsed and not yet taken.
+    ready: std::collections::VecDeque<GenerationEvent>,
+    ended: bool,
+}
+
+impl SseReader {
+    fn fail(&mut self, message: String) -> Option<GenerationEvent> {
+        self.ended = true;
+        Some(GenerationEvent::Failed(InferenceError::Unavailable(
+            format!("{}: {message}", self.name),
+        )))
+    }
+
+    async fn next(&mut self) -> Option<GenerationEvent> {
+        loop {
+            if let Some(event) = self.ready.pop_front() {
+                if !matches!(event, GenerationEvent::Text(_)) {
+                    self.ended = true;
+                    self.ready.clear();
+                }
+                return Some(event);
             }
-            None => {
-                let _ = tx.send(fail("the stream ended before the answer did".into()));
-                return;
+            if self.ended {
+                return None;
             }
-        };
-        buffer.extend_from_slice(&bytes);
-        while let Some(end) = buffer.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = buffer.drain(..=end).collect();
-            let line = String::from_utf8_lossy(&line);
-            let Some(data) = line.trim_end().strip_prefix("data:") else {
-                continue;
+            let bytes = match self.response.chunk().await {
+                Ok(Some(bytes)) => bytes,
+                Err(e) => return self.fail(format!("the stream broke: {}", without_url(&e))),
+                Ok(None) => return self.fail("the stream ended before the answer did".into()),
             };
-            match parser.data(data.trim_start()) {
-                Ok(events) => {
-                    for event in events {
-                        let last = !matches!(event, GenerationEvent::Text(_));
-                        if tx.send(event).is_err() || last {
-                            return;
-                        }
+            self.buffer.extend_from_slice(&bytes);
+            while let Some(end) = self.buffer.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.buffer.drain(..=end).collect();
+                let line = String::from_utf8_lossy(&line);
+                let Some(data) = line.trim_end().strip_prefix("data:") else {
+                    continue;
+                };
+                match self.parser.data(data.trim_start()) {
+                    Ok(events) => self.ready.extend(events),
+                    Err(message) => {
+                        self.ready.clear();
+                        return self.fail(message);
                     }
                 }
-                Err(message) => {
-                    let _ = tx.send(fail(message));
-                    return;
-                }
             }
-        }
-        if buffer.len() > MAX_LINE {
-            let _ = tx.send(fail("an event line is too long".into()));
-            return;
+            if self.ready.is_empty() && self.buffer.len() > MAX_LINE {
+                return self.fail("an event line is too long".into());
+            }
         }
     }
 }

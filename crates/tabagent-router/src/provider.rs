@@ -6,10 +6,12 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use tabagent_core::{ChatMessage, GenerationEvent, GenerationParams, InferenceError};
-use tokio::sync::mpsc;
-
 /// A boxed future (the trait is used as `dyn Provider`).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A generation's events, read by whoever consumes them (no task in between): it ends with one
+/// `Finished` or `Failed`, and dropping it cancels the generation.
+pub type EventStream = Pin<Box<dyn futures_util::Stream<Item = GenerationEvent> + Send>>;
 
 /// A chat request, as the router passes it to every provider it tries.
 #[derive(Debug, Clone, PartialEq)]
@@ -50,11 +52,10 @@ pub trait Provider: Send + Sync + 'static {
         None
     }
 
-    /// Starts generating. The stream ends with one `Finished` or `Failed`; dropping the
-    /// receiver cancels the generation.
+    /// Starts generating.
     fn start<'a>(
         &'a self,
         model: &'a str,
         request: &'a ChatRequest,
-    ) -> BoxFuture<'a, Result<mpsc::UnboundedReceiver<GenerationEvent>, TryError>>;
+    ) -> BoxFuture<'a, Result<EventStream, TryError>>;
 }

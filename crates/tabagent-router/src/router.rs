@@ -3,13 +3,13 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures_util::{Stream, StreamExt};
 use tabagent_core::{GenerationEvent, InferenceError};
-use tokio::sync::mpsc;
 
 use crate::config::{Capabilities, ConfigError, RouteConfig, RouterConfig, Tier};
 use crate::health::{BreakerState, Health, Unavailable};
 use crate::openai::OpenAiProvider;
-use crate::provider::{ChatRequest, Provider, TryError};
+use crate::provider::{ChatRequest, EventStream, Provider, TryError};
 use crate::LOCAL;
 
 /// A provider the router may use, with what the configuration says of it.
@@ -36,7 +36,7 @@ pub struct Routed {
     /// Who answers.
     pub target: Target,
     /// The answer, ending in one `Finished` or `Failed`; dropping it cancels the generation.
-    pub events: mpsc::UnboundedReceiver<GenerationEvent>,
+    pub events: EventStream,
 }
 
 /// Why a request could not be routed.
@@ -293,7 +293,7 @@ impl Router {
             };
             let attempt = async {
                 let mut events = provider.start(&target.model, &request).await?;
-                let first = events.recv().await;
+                let first = events.next().await;
                 Ok::<_, TryError>((events, first))
             };
             let outcome = tokio::time::timeout(limit, attempt).await;
@@ -344,17 +344,17 @@ impl Router {
                     other => failed(format!("{}: {other}", target.provider), &mut tried),
                 },
                 Ok(Ok((events, Some(first)))) => {
-                    let ttft = try_started.elapsed();
-                    let (tx, rx) = mpsc::unbounded_channel();
-                    tokio::spawn(forward(
-                        first,
+                    let events = Box::pin(Committed {
+                        first: Some(first),
                         events,
-                        tx,
-                        Arc::clone(&self.health),
+                        health: Arc::clone(&self.health),
                         i,
-                        (try_started, ttft, deadline),
-                    ));
-                    return Ok(Routed { target, events: rx });
+                        started: try_started,
+                        ttft: try_started.elapsed(),
+                        deadline: Box::pin(tokio::time::sleep_until(deadline.into())),
+                        done: false,
+                    });
+                    return Ok(Routed { target, events });
                 }
             }
         }
@@ -404,64 +404,78 @@ fn has(capabilities: &Capabilities, route: &RouteConfig) -> bool {
     each && context
 }
 
-/// Passes a committed stream to the caller, recording its outcome in the provider's health,
-/// and ending it with a failure if the overall deadline passes first.
-async fn forward(
-    first: GenerationEvent,
-    mut events: mpsc::UnboundedReceiver<GenerationEvent>,
-    tx: mpsc::UnboundedSender<GenerationEvent>,
+/// A committed stream as the caller reads it (no task in between): its outcome is recorded in
+/// the provider's health, and it ends with a failure if the overall deadline passes first.
+/// Dropped before its end, it counts as abandoned (and the provider's stream, dropped with it,
+/// cancels the generation).
+struct Committed {
+    first: Option<GenerationEvent>,
+    events: EventStream,
     health: Arc<Mutex<Vec<Health>>>,
     i: usize,
-    (started, ttft, deadline): (Instant, Duration, Instant),
-) {
-    let record = |outcome: Option<bool>| {
-        let mut health = health.lock().unwrap_or_else(|p| p.into_inner());
+    started: Instant,
+    ttft: Duration,
+    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+    done: bool,
+}
+
+impl Committed {
+    fn record(&mut self, outcome: Option<bool>) {
+        self.done = true;
+        let mut health = self.health.lock().unwrap_or_else(|p| p.into_inner());
         match outcome {
-            Some(true) => health[i].succeeded(ttft, started.elapsed()),
-            Some(false) => health[i].failed(Instant::now()),
-            None => health[i].abandoned(Instant::now()),
+            Some(true) => health[self.i].succeeded(self.ttft, self.started.elapsed()),
+            Some(false) => health[self.i].failed(Instant::now()),
+            None => health[self.i].abandoned(Instant::now()),
         }
-    };
-    let mut next = Some(first);
-    loop {
-        let event = match next.take() {
+    }
+}
+
+impl Stream for Committed {
+    type Item = GenerationEvent;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<GenerationEvent>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        if this.done {
+            return Poll::Ready(None);
+        }
+        let event = match this.first.take() {
             Some(event) => event,
-            None => {
-                let received = tokio::select! {
-                    received = tokio::time::timeout_at(deadline.into(), events.recv()) => received,
-                    // The caller left: dropping `events` cancels the generation upstream.
-                    () = tx.closed() => {
-                        record(None);
-                        return;
-                    }
-                };
-                match received {
-                    Ok(Some(event)) => event,
-                    Ok(None) => GenerationEvent::Failed(InferenceError::Unavailable(
-                        "the provider ended the stream without finishing it".to_string(),
-                    )),
-                    Err(_) => {
-                        record(None);
-                        let _ = tx.send(GenerationEvent::Failed(InferenceError::Unavailable(
-                            "the request's deadline passed".to_string(),
+            None => match this.events.as_mut().poll_next(cx) {
+                Poll::Ready(Some(event)) => event,
+                Poll::Ready(None) => GenerationEvent::Failed(InferenceError::Unavailable(
+                    "the provider ended the stream without finishing it".to_string(),
+                )),
+                Poll::Pending => {
+                    if std::future::Future::poll(this.deadline.as_mut(), cx).is_ready() {
+                        this.record(None);
+                        return Poll::Ready(Some(GenerationEvent::Failed(
+                            InferenceError::Unavailable(
+                                "the request's deadline passed".to_string(),
+                            ),
                         )));
-                        return;
                     }
+                    return Poll::Pending;
                 }
-            }
+            },
         };
-        let outcome = match &event {
-            GenerationEvent::Text(_) => None,
-            GenerationEvent::Finished { .. } => Some(true),
-            GenerationEvent::Failed(_) => Some(false),
-        };
-        if tx.send(event).is_err() {
-            record(None);
-            return;
+        match &event {
+            GenerationEvent::Text(_) => {}
+            GenerationEvent::Finished { .. } => this.record(Some(true)),
+            GenerationEvent::Failed(_) => this.record(Some(false)),
         }
-        if let Some(ok) = outcome {
-            record(Some(ok));
-            return;
+        Poll::Ready(Some(event))
+    }
+}
+
+impl Drop for Committed {
+    fn drop(&mut self) {
+        if !self.done {
+            self.record(None);
         }
     }
 }

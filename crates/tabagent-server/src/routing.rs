@@ -7,9 +7,8 @@
 
 use std::sync::Arc;
 
-use tabagent_core::{GenerationEvent, InferenceError};
-use tabagent_router::{BoxFuture, ChatRequest, Provider, Router, TryError};
-use tokio::sync::mpsc;
+use tabagent_core::InferenceError;
+use tabagent_router::{BoxFuture, ChatRequest, EventStream, Provider, Router, TryError};
 
 use crate::registry::RegistryError;
 use crate::state::{AppState, WeakAppState};
@@ -61,7 +60,7 @@ impl Provider for LocalProvider {
         &'a self,
         model: &'a str,
         request: &'a ChatRequest,
-    ) -> BoxFuture<'a, Result<mpsc::UnboundedReceiver<GenerationEvent>, TryError>> {
+    ) -> BoxFuture<'a, Result<EventStream, TryError>> {
         Box::pin(async move {
             let state = self.state.upgrade().ok_or_else(|| TryError::Provider {
                 message: "the server is stopping".to_string(),
@@ -96,7 +95,10 @@ impl Provider for LocalProvider {
                 }
                 caller => TryError::Caller(caller),
             })?;
-            Ok(handle.events)
+            let mut events = handle.events;
+            Ok(Box::pin(futures_util::stream::poll_fn(move |cx| {
+                events.poll_recv(cx)
+            })) as EventStream)
         })
     }
 }

@@ -1,6 +1,7 @@
 //! Choosing providers, failing over before the first token and never after it, breakers and
 //! Retry-After.
 
+use futures_util::StreamExt;
 use tabagent_core::{ChatMessage, GenerationEvent, GenerationParams, InferenceError, Role};
 use tabagent_router::{
     BreakerState, ChatRequest, ProviderConfig, RouteError, Router, RouterConfig, Tier,
@@ -47,7 +48,7 @@ async fn answer(
 ) -> Result<(String, Vec<GenerationEvent>), RouteError> {
     let mut routed = router.chat(model, hello()).await?;
     let mut events = Vec::new();
-    while let Some(event) = routed.events.recv().await {
+    while let Some(event) = routed.events.next().await {
         events.push(event);
     }
     Ok((routed.target.provider, events))
@@ -195,7 +196,7 @@ async fn a_stream_that_breaks_after_its_first_token_fails_and_is_never_resumed_e
     // The first token has reached the caller: now the connection breaks.
     a.break_stream();
     let mut events = Vec::new();
-    while let Some(event) = routed.events.recv().await {
+    while let Some(event) = routed.events.next().await {
         events.push(event);
     }
     assert_eq!(text(&events), "Hello");

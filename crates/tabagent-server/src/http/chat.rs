@@ -7,11 +7,10 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use tabagent_core::FinishReason;
-use tabagent_llama::GenerationHandle;
 use tabagent_router::{CachedAnswer, ChatRequest};
 
 use super::error::{ApiError, ErrorBody};
-use super::generate::{self, ChunkFormat};
+use super::generate::{self, ChunkFormat, Events};
 use super::json::ApiJson;
 use super::wire::{
     ChatChoice, ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, ChunkChoice,
@@ -74,18 +73,14 @@ pub async fn chat_completions(
             let routed = router
                 .chat(&job.model, ChatRequest { messages, params })
                 .await?;
-            let handle = GenerationHandle {
-                prompt_tokens: 0,
-                events: routed.events,
-            };
-            (handle, routed.target.provider)
+            (Events::Stream(routed.events), routed.target.provider)
         }
         (None, _) => {
             let acquired = state.registry().acquire(&job.model, job.keep_alive).await?;
             let engine = acquired.engine.llama(&acquired.id)?;
             let handle =
                 generate::submit(&engine, move |engine| engine.chat(&messages, params)).await?;
-            (handle, tabagent_router::LOCAL.to_string())
+            (Events::from(handle), tabagent_router::LOCAL.to_string())
         }
     };
     let watch = state.metrics().watch(&job.model, &provider, started);
@@ -161,17 +156,15 @@ pub async fn chat_completions(
 pub const CACHE_HEADER: &str = "x-tabagent-cache";
 
 /// A cached answer as a finished generation.
-fn replay(hit: &CachedAnswer) -> GenerationHandle {
-    let (events, receiver) = tokio::sync::mpsc::unbounded_channel();
-    let _ = events.send(tabagent_core::GenerationEvent::Text(hit.text.clone()));
-    let _ = events.send(tabagent_core::GenerationEvent::Finished {
-        reason: hit.finish_reason(),
-        usage: hit.usage(),
-    });
-    GenerationHandle {
-        prompt_tokens: hit.prompt_tokens,
-        events: receiver,
-    }
+fn replay(hit: &CachedAnswer) -> Events {
+    let events = vec![
+        tabagent_core::GenerationEvent::Text(hit.text.clone()),
+        tabagent_core::GenerationEvent::Finished {
+            reason: hit.finish_reason(),
+            usage: hit.usage(),
+        },
+    ];
+    Events::Stream(Box::pin(futures_util::stream::iter(events)))
 }
 
 struct ChatChunks {

@@ -30,6 +30,34 @@ where
         .map_err(ApiError::from)
 }
 
+/// A generation's events: from the in-process engine's channel, or a stream (a routed
+/// provider's, read in the response's own poll, or a cached answer).
+pub enum Events {
+    /// The llama.cpp engine's.
+    Engine(GenerationHandle),
+    /// Any other.
+    Stream(tabagent_router::EventStream),
+}
+
+impl From<GenerationHandle> for Events {
+    fn from(handle: GenerationHandle) -> Self {
+        Events::Engine(handle)
+    }
+}
+
+impl Events {
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<GenerationEvent>> {
+        match self {
+            Events::Engine(handle) => handle.events.poll_recv(cx),
+            Events::Stream(stream) => stream.as_mut().poll_next(cx),
+        }
+    }
+
+    async fn next(&mut self) -> Option<GenerationEvent> {
+        std::future::poll_fn(|cx| self.poll_next(cx)).await
+    }
+}
+
 /// The whole output of a non-streamed generation.
 pub struct Collected {
     /// All text.
@@ -41,12 +69,10 @@ pub struct Collected {
 }
 
 /// Waits for the end of a generation. Dropping the future cancels it.
-pub async fn collect(
-    mut handle: GenerationHandle,
-    mut watch: Watch,
-) -> Result<Collected, ApiError> {
+pub async fn collect(events: impl Into<Events>, mut watch: Watch) -> Result<Collected, ApiError> {
+    let mut events = events.into();
     let mut text = String::new();
-    while let Some(event) = handle.events.recv().await {
+    while let Some(event) = events.next().await {
         match event {
             GenerationEvent::Text(piece) => {
                 watch.text();
@@ -95,7 +121,7 @@ type Finishing = tokio::task::JoinHandle<Result<(), ApiError>>;
 /// token). When the client goes away the server drops the body, which drops the generation's
 /// receiver and so cancels it in the engine, queued or running.
 pub fn stream(
-    handle: GenerationHandle,
+    handle: impl Into<Events>,
     format: impl ChunkFormat,
     include_usage: bool,
     watch: Watch,
@@ -105,7 +131,7 @@ pub fn stream(
 
 /// [`stream`], running `on_finish` once the generation ends and before `[DONE]`.
 pub fn stream_then(
-    handle: GenerationHandle,
+    handle: impl Into<Events>,
     format: impl ChunkFormat,
     include_usage: bool,
     on_finish: Option<OnFinish>,
@@ -116,7 +142,7 @@ pub fn stream_then(
         pending.push_back(opening);
     }
     Sse::new(EventStream {
-        handle,
+        events: handle.into(),
         format,
         include_usage,
         pending,
@@ -131,7 +157,7 @@ pub fn stream_then(
 
 /// The body of a streamed generation: chunks already due, then the engine's events as they come.
 struct EventStream<F> {
-    handle: GenerationHandle,
+    events: Events,
     format: F,
     include_usage: bool,
     /// Chunks to send before reading the engine again.
@@ -192,7 +218,7 @@ impl<F: ChunkFormat + Unpin> Stream for EventStream<F> {
             };
             return Poll::Ready(Some(Ok(Event::default().data(data))));
         }
-        let data = match ready!(this.handle.events.poll_recv(cx)) {
+        let data = match ready!(this.events.poll_next(cx)) {
             Some(GenerationEvent::Text(text)) => {
                 this.watch.text();
                 if this.on_finish.is_some() {

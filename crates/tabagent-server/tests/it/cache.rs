@@ -10,6 +10,9 @@ use tabagent_testhub::engine::{Behaviour, FakeEngine};
 
 use crate::server::Server;
 
+/// The test servers run without the cache unless told otherwise.
+const CACHE_ON: &[(&str, &str)] = &[("TABAGENT_RESPONSE_CACHE__ENABLED", "true")];
+
 /// A redis-server of our own on a free loopback port.
 struct Redis {
     child: Child,
@@ -113,8 +116,8 @@ async fn deterministic_answers_come_from_the_cache_shared_by_servers_through_red
         .unwrap();
     let (_dir, path) = config(&engine, &redis);
     let config = ["--config", path.to_str().unwrap()];
-    let first = Server::start(&config);
-    let second = Server::start(&config);
+    let first = Server::start_with(&config, CACHE_ON, |_| {});
+    let second = Server::start_with(&config, CACHE_ON, |_| {});
     let question = ask("what is cached?", 0.0);
 
     let miss = send(&first, &question).await;
@@ -149,7 +152,7 @@ async fn requests_keep_succeeding_when_redis_is_killed() {
         .await
         .unwrap();
     let (_dir, path) = config(&engine, &redis);
-    let server = Server::start(&["--config", path.to_str().unwrap()]);
+    let server = Server::start_with(&["--config", path.to_str().unwrap()], CACHE_ON, |_| {});
     for i in 0..10 {
         let (status, cache, text) = send(&server, &ask(&format!("question {i}"), 0.0)).await;
         assert_eq!(

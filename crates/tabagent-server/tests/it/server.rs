@@ -98,6 +98,9 @@ impl Server {
             command.args(["--model", MODEL]);
         }
         command.args(args);
+        // Tests compare the engine's answers to repeated requests: the response cache would
+        // answer those itself. Its own tests turn it back on.
+        command.env("TABAGENT_RESPONSE_CACHE__ENABLED", "false");
         for (key, value) in env {
             command.env(key, value);
         }
