@@ -110,6 +110,13 @@ pub struct RouterConfig {
     pub breaker_failures: u32,
     /// Seconds an open breaker waits before a probe.
     pub breaker_open_secs: f64,
+    /// Order admissible providers by Thompson sampling on what each has earned (on), or by
+    /// their health score alone (off: always the same order for the same health).
+    pub explore: bool,
+    /// A first token within this many seconds earns a full reward; later, proportionally less.
+    pub ttft_target_secs: f64,
+    /// Seeds the sampling, for reproducible runs.
+    pub exploration_seed: Option<u64>,
 }
 
 impl Default for RouterConfig {
@@ -123,6 +130,9 @@ impl Default for RouterConfig {
             deadline_secs: 600.0,
             breaker_failures: 5,
             breaker_open_secs: 30.0,
+            explore: true,
+            ttft_target_secs: 1.0,
+            exploration_seed: None,
         }
     }
 }
@@ -181,6 +191,7 @@ impl RouterConfig {
             ("first_token_timeout_secs", self.first_token_timeout_secs),
             ("deadline_secs", self.deadline_secs),
             ("breaker_open_secs", self.breaker_open_secs),
+            ("ttft_target_secs", self.ttft_target_secs),
         ] {
             if !(secs.is_finite() && secs > 0.0) {
                 return bad(format!("{what} must be a positive number of seconds"));

@@ -8,6 +8,7 @@
 //! Providers are the in-process engine (implemented by the server, which owns it) and remote
 //! engines speaking OpenAI's API ([`OpenAiProvider`]).
 
+mod analytics;
 mod cache;
 mod config;
 mod health;
@@ -15,6 +16,7 @@ mod openai;
 mod provider;
 mod router;
 
+pub use analytics::{Analytics, Arm, FeedbackError};
 pub use cache::{CacheConfig, CacheStats, CachedAnswer, ResponseCache};
 pub use config::{
     Capabilities, ConfigError, Cost, ProviderConfig, RouteConfig, RouterConfig, Tier,

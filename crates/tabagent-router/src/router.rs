@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use futures_util::{Stream, StreamExt};
 use tabagent_core::{GenerationEvent, InferenceError};
 
+use crate::analytics::Analytics;
 use crate::config::{Capabilities, ConfigError, RouteConfig, RouterConfig, Tier};
 use crate::health::{BreakerState, Health, Unavailable};
 use crate::openai::OpenAiProvider;
@@ -78,6 +79,7 @@ pub struct Router {
     config: RouterConfig,
     entries: Vec<Entry>,
     health: Arc<Mutex<Vec<Health>>>,
+    analytics: Arc<Analytics>,
 }
 
 impl std::fmt::Debug for Router {
@@ -136,11 +138,31 @@ impl Router {
         let health = (0..entries.len())
             .map(|_| Health::new(config.breaker()))
             .collect();
+        let analytics = Analytics::open(None, config.ttft_target_secs, config.exploration_seed)
+            .map_err(ConfigError)?;
         Ok(Router {
             config,
             entries,
             health: Arc::new(Mutex::new(health)),
+            analytics: Arc::new(analytics),
         })
+    }
+
+    /// Keeps the analytics' posteriors in `path` (loading what is there).
+    pub fn with_analytics_file(mut self, path: std::path::PathBuf) -> Result<Router, ConfigError> {
+        let analytics = Analytics::open(
+            Some(path),
+            self.config.ttft_target_secs,
+            self.config.exploration_seed,
+        )
+        .map_err(|e| ConfigError(format!("router analytics: {e}")))?;
+        self.analytics = Arc::new(analytics);
+        Ok(self)
+    }
+
+    /// What the router has learnt about each (provider, model).
+    pub fn analytics(&self) -> &Analytics {
+        &self.analytics
     }
 
     /// Every provider's health.
@@ -226,14 +248,29 @@ impl Router {
         }
         let now = Instant::now();
         let health = self.lock();
-        let score = |i: usize| health[i].score(self.entries[i].weight, now);
-        found.sort_by(|(a, _), (b, _)| {
-            let open = |i: usize| !health[i].would_admit(now);
-            open(*a)
-                .cmp(&open(*b))
-                .then(score(*b).total_cmp(&score(*a)))
+        // Thompson sampling: one draw per candidate from its posterior, scaled by its weight;
+        // without exploration, the health score.
+        let keys: Vec<(bool, f64)> = found
+            .iter()
+            .map(|(i, target)| {
+                let value = if self.config.explore {
+                    self.entries[*i].weight * self.analytics.draw(&target.provider, &target.model)
+                } else {
+                    health[*i].score(self.entries[*i].weight, now)
+                };
+                (!health[*i].would_admit(now), value)
+            })
+            .collect();
+        drop(health);
+        let mut order: Vec<usize> = (0..found.len()).collect();
+        order.sort_by(|&a, &b| {
+            keys[a]
+                .0
+                .cmp(&keys[b].0)
+                .then(keys[b].1.total_cmp(&keys[a].1))
         });
-        found
+        let mut found: Vec<Option<(usize, Target)>> = found.into_iter().map(Some).collect();
+        order.into_iter().filter_map(|k| found[k].take()).collect()
     }
 
     /// The route `name` names: a configured one, or the built-in `auto` (any) and `fast`.
@@ -301,6 +338,8 @@ impl Router {
             pending.armed = false;
             let failed = |message: String, tried: &mut Vec<String>| {
                 self.lock()[i].failed(Instant::now());
+                self.analytics
+                    .outcome(&target.provider, &target.model, None);
                 tracing::warn!(provider = %target.provider, model = %target.model, %message, "try failed; failing over");
                 tried.push(message);
             };
@@ -344,13 +383,19 @@ impl Router {
                     other => failed(format!("{}: {other}", target.provider), &mut tried),
                 },
                 Ok(Ok((events, Some(first)))) => {
+                    let ttft = try_started.elapsed();
+                    self.analytics.outcome(
+                        &target.provider,
+                        &target.model,
+                        Some(ttft.as_secs_f64()),
+                    );
                     let events = Box::pin(Committed {
                         first: Some(first),
                         events,
                         health: Arc::clone(&self.health),
                         i,
                         started: try_started,
-                        ttft: try_started.elapsed(),
+                        ttft,
                         deadline: Box::pin(tokio::time::sleep_until(deadline.into())),
                         done: false,
                     });

@@ -114,6 +114,13 @@ pub fn router(state: &AppState) -> Result<Router, tabagent_router::ConfigError> 
         state.config().router.clone(),
         Some(Arc::new(LocalProvider::new(state))),
         client,
+    )?
+    .with_analytics_file(
+        state
+            .config()
+            .storage
+            .data_dir
+            .join("router-analytics.json"),
     )
 }
 

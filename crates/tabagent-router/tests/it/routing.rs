@@ -23,8 +23,11 @@ fn provider(name: &str, fake: &Fake, models: &[&str]) -> ProviderConfig {
 }
 
 fn router(providers: Vec<ProviderConfig>, tweak: impl FnOnce(&mut RouterConfig)) -> Router {
+    // The same order for the same health, so that each test knows who is tried first;
+    // `exploration_learns_which_provider_answers_better` turns sampling on.
     let mut config = RouterConfig {
         providers,
+        explore: false,
         ..RouterConfig::default()
     };
     tweak(&mut config);
@@ -324,4 +327,38 @@ async fn routes_pick_by_tier_and_capability_and_bad_configuration_is_refused() {
             .contains("TABAGENT_TEST_KEY_THAT_IS_NOT_SET"),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn exploration_learns_which_provider_answers_better() {
+    let slow = Fake::start(vec![Behaviour::Slow(200, vec!["slow"])])
+        .await
+        .unwrap();
+    let quick = Fake::start(vec![Behaviour::Answer(vec!["quick"])])
+        .await
+        .unwrap();
+    let router = router(
+        vec![
+            provider("slow", &slow, &["m"]),
+            provider("quick", &quick, &["m"]),
+        ],
+        |c| {
+            c.explore = true;
+            c.ttft_target_secs = 0.05;
+            c.exploration_seed = Some(42);
+        },
+    );
+    for _ in 0..40 {
+        answer(&router, "m").await.unwrap();
+    }
+    assert!(
+        quick.requests() >= 30,
+        "quick {} slow {}",
+        quick.requests(),
+        slow.requests()
+    );
+    assert!(slow.requests() >= 1, "the slower one was tried");
+    let arms = router.analytics().arms();
+    assert_eq!(arms[0].provider, "quick", "{arms:?}");
+    assert!(arms[0].mean() > arms[1].mean());
 }

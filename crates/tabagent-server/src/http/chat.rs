@@ -85,6 +85,10 @@ pub async fn chat_completions(
     };
     let watch = state.metrics().watch(&job.model, &provider, started);
     let id = generate::response_id("chatcmpl");
+    if let Some(router) = state.router() {
+        // Feedback on this answer (`POST /v1/feedback`) is credited to who gave it.
+        router.analytics().answered(&id, &provider, &job.model);
+    }
     let created = generate::unix_now();
     let with_headers = |mut response: Response| {
         if let Some((name, Some(value))) = echo {

@@ -123,3 +123,76 @@ pub async fn router_status(State(state): State<AppState>) -> Json<serde_json::Va
     let providers = state.router().map(|r| r.status()).unwrap_or_default();
     Json(serde_json::json!({ "providers": providers }))
 }
+
+/// What the router has learnt: each (provider, model) arm's Beta posterior and pulls.
+#[utoipa::path(
+    get,
+    path = "/v1/analytics",
+    tag = "health",
+    responses((status = 200, description = "`{\"arms\": [{provider, model, alpha, beta, pulls, mean}]}`, best mean first"))
+)]
+pub async fn analytics(State(state): State<AppState>) -> Json<serde_json::Value> {
+    let arms: Vec<serde_json::Value> = state
+        .router()
+        .map(|r| r.analytics().arms())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|arm| {
+            let mean = arm.mean();
+            let mut value = serde_json::to_value(arm).unwrap_or_default();
+            value["mean"] = serde_json::json!(mean);
+            value
+        })
+        .collect();
+    Json(serde_json::json!({ "arms": arms }))
+}
+
+/// A caller's score for an answer.
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Feedback {
+    /// The answer's `id` (`chatcmpl-…`).
+    pub id: String,
+    /// How good it was, from 0 to 1.
+    pub score: f64,
+}
+
+/// Scores an answer: one more observation for the provider and model that gave it, saved
+/// before this returns.
+#[utoipa::path(
+    post,
+    path = "/v1/feedback",
+    tag = "health",
+    request_body = Feedback,
+    responses(
+        (status = 200, description = "The arm's posterior after the feedback"),
+        (status = 400, description = "Score outside 0 to 1", body = ErrorBody),
+        (status = 404, description = "No remembered answer with that id", body = ErrorBody),
+    )
+)]
+pub async fn feedback(
+    State(state): State<AppState>,
+    super::json::ApiJson(feedback): super::json::ApiJson<Feedback>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    use tabagent_router::FeedbackError;
+    // Saving the posteriors syncs a file: off the async threads.
+    let outcome = tokio::task::spawn_blocking(move || match state.router() {
+        Some(router) => router.analytics().feedback(&feedback.id, feedback.score),
+        None => Err(FeedbackError::UnknownAnswer(feedback.id)),
+    })
+    .await
+    .map_err(ApiError::internal)?;
+    match outcome {
+        Ok(arm) => Ok(Json(serde_json::to_value(arm).unwrap_or_default())),
+        Err(FeedbackError::BadScore) => Err(ApiError::bad_request(
+            Some("score"),
+            "score must be between 0 and 1",
+        )),
+        Err(err @ FeedbackError::UnknownAnswer(_)) => Err(ApiError::not_found(
+            "answer_not_found",
+            "id",
+            err.to_string(),
+        )),
+        Err(err @ FeedbackError::Save(_)) => Err(ApiError::internal(err)),
+    }
+}

@@ -61,6 +61,8 @@ use error::ApiError;
         health::ready,
         health::config,
         health::router_status,
+        health::analytics,
+        health::feedback,
         memory::stats,
         memory::search,
         memory::transaction,
@@ -147,6 +149,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/health/ready", get(health::ready))
         .route("/v1/config", get(health::config))
         .route("/v1/router", get(health::router_status))
+        .route("/v1/analytics", get(health::analytics))
+        .route("/v1/feedback", post(health::feedback))
         .route("/metrics", get(crate::metrics::serve))
         // After routing, so requests are counted by their route template.
         .route_layer(axum::middleware::from_fn_with_state(

@@ -363,3 +363,52 @@ models = ["m"]
     assert_eq!(router["providers"][1]["name"], "down");
     assert_eq!(router["providers"][1]["breaker"], "closed");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn feedback_moves_the_answering_providers_posterior_and_is_saved() {
+    let up = FakeEngine::start(vec![Behaviour::Answer(vec!["ok"])])
+        .await
+        .unwrap();
+    let (_config, server) = server_with_router(&format!(
+        "[[router.providers]]\nname = \"up\"\nbase_url = \"{}\"\nmodels = [\"m\"]\n",
+        up.base_url
+    ));
+    let (status, reply) = server.post_json("/v1/chat/completions", &ask("m")).await;
+    assert_eq!(status, 200, "{reply}");
+    let id = reply["id"].as_str().unwrap().to_string();
+
+    let (status, arm) = server
+        .post_json("/v1/feedback", &json!({"id": id, "score": 0.0}))
+        .await;
+    assert_eq!(status, 200, "{arm}");
+    // One answer within the TTFT target (reward 1), then a score of 0.
+    assert_eq!(
+        (arm["alpha"].as_f64(), arm["beta"].as_f64()),
+        (Some(2.0), Some(2.0)),
+        "{arm}"
+    );
+    assert_eq!(arm["pulls"], 2);
+    let saved = std::fs::read_to_string(server.data_dir().join("router-analytics.json")).unwrap();
+    assert!(saved.contains("\"up\""), "{saved}");
+
+    let (status, body) = server
+        .post_json(
+            "/v1/feedback",
+            &json!({"id": "chatcmpl-nope", "score": 1.0}),
+        )
+        .await;
+    assert_eq!(assert_error(status, &body, 404)["code"], "answer_not_found");
+    let (status, body) = server
+        .post_json("/v1/feedback", &json!({"id": id, "score": 2.0}))
+        .await;
+    assert_eq!(assert_error(status, &body, 400)["param"], "score");
+
+    let (status, analytics) = server.get_json("/v1/analytics").await;
+    assert_eq!(status, 200);
+    let arm = &analytics["arms"][0];
+    assert_eq!(
+        (arm["provider"].as_str(), arm["model"].as_str()),
+        (Some("up"), Some("m"))
+    );
+    assert_eq!(arm["mean"], 0.5);
+}
