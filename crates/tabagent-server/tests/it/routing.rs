@@ -29,6 +29,10 @@ async fn a_remote_model_is_routed_with_failover_while_local_models_are_served_he
         .unwrap();
     let (_config, server) = server_with_router(&format!(
         r#"
+# The weight-2 provider is tried first: no sampling.
+[router]
+explore = false
+
 [[router.providers]]
 name = "down"
 base_url = "{}"
@@ -271,6 +275,10 @@ async fn metrics_count_requests_generations_and_each_providers_health() {
         .unwrap();
     let (_config, server) = server_with_router(&format!(
         r#"
+# The weight-2 provider is tried first: no sampling.
+[router]
+explore = false
+
 [[router.providers]]
 name = "down"
 base_url = "{}"
