@@ -38,6 +38,9 @@ pub enum InferenceError {
         /// Requests waiting when this one was turned away.
         queued: usize,
     },
+    /// The request's deadline passed before it was answered; what was running is cancelled.
+    #[error("the request's deadline passed {0}")]
+    DeadlineExceeded(String),
     /// The engine cannot take requests now (stopped or failed).
     #[error("the engine is unavailable: {0}")]
     Unavailable(String),

@@ -72,6 +72,9 @@ pub struct ProviderConfig {
     /// Preference among equally healthy providers (higher is tried first).
     #[serde(default = "one")]
     pub weight: f64,
+    /// Requests it is sent at once, at most; more wait their turn (none: no limit).
+    #[serde(default)]
+    pub max_concurrency: Option<u32>,
 }
 
 fn one() -> f64 {
@@ -174,6 +177,12 @@ impl RouterConfig {
             if !(p.weight.is_finite() && p.weight > 0.0) {
                 return bad(format!("provider `{}`: weight must be above 0", p.name));
             }
+            if p.max_concurrency == Some(0) {
+                return bad(format!(
+                    "provider `{}`: max_concurrency must be at least 1",
+                    p.name
+                ));
+            }
         }
         for (name, route) in &self.routes {
             for c in &route.capabilities {
@@ -201,6 +210,14 @@ impl RouterConfig {
             return bad("breaker_failures must be at least 1".to_string());
         }
         Ok(())
+    }
+
+    /// Each remote provider's concurrency limit, where it has one.
+    pub fn provider_concurrency(&self) -> std::collections::HashMap<String, u32> {
+        self.providers
+            .iter()
+            .filter_map(|p| Some((p.name.clone(), p.max_concurrency?)))
+            .collect()
     }
 
     pub(crate) fn breaker(&self) -> BreakerPolicy {

@@ -15,6 +15,7 @@ mod health;
 mod openai;
 mod provider;
 mod router;
+mod scheduler;
 
 pub use analytics::{Analytics, Arm, FeedbackError};
 pub use cache::{CacheConfig, CacheStats, CachedAnswer, ResponseCache};
@@ -24,7 +25,10 @@ pub use config::{
 pub use health::{BreakerPolicy, BreakerState, Ewma, Health, Unavailable};
 pub use openai::{request_body, ChunkParser, OpenAiProvider};
 pub use provider::{BoxFuture, ChatRequest, EventStream, Provider, TryError};
-pub use router::{ProviderStatus, RouteError, Routed, Router, Target};
+pub use router::{Plan, ProviderStatus, RouteError, Routed, Router, Target};
+pub use scheduler::{
+    CallerLimits, Permits, Priority, Refused, Scheduler, SchedulerConfig, Ticket, ANONYMOUS,
+};
 
 /// The in-process engine's provider name.
 pub const LOCAL: &str = "local";

@@ -11,6 +11,7 @@ use crate::config::{Capabilities, ConfigError, RouteConfig, RouterConfig, Tier};
 use crate::health::{BreakerState, Health, Unavailable};
 use crate::openai::OpenAiProvider;
 use crate::provider::{ChatRequest, EventStream, Provider, TryError};
+use crate::scheduler::{Permits, Refused, Scheduler, SchedulerConfig, Ticket, ANONYMOUS};
 use crate::LOCAL;
 
 /// A provider the router may use, with what the configuration says of it.
@@ -57,6 +58,34 @@ pub enum RouteError {
         /// When the soonest rate-limited provider will take requests again.
         retry_after: Option<Duration>,
     },
+    /// The request's deadline passed before any provider answered.
+    #[error("the request's deadline passed before an answer began ({tried} providers tried)")]
+    Deadline {
+        /// Providers tried by then.
+        tried: usize,
+    },
+    /// The scheduler turned it away (queue full) or it waited past its deadline.
+    #[error("{0}")]
+    Refused(Refused),
+}
+
+/// The providers that could serve a request, best first, decided once per request.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    requested: String,
+    candidates: Vec<(usize, Target)>,
+}
+
+impl Plan {
+    /// Whether nothing could serve it.
+    pub fn is_empty(&self) -> bool {
+        self.candidates.is_empty()
+    }
+
+    /// Who would be tried, in order.
+    pub fn targets(&self) -> impl Iterator<Item = &Target> {
+        self.candidates.iter().map(|(_, t)| t)
+    }
 }
 
 /// A provider's health as reported (metrics, `/v1/router`).
@@ -80,6 +109,7 @@ pub struct Router {
     entries: Vec<Entry>,
     health: Arc<Mutex<Vec<Health>>>,
     analytics: Arc<Analytics>,
+    scheduler: Arc<Scheduler>,
 }
 
 impl std::fmt::Debug for Router {
@@ -140,12 +170,28 @@ impl Router {
             .collect();
         let analytics = Analytics::open(None, config.ttft_target_secs, config.exploration_seed)
             .map_err(ConfigError)?;
+        let scheduler = Arc::new(Scheduler::new(
+            SchedulerConfig::default(),
+            config.provider_concurrency(),
+        ));
         Ok(Router {
             config,
             entries,
             health: Arc::new(Mutex::new(health)),
             analytics: Arc::new(analytics),
+            scheduler,
         })
+    }
+
+    /// Limits concurrency through `scheduler` (shared with the caller, which admits requests).
+    pub fn with_scheduler(mut self, scheduler: Arc<Scheduler>) -> Router {
+        self.scheduler = scheduler;
+        self
+    }
+
+    /// The scheduler whose gates every try passes.
+    pub fn scheduler(&self) -> &Arc<Scheduler> {
+        &self.scheduler
     }
 
     /// Keeps the analytics' posteriors in `path` (loading what is there).
@@ -186,15 +232,29 @@ impl Router {
         self.health.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Whether `requested` names a remote model, a route or an alias (rather than a model
-    /// only the in-process engine knows, which callers may serve directly).
+    /// Whether any provider serves `requested` (a model, a route or an alias).
     pub fn knows(&self, requested: &str) -> bool {
-        !self.candidates(requested).is_empty()
+        !self.matching(requested).is_empty()
     }
 
-    /// The providers that could serve `requested`, best first: those whose breaker would let
-    /// a request through, then by weight, error rate and time to first token.
-    pub fn candidates(&self, requested: &str) -> Vec<(usize, Target)> {
+    /// The providers that could serve `requested`, best first.
+    pub fn candidates(&self, requested: &str) -> Vec<Target> {
+        self.plan(requested).targets().cloned().collect()
+    }
+
+    /// Decides who could serve `requested`, best first: those whose breaker would let a
+    /// request through, then by a draw from each one's posterior (or by health score without
+    /// exploration).
+    pub fn plan(&self, requested: &str) -> Plan {
+        let found = self.matching(requested);
+        Plan {
+            requested: requested.to_string(),
+            candidates: self.order(found),
+        }
+    }
+
+    /// The providers serving `requested`, in configuration order.
+    fn matching(&self, requested: &str) -> Vec<(usize, Target)> {
         let name = self
             .config
             .aliases
@@ -246,6 +306,10 @@ impl Router {
                 }
             }
         }
+        found
+    }
+
+    fn order(&self, found: Vec<(usize, Target)>) -> Vec<(usize, Target)> {
         let now = Instant::now();
         let health = self.lock();
         // Thompson sampling: one draw per candidate from its posterior, scaled by its weight;
@@ -284,28 +348,53 @@ impl Router {
         })
     }
 
-    /// Sends `request` to the best provider for `requested`, failing over to the next while
-    /// no token has been produced, within the per-try timeout and the overall deadline.
+    /// Sends `request` to the best provider for `requested`, as an anonymous interactive
+    /// request (see [`Router::dispatch`]).
     pub async fn chat(&self, requested: &str, request: ChatRequest) -> Result<Routed, RouteError> {
-        let candidates = self.candidates(requested);
-        if candidates.is_empty() {
-            return Err(RouteError::UnknownModel(requested.to_string()));
+        self.dispatch(self.plan(requested), request, &Ticket::new(ANONYMOUS))
+            .await
+    }
+
+    /// Sends `request` to the providers `plan` names, failing over to the next while no token
+    /// has been produced, within the per-try timeout and the overall deadline (the ticket's, if
+    /// sooner). Each try first passes its provider's and model's gates: a provider with room
+    /// now is preferred to a better one that is full; when all are full the request waits its
+    /// turn at the best one's.
+    pub async fn dispatch(
+        &self,
+        plan: Plan,
+        request: ChatRequest,
+        ticket: &Ticket,
+    ) -> Result<Routed, RouteError> {
+        if plan.candidates.is_empty() {
+            return Err(RouteError::UnknownModel(plan.requested));
         }
         let started = Instant::now();
-        let deadline = started + Duration::from_secs_f64(self.config.deadline_secs);
+        let mut deadline = started + Duration::from_secs_f64(self.config.deadline_secs);
+        if let Some(asked) = ticket.deadline {
+            deadline = deadline.min(asked);
+        }
+        let ticket = Ticket {
+            deadline: Some(deadline),
+            ..ticket.clone()
+        };
         let per_try = Duration::from_secs_f64(self.config.first_token_timeout_secs);
         let mut tried = Vec::new();
         let mut retry_after: Option<Duration> = None;
         let mut tries = 0;
-        for (i, target) in candidates {
+        let mut remaining = plan.candidates;
+        while !remaining.is_empty() {
             if tries >= self.config.max_tries {
                 break;
             }
             let now = Instant::now();
             if now >= deadline {
-                tried.push("the deadline passed".to_string());
-                break;
+                return Err(RouteError::Deadline {
+                    tried: tries as usize,
+                });
             }
+            let (k, permits) = self.next_try(&remaining, &ticket, now).await?;
+            let (i, target) = remaining.remove(k);
             match self.lock()[i].admit(now) {
                 Ok(()) => {}
                 Err(Unavailable::Breaker) => {
@@ -344,6 +433,14 @@ impl Router {
                 tried.push(message);
             };
             match outcome {
+                // The request's own deadline, shorter than a try may take, ended it: that says
+                // nothing of the provider.
+                Err(_) if limit < per_try => {
+                    self.lock()[i].abandoned(Instant::now());
+                    return Err(RouteError::Deadline {
+                        tried: tries as usize,
+                    });
+                }
                 Err(_) => failed(
                     format!(
                         "{}: no first token within {:.1} s",
@@ -398,12 +495,46 @@ impl Router {
                         ttft,
                         deadline: Box::pin(tokio::time::sleep_until(deadline.into())),
                         done: false,
+                        _permits: permits,
                     });
                     return Ok(Routed { target, events });
                 }
             }
         }
         Err(RouteError::Exhausted { tried, retry_after })
+    }
+
+    /// Which of `remaining` to try next, and its permits: the first (in order) that its health
+    /// would admit and whose gates have room now; else the request waits at the first
+    /// admissible one's gates. With none admissible, the first, so its refusal is recorded.
+    async fn next_try(
+        &self,
+        remaining: &[(usize, Target)],
+        ticket: &Ticket,
+        now: Instant,
+    ) -> Result<(usize, Permits), RouteError> {
+        let admissible: Vec<usize> = {
+            let health = self.lock();
+            (0..remaining.len())
+                .filter(|&k| health[remaining[k].0].would_admit(now))
+                .collect()
+        };
+        for &k in &admissible {
+            let target = &remaining[k].1;
+            if let Some(permits) = self.scheduler.try_enter(&target.provider, &target.model) {
+                return Ok((k, permits));
+            }
+        }
+        let Some(&k) = admissible.first() else {
+            return Ok((0, Permits::default()));
+        };
+        let target = &remaining[k].1;
+        let permits = self
+            .scheduler
+            .enter(ticket, &target.provider, &target.model)
+            .await
+            .map_err(RouteError::Refused)?;
+        Ok((k, permits))
     }
 
     /// Whether the breaker of the provider named `name` is open (for tests and reports).
@@ -462,6 +593,8 @@ struct Committed {
     ttft: Duration,
     deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
     done: bool,
+    /// The gates' slots, held until the stream is dropped.
+    _permits: Permits,
 }
 
 impl Committed {
@@ -499,9 +632,7 @@ impl Stream for Committed {
                     if std::future::Future::poll(this.deadline.as_mut(), cx).is_ready() {
                         this.record(None);
                         return Poll::Ready(Some(GenerationEvent::Failed(
-                            InferenceError::Unavailable(
-                                "the request's deadline passed".to_string(),
-                            ),
+                            InferenceError::DeadlineExceeded("while it was answered".to_string()),
                         )));
                     }
                     return Poll::Pending;

@@ -33,6 +33,8 @@ pub struct Config {
     pub router: tabagent_router::RouterConfig,
     /// The response cache for deterministic requests.
     pub response_cache: tabagent_router::CacheConfig,
+    /// Priorities, fair queuing, concurrency limits, per-key rate limits and token budgets.
+    pub scheduler: tabagent_router::SchedulerConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -287,6 +289,7 @@ impl Default for Config {
             memory: MemorySettings::default(),
             router: tabagent_router::RouterConfig::default(),
             response_cache: tabagent_router::CacheConfig::default(),
+            scheduler: tabagent_router::SchedulerConfig::default(),
             log: LogConfig {
                 format: LogFormat::Text,
                 level: "info".to_string(),
@@ -386,7 +389,7 @@ impl Config {
     /// Checks the combination is safe and in range.
     pub fn validate(&self) -> anyhow::Result<()> {
         let ip = self.bind_ip()?;
-        if !ip.is_loopback() && self.server.api_keys.is_empty() {
+        if !ip.is_loopback() && self.server.api_keys.is_empty() && self.scheduler.keys.is_empty() {
             bail!(
                 "binding to {} exposes the API beyond this machine: set an API key (server.api_keys or TABAGENT_API_KEY) first",
                 self.server.host
@@ -405,6 +408,7 @@ impl Config {
             tabagent_hub::client::parse_endpoint(&self.hub.endpoint)?;
         }
         self.router.check()?;
+        self.scheduler.check()?;
         if self.server.max_body_bytes < 1024 {
             bail!("server.max_body_bytes must be at least 1024");
         }
@@ -440,6 +444,11 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The scheduler for this configuration.
+    pub fn scheduler(&self) -> tabagent_router::Scheduler {
+        tabagent_router::Scheduler::new(self.scheduler.clone(), self.router.provider_concurrency())
     }
 
     /// How ONNX Runtime is found and set up.

@@ -3,7 +3,8 @@
 //! Counted as they happen: HTTP requests by route template (never the raw path, so a client
 //! cannot grow the label set) and status, their time to response headers, and for every
 //! generation its time to first token, tokens and decode rate, by model and provider. Read when
-//! scraped: each loaded model's running and queued sequences, and each provider's breaker
+//! scraped: each loaded model's running and queued sequences, each scheduler gate's waiting and
+//! running requests, and each provider's breaker
 //! state, time to first token and error rate as the router sees them.
 
 use std::sync::atomic::AtomicU64;
@@ -63,6 +64,13 @@ pub struct Metrics {
     provider_errors: Family<ProviderLabels, Gauge<f64, AtomicU64>>,
     cache_lookups: Family<CacheLabels, Counter>,
     cache_redis_errors: Gauge,
+    gate_waiting: Family<GateLabels, Gauge>,
+    gate_running: Family<GateLabels, Gauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GateLabels {
+    gate: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -151,8 +159,22 @@ impl Default for Metrics {
             "Redis operations the response cache skipped (Redis down or slow)",
             cache_redis_errors.clone(),
         );
+        let gate_waiting = Family::<GateLabels, Gauge>::default();
+        registry.register(
+            "scheduler_waiting",
+            "Requests waiting at each concurrency limit (a provider, a model)",
+            gate_waiting.clone(),
+        );
+        let gate_running = Family::<GateLabels, Gauge>::default();
+        registry.register(
+            "scheduler_running",
+            "Generations holding a slot of each concurrency limit",
+            gate_running.clone(),
+        );
         Self {
             registry,
+            gate_waiting,
+            gate_running,
             cache_lookups,
             cache_redis_errors,
             requests,
@@ -204,6 +226,7 @@ impl Metrics {
             },
             started,
             first_token: None,
+            charge: None,
         }
     }
 
@@ -238,6 +261,11 @@ impl Metrics {
         }
         self.cache_redis_errors
             .set(state.cache().stats().redis_errors as i64);
+        for (gate, waiting, running) in state.scheduler().gates() {
+            let labels = GateLabels { gate };
+            self.gate_waiting.get_or_create(&labels).set(waiting as i64);
+            self.gate_running.get_or_create(&labels).set(running as i64);
+        }
         let mut text = String::new();
         if let Err(err) = prometheus_client::encoding::text::encode(&mut text, &self.registry) {
             tracing::error!(error = %err, "could not encode the metrics");
@@ -252,6 +280,7 @@ pub struct Watch {
     labels: GenerationLabels,
     started: Instant,
     first_token: Option<Instant>,
+    charge: Option<crate::http::Charge>,
 }
 
 impl Watch {
@@ -265,7 +294,14 @@ impl Watch {
             },
             started: Instant::now(),
             first_token: None,
+            charge: None,
         }
+    }
+
+    /// Charges the tokens of the generation, when it finishes, to a caller's budgets.
+    pub fn charging(mut self, charge: crate::http::Charge) -> Watch {
+        self.charge = Some(charge);
+        self
     }
 
     /// Text arrived.
@@ -284,6 +320,9 @@ impl Watch {
 
     /// The generation finished with `usage`.
     pub fn finished(&mut self, usage: Usage) {
+        if let Some(charge) = self.charge.take() {
+            charge.tokens(u64::from(usage.prompt_tokens) + u64::from(usage.completion_tokens));
+        }
         let Some(metrics) = &self.metrics else {
             return;
         };

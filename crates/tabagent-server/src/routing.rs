@@ -115,6 +115,7 @@ pub fn router(state: &AppState) -> Result<Router, tabagent_router::ConfigError> 
         Some(Arc::new(LocalProvider::new(state))),
         client,
     )?
+    .with_scheduler(Arc::clone(state.scheduler()))
     .with_analytics_file(
         state
             .config()
@@ -124,18 +125,30 @@ pub fn router(state: &AppState) -> Result<Router, tabagent_router::ConfigError> 
     )
 }
 
-/// Whether a chat request for `model` goes through the router rather than straight to the
-/// local engine.
-pub fn is_routed(state: &AppState, model: &str) -> bool {
-    let Some(router) = state.router() else {
-        return false;
-    };
-    let local = matches!(state.registry().catalog().resolve(model), Ok(Some(_)));
-    let named_by_router = state.config().router.aliases.contains_key(model)
-        || state.config().router.routes.contains_key(model)
+/// The router's plan for a chat request naming `model`, or `None` when it goes straight to the
+/// local engine: a model the router names (an alias, a route, `provider/model`) or only remote
+/// providers serve is routed; a local model is served directly.
+pub fn plan(state: &AppState, model: &str) -> Option<tabagent_router::Plan> {
+    let router = state.router()?;
+    let config = &state.config().router;
+    let named_by_router = config.aliases.contains_key(model)
+        || config.routes.contains_key(model)
         || matches!(model, "auto" | "fast")
         || model
             .split_once('/')
-            .is_some_and(|(p, _)| state.config().router.providers.iter().any(|c| c.name == p));
-    named_by_router || (!local && router.knows(model))
+            .is_some_and(|(p, _)| config.providers.iter().any(|c| c.name == p));
+    if named_by_router {
+        return Some(router.plan(model));
+    }
+    if !config
+        .providers
+        .iter()
+        .any(|p| p.models.iter().any(|m| m == model))
+    {
+        return None;
+    }
+    if matches!(state.registry().catalog().resolve(model), Ok(Some(_))) {
+        return None;
+    }
+    Some(router.plan(model))
 }

@@ -25,6 +25,8 @@ struct Inner {
     router: OnceLock<tabagent_router::Router>,
     metrics: Arc<crate::metrics::Metrics>,
     cache: tabagent_router::ResponseCache,
+    scheduler: Arc<tabagent_router::Scheduler>,
+    callers: crate::callers::Callers,
 }
 
 /// A handle on the state that does not keep it alive (for background tasks).
@@ -46,6 +48,8 @@ impl AppState {
         memory: Option<crate::memory_backend::MemoryBackend>,
     ) -> Result<Self, tabagent_router::ConfigError> {
         let cache = tabagent_router::ResponseCache::new(config.response_cache.clone())?;
+        let scheduler = Arc::new(config.scheduler());
+        let callers = crate::callers::Callers::from_config(&config)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
@@ -57,6 +61,8 @@ impl AppState {
                 router: OnceLock::new(),
                 metrics: Arc::default(),
                 cache,
+                scheduler,
+                callers,
             }),
         })
     }
@@ -74,6 +80,16 @@ impl AppState {
     /// The response cache.
     pub fn cache(&self) -> &tabagent_router::ResponseCache {
         &self.inner.cache
+    }
+
+    /// Priorities, queues, concurrency limits and per-caller limits.
+    pub fn scheduler(&self) -> &Arc<tabagent_router::Scheduler> {
+        &self.inner.scheduler
+    }
+
+    /// The API keys accepted and who each stands for.
+    pub fn callers(&self) -> &crate::callers::Callers {
+        &self.inner.callers
     }
 
     /// The metrics `/metrics` serves.

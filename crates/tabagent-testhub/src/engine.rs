@@ -34,6 +34,9 @@ pub enum Behaviour {
     Flaky(Vec<&'static str>),
     /// Waits this many milliseconds before the first byte, then answers these pieces.
     Slow(u64, Vec<&'static str>),
+    /// Streams these pieces, then holds the stream open until [`FakeEngine::release`] says,
+    /// then finishes it.
+    Held(Vec<&'static str>),
 }
 
 #[derive(Default)]
@@ -43,6 +46,9 @@ struct Script {
     answered: AtomicUsize,
     models: Mutex<Vec<String>>,
     break_stream: tokio::sync::Notify,
+    release: tokio::sync::Notify,
+    cancelled: AtomicUsize,
+    open_streams: AtomicUsize,
 }
 
 /// A running fake.
@@ -89,6 +95,21 @@ impl FakeEngine {
     /// Lets one `DropAfter` stream (now or the next to get there) drop its connection.
     pub fn break_stream(&self) {
         self.script.break_stream.notify_one();
+    }
+
+    /// Lets one `Held` stream (now or the next to get there) finish.
+    pub fn release(&self) {
+        self.script.release.notify_one();
+    }
+
+    /// `Held` streams whose client went away before they finished.
+    pub fn cancelled(&self) -> usize {
+        self.script.cancelled.load(Ordering::SeqCst)
+    }
+
+    /// `Held` streams open now.
+    pub fn open_streams(&self) -> usize {
+        self.script.open_streams.load(Ordering::SeqCst)
     }
 
     /// The `model` of each request it received.
@@ -142,6 +163,7 @@ async fn chat(State(script): State<Arc<Script>>, Json(body): Json<serde_json::Va
                 futures_util::stream::iter(parts).chain(broken),
             ))
         }
+        Behaviour::Held(pieces) => held(script, &pieces),
         Behaviour::Stall => {
             // Injected fault: hold the request open far longer than any test waits.
             tokio::time::sleep(Duration::from_secs(3600)).await;
@@ -170,6 +192,44 @@ fn answer(script: &Script, pieces: &[&'static str], streamed: bool) -> Response 
         "data: {end}\n\ndata: {usage}\n\ndata: [DONE]\n\n"
     ))));
     sse(Body::from_stream(futures_util::stream::iter(parts)))
+}
+
+/// Counts a held stream open until it finishes, or as cancelled if it is dropped before.
+struct Holding {
+    script: Arc<Script>,
+    finished: bool,
+}
+
+impl Drop for Holding {
+    fn drop(&mut self) {
+        self.script.open_streams.fetch_sub(1, Ordering::SeqCst);
+        if !self.finished {
+            self.script.cancelled.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+fn held(script: Arc<Script>, pieces: &[&'static str]) -> Response {
+    script.open_streams.fetch_add(1, Ordering::SeqCst);
+    let mut holding = Holding {
+        script,
+        finished: false,
+    };
+    let parts: Vec<Result<Bytes, Infallible>> = pieces.iter().map(|p| Ok(chunk(p))).collect();
+    let tail = futures_util::stream::once(async move {
+        holding.script.release.notified().await;
+        holding.finished = true;
+        holding.script.answered.fetch_add(1, Ordering::SeqCst);
+        let end =
+            serde_json::json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]});
+        let usage = serde_json::json!({"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 1}});
+        Ok(Bytes::from(format!(
+            "data: {end}\n\ndata: {usage}\n\ndata: [DONE]\n\n"
+        )))
+    });
+    sse(Body::from_stream(
+        futures_util::stream::iter(parts).chain(tail),
+    ))
 }
 
 impl Behaviour {

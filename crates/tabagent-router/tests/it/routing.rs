@@ -19,6 +19,7 @@ fn provider(name: &str, fake: &Fake, models: &[&str]) -> ProviderConfig {
         capabilities: Default::default(),
         cost: Default::default(),
         weight: 1.0,
+        max_concurrency: None,
     }
 }
 
@@ -361,4 +362,39 @@ async fn exploration_learns_which_provider_answers_better() {
     let arms = router.analytics().arms();
     assert_eq!(arms[0].provider, "quick", "{arms:?}");
     assert!(arms[0].mean() > arms[1].mean());
+}
+
+#[tokio::test]
+async fn a_full_provider_is_passed_over_for_one_with_room_and_preferred_again_once_free() {
+    let limited = Fake::start(vec![
+        Behaviour::Held(vec!["held"]),
+        Behaviour::Answer(vec!["limited"]),
+    ])
+    .await
+    .unwrap();
+    let spare = Fake::start(vec![Behaviour::Answer(vec!["spare"])])
+        .await
+        .unwrap();
+    let mut preferred = provider("limited", &limited, &["m"]);
+    preferred.weight = 2.0;
+    preferred.max_concurrency = Some(1);
+    let router = router(vec![preferred, provider("spare", &spare, &["m"])], |_| {});
+    let mut holding = router.chat("m", hello()).await.unwrap();
+    assert_eq!(holding.target.provider, "limited");
+    assert_eq!(
+        holding.events.next().await,
+        Some(GenerationEvent::Text("held".to_string()))
+    );
+    let (who, events) = answer(&router, "m").await.unwrap();
+    assert_eq!((who.as_str(), text(&events).as_str()), ("spare", "spare"));
+    assert_eq!(
+        limited.requests(),
+        1,
+        "the full provider was not sent a second request"
+    );
+    limited.release();
+    while holding.events.next().await.is_some() {}
+    drop(holding);
+    let (who, _) = answer(&router, "m").await.unwrap();
+    assert_eq!(who, "limited");
 }

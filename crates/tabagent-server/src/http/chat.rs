@@ -5,6 +5,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use tabagent_core::FinishReason;
 use tabagent_router::{CachedAnswer, ChatRequest};
@@ -16,7 +17,8 @@ use super::wire::{
     ChatChoice, ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, ChunkChoice,
     ChunkDelta, ResponseMessage, WireUsage,
 };
-use super::{conversation, convert};
+use super::{admission, conversation, convert};
+use crate::callers::Caller;
 use crate::state::AppState;
 
 /// Generates the assistant's next message.
@@ -34,10 +36,12 @@ use crate::state::AppState;
 )]
 pub async fn chat_completions(
     State(state): State<AppState>,
+    caller: Option<Extension<Caller>>,
     headers: HeaderMap,
     ApiJson(request): ApiJson<ChatCompletionRequest>,
 ) -> Result<Response, ApiError> {
     let mut job = convert::chat(request)?;
+    let ticket = admission::admit(&state, &headers, caller.as_deref())?;
     let conversation = conversation::conversation_id(&headers, job.conversation.take())?;
     let recording = conversation::Recording::new(&state, conversation, &job.model, &job.messages);
     let echo = recording.as_ref().map(|r| {
@@ -67,23 +71,32 @@ pub async fn chat_completions(
     // Only a fresh answer is stored: a hit is not written back.
     let store_key = if hit.is_some() { None } else { cache_key };
     let (messages, params) = (job.messages, job.params);
-    let (handle, provider) = match (hit, state.router()) {
-        (Some(hit), _) => (replay(&hit), "cache".to_string()),
-        (None, Some(router)) if crate::routing::is_routed(&state, &job.model) => {
-            let routed = router
-                .chat(&job.model, ChatRequest { messages, params })
-                .await?;
-            (Events::Stream(routed.events), routed.target.provider)
+    let plan = match hit {
+        Some(_) => None,
+        None => crate::routing::plan(&state, &job.model),
+    };
+    let (handle, provider) = match (hit, plan, state.router()) {
+        (Some(hit), _, _) => (replay(&hit), "cache".to_string()),
+        (None, Some(plan), Some(router)) => {
+            let request = ChatRequest { messages, params };
+            let routed = router.dispatch(plan, request, &ticket).await?;
+            (Events::stream(routed.events), routed.target.provider)
         }
-        (None, _) => {
+        (None, _, _) => {
+            let local = tabagent_router::LOCAL;
+            let permits = state.scheduler().enter(&ticket, local, &job.model).await?;
             let acquired = state.registry().acquire(&job.model, job.keep_alive).await?;
             let engine = acquired.engine.llama(&acquired.id)?;
             let handle =
                 generate::submit(&engine, move |engine| engine.chat(&messages, params)).await?;
-            (Events::from(handle), tabagent_router::LOCAL.to_string())
+            let events = Events::from(handle).held(permits, ticket.deadline);
+            (events, local.to_string())
         }
     };
-    let watch = state.metrics().watch(&job.model, &provider, started);
+    let watch = state
+        .metrics()
+        .watch(&job.model, &provider, started)
+        .charging(admission::Charge::new(&state, &ticket));
     let id = generate::response_id("chatcmpl");
     if let Some(router) = state.router() {
         // Feedback on this answer (`POST /v1/feedback`) is credited to who gave it.
@@ -168,7 +181,7 @@ fn replay(hit: &CachedAnswer) -> Events {
             usage: hit.usage(),
         },
     ];
-    Events::Stream(Box::pin(futures_util::stream::iter(events)))
+    Events::stream(Box::pin(futures_util::stream::iter(events)))
 }
 
 struct ChatChunks {

@@ -1,15 +1,18 @@
 //! `POST /v1/completions`: raw prompts, for base models without a chat template.
 
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use tabagent_core::FinishReason;
 
-use super::convert;
 use super::error::{ApiError, ErrorBody};
 use super::generate::{self, ChunkFormat};
 use super::json::ApiJson;
 use super::wire::{CompletionChoice, CompletionRequest, CompletionResponse, WireUsage};
+use super::{admission, convert};
+use crate::callers::Caller;
 use crate::state::AppState;
 
 /// Continues a raw prompt.
@@ -27,17 +30,24 @@ use crate::state::AppState;
 )]
 pub async fn completions(
     State(state): State<AppState>,
+    caller: Option<Extension<Caller>>,
+    headers: HeaderMap,
     ApiJson(request): ApiJson<CompletionRequest>,
 ) -> Result<Response, ApiError> {
     let job = convert::completion(request)?;
+    let ticket = admission::admit(&state, &headers, caller.as_deref())?;
     let started = std::time::Instant::now();
+    let local = tabagent_router::LOCAL;
+    let permits = state.scheduler().enter(&ticket, local, &job.model).await?;
     let acquired = state.registry().acquire(&job.model, job.keep_alive).await?;
     let engine = acquired.engine.llama(&acquired.id)?;
     let (prompt, params) = (job.prompt, job.params);
     let handle = generate::submit(&engine, move |engine| engine.complete(&prompt, params)).await?;
+    let handle = generate::Events::from(handle).held(permits, ticket.deadline);
     let watch = state
         .metrics()
-        .watch(&job.model, tabagent_router::LOCAL, started);
+        .watch(&job.model, local, started)
+        .charging(admission::Charge::new(&state, &ticket));
     let id = generate::response_id("cmpl");
     let created = generate::unix_now();
     if job.stream {

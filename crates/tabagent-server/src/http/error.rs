@@ -226,6 +226,14 @@ impl From<InferenceError> for ApiError {
                     busy.to_string(),
                 )
             },
+            late @ InferenceError::DeadlineExceeded(_) => Self {
+                code: Some("deadline_exceeded"),
+                ..Self::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "server_error",
+                    late.to_string(),
+                )
+            },
             unavailable @ InferenceError::Unavailable(_) => Self {
                 code: Some("engine_unavailable"),
                 ..Self::new(
@@ -250,6 +258,11 @@ impl From<tabagent_router::RouteError> for ApiError {
                 ..Self::new(StatusCode::NOT_FOUND, "invalid_request_error", message)
             },
             RouteError::Caller(inner) => inner.into(),
+            RouteError::Refused(refused) => refused.into(),
+            RouteError::Deadline { .. } => Self {
+                code: Some("deadline_exceeded"),
+                ..Self::new(StatusCode::GATEWAY_TIMEOUT, "server_error", message)
+            },
             // Every provider was rate limited: the caller is told when to come back.
             RouteError::Exhausted {
                 retry_after: Some(wait),
@@ -266,6 +279,29 @@ impl From<tabagent_router::RouteError> for ApiError {
                     ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", message)
                 }
             }
+        }
+    }
+}
+
+impl From<tabagent_router::Refused> for ApiError {
+    fn from(err: tabagent_router::Refused) -> Self {
+        use tabagent_router::Refused;
+        let message = err.to_string();
+        match err {
+            Refused::OverLimit { retry_after, .. } => Self {
+                code: Some("rate_limit_exceeded"),
+                retry_after_secs: Some(retry_after.as_secs_f64().ceil().max(1.0) as u64),
+                ..Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", message)
+            },
+            Refused::QueueFull { .. } => Self {
+                code: Some("server_busy"),
+                retry_after_secs: Some(1),
+                ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", message)
+            },
+            Refused::Deadline { .. } => Self {
+                code: Some("deadline_exceeded"),
+                ..Self::new(StatusCode::GATEWAY_TIMEOUT, "server_error", message)
+            },
         }
     }
 }

@@ -31,26 +31,74 @@ where
 }
 
 /// A generation's events: from the in-process engine's channel, or a stream (a routed
-/// provider's, read in the response's own poll, or a cached answer).
-pub enum Events {
-    /// The llama.cpp engine's.
+/// provider's, read in the response's own poll, or a cached answer); with the scheduler's
+/// permits it holds while it runs, and the request's deadline.
+pub struct Events {
+    source: Source,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    _permits: tabagent_router::Permits,
+    expired: bool,
+}
+
+enum Source {
     Engine(GenerationHandle),
-    /// Any other.
     Stream(tabagent_router::EventStream),
 }
 
 impl From<GenerationHandle> for Events {
     fn from(handle: GenerationHandle) -> Self {
-        Events::Engine(handle)
+        Events::new(Source::Engine(handle))
     }
 }
 
 impl Events {
-    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<GenerationEvent>> {
-        match self {
-            Events::Engine(handle) => handle.events.poll_recv(cx),
-            Events::Stream(stream) => stream.as_mut().poll_next(cx),
+    fn new(source: Source) -> Events {
+        Events {
+            source,
+            deadline: None,
+            _permits: tabagent_router::Permits::default(),
+            expired: false,
         }
+    }
+
+    /// Events read from `stream`.
+    pub fn stream(stream: tabagent_router::EventStream) -> Events {
+        Events::new(Source::Stream(stream))
+    }
+
+    /// Holds `permits` until the generation is dropped, and fails it (cancelling what runs)
+    /// when `deadline` passes first.
+    pub fn held(
+        mut self,
+        permits: tabagent_router::Permits,
+        deadline: Option<std::time::Instant>,
+    ) -> Events {
+        self._permits = permits;
+        self.deadline = deadline.map(|at| Box::pin(tokio::time::sleep_until(at.into())));
+        self
+    }
+
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<GenerationEvent>> {
+        if self.expired {
+            return Poll::Ready(None);
+        }
+        let polled = match &mut self.source {
+            Source::Engine(handle) => handle.events.poll_recv(cx),
+            Source::Stream(stream) => stream.as_mut().poll_next(cx),
+        };
+        if polled.is_pending() {
+            if let Some(deadline) = self.deadline.as_mut() {
+                if deadline.as_mut().poll(cx).is_ready() {
+                    self.expired = true;
+                    // Dropping the source cancels the generation now, not when the body goes.
+                    self.source = Source::Stream(Box::pin(futures_util::stream::empty()));
+                    return Poll::Ready(Some(GenerationEvent::Failed(
+                        InferenceError::DeadlineExceeded("while it was answered".to_string()),
+                    )));
+                }
+            }
+        }
+        polled
     }
 
     async fn next(&mut self) -> Option<GenerationEvent> {

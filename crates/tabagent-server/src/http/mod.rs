@@ -2,6 +2,7 @@
 //!
 //! **Boundary:** the only place that knows OpenAI's JSON (`wire`) and HTTP status codes (`error`).
 
+mod admission;
 mod chat;
 mod completions;
 mod conversation;
@@ -36,6 +37,7 @@ use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::state::AppState;
+pub use admission::Charge;
 use error::ApiError;
 
 /// The OpenAPI description, generated from the handlers and wire types.
@@ -100,6 +102,8 @@ pub fn router(state: AppState) -> Router {
             header::AUTHORIZATION,
             header::CONTENT_TYPE,
             HeaderName::from_static(conversation::HEADER),
+            HeaderName::from_static(admission::PRIORITY_HEADER),
+            HeaderName::from_static(admission::TIMEOUT_HEADER),
         ])
         .expose_headers([HeaderName::from_static(conversation::HEADER), REQUEST_ID]);
     let api = Router::new()

@@ -12,13 +12,14 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
+use crate::callers::Caller;
 use crate::state::AppState;
 
 /// Paths that answer without an API key (liveness probes, the API description).
 const OPEN_PATHS: &[&str] = &["/v1/health", "/v1/health/ready"];
 
 /// Runs every guard; the first that fails answers.
-pub async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub async fn guard(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let server = &state.config().server;
     let host = request_host(&request);
     if let Some(host) = &host {
@@ -46,8 +47,17 @@ pub async fn guard(State(state): State<AppState>, request: Request, next: Next) 
     let path = request.uri().path();
     let open =
         OPEN_PATHS.contains(&path) || path.starts_with("/docs") || path.starts_with("/api-doc");
-    if !server.api_keys.is_empty() && !open && !key_valid(request.headers(), &server.api_keys) {
-        return ApiError::unauthorized().into_response();
+    let caller = if state.callers().is_empty() {
+        Some(Caller::anonymous())
+    } else {
+        bearer(request.headers()).and_then(|key| state.callers().identify(key))
+    };
+    match caller {
+        Some(caller) => {
+            request.extensions_mut().insert(caller);
+        }
+        None if open => {}
+        None => return ApiError::unauthorized().into_response(),
     }
     next.run(request).await
 }
@@ -97,25 +107,12 @@ fn strip_port(host: &str) -> &str {
     }
 }
 
-fn key_valid(headers: &HeaderMap, keys: &[String]) -> bool {
-    let Some(given) = headers
+/// The key in `Authorization: Bearer KEY`.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-    else {
-        return false;
-    };
-    keys.iter().fold(false, |found, key| {
-        found | constant_time_eq(given.trim().as_bytes(), key.as_bytes())
-    })
-}
-
-/// Compares without an early exit so timing does not reveal how much of a key matched.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]

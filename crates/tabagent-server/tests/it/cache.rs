@@ -172,15 +172,7 @@ async fn requests_keep_succeeding_when_redis_is_killed() {
         );
     }
     assert_eq!(engine.requests(), 20);
-    let metrics = server
-        .client
-        .get(server.endpoint("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics_text().await;
     let errors = metrics
         .lines()
         .find_map(|l| l.strip_prefix("tabagent_response_cache_redis_errors "))

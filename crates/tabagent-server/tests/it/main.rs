@@ -19,6 +19,7 @@ mod memory_api;
 mod onnx;
 mod pull;
 mod routing;
+mod scheduler;
 mod security;
 mod server;
 mod streaming;

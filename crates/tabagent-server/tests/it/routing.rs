@@ -7,7 +7,7 @@ use tabagent_testhub::engine::{Behaviour, FakeEngine};
 use crate::server::{assert_error, chat, Server};
 
 /// A server whose `[router]` is `router` (TOML).
-fn server_with_router(router: &str) -> (tempfile::TempDir, Server) {
+pub fn server_with_router(router: &str) -> (tempfile::TempDir, Server) {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("tabagent.toml");
     std::fs::write(&config, router).unwrap();
@@ -15,7 +15,7 @@ fn server_with_router(router: &str) -> (tempfile::TempDir, Server) {
     (dir, server)
 }
 
-fn ask(model: &str) -> Value {
+pub fn ask(model: &str) -> Value {
     json!({"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8})
 }
 
@@ -259,7 +259,7 @@ models = ["m"]
 }
 
 /// The value of the sample `name{labels}` in Prometheus text, if present.
-fn sample(text: &str, series: &str) -> Option<f64> {
+pub fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
         .and_then(|value| value.trim().parse().ok())
@@ -309,15 +309,7 @@ models = ["m"]
         404
     );
 
-    let text = server
-        .client
-        .get(server.endpoint("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = server.metrics_text().await;
     let model = crate::server::MODEL;
     let requests =
         r#"tabagent_http_requests_total{route="/v1/chat/completions",method="POST",status="#;

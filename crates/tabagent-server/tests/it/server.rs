@@ -159,6 +159,12 @@ impl Server {
         (status, response.json().await.unwrap())
     }
 
+    /// `GET /metrics`, as text.
+    pub async fn metrics_text(&self) -> String {
+        let response = self.client.get(self.endpoint("/metrics")).send().await;
+        response.unwrap().text().await.unwrap()
+    }
+
     /// The engine counters of [`MODEL`] from `/v1/health`.
     pub async fn model_health(&self) -> Value {
         let (_, health) = self.get_json("/v1/health").await;
