@@ -113,6 +113,8 @@ pub struct RouterConfig {
     pub breaker_failures: u32,
     /// Seconds an open breaker waits before a probe.
     pub breaker_open_secs: f64,
+    /// Seconds between active health probes of each remote provider (`GET /models`); 0: none.
+    pub probe_interval_secs: f64,
     /// Order admissible providers by Thompson sampling on what each has earned (on), or by
     /// their health score alone (off: always the same order for the same health).
     pub explore: bool,
@@ -133,6 +135,7 @@ impl Default for RouterConfig {
             deadline_secs: 600.0,
             breaker_failures: 5,
             breaker_open_secs: 30.0,
+            probe_interval_secs: 30.0,
             explore: true,
             ttft_target_secs: 1.0,
             exploration_seed: None,
@@ -205,6 +208,11 @@ impl RouterConfig {
             if !(secs.is_finite() && secs > 0.0) {
                 return bad(format!("{what} must be a positive number of seconds"));
             }
+        }
+        if !(self.probe_interval_secs.is_finite() && self.probe_interval_secs >= 0.0) {
+            return bad(
+                "probe_interval_secs must be 0 (no probes) or a positive number".to_string(),
+            );
         }
         if self.breaker_failures == 0 {
             return bad("breaker_failures must be at least 1".to_string());

@@ -199,6 +199,25 @@ impl Health {
         }
     }
 
+    /// An active probe's result. A provider that does not answer counts a failure, so a dead
+    /// provider's breaker opens before any request has to find out. One that answers ends an
+    /// open breaker's wait, so the next request is its trial; answering a probe does not prove
+    /// it can generate, so it closes nothing by itself.
+    pub fn probed(&mut self, answered: bool, now: Instant) {
+        if !answered {
+            self.failed(now);
+        } else if let BreakerState::Open { until } = self.state {
+            self.state = BreakerState::Open {
+                until: until.min(now),
+            };
+        }
+    }
+
+    /// Whether a probe may be sent now (not while it asked to be left alone).
+    pub fn may_probe(&self, now: Instant) -> bool {
+        self.cool_until.is_none_or(|until| now >= until)
+    }
+
     /// A try the caller abandoned (it left before the answer): proves nothing either way.
     pub fn abandoned(&mut self, now: Instant) {
         if self.state == BreakerState::HalfOpen {

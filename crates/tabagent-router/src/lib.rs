@@ -16,6 +16,7 @@ mod openai;
 mod provider;
 mod router;
 mod scheduler;
+mod trace;
 
 pub use analytics::{Analytics, Arm, FeedbackError};
 pub use cache::{CacheConfig, CacheStats, CachedAnswer, ResponseCache};
@@ -29,6 +30,7 @@ pub use router::{Plan, ProviderStatus, RouteError, Routed, Router, Target};
 pub use scheduler::{
     CallerLimits, Permits, Priority, Refused, Scheduler, SchedulerConfig, Ticket, ANONYMOUS,
 };
+pub use trace::TraceParent;
 
 /// The in-process engine's provider name.
 pub const LOCAL: &str = "local";

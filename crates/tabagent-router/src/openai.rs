@@ -12,6 +12,9 @@ use tabagent_core::{
     Usage,
 };
 
+/// How long an active health probe may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The longest SSE line accepted from an upstream.
 const MAX_LINE: usize = 4 << 20;
 
@@ -19,6 +22,7 @@ const MAX_LINE: usize = 4 << 20;
 pub struct OpenAiProvider {
     name: String,
     url: String,
+    models_url: String,
     api_key: Option<String>,
     client: reqwest::Client,
 }
@@ -34,6 +38,7 @@ impl OpenAiProvider {
         Self {
             name: name.to_string(),
             url: format!("{}/chat/completions", base_url.trim_end_matches('/')),
+            models_url: format!("{}/models", base_url.trim_end_matches('/')),
             api_key,
             client,
         }
@@ -89,6 +94,23 @@ impl Provider for OpenAiProvider {
         &self.name
     }
 
+    /// `GET {base}/models`: any 2xx within the probe timeout is healthy.
+    fn probe(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            let mut call = self.client.get(&self.models_url).timeout(PROBE_TIMEOUT);
+            if let Some(key) = &self.api_key {
+                call = call.bearer_auth(key);
+            }
+            let response = call.send().await.map_err(|e| without_url(&e))?;
+            let status = response.status();
+            if status.is_success() {
+                Ok(())
+            } else {
+                Err(format!("GET /models answered {status}"))
+            }
+        })
+    }
+
     fn start<'a>(
         &'a self,
         model: &'a str,
@@ -99,6 +121,9 @@ impl Provider for OpenAiProvider {
             let mut call = self.client.post(&self.url).json(&body);
             if let Some(key) = &self.api_key {
                 call = call.bearer_auth(key);
+            }
+            if let Some(trace) = &request.trace {
+                call = call.header("traceparent", trace.child().header());
             }
             let response = call.send().await.map_err(|e| TryError::Provider {
                 message: format!("{}: {}", self.name, without_url(&e)),

@@ -20,6 +20,8 @@ pub struct ChatRequest {
     pub messages: Vec<ChatMessage>,
     /// Sampling and limits.
     pub params: GenerationParams,
+    /// The trace it belongs to, continued on remote engines (`traceparent`).
+    pub trace: Option<crate::trace::TraceParent>,
 }
 
 /// Why a try did not start.
@@ -50,6 +52,11 @@ pub trait Provider: Send + Sync + 'static {
     /// The model a route sends to it when its models are not listed in the configuration.
     fn default_model(&self) -> Option<String> {
         None
+    }
+
+    /// Checks that it answers at all (an active health probe, between requests).
+    fn probe(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async { Ok(()) })
     }
 
     /// Starts generating.

@@ -537,6 +537,34 @@ impl Router {
         Ok((k, permits))
     }
 
+    /// Probes every remote provider at once (`Provider::probe`) and records the results; a
+    /// provider asking to be left alone (Retry-After) is skipped.
+    pub async fn probe(&self) {
+        let now = Instant::now();
+        let due: Vec<usize> = {
+            let health = self.lock();
+            (0..self.entries.len())
+                .filter(|&i| self.entries[i].models.is_some() && health[i].may_probe(now))
+                .collect()
+        };
+        let probes = due.iter().map(|&i| self.entries[i].provider.probe());
+        let results = futures_util::future::join_all(probes).await;
+        let now = Instant::now();
+        let mut health = self.lock();
+        for (&i, result) in due.iter().zip(results) {
+            if let Err(message) = &result {
+                tracing::warn!(provider = %self.entries[i].provider.name(), %message, "health probe failed");
+            }
+            health[i].probed(result.is_ok(), now);
+        }
+    }
+
+    /// Seconds between probes (`None`: probes are off).
+    pub fn probe_interval(&self) -> Option<Duration> {
+        (self.config.probe_interval_secs > 0.0)
+            .then(|| Duration::from_secs_f64(self.config.probe_interval_secs))
+    }
+
     /// Whether the breaker of the provider named `name` is open (for tests and reports).
     pub fn breaker(&self, name: &str) -> Option<BreakerState> {
         let i = self

@@ -152,3 +152,26 @@ pub fn plan(state: &AppState, model: &str) -> Option<tabagent_router::Plan> {
     }
     Some(router.plan(model))
 }
+
+/// Probes the remote providers every `router.probe_interval_secs` (the first time at once, so a
+/// provider that is down is known before the first request), until the server stops.
+pub fn start_probes(state: &AppState) {
+    let Some(period) = state.router().and_then(|r| r.probe_interval()) else {
+        return;
+    };
+    if state.config().router.providers.is_empty() {
+        return;
+    }
+    let weak = state.downgrade();
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(period);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            let Some(state) = weak.upgrade() else { return };
+            if let Some(router) = state.router() {
+                router.probe().await;
+            }
+        }
+    });
+}

@@ -13,7 +13,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::Json;
 use futures_util::StreamExt;
 
@@ -45,6 +45,7 @@ struct Script {
     requests: AtomicUsize,
     answered: AtomicUsize,
     models: Mutex<Vec<String>>,
+    traceparents: Mutex<Vec<Option<String>>>,
     break_stream: tokio::sync::Notify,
     release: tokio::sync::Notify,
     cancelled: AtomicUsize,
@@ -72,6 +73,7 @@ impl FakeEngine {
         });
         let app = axum::Router::new()
             .route("/v1/chat/completions", post(chat))
+            .route("/v1/models", get(list_models))
             .with_state(Arc::clone(&script));
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
         let addr = listener.local_addr()?;
@@ -112,10 +114,19 @@ impl FakeEngine {
         self.script.open_streams.load(Ordering::SeqCst)
     }
 
+    /// The `traceparent` header of each chat request it received.
+    pub fn traceparents(&self) -> Vec<Option<String>> {
+        lock(&self.script.traceparents).clone()
+    }
+
     /// The `model` of each request it received.
     pub fn models(&self) -> Vec<String> {
         lock(&self.script.models).clone()
     }
+}
+
+async fn list_models() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"object": "list", "data": [{"id": "fake", "object": "model"}]}))
 }
 
 fn chunk(content: &str) -> Bytes {
@@ -123,8 +134,18 @@ fn chunk(content: &str) -> Bytes {
     Bytes::from(format!("data: {chunk}\n\n"))
 }
 
-async fn chat(State(script): State<Arc<Script>>, Json(body): Json<serde_json::Value>) -> Response {
+async fn chat(
+    State(script): State<Arc<Script>>,
+    headers: axum::http::HeaderMap,
+    Json(body): Json<serde_json::Value>,
+) -> Response {
     let nth = script.requests.fetch_add(1, Ordering::SeqCst);
+    lock(&script.traceparents).push(
+        headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+    );
     lock(&script.models).push(body["model"].as_str().unwrap_or_default().to_string());
     let streamed = body["stream"].as_bool().unwrap_or(false);
     let behaviour = {

@@ -42,6 +42,7 @@ fn hello() -> ChatRequest {
             content: "hello".to_string(),
         }],
         params: GenerationParams::default(),
+        trace: None,
     }
 }
 
@@ -397,4 +398,93 @@ async fn a_full_provider_is_passed_over_for_one_with_room_and_preferred_again_on
     drop(holding);
     let (who, _) = answer(&router, "m").await.unwrap();
     assert_eq!(who, "limited");
+}
+
+#[tokio::test]
+async fn probes_open_a_dead_providers_breaker_before_any_request_and_close_it_once_it_is_back() {
+    // A port with nothing listening (yet).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let live = Fake::start(vec![Behaviour::Answer(vec!["live"])])
+        .await
+        .unwrap();
+    let mut dead = provider("dead", &live, &["m"]);
+    dead.base_url = format!("http://127.0.0.1:{port}/v1");
+    dead.weight = 2.0;
+    let router = router(vec![dead, provider("live", &live, &["m"])], |c| {
+        c.breaker_failures = 2;
+    });
+    router.probe().await;
+    assert_eq!(
+        router.breaker("dead"),
+        Some(BreakerState::Closed { failures: 1 })
+    );
+    router.probe().await;
+    assert!(matches!(
+        router.breaker("dead"),
+        Some(BreakerState::Open { .. })
+    ));
+    assert_eq!(
+        router.breaker("live"),
+        Some(BreakerState::Closed { failures: 0 })
+    );
+    let (who, _) = answer(&router, "m").await.unwrap();
+    assert_eq!(who, "live", "the dead provider was skipped without a try");
+    assert!(
+        answer(&router, "dead/m").await.is_err(),
+        "its open breaker refuses requests"
+    );
+
+    let back = Fake::start_on(port, vec![Behaviour::Answer(vec!["back"])])
+        .await
+        .unwrap();
+    // Its breaker is open for 30 s more, but a probe that is answered lets the next request
+    // through as its trial, which closes it.
+    assert!(answer(&router, "dead/m").await.is_err());
+    router.probe().await;
+    let (who, events) = answer(&router, "dead/m").await.unwrap();
+    assert_eq!((who.as_str(), text(&events).as_str()), ("dead", "back"));
+    assert_eq!(back.requests(), 1);
+    assert_eq!(
+        router.breaker("dead"),
+        Some(BreakerState::Closed { failures: 0 })
+    );
+}
+
+#[tokio::test]
+async fn each_try_continues_the_callers_trace_with_a_span_of_its_own() {
+    let failing = Fake::start(vec![Behaviour::Status(500)]).await.unwrap();
+    let answering = Fake::start(vec![Behaviour::Answer(vec!["ok"])])
+        .await
+        .unwrap();
+    let mut first = provider("failing", &failing, &["m"]);
+    first.weight = 2.0;
+    let router = router(
+        vec![first, provider("answering", &answering, &["m"])],
+        |_| {},
+    );
+    let trace = tabagent_router::TraceParent::parse(
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    )
+    .unwrap();
+    let mut request = hello();
+    request.trace = Some(trace);
+    let mut routed = router.chat("m", request).await.unwrap();
+    while routed.events.next().await.is_some() {}
+    let sent: Vec<String> = failing
+        .traceparents()
+        .into_iter()
+        .chain(answering.traceparents())
+        .map(|t| t.expect("a traceparent"))
+        .collect();
+    assert_eq!(sent.len(), 2);
+    for header in &sent {
+        let hop = tabagent_router::TraceParent::parse(header).unwrap();
+        assert_eq!(hop.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_ne!(hop, trace, "a new span per hop");
+    }
+    assert_ne!(sent[0], sent[1], "each try is its own span");
 }

@@ -56,6 +56,7 @@ pub async fn run(config: Config, mode: Mode) -> anyhow::Result<()> {
     };
     let state = AppState::new(config.clone(), registry, memory)?;
     state.set_router(crate::routing::router(&state)?);
+    crate::routing::start_probes(&state);
     crate::http::start_summarizer(&state);
     tracing::info!(%address, data_dir = %config.storage.data_dir.display(), "tabagent listening");
     // Tests and scripts read this line to find an ephemeral port.

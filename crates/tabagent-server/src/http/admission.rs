@@ -64,6 +64,18 @@ pub fn admit(
     })
 }
 
+/// The trace this request belongs to: the caller's (`traceparent`), or a new one; recorded in
+/// the request's log span and continued on any remote engine it is routed to.
+pub fn trace(headers: &HeaderMap) -> tabagent_router::TraceParent {
+    let trace = headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(tabagent_router::TraceParent::parse)
+        .unwrap_or_else(tabagent_router::TraceParent::root);
+    tracing::Span::current().record("trace_id", trace.trace_id());
+    trace
+}
+
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ApiError> {
     headers
         .get(name)

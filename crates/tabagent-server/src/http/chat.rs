@@ -78,7 +78,11 @@ pub async fn chat_completions(
     let (handle, provider) = match (hit, plan, state.router()) {
         (Some(hit), _, _) => (replay(&hit), "cache".to_string()),
         (None, Some(plan), Some(router)) => {
-            let request = ChatRequest { messages, params };
+            let request = ChatRequest {
+                messages,
+                params,
+                trace: Some(admission::trace(&headers)),
+            };
             let routed = router.dispatch(plan, request, &ticket).await?;
             (Events::stream(routed.events), routed.target.provider)
         }

@@ -104,6 +104,7 @@ pub fn router(state: AppState) -> Router {
             HeaderName::from_static(conversation::HEADER),
             HeaderName::from_static(admission::PRIORITY_HEADER),
             HeaderName::from_static(admission::TIMEOUT_HEADER),
+            HeaderName::from_static("traceparent"),
         ])
         .expose_headers([HeaderName::from_static(conversation::HEADER), REQUEST_ID]);
     let api = Router::new()
@@ -176,7 +177,7 @@ pub fn router(state: AppState) -> Router {
             .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
             .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
                 let id = request.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
-                tracing::info_span!("request", id = %id, method = %request.method(), path = %request.uri().path())
+                tracing::info_span!("request", id = %id, method = %request.method(), path = %request.uri().path(), trace_id = tracing::field::Empty)
             }))
             .layer(PropagateRequestIdLayer::new(REQUEST_ID))
             .layer(cors),

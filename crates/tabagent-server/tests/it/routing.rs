@@ -412,3 +412,76 @@ async fn feedback_moves_the_answering_providers_posterior_and_is_saved() {
     );
     assert_eq!(arm["mean"], 0.5);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn probes_find_a_dead_provider_without_a_request_and_traces_cross_the_hop() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let live = FakeEngine::start(vec![Behaviour::Answer(vec!["live"])])
+        .await
+        .unwrap();
+    let (_config, server) = server_with_router(&format!(
+        r#"
+[router]
+probe_interval_secs = 0.05
+breaker_failures = 1
+
+[[router.providers]]
+name = "dead"
+base_url = "http://127.0.0.1:{port}/v1"
+models = ["m"]
+
+[[router.providers]]
+name = "live"
+base_url = "{}"
+models = ["m"]
+"#,
+        live.base_url
+    ));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (_, router) = server.get_json("/v1/router").await;
+        let dead = crate::server::find(&router["providers"], "name", "dead");
+        let live = crate::server::find(&router["providers"], "name", "live");
+        assert_eq!(live["breaker"], "closed", "{router}");
+        if dead["breaker"] == "open" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never opened: {router}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(live.requests(), 0, "no request was needed to find it");
+
+    let caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let response = server
+        .client
+        .post(server.endpoint("/v1/chat/completions"))
+        .header("traceparent", caller)
+        .json(&ask("m"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let (status, _) = server.post_json("/v1/chat/completions", &ask("m")).await;
+    assert_eq!(status, 200);
+    let sent = live.traceparents();
+    assert_eq!(sent.len(), 2);
+    let first = sent[0].as_deref().expect("a traceparent");
+    assert!(
+        first.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-") && first != caller,
+        "the caller's trace, a span of its own: {first}"
+    );
+    let second = sent[1].as_deref().expect("a traceparent");
+    let trace = tabagent_router::TraceParent::parse(second).expect("a valid traceparent");
+    assert_ne!(
+        trace.trace_id(),
+        "4bf92f3577b34da6a3ce929d0e0e4736",
+        "a new trace"
+    );
+}
