@@ -75,6 +75,10 @@ pub enum FinishReason {
     Stop,
     /// `max_tokens` or the context window was reached.
     Length,
+    /// The model called tools (a remote engine's answer carrying `tool_calls`).
+    ToolCalls,
+    /// A remote engine's content filter stopped it.
+    ContentFilter,
 }
 
 impl FinishReason {
@@ -83,6 +87,19 @@ impl FinishReason {
         match self {
             FinishReason::Stop => "stop",
             FinishReason::Length => "length",
+            FinishReason::ToolCalls => "tool_calls",
+            FinishReason::ContentFilter => "content_filter",
+        }
+    }
+
+    /// From the OpenAI spelling (`function_call`, the older name, is `tool_calls`); anything
+    /// unknown is `stop`.
+    pub fn parse(text: &str) -> FinishReason {
+        match text {
+            "length" => FinishReason::Length,
+            "tool_calls" | "function_call" => FinishReason::ToolCalls,
+            "content_filter" => FinishReason::ContentFilter,
+            _ => FinishReason::Stop,
         }
     }
 }
@@ -108,6 +125,15 @@ impl Usage {
 pub enum GenerationEvent {
     /// More output text (never a partial UTF-8 character, never part of a stop string).
     Text(String),
+    /// Parts of a remote engine's answer other than text, passed on to the client as the
+    /// engine sent them: one chunk's `delta` fields besides `content` and `role` (`tool_calls`,
+    /// `refusal`, ...) and its `logprobs`.
+    Extra {
+        /// The delta's other fields (may be empty).
+        delta: serde_json::Map<String, serde_json::Value>,
+        /// The chunk's `logprobs`, when it has some.
+        logprobs: Option<serde_json::Value>,
+    },
     /// The generation ended normally.
     Finished {
         /// Why it ended.

@@ -73,11 +73,7 @@ impl CachedAnswer {
 
     /// Why it ended.
     pub fn finish_reason(&self) -> FinishReason {
-        if self.reason == "length" {
-            FinishReason::Length
-        } else {
-            FinishReason::Stop
-        }
+        FinishReason::parse(&self.reason)
     }
 
     /// Its token counts.

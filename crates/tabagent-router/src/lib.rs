@@ -24,8 +24,8 @@ pub use config::{
     Capabilities, ConfigError, Cost, ProviderConfig, RouteConfig, RouterConfig, Tier,
 };
 pub use health::{BreakerPolicy, BreakerState, Ewma, Health, Unavailable};
-pub use openai::{request_body, ChunkParser, OpenAiProvider};
-pub use provider::{BoxFuture, ChatRequest, EventStream, Provider, TryError};
+pub use openai::{pass_through, request_body, ChunkParser, OpenAiProvider};
+pub use provider::{BoxFuture, ChatRequest, EventStream, Passthrough, Provider, TryError};
 pub use router::{Plan, ProviderStatus, RouteError, Routed, Router, Target};
 pub use scheduler::{
     CallerLimits, Permits, Priority, Refused, Scheduler, SchedulerConfig, Ticket, ANONYMOUS,

@@ -45,6 +45,25 @@ impl OpenAiProvider {
     }
 }
 
+/// Puts what the caller sent for the engine itself into `body`: its own messages, and fields
+/// the core request cannot carry (never the model, `stream` or `stream_options`).
+pub fn pass_through(body: &mut Value, passthrough: &crate::provider::Passthrough) {
+    let Some(obj) = body.as_object_mut() else {
+        return;
+    };
+    if let Some(messages) = &passthrough.messages {
+        obj.insert("messages".into(), messages.clone());
+    }
+    for (name, value) in &passthrough.fields {
+        if !matches!(
+            name.as_str(),
+            "model" | "stream" | "stream_options" | "messages"
+        ) {
+            obj.insert(name.clone(), value.clone());
+        }
+    }
+}
+
 /// The JSON body for `model`.
 pub fn request_body(model: &str, messages: &[ChatMessage], params: &GenerationParams) -> Value {
     let s = &params.sampling;
@@ -117,7 +136,10 @@ impl Provider for OpenAiProvider {
         request: &'a ChatRequest,
     ) -> BoxFuture<'a, Result<EventStream, TryError>> {
         Box::pin(async move {
-            let body = request_body(model, &request.messages, &request.params);
+            let mut body = request_body(model, &request.messages, &request.params);
+            if let Some(passthrough) = &request.passthrough {
+                pass_through(&mut body, passthrough);
+            }
             let mut call = self.client.post(&self.url).json(&body);
             if let Some(key) = &self.api_key {
                 call = call.bearer_auth(key);
@@ -232,7 +254,10 @@ impl SseReader {
     async fn next(&mut self) -> Option<GenerationEvent> {
         loop {
             if let Some(event) = self.ready.pop_front() {
-                if !matches!(event, GenerationEvent::Text(_)) {
+                if matches!(
+                    event,
+                    GenerationEvent::Finished { .. } | GenerationEvent::Failed(_)
+                ) {
                     self.ended = true;
                     self.ready.clear();
                 }
@@ -303,11 +328,24 @@ impl ChunkParser {
                     events.push(GenerationEvent::Text(text.to_string()));
                 }
             }
+            // Whatever else the delta carries (tool calls, a refusal) and log probabilities go
+            // to the caller as they are.
+            let delta: serde_json::Map<String, Value> = choice
+                .get("delta")
+                .and_then(Value::as_object)
+                .map(|d| {
+                    d.iter()
+                        .filter(|(k, v)| !matches!(k.as_str(), "content" | "role") && !v.is_null())
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let logprobs = choice.get("logprobs").filter(|l| !l.is_null()).cloned();
+            if !delta.is_empty() || logprobs.is_some() {
+                events.push(GenerationEvent::Extra { delta, logprobs });
+            }
             if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
-                self.reason = Some(match reason {
-                    "length" => FinishReason::Length,
-                    _ => FinishReason::Stop,
-                });
+                self.reason = Some(FinishReason::parse(reason));
             }
         }
         Ok(events)
@@ -402,5 +440,70 @@ mod tests {
             classify("p", 503, "down".into(), None),
             TryError::Provider { .. }
         ));
+    }
+}
+
+#[cfg(test)]
+mod passthrough_tests {
+    use super::*;
+
+    #[test]
+    fn tool_call_deltas_and_logprobs_pass_through_and_the_finish_says_tool_calls() {
+        let mut p = ChunkParser::default();
+        let mut all = Vec::new();
+        for data in [
+            r#"{"choices":[{"delta":{"role":"assistant","content":null,"tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"get_weather","arguments":""}}]}}]}"#,
+            r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"city\":"}}]}}]}"#,
+            r#"{"choices":[{"delta":{"content":"x"},"logprobs":{"content":[{"token":"x","logprob":-0.5}]}}]}"#,
+            r#"{"choices":[{"delta":{},"finish_reason":"tool_calls"}]}"#,
+            "[DONE]",
+        ] {
+            all.extend(p.data(data).unwrap());
+        }
+        assert_eq!(all.len(), 5, "{all:?}");
+        match &all[0] {
+            GenerationEvent::Extra { delta, logprobs } => {
+                assert_eq!(delta["tool_calls"][0]["id"], "call_1");
+                assert!(!delta.contains_key("role") && !delta.contains_key("content"));
+                assert!(logprobs.is_none());
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(all[2], GenerationEvent::Text("x".into()));
+        match &all[3] {
+            GenerationEvent::Extra { delta, logprobs } => {
+                assert!(delta.is_empty());
+                assert_eq!(logprobs.as_ref().unwrap()["content"][0]["logprob"], -0.5);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            all[4],
+            GenerationEvent::Finished {
+                reason: FinishReason::ToolCalls,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn passed_through_fields_never_replace_the_model_or_streaming() {
+        let mut body = request_body("m", &[], &GenerationParams::default());
+        let passthrough = crate::provider::Passthrough {
+            messages: Some(json!([{"role": "tool", "tool_call_id": "c", "content": "17"}])),
+            fields: [
+                ("tools".to_string(), json!([{"type": "function"}])),
+                ("model".to_string(), json!("other")),
+                ("stream".to_string(), json!(false)),
+            ]
+            .into_iter()
+            .collect(),
+            ..Default::default()
+        };
+        pass_through(&mut body, &passthrough);
+        assert_eq!(body["model"], "m");
+        assert_eq!(body["stream"], true);
+        assert_eq!(body["tools"], json!([{"type": "function"}]));
+        assert_eq!(body["messages"][0]["role"], "tool");
     }
 }

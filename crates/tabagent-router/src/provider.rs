@@ -22,6 +22,24 @@ pub struct ChatRequest {
     pub params: GenerationParams,
     /// The trace it belongs to, continued on remote engines (`traceparent`).
     pub trace: Option<crate::trace::TraceParent>,
+    /// What only a remote engine can take, sent to it as the caller wrote it (such a request
+    /// is never routed to the in-process engine).
+    pub passthrough: Option<Passthrough>,
+}
+
+/// Parts of a request sent on to a remote engine as they are.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Passthrough {
+    /// The messages as the caller sent them (tool calls and results, images), instead of the
+    /// text-only conversation.
+    pub messages: Option<serde_json::Value>,
+    /// More body fields: `tools`, `tool_choice`, `parallel_tool_calls`, `logprobs`,
+    /// `top_logprobs`.
+    pub fields: serde_json::Map<String, serde_json::Value>,
+    /// It needs a provider with the `tools` capability.
+    pub needs_tools: bool,
+    /// It needs a provider with the `vision` capability.
+    pub needs_vision: bool,
 }
 
 /// Why a try did not start.

@@ -82,6 +82,18 @@ impl Plan {
         self.candidates.is_empty()
     }
 
+    /// Keeps only providers that can take `passthrough`: remote ones (the in-process engine
+    /// takes text only) with the capabilities it needs.
+    pub fn restrict(mut self, router: &Router, passthrough: &crate::provider::Passthrough) -> Plan {
+        self.candidates.retain(|(i, _)| {
+            let entry = &router.entries[*i];
+            entry.models.is_some()
+                && (!passthrough.needs_tools || entry.capabilities.tools)
+                && (!passthrough.needs_vision || entry.capabilities.vision)
+        });
+        self
+    }
+
     /// Who would be tried, in order.
     pub fn targets(&self) -> impl Iterator<Item = &Target> {
         self.candidates.iter().map(|(_, t)| t)
@@ -668,7 +680,7 @@ impl Stream for Committed {
             },
         };
         match &event {
-            GenerationEvent::Text(_) => {}
+            GenerationEvent::Text(_) | GenerationEvent::Extra { .. } => {}
             GenerationEvent::Finished { .. } => this.record(Some(true)),
             GenerationEvent::Failed(_) => this.record(Some(false)),
         }

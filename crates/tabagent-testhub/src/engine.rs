@@ -37,6 +37,10 @@ pub enum Behaviour {
     /// Streams these pieces, then holds the stream open until [`FakeEngine::release`] says,
     /// then finishes it.
     Held(Vec<&'static str>),
+    /// Calls the tool named first with the arguments in the pieces that follow (streamed as
+    /// OpenAI does: the id, type and name, then the arguments piece by piece, each token with
+    /// its log probability when asked), finishing with `tool_calls`.
+    CallTool(Vec<&'static str>),
 }
 
 #[derive(Default)]
@@ -45,6 +49,7 @@ struct Script {
     requests: AtomicUsize,
     answered: AtomicUsize,
     models: Mutex<Vec<String>>,
+    bodies: Mutex<Vec<serde_json::Value>>,
     traceparents: Mutex<Vec<Option<String>>>,
     break_stream: tokio::sync::Notify,
     release: tokio::sync::Notify,
@@ -119,6 +124,11 @@ impl FakeEngine {
         lock(&self.script.traceparents).clone()
     }
 
+    /// The body of each chat request it received.
+    pub fn bodies(&self) -> Vec<serde_json::Value> {
+        lock(&self.script.bodies).clone()
+    }
+
     /// The `model` of each request it received.
     pub fn models(&self) -> Vec<String> {
         lock(&self.script.models).clone()
@@ -147,6 +157,7 @@ async fn chat(
             .map(str::to_string),
     );
     lock(&script.models).push(body["model"].as_str().unwrap_or_default().to_string());
+    lock(&script.bodies).push(body.clone());
     let streamed = body["stream"].as_bool().unwrap_or(false);
     let behaviour = {
         let mut queue = lock(&script.behaviours);
@@ -185,6 +196,10 @@ async fn chat(
             ))
         }
         Behaviour::Held(pieces) => held(script, &pieces),
+        Behaviour::CallTool(pieces) => {
+            script.answered.fetch_add(1, Ordering::SeqCst);
+            call_tool(&pieces, body["logprobs"] == serde_json::json!(true))
+        }
         Behaviour::Stall => {
             // Injected fault: hold the request open far longer than any test waits.
             tokio::time::sleep(Duration::from_secs(3600)).await;
@@ -213,6 +228,29 @@ fn answer(script: &Script, pieces: &[&'static str], streamed: bool) -> Response 
         "data: {end}\n\ndata: {usage}\n\ndata: [DONE]\n\n"
     ))));
     sse(Body::from_stream(futures_util::stream::iter(parts)))
+}
+
+fn call_tool(pieces: &[&'static str], logprobs: bool) -> Response {
+    let (name, arguments) = pieces.split_first().unwrap_or((&"tool", &[]));
+    let mut events = vec![serde_json::json!({"choices": [{"index": 0, "delta": {
+        "role": "assistant", "content": null,
+        "tool_calls": [{"index": 0, "id": "call_fake", "type": "function",
+                        "function": {"name": name, "arguments": ""}}]}}]})];
+    for piece in arguments {
+        let mut choice = serde_json::json!({"index": 0, "delta": {
+            "tool_calls": [{"index": 0, "function": {"arguments": piece}}]}});
+        if logprobs {
+            choice["logprobs"] = serde_json::json!({"content": [{"token": piece, "logprob": -0.25, "bytes": null, "top_logprobs": []}]});
+        }
+        events.push(serde_json::json!({"choices": [choice]}));
+    }
+    events.push(
+        serde_json::json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}),
+    );
+    events.push(serde_json::json!({"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": arguments.len()}}));
+    let mut body: String = events.iter().map(|e| format!("data: {e}\n\n")).collect();
+    body.push_str("data: [DONE]\n\n");
+    sse(Body::from(body))
 }
 
 /// Counts a held stream open until it finishes, or as cancelled if it is dropped before.

@@ -65,6 +65,7 @@ pub(crate) fn collect(mut handle: GenerationHandle) -> Outcome {
                 }
             }
             GenerationEvent::Failed(err) => panic!("generation failed: {err}"),
+            GenerationEvent::Extra { .. } => panic!("the local engine sent a remote-only event"),
         }
     }
     panic!("the event stream ended without Finished");

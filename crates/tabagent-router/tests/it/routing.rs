@@ -43,6 +43,7 @@ fn hello() -> ChatRequest {
         }],
         params: GenerationParams::default(),
         trace: None,
+        passthrough: None,
     }
 }
 

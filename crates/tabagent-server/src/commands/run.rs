@@ -120,6 +120,8 @@ async fn print_stream(mut handle: GenerationHandle) -> anyhow::Result<String> {
                 stdout.flush()?;
                 reply.push_str(&text);
             }
+            // Only remote engines send these; `run` talks to the local one.
+            GenerationEvent::Extra { .. } => {}
             GenerationEvent::Finished { .. } => {
                 writeln!(stdout)?;
                 return Ok(reply);

@@ -51,10 +51,15 @@ pub async fn chat_completions(
         )
     });
     let started = std::time::Instant::now();
-    let cache_key = state
-        .cache()
-        .key(&job.model, &job.messages, &job.params)
-        .map(Arc::<str>::from);
+    let passthrough = job.passthrough.take();
+    // Tool calls and log probabilities are not in a cached answer: such requests are not cached.
+    let cache_key = match passthrough {
+        Some(_) => None,
+        None => state
+            .cache()
+            .key(&job.model, &job.messages, &job.params)
+            .map(Arc::<str>::from),
+    };
     let hit = match &cache_key {
         Some(key) => {
             let hit = state.cache().get(key).await;
@@ -75,6 +80,18 @@ pub async fn chat_completions(
         Some(_) => None,
         None => crate::routing::plan(&state, &job.model),
     };
+    let (plan, passthrough) = match (plan, passthrough, state.router()) {
+        (Some(plan), Some((passthrough, _)), Some(router)) => {
+            let plan = plan.restrict(router, &passthrough);
+            if plan.is_empty() {
+                return Err(no_capable_provider(&job.model, &passthrough));
+            }
+            (Some(plan), Some(passthrough))
+        }
+        // Only remote engines take these; a local model answers as before.
+        (_, Some((_, refusal)), _) => return Err(refusal),
+        (plan, None, _) => (plan, None),
+    };
     let (handle, provider) = match (hit, plan, state.router()) {
         (Some(hit), _, _) => (replay(&hit), "cache".to_string()),
         (None, Some(plan), Some(router)) => {
@@ -82,6 +99,7 @@ pub async fn chat_completions(
                 messages,
                 params,
                 trace: Some(admission::trace(&headers)),
+                passthrough,
             };
             let routed = router.dispatch(plan, request, &ticket).await?;
             (Events::stream(routed.events), routed.target.provider)
@@ -163,14 +181,32 @@ pub async fn chat_completions(
             index: 0,
             message: ResponseMessage {
                 role: "assistant",
-                content: out.text,
+                content: (!out.text.is_empty() || out.tool_calls.is_empty()).then_some(out.text),
+                tool_calls: (!out.tool_calls.is_empty()).then_some(out.tool_calls),
             },
             finish_reason: out.reason.as_str(),
-            logprobs: None,
+            logprobs: out
+                .logprobs
+                .map(|content| serde_json::json!({ "content": content })),
         }],
         usage: generate::wire_usage(out.usage),
     };
     Ok(with_headers(Json(response).into_response()))
+}
+
+/// 400: nothing serving `model` can take what the request needs.
+fn no_capable_provider(model: &str, passthrough: &tabagent_router::Passthrough) -> ApiError {
+    let (param, capability) = if passthrough.needs_tools {
+        ("tools", "tools")
+    } else if passthrough.needs_vision {
+        ("messages", "vision")
+    } else {
+        ("logprobs", "remote")
+    };
+    ApiError::bad_request(
+        Some(param),
+        format!("no provider serving `{model}` can take this request: it needs a remote engine{} (router.providers[].capabilities)", if capability == "remote" { String::new() } else { format!(" with the `{capability}` capability") }),
+    )
 }
 
 /// `hit` or `miss` on a request the response cache could answer (temperature 0 or a seed).
@@ -223,6 +259,22 @@ impl ChatChunks {
 }
 
 impl ChunkFormat for ChatChunks {
+    fn extra(
+        &self,
+        delta: &serde_json::Map<String, serde_json::Value>,
+        logprobs: Option<&serde_json::Value>,
+    ) -> Option<String> {
+        let mut choice = serde_json::json!({"index": 0, "delta": delta, "finish_reason": null});
+        if let Some(logprobs) = logprobs {
+            choice["logprobs"] = logprobs.clone();
+        }
+        let chunk = serde_json::json!({
+            "id": self.id, "object": "chat.completion.chunk", "created": self.created,
+            "model": self.model, "choices": [choice],
+        });
+        Some(chunk.to_string())
+    }
+
     fn opening(&self) -> Option<String> {
         Some(self.chunk(
             ChunkDelta {

@@ -33,6 +33,9 @@ pub struct ChatJob {
     pub keep_alive: Option<KeepAlive>,
     /// The conversation to record the exchange in.
     pub conversation: Option<String>,
+    /// What only a remote engine can take (tools, tool messages, images, log probabilities),
+    /// with the refusal to answer if the request is not routed to one.
+    pub passthrough: Option<(tabagent_router::Passthrough, ApiError)>,
 }
 
 /// A validated completion request.
@@ -54,6 +57,12 @@ pub struct CompletionJob {
 
 /// Checks and converts a conversation.
 pub fn messages(wire: &[WireMessage]) -> Result<Vec<ChatMessage>, ApiError> {
+    messages_with(wire, false)
+}
+
+/// Converts a conversation; `remote_only` (a request only a remote engine will see) keeps the
+/// text of what the in-process engine cannot take (tool turns, images) instead of refusing it.
+fn messages_with(wire: &[WireMessage], remote_only: bool) -> Result<Vec<ChatMessage>, ApiError> {
     if wire.is_empty() {
         return Err(ApiError::bad_request(
             Some("messages"),
@@ -67,6 +76,7 @@ pub fn messages(wire: &[WireMessage]) -> Result<Vec<ChatMessage>, ApiError> {
             "system" | "developer" => Role::System,
             "user" => Role::User,
             "assistant" => Role::Assistant,
+            "tool" | "function" if remote_only => Role::User,
             "tool" | "function" => {
                 return Err(ApiError::bad_request(
                     Some(&format!("{at}.role")),
@@ -82,11 +92,12 @@ pub fn messages(wire: &[WireMessage]) -> Result<Vec<ChatMessage>, ApiError> {
                 ))
             }
         };
-        if message
-            .tool_calls
-            .as_ref()
-            .is_some_and(|calls| !calls.is_empty())
-            || message.tool_call_id.is_some()
+        if !remote_only
+            && (message
+                .tool_calls
+                .as_ref()
+                .is_some_and(|calls| !calls.is_empty())
+                || message.tool_call_id.is_some())
         {
             return Err(ApiError::bad_request(
                 Some(&format!("{at}.tool_calls")),
@@ -100,6 +111,7 @@ pub fn messages(wire: &[WireMessage]) -> Result<Vec<ChatMessage>, ApiError> {
                 for (part_index, part) in parts.iter().enumerate() {
                     match (part.kind.as_str(), &part.text) {
                         ("text", Some(part_text)) => text.push_str(part_text),
+                        _ if remote_only => {}
                         (kind, _) => {
                             return Err(ApiError::bad_request(
                                 Some(&format!("{at}.content[{part_index}]")),
@@ -110,6 +122,8 @@ pub fn messages(wire: &[WireMessage]) -> Result<Vec<ChatMessage>, ApiError> {
                 }
                 text
             }
+            // An assistant turn that only called tools.
+            None if remote_only => String::new(),
             None => {
                 return Err(ApiError::bad_request(
                     Some(&format!("{at}.content")),
@@ -125,31 +139,8 @@ pub fn messages(wire: &[WireMessage]) -> Result<Vec<ChatMessage>, ApiError> {
 /// Validates a chat request.
 pub fn chat(request: ChatCompletionRequest) -> Result<ChatJob, ApiError> {
     check_model(&request.model)?;
-    if request
-        .tools
-        .as_ref()
-        .is_some_and(|tools| !tools.is_empty())
-    {
-        return Err(ApiError::bad_request(
-            Some("tools"),
-            "tool calling is not available yet in this server; remove `tools`",
-        ));
-    }
-    if let Some(choice) = &request.tool_choice {
-        if choice != &Value::String("none".into()) {
-            return Err(ApiError::bad_request(
-                Some("tool_choice"),
-                "tool calling is not available yet in this server; remove `tool_choice`",
-            ));
-        }
-    }
-    if request.logprobs == Some(true) || request.top_logprobs.is_some() {
-        return Err(ApiError::bad_request(
-            Some("logprobs"),
-            "logprobs are not supported yet",
-        ));
-    }
-    let messages = messages(&request.messages)?;
+    let passthrough = passthrough(&request)?;
+    let messages = messages_with(&request.messages, passthrough.is_some())?;
     let mut params = generation(&request.sampling, request.max_completion_tokens, None)?;
     params.constraint = response_format(request.response_format.as_ref())?;
     let (stream, include_usage) = streaming(&request.sampling);
@@ -161,7 +152,100 @@ pub fn chat(request: ChatCompletionRequest) -> Result<ChatJob, ApiError> {
         stream,
         include_usage,
         conversation: request.conversation_id,
+        passthrough,
     })
+}
+
+/// What of `request` only a remote engine can take, and the error the in-process engine would
+/// answer it with (the first such part): `None` when it is plain text.
+fn passthrough(
+    request: &ChatCompletionRequest,
+) -> Result<Option<(tabagent_router::Passthrough, ApiError)>, ApiError> {
+    let mut refusal: Option<ApiError> = None;
+    let mut refuse = |param: &str, message: &str| {
+        refusal.get_or_insert_with(|| ApiError::bad_request(Some(param), message));
+    };
+    let mut fields = serde_json::Map::new();
+    let tools = request.tools.as_ref().is_some_and(|t| !t.is_empty());
+    if tools {
+        refuse(
+            "tools",
+            "tool calling needs a remote engine with the `tools` capability; the in-process engine does not call tools yet",
+        );
+        fields.insert(
+            "tools".into(),
+            Value::from(request.tools.clone().unwrap_or_default()),
+        );
+    }
+    if let Some(choice) = &request.tool_choice {
+        if choice != &Value::String("none".into()) {
+            if !tools {
+                return Err(ApiError::bad_request(
+                    Some("tool_choice"),
+                    "`tool_choice` needs `tools`",
+                ));
+            }
+            fields.insert("tool_choice".into(), choice.clone());
+        }
+    }
+    if let Some(parallel) = request.parallel_tool_calls.filter(|_| tools) {
+        fields.insert("parallel_tool_calls".into(), Value::Bool(parallel));
+    }
+    if request.logprobs == Some(true) || request.top_logprobs.is_some() {
+        if !(0..=20).contains(&request.top_logprobs.unwrap_or(0)) {
+            return Err(ApiError::bad_request(
+                Some("top_logprobs"),
+                "`top_logprobs` must be between 0 and 20",
+            ));
+        }
+        refuse(
+            "logprobs",
+            "log probabilities come from remote engines only; the in-process engine does not report them yet",
+        );
+        fields.insert("logprobs".into(), Value::Bool(true));
+        if let Some(top) = request.top_logprobs {
+            fields.insert("top_logprobs".into(), Value::from(top));
+        }
+    }
+    let mut tool_turns = false;
+    let mut images = false;
+    for (index, message) in request.messages.iter().enumerate() {
+        if matches!(message.role.as_str(), "tool" | "function")
+            || message.tool_calls.as_ref().is_some_and(|c| !c.is_empty())
+            || message.tool_call_id.is_some()
+        {
+            tool_turns = true;
+            refuse(
+                &format!("messages[{index}].tool_calls"),
+                "tool calls need a remote engine with the `tools` capability; the in-process engine does not call tools yet",
+            );
+        }
+        if let Some(MessageContent::Parts(parts)) = &message.content {
+            if let Some(at) = parts.iter().position(|p| p.kind != "text") {
+                images = true;
+                refuse(
+                    &format!("messages[{index}].content[{at}]"),
+                    &format!("content parts of type `{}` need a remote engine with the `vision` capability; this model takes `text` parts", parts[at].kind),
+                );
+            }
+        }
+    }
+    let Some(refusal) = refusal else {
+        return Ok(None);
+    };
+    let messages = (tool_turns || images)
+        .then(|| serde_json::to_value(&request.messages))
+        .transpose()
+        .map_err(ApiError::internal)?;
+    Ok(Some((
+        tabagent_router::Passthrough {
+            messages,
+            fields,
+            needs_tools: tools || tool_turns,
+            needs_vision: images,
+        },
+        refusal,
+    )))
 }
 
 /// Validates a completion request.

@@ -110,6 +110,10 @@ impl Events {
 pub struct Collected {
     /// All text.
     pub text: String,
+    /// Tool calls a remote engine streamed, put together.
+    pub tool_calls: Vec<serde_json::Value>,
+    /// Per-token log probabilities a remote engine sent (its `logprobs.content` entries).
+    pub logprobs: Option<Vec<serde_json::Value>>,
     /// Why it ended.
     pub reason: FinishReason,
     /// Token counts.
@@ -120,16 +124,35 @@ pub struct Collected {
 pub async fn collect(events: impl Into<Events>, mut watch: Watch) -> Result<Collected, ApiError> {
     let mut events = events.into();
     let mut text = String::new();
+    let mut tool_calls = Vec::new();
+    let mut logprobs: Option<Vec<serde_json::Value>> = None;
     while let Some(event) = events.next().await {
         match event {
             GenerationEvent::Text(piece) => {
                 watch.text();
                 text.push_str(&piece);
             }
+            GenerationEvent::Extra {
+                delta,
+                logprobs: more,
+            } => {
+                watch.text();
+                if let Some(calls) = delta.get("tool_calls").and_then(|c| c.as_array()) {
+                    merge_tool_calls(&mut tool_calls, calls);
+                }
+                if let Some(more) = more {
+                    let entries = more.get("content").and_then(|c| c.as_array());
+                    logprobs
+                        .get_or_insert_with(Vec::new)
+                        .extend(entries.into_iter().flatten().cloned());
+                }
+            }
             GenerationEvent::Finished { reason, usage } => {
                 watch.finished(usage);
                 return Ok(Collected {
                     text,
+                    tool_calls,
+                    logprobs,
                     reason,
                     usage,
                 });
@@ -142,6 +165,36 @@ pub async fn collect(events: impl Into<Events>, mut watch: Watch) -> Result<Coll
     ))
 }
 
+/// Puts streamed tool-call deltas together: each names its call by `index`; the first brings
+/// its `id`, `type` and function name, later ones more of its `arguments`.
+pub fn merge_tool_calls(calls: &mut Vec<serde_json::Value>, deltas: &[serde_json::Value]) {
+    use serde_json::{json, Value};
+    for delta in deltas {
+        let index = delta.get("index").and_then(Value::as_u64).unwrap_or(0) as usize;
+        // An engine's index is trusted only as far as the next new call.
+        let index = index.min(calls.len());
+        if index == calls.len() {
+            calls.push(
+                json!({"id": "", "type": "function", "function": {"name": "", "arguments": ""}}),
+            );
+        }
+        let call = &mut calls[index];
+        for key in ["id", "type"] {
+            if let Some(value) = delta.get(key).filter(|v| v.is_string()) {
+                call[key] = value.clone();
+            }
+        }
+        if let Some(function) = delta.get("function") {
+            for key in ["name", "arguments"] {
+                if let Some(piece) = function.get(key).and_then(Value::as_str) {
+                    let joined = format!("{}{piece}", call["function"][key].as_str().unwrap_or(""));
+                    call["function"][key] = Value::String(joined);
+                }
+            }
+        }
+    }
+}
+
 /// How a stream's chunks are written for one endpoint.
 pub trait ChunkFormat: Send + Unpin + 'static {
     /// A chunk sent before any text (chat sends the role), if any.
@@ -152,6 +205,15 @@ pub trait ChunkFormat: Send + Unpin + 'static {
     fn finish(&self, reason: FinishReason) -> String;
     /// The usage chunk.
     fn usage(&self, usage: WireUsage) -> String;
+    /// A chunk carrying a remote engine's other parts (tool calls, log probabilities), if the
+    /// endpoint has a place for them.
+    fn extra(
+        &self,
+        _delta: &serde_json::Map<String, serde_json::Value>,
+        _logprobs: Option<&serde_json::Value>,
+    ) -> Option<String> {
+        None
+    }
 }
 
 /// Work a stream finishes before its last chunks go out (recording the exchange), given the
@@ -267,6 +329,16 @@ impl<F: ChunkFormat + Unpin> Stream for EventStream<F> {
             return Poll::Ready(Some(Ok(Event::default().data(data))));
         }
         let data = match ready!(this.events.poll_next(cx)) {
+            Some(GenerationEvent::Extra { delta, logprobs }) => {
+                this.watch.text();
+                match this.format.extra(&delta, logprobs.as_ref()) {
+                    Some(chunk) => chunk,
+                    None => {
+                        cx.waker().wake_by_ref();
+                        return Poll::Pending;
+                    }
+                }
+            }
             Some(GenerationEvent::Text(text)) => {
                 this.watch.text();
                 if this.on_finish.is_some() {

@@ -83,15 +83,18 @@ pub struct ChatCompletionRequest {
     pub response_format: Option<Value>,
     /// Newer spelling of `max_tokens`.
     pub max_completion_tokens: Option<i64>,
-    /// Tools; not available yet (answered with 400).
+    /// Tools: sent on to remote engines with the `tools` capability (the in-process engine
+    /// answers 400).
     #[schema(value_type = Option<Vec<Object>>)]
     pub tools: Option<Vec<Value>>,
-    /// Tool choice; not available yet (answered with 400 unless `none`).
+    /// Tool choice (with `tools`).
     #[schema(value_type = Option<Object>)]
     pub tool_choice: Option<Value>,
-    /// Not supported yet.
+    /// Whether the model may call several tools at once (with `tools`).
+    pub parallel_tool_calls: Option<bool>,
+    /// Log probabilities: from remote engines (the in-process engine answers 400).
     pub logprobs: Option<bool>,
-    /// Not supported yet.
+    /// Alternatives per token, with `logprobs`.
     pub top_logprobs: Option<i64>,
     /// Record this exchange in the memory's conversations store under this id (also taken
     /// from the `X-Conversation-Id` header).
@@ -101,44 +104,53 @@ pub struct ChatCompletionRequest {
     pub sampling: SamplingFields,
 }
 
-/// One message as the wire carries it.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
+/// One message as the wire carries it (kept whole, so a request routed to a remote engine can
+/// send it on as the caller wrote it).
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 pub struct WireMessage {
-    /// `system`, `developer`, `user` or `assistant`.
+    /// `system`, `developer`, `user`, `assistant`, or (to remote engines) `tool`.
     pub role: String,
-    /// Text, or a list of content parts.
+    /// Text, or a list of content parts (null for an assistant turn that only called tools).
     pub content: Option<MessageContent>,
     /// Speaker name (accepted, not used by templates).
-    #[expect(
-        dead_code,
-        reason = "accepted so OpenAI clients that send it are not refused"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// Tool calls of an assistant turn; not available yet.
+    /// Tool calls of an assistant turn (remote engines only).
     #[schema(value_type = Option<Vec<Object>>)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tool_calls: Option<Vec<Value>>,
-    /// Id of the tool call a `tool` message answers; not available yet.
+    /// Id of the tool call a `tool` message answers (remote engines only).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tool_call_id: Option<String>,
+    /// Any other field, passed on to remote engines.
+    #[serde(flatten)]
+    #[schema(value_type = Object)]
+    pub other: serde_json::Map<String, Value>,
 }
 
 /// Message content.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(untagged)]
 pub enum MessageContent {
     /// Plain text.
     Text(String),
-    /// Content parts; only `text` parts are supported.
+    /// Content parts: `text` here; `image_url` and others for remote engines that take them.
     Parts(Vec<ContentPart>),
 }
 
 /// One content part.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 pub struct ContentPart {
-    /// `text` (others, like `image_url`, are refused).
+    /// `text`, or (remote engines) `image_url`, `input_audio`, ...
     #[serde(rename = "type")]
     pub kind: String,
     /// The text of a `text` part.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
+    /// The part's other fields (`image_url`, ...).
+    #[serde(flatten)]
+    #[schema(value_type = Object)]
+    pub other: serde_json::Map<String, Value>,
 }
 
 /// `POST /v1/completions` body.
@@ -178,8 +190,12 @@ pub struct WireUsage {
 pub struct ResponseMessage {
     /// Always `assistant`.
     pub role: &'static str,
-    /// The generated text.
-    pub content: String,
+    /// The generated text (null when the answer is only tool calls).
+    pub content: Option<String>,
+    /// The tools the model called (from remote engines).
+    #[schema(value_type = Option<Vec<Object>>)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<Value>>,
 }
 
 /// One choice of a chat completion.
@@ -189,9 +205,9 @@ pub struct ChatChoice {
     pub index: u32,
     /// The reply.
     pub message: ResponseMessage,
-    /// `stop` or `length`.
+    /// `stop`, `length`, `tool_calls` or `content_filter`.
     pub finish_reason: &'static str,
-    /// Always null.
+    /// `{"content": [...]}` when log probabilities were asked for (remote engines).
     #[schema(value_type = Option<Object>)]
     pub logprobs: Option<Value>,
 }

@@ -17,6 +17,7 @@ mod lifecycle;
 mod memory;
 mod memory_api;
 mod onnx;
+mod passthrough;
 mod pull;
 mod routing;
 mod scheduler;
