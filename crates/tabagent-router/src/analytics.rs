@@ -1,7 +1,10 @@
 //! Parameter analytics: Thompson sampling over arms, so that among the providers that could
 //! serve a request the router learns which answer well.
 //!
-//! An arm is a (provider, model) pair. Each holds a Beta(α, β) posterior over its reward in
+//! An arm is a (provider, model) pair, or for a route (a task type) with parameter sets, a
+//! (provider, model, task, parameter set): the bandit then learns which sampling settings serve
+//! that task best on each model, and `best_for_task` answers "which settings for this task?".
+//! Each holds a Beta(α, β) posterior over its reward in
 //! [0, 1]: a failed try rewards 0; an answer rewards 1 if its time to first token is within
 //! `ttft_target_secs`, less in proportion beyond it; a caller's feedback (`POST /v1/feedback`,
 //! a score from 0 to 1) is one more observation of the arm that answered. Ordering candidates
@@ -27,6 +30,37 @@ const SAVE_EVERY: u64 = 100;
 /// Answers remembered for feedback.
 const REMEMBERED: usize = 10_000;
 
+/// Which arm.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct ArmId {
+    /// The provider.
+    pub provider: String,
+    /// The model.
+    pub model: String,
+    /// The route (task type) whose parameter set was used.
+    pub task: Option<String>,
+    /// The parameter set.
+    pub parameter_set: Option<String>,
+}
+
+impl ArmId {
+    /// A provider's model, without parameter sets.
+    pub fn new(provider: &str, model: &str) -> ArmId {
+        ArmId {
+            provider: provider.to_string(),
+            model: model.to_string(),
+            ..ArmId::default()
+        }
+    }
+
+    fn key(&self) -> String {
+        match (&self.task, &self.parameter_set) {
+            (Some(task), Some(set)) => format!("{}/{}@{task}#{set}", self.provider, self.model),
+            _ => format!("{}/{}", self.provider, self.model),
+        }
+    }
+}
+
 /// One arm's posterior and counts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Arm {
@@ -34,6 +68,12 @@ pub struct Arm {
     pub provider: String,
     /// The model.
     pub model: String,
+    /// The route (task type), for an arm with a parameter set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+    /// The parameter set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameter_set: Option<String>,
     /// Beta's α: 1 plus the rewards seen.
     pub alpha: f64,
     /// Beta's β: 1 plus the shortfalls seen.
@@ -43,13 +83,25 @@ pub struct Arm {
 }
 
 impl Arm {
-    fn new(provider: &str, model: &str) -> Self {
+    fn new(id: &ArmId) -> Self {
         Self {
-            provider: provider.to_string(),
-            model: model.to_string(),
+            provider: id.provider.clone(),
+            model: id.model.clone(),
+            task: id.task.clone(),
+            parameter_set: id.parameter_set.clone(),
             alpha: 1.0,
             beta: 1.0,
             pulls: 0,
+        }
+    }
+
+    /// Which arm it is.
+    pub fn id(&self) -> ArmId {
+        ArmId {
+            provider: self.provider.clone(),
+            model: self.model.clone(),
+            task: self.task.clone(),
+            parameter_set: self.parameter_set.clone(),
         }
     }
 
@@ -64,10 +116,6 @@ impl Arm {
         self.beta += 1.0 - reward;
         self.pulls += 1;
     }
-}
-
-fn key(provider: &str, model: &str) -> String {
-    format!("{provider}/{model}")
 }
 
 /// Why feedback was refused.
@@ -86,7 +134,7 @@ pub enum FeedbackError {
 
 struct State {
     arms: BTreeMap<String, Arm>,
-    answered: HashMap<String, String>,
+    answered: HashMap<String, ArmId>,
     order: VecDeque<String>,
     unsaved: u64,
 }
@@ -123,10 +171,7 @@ impl Analytics {
             }
             _ => Vec::new(),
         };
-        let arms = arms
-            .into_iter()
-            .map(|arm| (key(&arm.provider, &arm.model), arm))
-            .collect();
+        let arms = arms.into_iter().map(|arm| (arm.id().key(), arm)).collect();
         Ok(Self {
             path,
             ttft_target_secs,
@@ -147,19 +192,34 @@ impl Analytics {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A draw from each arm's posterior (unknown arms are uniform), for ordering candidates.
-    pub fn draw(&self, provider: &str, model: &str) -> f64 {
+    /// A draw from an arm's posterior (unknown arms are uniform), for ordering candidates.
+    pub fn draw(&self, arm: &ArmId) -> f64 {
         let (alpha, beta) = self
             .lock()
             .arms
-            .get(&key(provider, model))
+            .get(&arm.key())
             .map_or((1.0, 1.0), |arm| (arm.alpha, arm.beta));
         let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
         Beta::new(alpha, beta).map_or(0.5, |b| b.sample(&mut *rng))
     }
 
+    /// An arm's posterior mean (an unknown arm's is ½).
+    pub fn mean(&self, arm: &ArmId) -> f64 {
+        self.lock().arms.get(&arm.key()).map_or(0.5, Arm::mean)
+    }
+
+    /// The arm with the best posterior mean among those tried for `task`.
+    pub fn best_for_task(&self, task: &str) -> Option<Arm> {
+        self.lock()
+            .arms
+            .values()
+            .filter(|arm| arm.task.as_deref() == Some(task))
+            .max_by(|a, b| a.mean().total_cmp(&b.mean()))
+            .cloned()
+    }
+
     /// A try's outcome: `ttft_secs` to its first token, or `None` if it failed.
-    pub fn outcome(&self, provider: &str, model: &str, ttft_secs: Option<f64>) {
+    pub fn outcome(&self, arm: &ArmId, ttft_secs: Option<f64>) {
         let reward = match ttft_secs {
             None => 0.0,
             Some(ttft) if ttft <= self.ttft_target_secs => 1.0,
@@ -169,8 +229,8 @@ impl Analytics {
             let mut state = self.lock();
             state
                 .arms
-                .entry(key(provider, model))
-                .or_insert_with(|| Arm::new(provider, model))
+                .entry(arm.key())
+                .or_insert_with(|| Arm::new(arm))
                 .observe(reward);
             state.unsaved += 1;
             state.unsaved >= SAVE_EVERY
@@ -183,7 +243,7 @@ impl Analytics {
     }
 
     /// Remembers that answer `id` came from this arm, for feedback.
-    pub fn answered(&self, id: &str, provider: &str, model: &str) {
+    pub fn answered(&self, id: &str, arm: &ArmId) {
         let mut state = self.lock();
         if state.order.len() >= REMEMBERED {
             if let Some(old) = state.order.pop_front() {
@@ -191,7 +251,7 @@ impl Analytics {
             }
         }
         state.order.push_back(id.to_string());
-        state.answered.insert(id.to_string(), key(provider, model));
+        state.answered.insert(id.to_string(), arm.clone());
     }
 
     /// A caller's score (0 to 1) for answer `id`, saved before this returns.
@@ -201,15 +261,13 @@ impl Analytics {
         }
         let arm = {
             let mut state = self.lock();
-            let arm_key = state
+            let id = state
                 .answered
                 .get(id)
                 .cloned()
                 .ok_or_else(|| FeedbackError::UnknownAnswer(id.to_string()))?;
-            let arm = state
-                .arms
-                .get_mut(&arm_key)
-                .ok_or_else(|| FeedbackError::UnknownAnswer(id.to_string()))?;
+            // An answer served without a try (the in-process engine directly) has no arm yet.
+            let arm = state.arms.entry(id.key()).or_insert_with(|| Arm::new(&id));
             arm.observe(score);
             arm.clone()
         };
@@ -263,12 +321,12 @@ mod tests {
 
     #[test]
     fn outcomes_and_feedback_move_the_posterior_and_feedback_is_saved_before_it_returns() {
-        let dir = tempfile_dir();
+        let dir = tempfile_dir("feedback");
         let path = dir.join("analytics.json");
         let analytics = Analytics::open(Some(path.clone()), 0.5, Some(1)).unwrap();
-        analytics.outcome("a", "m", Some(0.1));
-        analytics.outcome("a", "m", Some(2.0));
-        analytics.outcome("b", "m", None);
+        analytics.outcome(&ArmId::new("a", "m"), Some(0.1));
+        analytics.outcome(&ArmId::new("a", "m"), Some(2.0));
+        analytics.outcome(&ArmId::new("b", "m"), None);
         let arms = analytics.arms();
         assert_eq!((arms[0].provider.as_str(), arms[0].pulls), ("a", 2));
         assert!((arms[0].alpha - 2.25).abs() < 1e-9 && (arms[0].beta - 1.75).abs() < 1e-9);
@@ -277,7 +335,7 @@ mod tests {
             analytics.feedback("nope", 1.0),
             Err(FeedbackError::UnknownAnswer("nope".into()))
         );
-        analytics.answered("chatcmpl-1", "b", "m");
+        analytics.answered("chatcmpl-1", &ArmId::new("b", "m"));
         assert_eq!(
             analytics.feedback("chatcmpl-1", 1.5),
             Err(FeedbackError::BadScore)
@@ -293,16 +351,17 @@ mod tests {
     #[test]
     fn draws_favour_the_better_arm_and_still_try_the_other() {
         let analytics = Analytics::open(None, 1.0, Some(7)).unwrap();
+        let (good, bad) = (ArmId::new("good", "m"), ArmId::new("bad", "m"));
         for _ in 0..20 {
-            analytics.outcome("good", "m", Some(0.1));
-            analytics.outcome("bad", "m", None);
+            analytics.outcome(&good, Some(0.1));
+            analytics.outcome(&bad, None);
         }
         let good_wins = (0..1000)
-            .filter(|_| analytics.draw("good", "m") > analytics.draw("bad", "m"))
+            .filter(|_| analytics.draw(&good) > analytics.draw(&bad))
             .count();
         assert!(good_wins > 990, "{good_wins}");
         let unknown = (0..1000)
-            .filter(|_| analytics.draw("new", "m") > 0.5)
+            .filter(|_| analytics.draw(&ArmId::new("new", "m")) > 0.5)
             .count();
         assert!(
             (400..600).contains(&unknown),
@@ -310,8 +369,40 @@ mod tests {
         );
     }
 
-    fn tempfile_dir() -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("tabagent-analytics-{}", std::process::id()));
+    #[test]
+    fn parameter_sets_are_arms_of_their_own_and_old_files_still_load() {
+        let dir = tempfile_dir("sets");
+        let path = dir.join("analytics.json");
+        // A file from before parameter sets.
+        std::fs::write(
+            &path,
+            r#"[{"provider":"a","model":"m","alpha":3.0,"beta":1.0,"pulls":2}]"#,
+        )
+        .unwrap();
+        let analytics = Analytics::open(Some(path.clone()), 1.0, Some(3)).unwrap();
+        assert_eq!(analytics.mean(&ArmId::new("a", "m")), 0.75);
+        let set = |name: &str| ArmId {
+            task: Some("code".into()),
+            parameter_set: Some(name.into()),
+            ..ArmId::new("a", "m")
+        };
+        for _ in 0..10 {
+            analytics.outcome(&set("precise"), Some(0.1));
+            analytics.outcome(&set("loose"), None);
+        }
+        assert_eq!(analytics.mean(&ArmId::new("a", "m")), 0.75, "untouched");
+        let best = analytics.best_for_task("code").unwrap();
+        assert_eq!(best.parameter_set.as_deref(), Some("precise"));
+        assert_eq!(analytics.best_for_task("chat"), None);
+        analytics.save().unwrap();
+        let again = Analytics::open(Some(path), 1.0, None).unwrap();
+        assert_eq!(again.arms(), analytics.arms());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    fn tempfile_dir(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("tabagent-analytics-{}-{name}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         dir
     }

@@ -91,6 +91,104 @@ pub struct RouteConfig {
     pub capabilities: Vec<String>,
     /// At least this much context.
     pub min_context: Option<u32>,
+    /// Sampling settings to choose among for this task: each (provider, model, set) is an arm
+    /// of the bandit, so the router learns which settings answer this task best.
+    pub parameter_sets: Vec<ParameterSet>,
+}
+
+/// Named sampling settings; a setting the caller gave itself is kept.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParameterSet {
+    /// Its name in analytics.
+    pub name: String,
+    /// Sampling temperature (0 to 2).
+    #[serde(default)]
+    pub temperature: Option<f32>,
+    /// Nucleus sampling (above 0, at most 1).
+    #[serde(default)]
+    pub top_p: Option<f32>,
+    /// Top-k sampling (0: off).
+    #[serde(default)]
+    pub top_k: Option<u32>,
+    /// Min-p sampling (0 to 1).
+    #[serde(default)]
+    pub min_p: Option<f32>,
+    /// Repetition penalty (above 0).
+    #[serde(default)]
+    pub repeat_penalty: Option<f32>,
+    /// Frequency penalty (-2 to 2).
+    #[serde(default)]
+    pub frequency_penalty: Option<f32>,
+    /// Presence penalty (-2 to 2).
+    #[serde(default)]
+    pub presence_penalty: Option<f32>,
+    /// Longest answer, in tokens.
+    #[serde(default)]
+    pub max_tokens: Option<u32>,
+}
+
+impl ParameterSet {
+    /// Sets what this set names in `params`, except what the caller `fixed` itself (named as
+    /// on the wire: `temperature`, `max_tokens`, ...).
+    pub fn apply(
+        &self,
+        params: &mut tabagent_core::GenerationParams,
+        fixed: &std::collections::BTreeSet<&'static str>,
+    ) {
+        let s = &mut params.sampling;
+        let free = |name: &str| !fixed.contains(name);
+        macro_rules! set {
+            ($field:ident, $target:expr) => {
+                if let Some(value) = self.$field {
+                    if free(stringify!($field)) {
+                        $target = value;
+                    }
+                }
+            };
+        }
+        set!(temperature, s.temperature);
+        set!(top_p, s.top_p);
+        set!(top_k, s.top_k);
+        set!(min_p, s.min_p);
+        set!(repeat_penalty, s.repeat_penalty);
+        set!(frequency_penalty, s.frequency_penalty);
+        set!(presence_penalty, s.presence_penalty);
+        if let Some(max) = self.max_tokens {
+            if free("max_tokens") {
+                params.max_tokens = Some(max);
+            }
+        }
+    }
+
+    fn check(&self, route: &str) -> Result<(), ConfigError> {
+        let bad = |what: &str| {
+            Err(ConfigError(format!(
+                "route `{route}`, parameter set `{}`: {what}",
+                self.name
+            )))
+        };
+        let within = |v: Option<f32>, lo: f32, hi: f32| v.is_none_or(|v| v >= lo && v <= hi);
+        if self.name.is_empty() || self.name.contains(['/', '#', '@']) {
+            return bad("the name is empty or has `/`, `#` or `@`");
+        }
+        if !within(self.temperature, 0.0, 2.0) {
+            return bad("temperature must be between 0 and 2");
+        }
+        if !within(self.top_p, f32::MIN_POSITIVE, 1.0) || !within(self.min_p, 0.0, 1.0) {
+            return bad("top_p must be above 0 and at most 1, min_p between 0 and 1");
+        }
+        if !within(self.repeat_penalty, f32::MIN_POSITIVE, 10.0) {
+            return bad("repeat_penalty must be above 0 and at most 10");
+        }
+        if !within(self.frequency_penalty, -2.0, 2.0) || !within(self.presence_penalty, -2.0, 2.0) {
+            return bad("frequency_penalty and presence_penalty must be between -2 and 2");
+        }
+        if self.max_tokens == Some(0) {
+            return bad("max_tokens must be at least 1");
+        }
+        Ok(())
+    }
 }
 
 /// `[router]`.
@@ -188,6 +286,16 @@ impl RouterConfig {
             }
         }
         for (name, route) in &self.routes {
+            let mut sets = std::collections::HashSet::new();
+            for set in &route.parameter_sets {
+                set.check(name)?;
+                if !sets.insert(set.name.as_str()) {
+                    return bad(format!(
+                        "route `{name}`: two parameter sets are named `{}`",
+                        set.name
+                    ));
+                }
+            }
             for c in &route.capabilities {
                 if !KNOWN_CAPABILITIES.contains(&c.as_str()) {
                     return bad(format!(

@@ -25,6 +25,9 @@ pub struct ChatRequest {
     /// What only a remote engine can take, sent to it as the caller wrote it (such a request
     /// is never routed to the in-process engine).
     pub passthrough: Option<Passthrough>,
+    /// The sampling settings the caller gave itself (wire names: `temperature`, `max_tokens`,
+    /// ...), which a route's parameter set leaves alone.
+    pub fixed: std::collections::BTreeSet<&'static str>,
 }
 
 /// Parts of a request sent on to a remote engine as they are.

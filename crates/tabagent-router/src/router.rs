@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use futures_util::{Stream, StreamExt};
 use tabagent_core::{GenerationEvent, InferenceError};
 
-use crate::analytics::Analytics;
-use crate::config::{Capabilities, ConfigError, RouteConfig, RouterConfig, Tier};
+use crate::analytics::{Analytics, ArmId};
+use crate::config::{Capabilities, ConfigError, ParameterSet, RouteConfig, RouterConfig, Tier};
 use crate::health::{BreakerState, Health, Unavailable};
 use crate::openai::OpenAiProvider;
 use crate::provider::{ChatRequest, EventStream, Provider, TryError};
@@ -37,6 +37,8 @@ pub struct Target {
 pub struct Routed {
     /// Who answers.
     pub target: Target,
+    /// The analytics arm it counts for (feedback on the answer goes there).
+    pub arm: ArmId,
     /// The answer, ending in one `Finished` or `Failed`; dropping it cancels the generation.
     pub events: EventStream,
 }
@@ -73,7 +75,17 @@ pub enum RouteError {
 #[derive(Debug, Clone)]
 pub struct Plan {
     requested: String,
-    candidates: Vec<(usize, Target)>,
+    candidates: Vec<Choice>,
+}
+
+/// One candidate: a provider, the model to ask for, and for a route with parameter sets the
+/// set chosen for it (by a draw from each set's posterior on that model).
+#[derive(Debug, Clone)]
+struct Choice {
+    i: usize,
+    target: Target,
+    set: Option<ParameterSet>,
+    arm: ArmId,
 }
 
 impl Plan {
@@ -85,8 +97,8 @@ impl Plan {
     /// Keeps only providers that can take `passthrough`: remote ones (the in-process engine
     /// takes text only) with the capabilities it needs.
     pub fn restrict(mut self, router: &Router, passthrough: &crate::provider::Passthrough) -> Plan {
-        self.candidates.retain(|(i, _)| {
-            let entry = &router.entries[*i];
+        self.candidates.retain(|choice| {
+            let entry = &router.entries[choice.i];
             entry.models.is_some()
                 && (!passthrough.needs_tools || entry.capabilities.tools)
                 && (!passthrough.needs_vision || entry.capabilities.vision)
@@ -96,7 +108,14 @@ impl Plan {
 
     /// Who would be tried, in order.
     pub fn targets(&self) -> impl Iterator<Item = &Target> {
-        self.candidates.iter().map(|(_, t)| t)
+        self.candidates.iter().map(|c| &c.target)
+    }
+
+    /// The parameter set each candidate would use, in order (`None` without sets).
+    pub fn parameter_sets(&self) -> impl Iterator<Item = Option<&str>> {
+        self.candidates
+            .iter()
+            .map(|c| c.set.as_ref().map(|s| s.name.as_str()))
     }
 }
 
@@ -246,7 +265,7 @@ impl Router {
 
     /// Whether any provider serves `requested` (a model, a route or an alias).
     pub fn knows(&self, requested: &str) -> bool {
-        !self.matching(requested).is_empty()
+        !self.matching(requested).0.is_empty()
     }
 
     /// The providers that could serve `requested`, best first.
@@ -258,15 +277,16 @@ impl Router {
     /// request through, then by a draw from each one's posterior (or by health score without
     /// exploration).
     pub fn plan(&self, requested: &str) -> Plan {
-        let found = self.matching(requested);
+        let (found, task) = self.matching(requested);
         Plan {
             requested: requested.to_string(),
-            candidates: self.order(found),
+            candidates: self.order(found, task),
         }
     }
 
-    /// The providers serving `requested`, in configuration order.
-    fn matching(&self, requested: &str) -> Vec<(usize, Target)> {
+    /// The providers serving `requested`, in configuration order, and the route's name when it
+    /// is a route with parameter sets.
+    fn matching(&self, requested: &str) -> (Vec<(usize, Target)>, Option<&str>) {
         let name = self
             .config
             .aliases
@@ -285,10 +305,18 @@ impl Router {
                 .position(|e| e.provider.name() == provider && provider != LOCAL)
             {
                 found.push((i, target(i, model)));
-                return found;
+                return (found, None);
             }
         }
+        let mut task = None;
         if let Some(route) = self.route(name) {
+            if !route.parameter_sets.is_empty() {
+                task = self
+                    .config
+                    .routes
+                    .get_key_value(name)
+                    .map(|(k, _)| k.as_str());
+            }
             // `fast` (unless configured otherwise) is the fast tier only; other routes take
             // their tier and above.
             let only_fast = name == "fast" && !self.config.routes.contains_key(name);
@@ -318,35 +346,84 @@ impl Router {
                 }
             }
         }
-        found
+        (found, task)
     }
 
-    fn order(&self, found: Vec<(usize, Target)>) -> Vec<(usize, Target)> {
+    fn order(&self, found: Vec<(usize, Target)>, task: Option<&str>) -> Vec<Choice> {
+        let sets: &[ParameterSet] = task
+            .and_then(|t| self.config.routes.get(t))
+            .map_or(&[], |r| r.parameter_sets.as_slice());
+        let explore = self.config.explore;
+        // Thompson sampling: a draw from each arm's posterior (without exploration, its mean);
+        // with parameter sets, each candidate takes its best set.
+        let value = |arm: &ArmId| {
+            if explore {
+                self.analytics.draw(arm)
+            } else {
+                self.analytics.mean(arm)
+            }
+        };
+        let choices: Vec<(Choice, f64)> = found
+            .into_iter()
+            .map(|(i, target)| {
+                let plain = ArmId::new(&target.provider, &target.model);
+                let mut best: Option<(ArmId, &ParameterSet, f64)> = None;
+                for set in sets {
+                    let arm = ArmId {
+                        task: task.map(str::to_string),
+                        parameter_set: Some(set.name.clone()),
+                        ..plain.clone()
+                    };
+                    let v = value(&arm);
+                    if best.as_ref().is_none_or(|(_, _, b)| v > *b) {
+                        best = Some((arm, set, v));
+                    }
+                }
+                let (arm, set, drawn) = match best {
+                    Some((arm, set, v)) => (arm, Some(set.clone()), v),
+                    None if explore => {
+                        let v = value(&plain);
+                        (plain, None, v)
+                    }
+                    None => (plain, None, 0.0),
+                };
+                let choice = Choice {
+                    i,
+                    target,
+                    set,
+                    arm,
+                };
+                (choice, drawn)
+            })
+            .collect();
         let now = Instant::now();
         let health = self.lock();
-        // Thompson sampling: one draw per candidate from its posterior, scaled by its weight;
-        // without exploration, the health score.
-        let keys: Vec<(bool, f64)> = found
+        // Ordered by weight × draw, or without exploration by the health score.
+        let keys: Vec<(bool, f64)> = choices
             .iter()
-            .map(|(i, target)| {
-                let value = if self.config.explore {
-                    self.entries[*i].weight * self.analytics.draw(&target.provider, &target.model)
+            .map(|(c, drawn)| {
+                let weight = self.entries[c.i].weight;
+                let value = if explore {
+                    weight * drawn
                 } else {
-                    health[*i].score(self.entries[*i].weight, now)
+                    health[c.i].score(weight, now)
                 };
-                (!health[*i].would_admit(now), value)
+                (!health[c.i].would_admit(now), value)
             })
             .collect();
         drop(health);
-        let mut order: Vec<usize> = (0..found.len()).collect();
+        let mut order: Vec<usize> = (0..choices.len()).collect();
         order.sort_by(|&a, &b| {
             keys[a]
                 .0
                 .cmp(&keys[b].0)
                 .then(keys[b].1.total_cmp(&keys[a].1))
         });
-        let mut found: Vec<Option<(usize, Target)>> = found.into_iter().map(Some).collect();
-        order.into_iter().filter_map(|k| found[k].take()).collect()
+        let mut choices: Vec<Option<Choice>> = choices.into_iter().map(|(c, _)| Some(c)).collect();
+        order
+            .into_iter()
+            .filter_map(|k| choices[k].take())
+            .collect()
     }
 
     /// The route `name` names: a configured one, or the built-in `auto` (any) and `fast`.
@@ -406,7 +483,12 @@ impl Router {
                 });
             }
             let (k, permits) = self.next_try(&remaining, &ticket, now).await?;
-            let (i, target) = remaining.remove(k);
+            let Choice {
+                i,
+                target,
+                set,
+                arm,
+            } = remaining.remove(k);
             match self.lock()[i].admit(now) {
                 Ok(()) => {}
                 Err(Unavailable::Breaker) => {
@@ -429,8 +511,15 @@ impl Router {
                 i,
                 armed: true,
             };
+            // A parameter set changes this try's copy of the request only.
+            let tuned = set.as_ref().map(|set| {
+                let mut tuned = request.clone();
+                set.apply(&mut tuned.params, &request.fixed);
+                tuned
+            });
             let attempt = async {
-                let mut events = provider.start(&target.model, &request).await?;
+                let request = tuned.as_ref().unwrap_or(&request);
+                let mut events = provider.start(&target.model, request).await?;
                 let first = events.next().await;
                 Ok::<_, TryError>((events, first))
             };
@@ -439,8 +528,7 @@ impl Router {
             pending.armed = false;
             let failed = |message: String, tried: &mut Vec<String>| {
                 self.lock()[i].failed(Instant::now());
-                self.analytics
-                    .outcome(&target.provider, &target.model, None);
+                self.analytics.outcome(&arm, None);
                 tracing::warn!(provider = %target.provider, model = %target.model, %message, "try failed; failing over");
                 tried.push(message);
             };
@@ -493,11 +581,7 @@ impl Router {
                 },
                 Ok(Ok((events, Some(first)))) => {
                     let ttft = try_started.elapsed();
-                    self.analytics.outcome(
-                        &target.provider,
-                        &target.model,
-                        Some(ttft.as_secs_f64()),
-                    );
+                    self.analytics.outcome(&arm, Some(ttft.as_secs_f64()));
                     let events = Box::pin(Committed {
                         first: Some(first),
                         events,
@@ -509,7 +593,11 @@ impl Router {
                         done: false,
                         _permits: permits,
                     });
-                    return Ok(Routed { target, events });
+                    return Ok(Routed {
+                        target,
+                        arm,
+                        events,
+                    });
                 }
             }
         }
@@ -521,18 +609,18 @@ impl Router {
     /// admissible one's gates. With none admissible, the first, so its refusal is recorded.
     async fn next_try(
         &self,
-        remaining: &[(usize, Target)],
+        remaining: &[Choice],
         ticket: &Ticket,
         now: Instant,
     ) -> Result<(usize, Permits), RouteError> {
         let admissible: Vec<usize> = {
             let health = self.lock();
             (0..remaining.len())
-                .filter(|&k| health[remaining[k].0].would_admit(now))
+                .filter(|&k| health[remaining[k].i].would_admit(now))
                 .collect()
         };
         for &k in &admissible {
-            let target = &remaining[k].1;
+            let target = &remaining[k].target;
             if let Some(permits) = self.scheduler.try_enter(&target.provider, &target.model) {
                 return Ok((k, permits));
             }
@@ -540,7 +628,7 @@ impl Router {
         let Some(&k) = admissible.first() else {
             return Ok((0, Permits::default()));
         };
-        let target = &remaining[k].1;
+        let target = &remaining[k].target;
         let permits = self
             .scheduler
             .enter(ticket, &target.provider, &target.model)

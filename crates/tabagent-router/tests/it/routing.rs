@@ -44,6 +44,7 @@ fn hello() -> ChatRequest {
         params: GenerationParams::default(),
         trace: None,
         passthrough: None,
+        fixed: Default::default(),
     }
 }
 
@@ -296,7 +297,7 @@ async fn routes_pick_by_tier_and_capability_and_bad_configuration_is_refused() {
             tabagent_router::RouteConfig {
                 tier: Tier::Expert,
                 capabilities: vec!["tools".into()],
-                min_context: None,
+                ..Default::default()
             },
         );
     });
@@ -488,4 +489,69 @@ async fn each_try_continues_the_callers_trace_with_a_span_of_its_own() {
         assert_ne!(hop, trace, "a new span per hop");
     }
     assert_ne!(sent[0], sent[1], "each try is its own span");
+}
+
+#[tokio::test]
+async fn a_routes_parameter_sets_are_arms_the_router_learns_between() {
+    let fake = Fake::start(vec![Behaviour::Answer(vec!["ok"])])
+        .await
+        .unwrap();
+    let router = router(vec![provider("p", &fake, &["m"])], |c| {
+        c.routes.insert(
+            "code".to_string(),
+            tabagent_router::RouteConfig {
+                parameter_sets: vec![
+                    tabagent_router::ParameterSet {
+                        name: "warm".to_string(),
+                        temperature: Some(0.9),
+                        max_tokens: Some(100),
+                        ..Default::default()
+                    },
+                    tabagent_router::ParameterSet {
+                        name: "cold".to_string(),
+                        temperature: Some(0.1),
+                        ..Default::default()
+                    },
+                ],
+                ..Default::default()
+            },
+        );
+    });
+    let ask = |fixed: &[&'static str]| {
+        let mut request = hello();
+        request.params.sampling.temperature = 0.5;
+        request.fixed = fixed.iter().copied().collect();
+        router.chat("code", request)
+    };
+    // Nothing learnt: the first set; its settings replace what the caller did not fix.
+    let mut routed = ask(&[]).await.unwrap();
+    while routed.events.next().await.is_some() {}
+    assert_eq!(routed.arm.parameter_set.as_deref(), Some("warm"));
+    assert_eq!(routed.arm.task.as_deref(), Some("code"));
+    let body = fake.bodies().pop().unwrap();
+    assert_eq!(
+        (body["temperature"].as_f64(), body["max_tokens"].as_u64()),
+        (Some(0.9f32 as f64), Some(100))
+    );
+    // Feedback says `warm` answers this task badly: `cold` is chosen next.
+    router.analytics().answered("a1", &routed.arm);
+    router.analytics().feedback("a1", 0.0).unwrap();
+    router.analytics().feedback("a1", 0.0).unwrap();
+    let mut routed = ask(&["temperature"]).await.unwrap();
+    while routed.events.next().await.is_some() {}
+    assert_eq!(routed.arm.parameter_set.as_deref(), Some("cold"));
+    let body = fake.bodies().pop().unwrap();
+    assert_eq!(
+        body["temperature"].as_f64(),
+        Some(0.5),
+        "the caller's own temperature stays"
+    );
+    let best = router.analytics().best_for_task("code").unwrap();
+    assert_eq!(best.parameter_set.as_deref(), Some("cold"));
+    // A plain model request uses no set.
+    let (_, _) = answer(&router, "m").await.unwrap();
+    assert_eq!(
+        fake.bodies().pop().unwrap()["temperature"].as_f64(),
+        Some(f64::from(GenerationParams::default().sampling.temperature))
+    );
 }

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use axum::Json;
 use tabagent_core::FinishReason;
-use tabagent_router::{CachedAnswer, ChatRequest};
+use tabagent_router::{ArmId, CachedAnswer, ChatRequest};
 
 use super::error::{ApiError, ErrorBody};
 use super::generate::{self, ChunkFormat, Events};
@@ -92,17 +92,18 @@ pub async fn chat_completions(
         (_, Some((_, refusal)), _) => return Err(refusal),
         (plan, None, _) => (plan, None),
     };
-    let (handle, provider) = match (hit, plan, state.router()) {
-        (Some(hit), _, _) => (replay(&hit), "cache".to_string()),
+    let (handle, arm) = match (hit, plan, state.router()) {
+        (Some(hit), _, _) => (replay(&hit), ArmId::new("cache", &job.model)),
         (None, Some(plan), Some(router)) => {
             let request = ChatRequest {
                 messages,
                 params,
                 trace: Some(admission::trace(&headers)),
                 passthrough,
+                fixed: std::mem::take(&mut job.fixed),
             };
             let routed = router.dispatch(plan, request, &ticket).await?;
-            (Events::stream(routed.events), routed.target.provider)
+            (Events::stream(routed.events), routed.arm)
         }
         (None, _, _) => {
             let local = tabagent_router::LOCAL;
@@ -112,17 +113,17 @@ pub async fn chat_completions(
             let handle =
                 generate::submit(&engine, move |engine| engine.chat(&messages, params)).await?;
             let events = Events::from(handle).held(permits, ticket.deadline);
-            (events, local.to_string())
+            (events, ArmId::new(local, &job.model))
         }
     };
     let watch = state
         .metrics()
-        .watch(&job.model, &provider, started)
+        .watch(&job.model, &arm.provider, started)
         .charging(admission::Charge::new(&state, &ticket));
     let id = generate::response_id("chatcmpl");
     if let Some(router) = state.router() {
         // Feedback on this answer (`POST /v1/feedback`) is credited to who gave it.
-        router.analytics().answered(&id, &provider, &job.model);
+        router.analytics().answered(&id, &arm);
     }
     let created = generate::unix_now();
     let with_headers = |mut response: Response| {

@@ -36,6 +36,8 @@ pub struct ChatJob {
     /// What only a remote engine can take (tools, tool messages, images, log probabilities),
     /// with the refusal to answer if the request is not routed to one.
     pub passthrough: Option<(tabagent_router::Passthrough, ApiError)>,
+    /// The sampling settings the request gave (a route's parameter set leaves them alone).
+    pub fixed: std::collections::BTreeSet<&'static str>,
 }
 
 /// A validated completion request.
@@ -153,7 +155,31 @@ pub fn chat(request: ChatCompletionRequest) -> Result<ChatJob, ApiError> {
         include_usage,
         conversation: request.conversation_id,
         passthrough,
+        fixed: fixed(&request.sampling, request.max_completion_tokens),
     })
+}
+
+/// The sampling settings a request gave, by their wire names.
+fn fixed(
+    sampling: &SamplingFields,
+    max_completion_tokens: Option<i64>,
+) -> std::collections::BTreeSet<&'static str> {
+    [
+        ("temperature", sampling.temperature.is_some()),
+        ("top_p", sampling.top_p.is_some()),
+        ("top_k", sampling.top_k.is_some()),
+        ("min_p", sampling.min_p.is_some()),
+        ("repeat_penalty", sampling.repeat_penalty.is_some()),
+        ("frequency_penalty", sampling.frequency_penalty.is_some()),
+        ("presence_penalty", sampling.presence_penalty.is_some()),
+        (
+            "max_tokens",
+            sampling.max_tokens.is_some() || max_completion_tokens.is_some(),
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(name, given)| given.then_some(name))
+    .collect()
 }
 
 /// What of `request` only a remote engine can take, and the error the in-process engine would

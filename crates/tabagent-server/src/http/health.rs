@@ -147,6 +147,75 @@ pub async fn analytics(State(state): State<AppState>) -> Json<serde_json::Value>
     Json(serde_json::json!({ "arms": arms }))
 }
 
+/// Which task to ask about.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+pub struct TaskQuery {
+    /// A route with parameter sets.
+    pub task: String,
+}
+
+/// The best settings learnt so far for a task (a route with parameter sets): the provider,
+/// model and parameter set whose posterior mean is highest, with the set's parameters; before
+/// anything was learnt, the route's first set.
+#[utoipa::path(
+    get,
+    path = "/v1/analytics/optimize",
+    tag = "health",
+    params(TaskQuery),
+    responses(
+        (status = 200, description = "`{task, provider, model, parameter_set, parameters, mean, pulls}`"),
+        (status = 400, description = "No `task` given", body = ErrorBody),
+        (status = 404, description = "No route with parameter sets by that name", body = ErrorBody),
+    )
+)]
+pub async fn optimize(
+    State(state): State<AppState>,
+    query: Result<axum::extract::Query<TaskQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let axum::extract::Query(query) = query.map_err(|_| {
+        ApiError::bad_request(
+            Some("task"),
+            "give the task as `?task=NAME` (a route with parameter sets)",
+        )
+    })?;
+    let sets = state
+        .config()
+        .router
+        .routes
+        .get(&query.task)
+        .map(|r| r.parameter_sets.as_slice())
+        .unwrap_or_default();
+    let Some(first) = sets.first() else {
+        return Err(ApiError::not_found(
+            "task_not_found",
+            "task",
+            format!(
+                "no route named `{}` has parameter sets (router.routes.NAME.parameter_sets)",
+                query.task
+            ),
+        ));
+    };
+    let best = state
+        .router()
+        .and_then(|r| r.analytics().best_for_task(&query.task));
+    let set = best
+        .as_ref()
+        .and_then(|arm| {
+            sets.iter()
+                .find(|s| Some(&s.name) == arm.parameter_set.as_ref())
+        })
+        .unwrap_or(first);
+    Ok(Json(serde_json::json!({
+        "task": query.task,
+        "provider": best.as_ref().map(|a| &a.provider),
+        "model": best.as_ref().map(|a| &a.model),
+        "parameter_set": set.name,
+        "parameters": set,
+        "mean": best.as_ref().map(|a| a.mean()),
+        "pulls": best.as_ref().map_or(0, |a| a.pulls),
+    })))
+}
+
 /// A caller's score for an answer.
 #[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]

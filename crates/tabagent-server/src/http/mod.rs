@@ -64,6 +64,7 @@ use error::ApiError;
         health::config,
         health::router_status,
         health::analytics,
+        health::optimize,
         health::feedback,
         memory::stats,
         memory::search,
@@ -155,6 +156,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/config", get(health::config))
         .route("/v1/router", get(health::router_status))
         .route("/v1/analytics", get(health::analytics))
+        .route("/v1/analytics/optimize", get(health::optimize))
         .route("/v1/feedback", post(health::feedback))
         .route("/metrics", get(crate::metrics::serve))
         // After routing, so requests are counted by their route template.

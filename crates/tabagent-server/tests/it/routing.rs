@@ -485,3 +485,82 @@ models = ["m"]
         "a new trace"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_task_learns_its_parameter_set_from_feedback_and_optimize_names_it() {
+    let engine = FakeEngine::start(vec![Behaviour::Answer(vec!["ok"])])
+        .await
+        .unwrap();
+    let (_config, server) = server_with_router(&format!(
+        r#"
+[router]
+explore = false
+
+[[router.providers]]
+name = "engine"
+base_url = "{}"
+models = ["m"]
+
+[[router.routes.code.parameter_sets]]
+name = "creative"
+temperature = 1.1
+
+[[router.routes.code.parameter_sets]]
+name = "precise"
+temperature = 0.1
+top_p = 0.5
+"#,
+        engine.base_url
+    ));
+    let (status, body) = server.get_json("/v1/analytics/optimize?task=code").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["parameter_set"], "creative",
+        "nothing learnt: the first"
+    );
+    assert_eq!(body["pulls"], 0);
+
+    let (status, reply) = server.post_json("/v1/chat/completions", &ask("code")).await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(
+        engine.bodies()[0]["temperature"]
+            .as_f64()
+            .map(|t| (t * 10.0).round()),
+        Some(11.0)
+    );
+    for _ in 0..2 {
+        let (status, _) = server
+            .post_json("/v1/feedback", &json!({"id": reply["id"], "score": 0.0}))
+            .await;
+        assert_eq!(status, 200);
+    }
+    let (_, reply) = server.post_json("/v1/chat/completions", &ask("code")).await;
+    assert_eq!(engine.bodies()[1]["top_p"].as_f64(), Some(0.5), "{reply}");
+    let (status, _) = server
+        .post_json("/v1/feedback", &json!({"id": reply["id"], "score": 1.0}))
+        .await;
+    assert_eq!(status, 200);
+
+    let (_, body) = server.get_json("/v1/analytics/optimize?task=code").await;
+    assert_eq!(
+        (
+            body["parameter_set"].clone(),
+            body["provider"].clone(),
+            body["parameters"]["top_p"].clone()
+        ),
+        (json!("precise"), json!("engine"), json!(0.5))
+    );
+    let (_, analytics) = server.get_json("/v1/analytics").await;
+    let sets: Vec<&str> = analytics["arms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a["parameter_set"].as_str())
+        .collect();
+    assert_eq!(sets, vec!["precise", "creative"], "{analytics}");
+
+    let (status, body) = server.get_json("/v1/analytics/optimize?task=chat").await;
+    assert_eq!(assert_error(status, &body, 404)["code"], "task_not_found");
+    let (status, body) = server.get_json("/v1/analytics/optimize").await;
+    assert_eq!(assert_error(status, &body, 400)["param"], "task");
+}
