@@ -22,6 +22,7 @@ const MAX_LINE: usize = 4 << 20;
 pub struct OpenAiProvider {
     name: String,
     url: String,
+    completions_url: String,
     models_url: String,
     api_key: Option<String>,
     client: reqwest::Client,
@@ -38,6 +39,7 @@ impl OpenAiProvider {
         Self {
             name: name.to_string(),
             url: format!("{}/chat/completions", base_url.trim_end_matches('/')),
+            completions_url: format!("{}/completions", base_url.trim_end_matches('/')),
             models_url: format!("{}/models", base_url.trim_end_matches('/')),
             api_key,
             client,
@@ -140,7 +142,15 @@ impl Provider for OpenAiProvider {
             if let Some(passthrough) = &request.passthrough {
                 pass_through(&mut body, passthrough);
             }
-            let mut call = self.client.post(&self.url).json(&body);
+            let url = match (&request.prompt, body.as_object_mut()) {
+                (Some(prompt), Some(obj)) => {
+                    obj.remove("messages");
+                    obj.insert("prompt".into(), json!(prompt));
+                    &self.completions_url
+                }
+                _ => &self.url,
+            };
+            let mut call = self.client.post(url).json(&body);
             if let Some(key) = &self.api_key {
                 call = call.bearer_auth(key);
             }
@@ -323,7 +333,12 @@ impl ChunkParser {
             };
         }
         if let Some(choice) = chunk.pointer("/choices/0") {
-            if let Some(text) = choice.pointer("/delta/content").and_then(Value::as_str) {
+            // Chat chunks carry `delta.content`; completion chunks, `text`.
+            let text = choice
+                .pointer("/delta/content")
+                .or_else(|| choice.get("text"))
+                .and_then(Value::as_str);
+            if let Some(text) = text {
                 if !text.is_empty() {
                     events.push(GenerationEvent::Text(text.to_string()));
                 }

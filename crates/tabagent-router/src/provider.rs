@@ -14,10 +14,13 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub type EventStream = Pin<Box<dyn futures_util::Stream<Item = GenerationEvent> + Send>>;
 
 /// A chat request, as the router passes it to every provider it tries.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ChatRequest {
     /// The conversation.
     pub messages: Vec<ChatMessage>,
+    /// A raw prompt to continue instead (legacy completions, `/completions` upstream);
+    /// `messages` is then empty.
+    pub prompt: Option<String>,
     /// Sampling and limits.
     pub params: GenerationParams,
     /// The trace it belongs to, continued on remote engines (`traceparent`).

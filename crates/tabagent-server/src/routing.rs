@@ -72,10 +72,14 @@ impl Provider for LocalProvider {
                 .await
                 .map_err(refused)?;
             let engine = acquired.engine.llama(&acquired.id).map_err(refused)?;
-            let (messages, params) = (request.messages.clone(), request.params.clone());
+            let (messages, prompt) = (request.messages.clone(), request.prompt.clone());
+            let params = request.params.clone();
             let span = tracing::Span::current();
             let handle = tokio::task::spawn_blocking(move || {
-                span.in_scope(|| engine.chat(&messages, params))
+                span.in_scope(|| match prompt {
+                    Some(prompt) => engine.complete(&prompt, params),
+                    None => engine.chat(&messages, params),
+                })
             })
             .await
             .map_err(|e| TryError::Provider {

@@ -78,6 +78,7 @@ impl FakeEngine {
         });
         let app = axum::Router::new()
             .route("/v1/chat/completions", post(chat))
+            .route("/v1/completions", post(complete))
             .route("/v1/models", get(list_models))
             .with_state(Arc::clone(&script));
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
@@ -144,10 +145,34 @@ fn chunk(content: &str) -> Bytes {
     Bytes::from(format!("data: {chunk}\n\n"))
 }
 
-async fn chat(
-    State(script): State<Arc<Script>>,
+/// Legacy completions: the same script, answers in `text` chunks (faults as for chat).
+async fn complete(
+    state: State<Arc<Script>>,
     headers: axum::http::HeaderMap,
     Json(body): Json<serde_json::Value>,
+) -> Response {
+    respond(state, headers, body, Kind::Completion).await
+}
+
+async fn chat(
+    state: State<Arc<Script>>,
+    headers: axum::http::HeaderMap,
+    Json(body): Json<serde_json::Value>,
+) -> Response {
+    respond(state, headers, body, Kind::Chat).await
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Chat,
+    Completion,
+}
+
+async fn respond(
+    State(script): State<Arc<Script>>,
+    headers: axum::http::HeaderMap,
+    body: serde_json::Value,
+    kind: Kind,
 ) -> Response {
     let nth = script.requests.fetch_add(1, Ordering::SeqCst);
     lock(&script.traceparents).push(
@@ -177,13 +202,13 @@ async fn chat(
             response
         }
         Behaviour::Flaky(_) if nth % 2 == 0 => Behaviour::status_response(500),
-        Behaviour::Flaky(pieces) => answer(&script, &pieces, streamed),
+        Behaviour::Flaky(pieces) => answer(&script, &pieces, streamed, kind),
         Behaviour::Slow(millis, pieces) => {
             // Injected fault: a slow engine.
             tokio::time::sleep(Duration::from_millis(millis)).await;
-            answer(&script, &pieces, streamed)
+            answer(&script, &pieces, streamed, kind)
         }
-        Behaviour::Answer(pieces) => answer(&script, &pieces, streamed),
+        Behaviour::Answer(pieces) => answer(&script, &pieces, streamed, kind),
         Behaviour::DropAfter(pieces) => {
             let parts: Vec<Result<Bytes, std::io::Error>> =
                 pieces.iter().map(|p| Ok(chunk(p))).collect();
@@ -209,7 +234,7 @@ async fn chat(
 }
 
 /// A whole answer of `pieces` (streamed, or one JSON body), counted as answered.
-fn answer(script: &Script, pieces: &[&'static str], streamed: bool) -> Response {
+fn answer(script: &Script, pieces: &[&'static str], streamed: bool, kind: Kind) -> Response {
     script.answered.fetch_add(1, Ordering::SeqCst);
     if !streamed {
         let body = serde_json::json!({
@@ -221,7 +246,18 @@ fn answer(script: &Script, pieces: &[&'static str], streamed: bool) -> Response 
         });
         return Json(body).into_response();
     }
-    let mut parts: Vec<Result<Bytes, Infallible>> = pieces.iter().map(|p| Ok(chunk(p))).collect();
+    let mut parts: Vec<Result<Bytes, Infallible>> = pieces
+        .iter()
+        .map(|p| {
+            Ok(match kind {
+                Kind::Chat => chunk(p),
+                Kind::Completion => {
+                    let chunk = serde_json::json!({"object": "text_completion", "choices": [{"index": 0, "text": p}]});
+                    Bytes::from(format!("data: {chunk}\n\n"))
+                }
+            })
+        })
+        .collect();
     let end = serde_json::json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]});
     let usage = serde_json::json!({"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": pieces.len()}});
     parts.push(Ok(Bytes::from(format!(

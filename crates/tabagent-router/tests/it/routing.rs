@@ -45,6 +45,7 @@ fn hello() -> ChatRequest {
         trace: None,
         passthrough: None,
         fixed: Default::default(),
+        prompt: None,
     }
 }
 

@@ -97,6 +97,7 @@ pub async fn chat_completions(
         (None, Some(plan), Some(router)) => {
             let request = ChatRequest {
                 messages,
+                prompt: None,
                 params,
                 trace: Some(admission::trace(&headers)),
                 passthrough,

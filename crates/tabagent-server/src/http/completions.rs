@@ -14,6 +14,7 @@ use super::wire::{CompletionChoice, CompletionRequest, CompletionResponse, WireU
 use super::{admission, convert};
 use crate::callers::Caller;
 use crate::state::AppState;
+use tabagent_router::ChatRequest;
 
 /// Continues a raw prompt.
 #[utoipa::path(
@@ -38,15 +39,35 @@ pub async fn completions(
     let ticket = admission::admit(&state, &headers, caller.as_deref())?;
     let started = std::time::Instant::now();
     let local = tabagent_router::LOCAL;
-    let permits = state.scheduler().enter(&ticket, local, &job.model).await?;
-    let acquired = state.registry().acquire(&job.model, job.keep_alive).await?;
-    let engine = acquired.engine.llama(&acquired.id)?;
-    let (prompt, params) = (job.prompt, job.params);
-    let handle = generate::submit(&engine, move |engine| engine.complete(&prompt, params)).await?;
-    let handle = generate::Events::from(handle).held(permits, ticket.deadline);
+    let (handle, provider) = match (crate::routing::plan(&state, &job.model), state.router()) {
+        (Some(plan), Some(router)) => {
+            let request = ChatRequest {
+                prompt: Some(job.prompt),
+                params: job.params,
+                trace: Some(admission::trace(&headers)),
+                fixed: job.fixed,
+                ..ChatRequest::default()
+            };
+            let routed = router.dispatch(plan, request, &ticket).await?;
+            (
+                generate::Events::stream(routed.events),
+                routed.target.provider,
+            )
+        }
+        _ => {
+            let permits = state.scheduler().enter(&ticket, local, &job.model).await?;
+            let acquired = state.registry().acquire(&job.model, job.keep_alive).await?;
+            let engine = acquired.engine.llama(&acquired.id)?;
+            let (prompt, params) = (job.prompt, job.params);
+            let handle =
+                generate::submit(&engine, move |engine| engine.complete(&prompt, params)).await?;
+            let events = generate::Events::from(handle).held(permits, ticket.deadline);
+            (events, local.to_string())
+        }
+    };
     let watch = state
         .metrics()
-        .watch(&job.model, local, started)
+        .watch(&job.model, &provider, started)
         .charging(admission::Charge::new(&state, &ticket));
     let id = generate::response_id("cmpl");
     let created = generate::unix_now();

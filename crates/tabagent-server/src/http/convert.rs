@@ -55,6 +55,8 @@ pub struct CompletionJob {
     pub include_usage: bool,
     /// The model's keep-alive, when the request sets one.
     pub keep_alive: Option<KeepAlive>,
+    /// The sampling settings the request gave.
+    pub fixed: std::collections::BTreeSet<&'static str>,
 }
 
 /// Checks and converts a conversation.
@@ -332,6 +334,7 @@ pub fn completion(request: CompletionRequest) -> Result<CompletionJob, ApiError>
     )?;
     let (stream, include_usage) = streaming(&request.sampling);
     Ok(CompletionJob {
+        fixed: fixed(&request.sampling, None),
         keep_alive: keep_alive(request.sampling.keep_alive.as_ref())?,
         model: request.model,
         prompt,

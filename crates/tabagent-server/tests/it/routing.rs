@@ -564,3 +564,65 @@ top_p = 0.5
     let (status, body) = server.get_json("/v1/analytics/optimize").await;
     assert_eq!(assert_error(status, &body, 400)["param"], "task");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn legacy_completions_are_routed_with_failover_too() {
+    let down = FakeEngine::start(vec![Behaviour::Status(502)])
+        .await
+        .unwrap();
+    let up = FakeEngine::start(vec![Behaviour::Answer(vec!["once ", "upon"])])
+        .await
+        .unwrap();
+    let (_config, server) = server_with_router(&format!(
+        r#"
+[router]
+explore = false
+
+[[router.providers]]
+name = "down"
+base_url = "{}"
+models = ["base"]
+weight = 2.0
+
+[[router.providers]]
+name = "up"
+base_url = "{}"
+models = ["base"]
+"#,
+        down.base_url, up.base_url
+    ));
+    let ask = json!({"model": "base", "prompt": "Tell me a story:", "max_tokens": 5});
+    let (status, reply) = server.post_json("/v1/completions", &ask).await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["object"], "text_completion");
+    assert_eq!(reply["choices"][0]["text"], "once upon");
+    assert_eq!((down.requests(), up.requests()), (1, 1));
+    let sent = &up.bodies()[0];
+    assert_eq!(sent["prompt"], "Tell me a story:");
+    assert!(sent.get("messages").is_none(), "{sent}");
+    assert_eq!(sent["max_tokens"], 5);
+
+    let mut streamed = ask.clone();
+    streamed["stream"] = json!(true);
+    let body = server
+        .post("/v1/completions", &streamed)
+        .await
+        .text()
+        .await
+        .unwrap();
+    let text: String = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|c| c["choices"][0]["text"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(text, "once upon");
+    assert!(body.trim_end().ends_with("data: [DONE]"), "{body}");
+
+    // The local model still completes here.
+    let local = json!({"model": crate::server::MODEL, "prompt": "One, two,", "max_tokens": 3});
+    let (status, reply) = server.post_json("/v1/completions", &local).await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(up.requests(), 2);
+}
