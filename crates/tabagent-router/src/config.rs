@@ -94,6 +94,43 @@ pub struct RouteConfig {
     /// Sampling settings to choose among for this task: each (provider, model, set) is an arm
     /// of the bandit, so the router learns which settings answer this task best.
     pub parameter_sets: Vec<ParameterSet>,
+    /// Context added to the prompt before it is answered (the context-enhancement step).
+    pub context: Option<ContextConfig>,
+}
+
+/// Where a context-enhancement step looks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ContextSource {
+    /// The memory stores (hybrid search on the last user message).
+    #[default]
+    Memory,
+}
+
+/// The context-enhancement step of a route (or of a request asking for it with
+/// `X-TabAgent-Context`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ContextConfig {
+    /// Where to look.
+    pub source: ContextSource,
+    /// The stores searched (all when empty).
+    pub stores: Vec<String>,
+    /// Records added, at most.
+    pub limit: usize,
+    /// Characters of context added, at most.
+    pub max_chars: usize,
+}
+
+impl Default for ContextConfig {
+    fn default() -> Self {
+        Self {
+            source: ContextSource::Memory,
+            stores: Vec::new(),
+            limit: 3,
+            max_chars: 2000,
+        }
+    }
 }
 
 /// Named sampling settings; a setting the caller gave itself is kept.
@@ -286,6 +323,14 @@ impl RouterConfig {
             }
         }
         for (name, route) in &self.routes {
+            if let Some(context) = &route.context {
+                if !(1..=50).contains(&context.limit) || !(1..=100_000).contains(&context.max_chars)
+                {
+                    return bad(format!(
+                        "route `{name}`: context.limit must be 1 to 50 and context.max_chars 1 to 100000"
+                    ));
+                }
+            }
             let mut sets = std::collections::HashSet::new();
             for set in &route.parameter_sets {
                 set.check(name)?;

@@ -21,7 +21,8 @@ mod trace;
 pub use analytics::{Analytics, Arm, ArmId, FeedbackError};
 pub use cache::{CacheConfig, CacheStats, CachedAnswer, ResponseCache};
 pub use config::{
-    Capabilities, ConfigError, Cost, ParameterSet, ProviderConfig, RouteConfig, RouterConfig, Tier,
+    Capabilities, ConfigError, ContextConfig, ContextSource, Cost, ParameterSet, ProviderConfig,
+    RouteConfig, RouterConfig, Tier,
 };
 pub use health::{BreakerPolicy, BreakerState, Ewma, Health, Unavailable};
 pub use openai::{pass_through, request_body, ChunkParser, OpenAiProvider};

@@ -408,6 +408,11 @@ impl Config {
             tabagent_hub::client::parse_endpoint(&self.hub.endpoint)?;
         }
         self.router.check()?;
+        for (name, route) in &self.router.routes {
+            if route.context.is_some() && !self.memory.enabled {
+                bail!("router.routes.{name}.context reads the memory, which is off (memory.enabled = false)");
+            }
+        }
         self.scheduler.check()?;
         if self.server.max_body_bytes < 1024 {
             bail!("server.max_body_bytes must be at least 1024");

@@ -17,7 +17,7 @@ use super::wire::{
     ChatChoice, ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, ChunkChoice,
     ChunkDelta, ResponseMessage, WireUsage,
 };
-use super::{admission, conversation, convert};
+use super::{admission, context, conversation, convert};
 use crate::callers::Caller;
 use crate::state::AppState;
 
@@ -51,6 +51,14 @@ pub async fn chat_completions(
         )
     });
     let started = std::time::Instant::now();
+    // Before the cache key: an answer depends on the context it was given.
+    let context_records = match context::wanted(&state, &job.model, &headers)? {
+        Some(config) => {
+            let passthrough = job.passthrough.as_mut().map(|(p, _)| p);
+            Some(context::enhance(&state, &config, &mut job.messages, passthrough).await?)
+        }
+        None => None,
+    };
     let passthrough = job.passthrough.take();
     // Tool calls and log probabilities are not in a cached answer: such requests are not cached.
     let cache_key = match passthrough {
@@ -130,6 +138,12 @@ pub async fn chat_completions(
     let with_headers = |mut response: Response| {
         if let Some((name, Some(value))) = echo {
             response.headers_mut().insert(name, value);
+        }
+        if let Some(records) = context_records {
+            response.headers_mut().insert(
+                HeaderName::from_static(context::RECORDS_HEADER),
+                HeaderValue::from(records),
+            );
         }
         if let Some(value) = cache_header {
             response

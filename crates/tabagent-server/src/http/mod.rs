@@ -5,6 +5,7 @@
 mod admission;
 mod chat;
 mod completions;
+mod context;
 mod conversation;
 mod convert;
 mod embeddings;
@@ -105,9 +106,14 @@ pub fn router(state: AppState) -> Router {
             HeaderName::from_static(conversation::HEADER),
             HeaderName::from_static(admission::PRIORITY_HEADER),
             HeaderName::from_static(admission::TIMEOUT_HEADER),
+            HeaderName::from_static(context::HEADER),
             HeaderName::from_static("traceparent"),
         ])
-        .expose_headers([HeaderName::from_static(conversation::HEADER), REQUEST_ID]);
+        .expose_headers([
+            HeaderName::from_static(conversation::HEADER),
+            HeaderName::from_static(context::RECORDS_HEADER),
+            REQUEST_ID,
+        ]);
     let api = Router::new()
         .route("/v1/chat/completions", post(chat::chat_completions))
         .route("/v1/completions", post(completions::completions))

@@ -9,6 +9,7 @@ mod api;
 mod base_model;
 mod cache;
 mod cli;
+mod context;
 mod durability;
 mod embeddings;
 mod errors;
