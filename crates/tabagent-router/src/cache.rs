@@ -33,6 +33,13 @@ pub struct CacheConfig {
     pub redis_url: Option<String>,
     /// Milliseconds a Redis operation may take before it is skipped.
     pub redis_timeout_ms: u64,
+    /// Also answer a request whose last user message means nearly the same as a cached
+    /// one's, with the same model, settings and earlier messages (off by default).
+    pub semantic: bool,
+    /// Cosine similarity from which two questions count as the same.
+    pub semantic_threshold: f32,
+    /// The embedding model for it (default: `memory.embedding_model`).
+    pub semantic_model: Option<String>,
 }
 
 impl Default for CacheConfig {
@@ -43,6 +50,9 @@ impl Default for CacheConfig {
             max_entries: 10_000,
             redis_url: None,
             redis_timeout_ms: 250,
+            semantic: false,
+            semantic_threshold: 0.95,
+            semantic_model: None,
         }
     }
 }
@@ -111,6 +121,7 @@ struct Redis {
 /// The response cache.
 pub struct ResponseCache {
     config: CacheConfig,
+    semantic: crate::semantic::SemanticCache,
     memory: Mutex<lru::LruCache<String, (Instant, CachedAnswer)>>,
     redis: Option<Redis>,
     hits: AtomicU64,
@@ -132,6 +143,11 @@ impl ResponseCache {
         let entries = NonZeroUsize::new(config.max_entries).ok_or_else(|| {
             ConfigError("response_cache.max_entries must be at least 1".to_string())
         })?;
+        if config.semantic && !(0.5..=1.0).contains(&config.semantic_threshold) {
+            return Err(ConfigError(
+                "response_cache.semantic_threshold must be between 0.5 and 1".to_string(),
+            ));
+        }
         if config.ttl_secs == 0 {
             return Err(ConfigError(
                 "response_cache.ttl_secs must be at least 1".to_string(),
@@ -149,6 +165,11 @@ impl ResponseCache {
             None => None,
         };
         Ok(Self {
+            semantic: crate::semantic::SemanticCache::new(
+                config.max_entries,
+                config.semantic_threshold,
+                Duration::from_secs(config.ttl_secs),
+            ),
             memory: Mutex::new(lru::LruCache::new(entries)),
             redis,
             config,
@@ -173,6 +194,34 @@ impl ResponseCache {
         // one release from answering another's requests.
         let digest = Sha256::digest(format!("{model}\u{0}{messages:?}\u{0}{params:?}"));
         Some(format!("tabagent:answer:v1:{}", hex(&digest)))
+    }
+
+    /// For a request the semantic cache may answer: its scope (everything but the question)
+    /// and the question (the last user message) to embed.
+    pub fn semantic_query(
+        &self,
+        model: &str,
+        messages: &[ChatMessage],
+        params: &GenerationParams,
+    ) -> Option<crate::semantic::SemanticQuery> {
+        if !self.config.semantic {
+            return None;
+        }
+        self.key(model, messages, params)?;
+        let (last, earlier) = messages.split_last()?;
+        if last.role != tabagent_core::Role::User || last.content.trim().is_empty() {
+            return None;
+        }
+        let scope = Sha256::digest(format!("{model}\u{0}{earlier:?}\u{0}{params:?}"));
+        Some(crate::semantic::SemanticQuery {
+            scope: scope.into(),
+            question: last.content.clone(),
+        })
+    }
+
+    /// The semantic cache (in process memory only).
+    pub fn semantic(&self) -> &crate::semantic::SemanticCache {
+        &self.semantic
     }
 
     /// The cached answer for `key`, if any.

@@ -16,6 +16,7 @@ mod openai;
 mod provider;
 mod router;
 mod scheduler;
+mod semantic;
 mod trace;
 
 pub use analytics::{Analytics, Arm, ArmId, FeedbackError};
@@ -31,6 +32,7 @@ pub use router::{Plan, ProviderStatus, RouteError, Routed, Router, Target};
 pub use scheduler::{
     CallerLimits, Permits, Priority, Refused, Scheduler, SchedulerConfig, Ticket, ANONYMOUS,
 };
+pub use semantic::{SemanticCache, SemanticQuery};
 pub use trace::TraceParent;
 
 /// The in-process engine's provider name.

@@ -408,6 +408,12 @@ impl Config {
             tabagent_hub::client::parse_endpoint(&self.hub.endpoint)?;
         }
         self.router.check()?;
+        if self.response_cache.semantic
+            && self.response_cache.semantic_model.is_none()
+            && self.memory.embedding_model.is_none()
+        {
+            bail!("response_cache.semantic needs an embedding model: set response_cache.semantic_model or memory.embedding_model");
+        }
         for (name, route) in &self.router.routes {
             if route.context.is_some() && !self.memory.enabled {
                 bail!("router.routes.{name}.context reads the memory, which is off (memory.enabled = false)");

@@ -209,8 +209,7 @@ impl Metrics {
     }
 
     /// Counts a response cache lookup.
-    pub fn cache_lookup(&self, hit: bool) {
-        let result = if hit { "hit" } else { "miss" };
+    pub fn cache_lookup(&self, result: &'static str) {
         self.cache_lookups
             .get_or_create(&CacheLabels { result })
             .inc();

@@ -71,16 +71,46 @@ pub async fn chat_completions(
     let hit = match &cache_key {
         Some(key) => {
             let hit = state.cache().get(key).await;
-            state.metrics().cache_lookup(hit.is_some());
+            state
+                .metrics()
+                .cache_lookup(if hit.is_some() { "hit" } else { "miss" });
             hit
         }
         None => None,
     };
+    // An exact miss may still be a semantic hit (when that cache is on).
+    let mut semantic = None;
+    let mut semantic_hit = false;
+    let hit = match hit {
+        Some(hit) => Some(hit),
+        None => match state
+            .cache()
+            .semantic_query(&job.model, &job.messages, &job.params)
+        {
+            Some(query) => match semantic_vector(&state, &query.question).await {
+                Some(vector) => {
+                    let found = state.cache().semantic().get(&query.scope, &vector);
+                    state.metrics().cache_lookup(if found.is_some() {
+                        "semantic_hit"
+                    } else {
+                        "semantic_miss"
+                    });
+                    semantic_hit = found.is_some();
+                    semantic = Some((query.scope, vector));
+                    found.map(|(answer, _)| answer)
+                }
+                None => None,
+            },
+            None => None,
+        },
+    };
     let cache_header = match (&cache_key, &hit) {
         (None, _) => None,
+        (Some(_), Some(_)) if semantic_hit => Some(HeaderValue::from_static("semantic-hit")),
         (Some(_), Some(_)) => Some(HeaderValue::from_static("hit")),
         (Some(_), None) => Some(HeaderValue::from_static("miss")),
     };
+    let semantic = if hit.is_some() { None } else { semantic };
     // Only a fresh answer is stored: a hit is not written back.
     let store_key = if hit.is_some() { None } else { cache_key };
     let (messages, params) = (job.messages, job.params);
@@ -165,6 +195,9 @@ pub async fn chat_completions(
                     if let Some(key) = store_key {
                         let answer = CachedAnswer::new(text.clone(), reason, usage);
                         state.cache().put(&key, &answer).await;
+                        if let Some((scope, vector)) = semantic {
+                            state.cache().semantic().put(scope, vector, answer);
+                        }
                     }
                     match recording {
                         Some(recording) => recording.finish(&state, text, reason, usage).await,
@@ -182,6 +215,9 @@ pub async fn chat_completions(
     if let Some(key) = store_key {
         let answer = CachedAnswer::new(out.text.clone(), out.reason, out.usage);
         state.cache().put(&key, &answer).await;
+        if let Some((scope, vector)) = semantic {
+            state.cache().semantic().put(scope, vector, answer);
+        }
     }
     if let Some(recording) = recording {
         recording
@@ -208,6 +244,24 @@ pub async fn chat_completions(
         usage: generate::wire_usage(out.usage),
     };
     Ok(with_headers(Json(response).into_response()))
+}
+
+/// The question embedded for the semantic cache; `None` (the cache is skipped) when the
+/// embedding model fails.
+async fn semantic_vector(state: &AppState, question: &str) -> Option<Vec<f32>> {
+    let config = state.config();
+    let model = config
+        .response_cache
+        .semantic_model
+        .as_deref()
+        .or(config.memory.embedding_model.as_deref())?;
+    match super::memory::embed_with(state, model, vec![question.to_string()]).await {
+        Ok((_, mut vectors)) => vectors.pop(),
+        Err(err) => {
+            tracing::warn!(error = %err.to_json(), "semantic cache skipped: the question could not be embedded");
+            None
+        }
+    }
 }
 
 /// 400: nothing serving `model` can take what the request needs.

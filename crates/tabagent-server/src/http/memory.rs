@@ -268,14 +268,23 @@ pub(super) async fn embed(
     if texts.is_empty() {
         return Ok(Some((model, Vec::new())));
     }
-    let acquired = state.registry().acquire(&model, None).await?;
+    embed_with(state, &model, texts).await.map(Some)
+}
+
+/// Vectors for `texts` from `model`, and its id (the space).
+pub(super) async fn embed_with(
+    state: &AppState,
+    model: &str,
+    texts: Vec<String>,
+) -> Result<(String, Vec<Vec<f32>>), ApiError> {
+    let acquired = state.registry().acquire(model, None).await?;
     let encoder = acquired.engine.encoder(&acquired.id)?;
     let encoded = tokenize(&encoder, Input::Texts(texts), true).await?;
     let vectors = encoder
         .encode(encoded)
         .await
         .map_err(|e| ApiError::unavailable("model_unavailable", e.to_string()))?;
-    Ok(Some((acquired.id, vectors)))
+    Ok((acquired.id, vectors))
 }
 
 /// Turns requests into records, embedding the texts that need it in one batch.

@@ -183,3 +183,73 @@ async fn requests_keep_succeeding_when_redis_is_killed() {
         "{metrics}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_question_meaning_the_same_gets_the_cached_answer_when_the_semantic_cache_is_on() {
+    let engine = FakeEngine::start(vec![Behaviour::Answer(vec!["Paris"])])
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tabagent.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[[router.providers]]
+name = "up"
+base_url = "{}"
+models = ["m"]
+
+[response_cache]
+semantic = true
+semantic_threshold = 0.9
+semantic_model = "minilm"
+"#,
+            engine.base_url
+        ),
+    )
+    .unwrap();
+    let minilm = crate::server::minilm_dir();
+    let server = Server::start_with(
+        &["--config", path.to_str().unwrap()],
+        &[
+            CACHE_ON[0],
+            (
+                "TABAGENT_MODELS__DIRECTORIES__MINILM",
+                minilm.to_str().unwrap(),
+            ),
+        ],
+        |_| {},
+    );
+    let first = send(&server, &ask("What is the capital of France?", 0.0)).await;
+    assert_eq!(first, (200, Some("miss".into()), "Paris".into()));
+    let again = send(&server, &ask("what's the capital city of France?", 0.0)).await;
+    assert_eq!(again, (200, Some("semantic-hit".into()), "Paris".into()));
+    assert_eq!(engine.requests(), 1, "answered from the cache");
+
+    let other = send(&server, &ask("How tall is Mount Everest?", 0.0)).await;
+    assert_eq!(other.1.as_deref(), Some("miss"));
+    // The same question after other earlier messages is another scope.
+    let mut with_history = ask("What is the capital of France?", 0.0);
+    with_history["messages"]
+        .as_array_mut()
+        .unwrap()
+        .insert(0, json!({"role": "system", "content": "Answer in German."}));
+    assert_eq!(
+        send(&server, &with_history).await.1.as_deref(),
+        Some("miss")
+    );
+    // Sampled requests are never cached.
+    assert_eq!(
+        send(&server, &ask("What is the capital of France?", 0.7))
+            .await
+            .1,
+        None
+    );
+    assert_eq!(engine.requests(), 4);
+    let metrics = server.metrics_text().await;
+    assert!(
+        metrics.contains(r#"tabagent_response_cache_lookups_total{result="semantic_hit"} 1"#),
+        "{metrics}"
+    );
+}
