@@ -40,6 +40,12 @@ pub struct CacheConfig {
     pub semantic_threshold: f32,
     /// The embedding model for it (default: `memory.embedding_model`).
     pub semantic_model: Option<String>,
+    /// Seconds a session lives after its last change.
+    pub session_ttl_secs: u64,
+    /// Messages a session keeps (the oldest go first).
+    pub session_max_messages: usize,
+    /// Sessions kept in process memory.
+    pub max_sessions: usize,
 }
 
 impl Default for CacheConfig {
@@ -53,8 +59,37 @@ impl Default for CacheConfig {
             semantic: false,
             semantic_threshold: 0.95,
             semantic_model: None,
+            session_ttl_secs: 86_400,
+            session_max_messages: 200,
+            max_sessions: 10_000,
         }
     }
+}
+
+/// A session: a conversation the server keeps for a client that sends only its new turns
+/// (`X-TabAgent-Session`), and any state the client keeps with it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Session {
+    /// The turns so far, oldest first.
+    #[serde(default)]
+    pub messages: Vec<SessionMessage>,
+    /// The client's own state.
+    #[serde(default)]
+    pub data: serde_json::Value,
+}
+
+/// One turn of a session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionMessage {
+    /// `system`, `user` or `assistant`.
+    pub role: String,
+    /// Its text.
+    pub content: String,
+}
+
+fn session_key(id: &str) -> String {
+    format!("tabagent:session:v1:{id}")
 }
 
 /// A cached answer.
@@ -121,6 +156,7 @@ struct Redis {
 /// The response cache.
 pub struct ResponseCache {
     config: CacheConfig,
+    sessions: Mutex<lru::LruCache<String, (Instant, Session)>>,
     semantic: crate::semantic::SemanticCache,
     memory: Mutex<lru::LruCache<String, (Instant, CachedAnswer)>>,
     redis: Option<Redis>,
@@ -148,6 +184,15 @@ impl ResponseCache {
                 "response_cache.semantic_threshold must be between 0.5 and 1".to_string(),
             ));
         }
+        let sessions = NonZeroUsize::new(config.max_sessions).ok_or_else(|| {
+            ConfigError("response_cache.max_sessions must be at least 1".to_string())
+        })?;
+        if config.session_ttl_secs == 0 || config.session_max_messages == 0 {
+            return Err(ConfigError(
+                "response_cache.session_ttl_secs and session_max_messages must be at least 1"
+                    .to_string(),
+            ));
+        }
         if config.ttl_secs == 0 {
             return Err(ConfigError(
                 "response_cache.ttl_secs must be at least 1".to_string(),
@@ -165,6 +210,7 @@ impl ResponseCache {
             None => None,
         };
         Ok(Self {
+            sessions: Mutex::new(lru::LruCache::new(sessions)),
             semantic: crate::semantic::SemanticCache::new(
                 config.max_entries,
                 config.semantic_threshold,
@@ -240,7 +286,7 @@ impl ResponseCache {
         };
         let found = match found {
             Some(answer) => Some(answer),
-            None => match self.redis_get(key).await {
+            None => match self.redis_get::<CachedAnswer>(key).await {
                 Some(answer) => {
                     self.remember(key, &answer);
                     Some(answer)
@@ -260,7 +306,7 @@ impl ResponseCache {
     /// Keeps `answer` for `key`.
     pub async fn put(&self, key: &str, answer: &CachedAnswer) {
         self.remember(key, answer);
-        self.redis_put(key, answer).await;
+        self.redis_put(key, answer, self.config.ttl_secs).await;
     }
 
     /// Hits, misses and Redis errors so far.
@@ -277,7 +323,7 @@ impl ResponseCache {
         lock(&self.memory).put(key.to_string(), (expires, answer.clone()));
     }
 
-    async fn redis_get(&self, key: &str) -> Option<CachedAnswer> {
+    async fn redis_get<T: serde::de::DeserializeOwned>(&self, key: &str) -> Option<T> {
         let redis = self.redis.as_ref()?;
         let bytes: Option<Vec<u8>> = self
             .with_redis(redis, |mut conn| {
@@ -288,14 +334,13 @@ impl ResponseCache {
         decode(&bytes?)
     }
 
-    async fn redis_put(&self, key: &str, answer: &CachedAnswer) {
+    async fn redis_put<T: Serialize>(&self, key: &str, value: &T, ttl: u64) {
         let Some(redis) = self.redis.as_ref() else {
             return;
         };
-        let Some(value) = encode(answer) else {
+        let Some(value) = encode(value) else {
             return;
         };
-        let ttl = self.config.ttl_secs;
         let _: Option<()> = self
             .with_redis(redis, |mut conn| {
                 let key = key.to_string();
@@ -310,6 +355,61 @@ impl ResponseCache {
                 }
             })
             .await;
+    }
+
+    async fn redis_delete(&self, key: &str) {
+        let Some(redis) = self.redis.as_ref() else {
+            return;
+        };
+        let _: Option<()> = self
+            .with_redis(redis, |mut conn| {
+                let key = key.to_string();
+                async move { redis::cmd("DEL").arg(key).query_async(&mut conn).await }
+            })
+            .await;
+    }
+
+    /// Session `id`, if it exists (Redis first when configured, so servers share sessions).
+    pub async fn session(&self, id: &str) -> Option<Session> {
+        let key = session_key(id);
+        if self.redis.is_some() {
+            if let Some(session) = self.redis_get::<Session>(&key).await {
+                return Some(session);
+            }
+        }
+        let now = Instant::now();
+        let mut sessions = lock(&self.sessions);
+        match sessions.get(&key) {
+            Some((expires, session)) if *expires > now => Some(session.clone()),
+            Some(_) => {
+                sessions.pop(&key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Replaces session `id` (its TTL starts again), keeping its last `max_messages` messages.
+    pub async fn put_session(&self, id: &str, mut session: Session) {
+        let excess = session
+            .messages
+            .len()
+            .saturating_sub(self.config.session_max_messages);
+        session.messages.drain(..excess);
+        let key = session_key(id);
+        let expires = Instant::now() + Duration::from_secs(self.config.session_ttl_secs);
+        lock(&self.sessions).put(key.clone(), (expires, session.clone()));
+        self.redis_put(&key, &session, self.config.session_ttl_secs)
+            .await;
+    }
+
+    /// Removes session `id`; whether it existed.
+    pub async fn delete_session(&self, id: &str) -> bool {
+        let existed = self.session(id).await.is_some();
+        let key = session_key(id);
+        lock(&self.sessions).pop(&key);
+        self.redis_delete(&key).await;
+        existed
     }
 
     /// Runs `op` on a Redis connection within the timeout; `None` when Redis is paused, fails
@@ -358,8 +458,8 @@ impl ResponseCache {
 }
 
 /// JSON, LZ4-compressed when long; the first byte says which.
-fn encode(answer: &CachedAnswer) -> Option<Vec<u8>> {
-    let json = serde_json::to_vec(answer).ok()?;
+fn encode<T: Serialize>(value: &T) -> Option<Vec<u8>> {
+    let json = serde_json::to_vec(value).ok()?;
     if json.len() < COMPRESS_FROM {
         let mut out = Vec::with_capacity(json.len() + 1);
         out.push(b'j');
@@ -371,7 +471,7 @@ fn encode(answer: &CachedAnswer) -> Option<Vec<u8>> {
     Some(out)
 }
 
-fn decode(bytes: &[u8]) -> Option<CachedAnswer> {
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Option<T> {
     let (tag, body) = bytes.split_first()?;
     match tag {
         b'j' => serde_json::from_slice(body).ok(),

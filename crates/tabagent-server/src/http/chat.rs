@@ -17,7 +17,7 @@ use super::wire::{
     ChatChoice, ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, ChunkChoice,
     ChunkDelta, ResponseMessage, WireUsage,
 };
-use super::{admission, context, conversation, convert};
+use super::{admission, context, conversation, convert, sessions};
 use crate::callers::Caller;
 use crate::state::AppState;
 
@@ -51,6 +51,31 @@ pub async fn chat_completions(
         )
     });
     let started = std::time::Instant::now();
+    // A session's earlier turns come first; this request's turns and the answer are added to it
+    // once the answer is complete.
+    let session = match sessions::requested(&headers)? {
+        Some(id) => {
+            let kept = state.cache().session(&id).await.unwrap_or_default();
+            let new_turns = sessions::turns(&job.messages);
+            let mut messages = sessions::history(&kept);
+            if let Some(Some(serde_json::Value::Array(raw))) =
+                job.passthrough.as_mut().map(|(p, _)| p.messages.as_mut())
+            {
+                let earlier: Vec<serde_json::Value> = kept
+                    .messages
+                    .iter()
+                    .map(|m| serde_json::json!({"role": m.role, "content": m.content}))
+                    .collect();
+                raw.splice(0..0, earlier);
+            }
+            messages.append(&mut job.messages);
+            job.messages = messages;
+            let mut updated = kept;
+            updated.messages.extend(new_turns);
+            Some((id, updated))
+        }
+        None => None,
+    };
     // Before the cache key: an answer depends on the context it was given.
     let context_records = match context::wanted(&state, &job.model, &headers)? {
         Some(config) => {
@@ -165,9 +190,17 @@ pub async fn chat_completions(
         router.analytics().answered(&id, &arm);
     }
     let created = generate::unix_now();
+    let session_header = session
+        .as_ref()
+        .and_then(|(id, _)| HeaderValue::from_str(id).ok());
     let with_headers = |mut response: Response| {
         if let Some((name, Some(value))) = echo {
             response.headers_mut().insert(name, value);
+        }
+        if let Some(value) = session_header {
+            response
+                .headers_mut()
+                .insert(HeaderName::from_static(sessions::HEADER), value);
         }
         if let Some(records) = context_records {
             response.headers_mut().insert(
@@ -188,30 +221,37 @@ pub async fn chat_completions(
             created,
             model: job.model,
         };
-        let on_finish = (recording.is_some() || store_key.is_some()).then(|| {
-            let state = state.clone();
-            Box::new(move |text: String, reason, usage| {
-                tokio::spawn(async move {
-                    if let Some(key) = store_key {
-                        let answer = CachedAnswer::new(text.clone(), reason, usage);
-                        state.cache().put(&key, &answer).await;
-                        if let Some((scope, vector)) = semantic {
-                            state.cache().semantic().put(scope, vector, answer);
+        let on_finish =
+            (recording.is_some() || store_key.is_some() || session.is_some()).then(|| {
+                let state = state.clone();
+                Box::new(move |text: String, reason, usage| {
+                    tokio::spawn(async move {
+                        if let Some((id, session)) = session {
+                            save_session(&state, &id, session, &text).await;
                         }
-                    }
-                    match recording {
-                        Some(recording) => recording.finish(&state, text, reason, usage).await,
-                        None => Ok(()),
-                    }
-                })
-            }) as generate::OnFinish
-        });
+                        if let Some(key) = store_key {
+                            let answer = CachedAnswer::new(text.clone(), reason, usage);
+                            state.cache().put(&key, &answer).await;
+                            if let Some((scope, vector)) = semantic {
+                                state.cache().semantic().put(scope, vector, answer);
+                            }
+                        }
+                        match recording {
+                            Some(recording) => recording.finish(&state, text, reason, usage).await,
+                            None => Ok(()),
+                        }
+                    })
+                }) as generate::OnFinish
+            });
         return Ok(with_headers(
             generate::stream_then(handle, format, job.include_usage, on_finish, watch)
                 .into_response(),
         ));
     }
     let out = generate::collect(handle, watch).await?;
+    if let Some((id, session)) = session {
+        save_session(&state, &id, session, &out.text).await;
+    }
     if let Some(key) = store_key {
         let answer = CachedAnswer::new(out.text.clone(), out.reason, out.usage);
         state.cache().put(&key, &answer).await;
@@ -244,6 +284,20 @@ pub async fn chat_completions(
         usage: generate::wire_usage(out.usage),
     };
     Ok(with_headers(Json(response).into_response()))
+}
+
+/// Adds the answer to the session and keeps it.
+async fn save_session(
+    state: &AppState,
+    id: &str,
+    mut session: tabagent_router::Session,
+    answer: &str,
+) {
+    session.messages.push(tabagent_router::SessionMessage {
+        role: "assistant".to_string(),
+        content: answer.to_string(),
+    });
+    state.cache().put_session(id, session).await;
 }
 
 /// The question embedded for the semantic cache; `None` (the cache is skipped) when the

@@ -22,6 +22,7 @@ mod onnx;
 mod pull;
 mod rerank;
 mod security;
+mod sessions;
 mod tokenize;
 mod wire;
 
@@ -65,6 +66,9 @@ use error::ApiError;
         health::config,
         health::router_status,
         health::analytics,
+        sessions::get_session,
+        sessions::put_session,
+        sessions::delete_session,
         health::optimize,
         health::feedback,
         memory::stats,
@@ -86,7 +90,7 @@ use error::ApiError;
         graph::extract,
         conversation::summarize_now
     ),
-    tags((name = "openai", description = "OpenAI-compatible endpoints"), (name = "models", description = "Downloading and removing models"), (name = "tokens", description = "A model's tokenizer"), (name = "onnx", description = "Any ONNX model on named tensors"), (name = "health", description = "Probes and configuration"), (name = "memory", description = "The seven memory stores and their search"))
+    tags((name = "openai", description = "OpenAI-compatible endpoints"), (name = "models", description = "Downloading and removing models"), (name = "tokens", description = "A model's tokenizer"), (name = "onnx", description = "Any ONNX model on named tensors"), (name = "health", description = "Probes and configuration"), (name = "memory", description = "The seven memory stores and their search"), (name = "sessions", description = "Conversations the server keeps for clients"))
 )]
 pub struct ApiDoc;
 
@@ -99,7 +103,13 @@ pub fn router(state: AppState) -> Router {
         .allow_origin(AllowOrigin::list(
             server.cors_origins.iter().filter_map(|o| o.parse().ok()),
         ))
-        .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
         .allow_headers([
             header::AUTHORIZATION,
             header::CONTENT_TYPE,
@@ -107,11 +117,13 @@ pub fn router(state: AppState) -> Router {
             HeaderName::from_static(admission::PRIORITY_HEADER),
             HeaderName::from_static(admission::TIMEOUT_HEADER),
             HeaderName::from_static(context::HEADER),
+            HeaderName::from_static(sessions::HEADER),
             HeaderName::from_static("traceparent"),
         ])
         .expose_headers([
             HeaderName::from_static(conversation::HEADER),
             HeaderName::from_static(context::RECORDS_HEADER),
+            HeaderName::from_static(sessions::HEADER),
             REQUEST_ID,
         ]);
     let api = Router::new()
@@ -164,6 +176,12 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/analytics", get(health::analytics))
         .route("/v1/analytics/optimize", get(health::optimize))
         .route("/v1/feedback", post(health::feedback))
+        .route(
+            "/v1/sessions/{id}",
+            get(sessions::get_session)
+                .put(sessions::put_session)
+                .delete(sessions::delete_session),
+        )
         .route("/metrics", get(crate::metrics::serve))
         // After routing, so requests are counted by their route template.
         .route_layer(axum::middleware::from_fn_with_state(

@@ -14,13 +14,13 @@ use crate::server::Server;
 const CACHE_ON: &[(&str, &str)] = &[("TABAGENT_RESPONSE_CACHE__ENABLED", "true")];
 
 /// A redis-server of our own on a free loopback port.
-struct Redis {
+pub struct Redis {
     child: Child,
-    url: String,
+    pub url: String,
 }
 
 impl Redis {
-    fn start() -> Redis {
+    pub fn start() -> Redis {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()

@@ -24,6 +24,7 @@ mod routing;
 mod scheduler;
 mod security;
 mod server;
+mod sessions;
 mod streaming;
 mod tidy;
 mod tokenize;
