@@ -550,8 +550,8 @@ mod tests {
             }
             assert_eq!(decode(&bytes), Some(answer));
         }
-        assert_eq!(decode(b"x{}"), None);
-        assert_eq!(decode(b""), None);
+        assert_eq!(decode::<CachedAnswer>(b"x{}"), None);
+        assert_eq!(decode::<CachedAnswer>(b""), None);
     }
 
     #[tokio::test]
