@@ -14,6 +14,7 @@ use tabagent_core::{
 use tabagent_models::chat_template::ChatTemplate;
 use tokio::sync::mpsc;
 
+use crate::line::JobClass;
 use crate::scheduler::{self, Job};
 use crate::{backend, sampler, EngineConfig, LoadError};
 
@@ -302,8 +303,18 @@ impl LlamaEngine {
         messages: &[ChatMessage],
         params: GenerationParams,
     ) -> Result<GenerationHandle, InferenceError> {
+        self.chat_as(messages, params, JobClass::default())
+    }
+
+    /// [`LlamaEngine::chat`] for `class`: where it waits in line for a slot.
+    pub fn chat_as(
+        &self,
+        messages: &[ChatMessage],
+        params: GenerationParams,
+        class: JobClass,
+    ) -> Result<GenerationHandle, InferenceError> {
         let prompt = self.chat_prompt(messages)?;
-        self.submit(&prompt, params)
+        self.submit(&prompt, params, class)
     }
 
     /// Starts generating a continuation of the raw `prompt`.
@@ -312,19 +323,30 @@ impl LlamaEngine {
         prompt: &str,
         params: GenerationParams,
     ) -> Result<GenerationHandle, InferenceError> {
+        self.complete_as(prompt, params, JobClass::default())
+    }
+
+    /// [`LlamaEngine::complete`] for `class`.
+    pub fn complete_as(
+        &self,
+        prompt: &str,
+        params: GenerationParams,
+        class: JobClass,
+    ) -> Result<GenerationHandle, InferenceError> {
         if prompt.is_empty() {
             return Err(InferenceError::invalid(
                 "prompt",
                 "prompt must not be empty",
             ));
         }
-        self.submit(prompt, params)
+        self.submit(prompt, params, class)
     }
 
     fn submit(
         &self,
         text: &str,
         params: GenerationParams,
+        class: JobClass,
     ) -> Result<GenerationHandle, InferenceError> {
         if params.ignore_eos && params.constraint != OutputConstraint::None {
             return Err(InferenceError::unsupported(
@@ -361,15 +383,22 @@ impl LlamaEngine {
             sampler,
             sink,
             span: tracing::Span::current(),
+            class,
         };
-        self.counters.queued.fetch_add(1, Ordering::Relaxed);
+        // The scheduler thread moves jobs from the channel into its own line at once, so the
+        // bound is kept by this count (jobs not yet in a slot), not by the channel.
+        let queued = self.counters.queued.fetch_add(1, Ordering::AcqRel);
+        if queued >= self.config.queue_capacity {
+            self.counters.queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(InferenceError::QueueFull { queued });
+        }
         match self.jobs.try_send(job) {
             Ok(()) => Ok(GenerationHandle {
                 prompt_tokens,
                 events,
             }),
             Err(TrySendError::Full(_)) => {
-                let queued = self.counters.queued.fetch_sub(1, Ordering::Relaxed) - 1;
+                let queued = self.counters.queued.fetch_sub(1, Ordering::AcqRel) - 1;
                 Err(InferenceError::QueueFull { queued })
             }
             Err(TrySendError::Disconnected(_)) => {

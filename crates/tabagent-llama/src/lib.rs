@@ -14,6 +14,7 @@
 mod backend;
 mod config;
 mod engine;
+mod line;
 mod sampler;
 mod scheduler;
 mod schema;
@@ -21,6 +22,7 @@ mod text;
 
 pub use config::EngineConfig;
 pub use engine::{EngineStats, GenerationHandle, LlamaEngine, ModelFacts};
+pub use line::JobClass;
 
 /// Why a model could not be loaded.
 #[derive(Debug, thiserror::Error)]

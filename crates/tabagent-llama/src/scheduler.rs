@@ -7,7 +7,7 @@
 
 use std::num::NonZeroU32;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 
 use llama_cpp_2::context::params::LlamaContextParams;
@@ -34,6 +34,8 @@ pub(crate) struct Job {
     pub(crate) sampler: LlamaSampler,
     pub(crate) sink: UnboundedSender<GenerationEvent>,
     pub(crate) span: tracing::Span,
+    /// Its place in the waiting line.
+    pub(crate) class: crate::line::JobClass,
 }
 
 /// What the scheduler thread needs.
@@ -110,6 +112,8 @@ struct Scheduler<'m> {
     counters: Arc<Counters>,
     reuse_prefix: bool,
     piece: Vec<u8>,
+    /// Jobs received and waiting for a slot.
+    waiting: crate::line::Line<Job>,
 }
 
 impl<'m> Scheduler<'m> {
@@ -132,6 +136,7 @@ impl<'m> Scheduler<'m> {
             // Recurrent and hybrid memories cannot drop a suffix of a sequence.
             reuse_prefix: !model.is_recurrent() && !model.is_hybrid(),
             piece: Vec::with_capacity(32),
+            waiting: crate::line::Line::default(),
         }
     }
 
@@ -145,20 +150,22 @@ impl<'m> Scheduler<'m> {
         }
     }
 
-    /// Moves waiting jobs into free slots. Returns false when the engine is gone and idle.
+    /// Moves waiting jobs into free slots, in the line's order (interactive first, callers in
+    /// turn). Returns false when the engine is gone and idle.
     fn admit(&mut self, inbox: &Receiver<Job>) -> bool {
+        // Everything sent so far joins the line first, so the order is the line's, not arrival's.
+        while let Ok(job) = inbox.try_recv() {
+            let class = job.class.clone();
+            self.waiting.push(&class, job);
+        }
         while self.slots.iter().any(|slot| slot.active.is_none()) {
-            let idle = self.slots.iter().all(|slot| slot.active.is_none());
-            let job = if idle {
-                match inbox.recv() {
+            let job = match self.waiting.pop() {
+                Some(job) => job,
+                None if self.slots.iter().all(|slot| slot.active.is_none()) => match inbox.recv() {
                     Ok(job) => job,
                     Err(_) => return false,
-                }
-            } else {
-                match inbox.try_recv() {
-                    Ok(job) => job,
-                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => return true,
-                }
+                },
+                None => return true,
             };
             self.counters.queued.fetch_sub(1, Ordering::Relaxed);
             if job.sink.is_closed() {

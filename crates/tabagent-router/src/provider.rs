@@ -31,6 +31,8 @@ pub struct ChatRequest {
     /// The sampling settings the caller gave itself (wire names: `temperature`, `max_tokens`,
     /// ...), which a route's parameter set leaves alone.
     pub fixed: std::collections::BTreeSet<&'static str>,
+    /// Who asks and how urgently (set by the router; the in-process engine queues by it).
+    pub ticket: Option<crate::scheduler::Ticket>,
 }
 
 /// Parts of a request sent on to a remote engine as they are.

@@ -467,6 +467,8 @@ impl Router {
             deadline: Some(deadline),
             ..ticket.clone()
         };
+        let mut request = request;
+        request.ticket = Some(ticket.clone());
         let per_try = Duration::from_secs_f64(self.config.first_token_timeout_secs);
         let mut tried = Vec::new();
         let mut retry_after: Option<Duration> = None;

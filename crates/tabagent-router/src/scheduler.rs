@@ -88,9 +88,8 @@ impl std::fmt::Debug for CallerLimits {
 pub struct SchedulerConfig {
     /// Requests waiting at one gate, at most; more are turned away (503 with Retry-After).
     pub max_queued: usize,
-    /// Generations one local model runs at once, waiting here in priority and turn beyond
-    /// that (0: no limit here; the engine's own first-come queue, `llama.queue_capacity`, is
-    /// the only one). Set it to `llama.parallel` for priorities and fairness on local models.
+    /// Generations one local model runs at once, waiting here beyond that (0: no limit here;
+    /// the engine's own line, which orders by priority and caller too, is the only one).
     pub local_concurrency: u32,
     /// Generations at once per model name (any provider), for the models listed.
     pub model_concurrency: BTreeMap<String, u32>,

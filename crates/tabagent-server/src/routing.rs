@@ -74,11 +74,12 @@ impl Provider for LocalProvider {
             let engine = acquired.engine.llama(&acquired.id).map_err(refused)?;
             let (messages, prompt) = (request.messages.clone(), request.prompt.clone());
             let params = request.params.clone();
+            let class = request.ticket.as_ref().map(job_class).unwrap_or_default();
             let span = tracing::Span::current();
             let handle = tokio::task::spawn_blocking(move || {
                 span.in_scope(|| match prompt {
-                    Some(prompt) => engine.complete(&prompt, params),
-                    None => engine.chat(&messages, params),
+                    Some(prompt) => engine.complete_as(&prompt, params, class),
+                    None => engine.chat_as(&messages, params, class),
                 })
             })
             .await
@@ -104,6 +105,14 @@ impl Provider for LocalProvider {
                 events.poll_recv(cx)
             })) as EventStream)
         })
+    }
+}
+
+/// Where a request with `ticket` waits in a local engine's line.
+pub fn job_class(ticket: &tabagent_router::Ticket) -> tabagent_llama::JobClass {
+    tabagent_llama::JobClass {
+        batch: ticket.priority == tabagent_router::Priority::Batch,
+        caller: Some(std::sync::Arc::clone(&ticket.caller)),
     }
 }
 

@@ -46,6 +46,7 @@ fn hello() -> ChatRequest {
         passthrough: None,
         fixed: Default::default(),
         prompt: None,
+        ticket: None,
     }
 }
 

@@ -165,6 +165,7 @@ pub async fn chat_completions(
                 trace: Some(admission::trace(&headers)),
                 passthrough,
                 fixed: std::mem::take(&mut job.fixed),
+                ticket: None,
             };
             let routed = router.dispatch(plan, request, &ticket).await?;
             (Events::stream(routed.events), routed.arm)
@@ -174,8 +175,11 @@ pub async fn chat_completions(
             let permits = state.scheduler().enter(&ticket, local, &job.model).await?;
             let acquired = state.registry().acquire(&job.model, job.keep_alive).await?;
             let engine = acquired.engine.llama(&acquired.id)?;
-            let handle =
-                generate::submit(&engine, move |engine| engine.chat(&messages, params)).await?;
+            let class = crate::routing::job_class(&ticket);
+            let handle = generate::submit(&engine, move |engine| {
+                engine.chat_as(&messages, params, class)
+            })
+            .await?;
             let events = Events::from(handle).held(permits, ticket.deadline);
             (events, ArmId::new(local, &job.model))
         }

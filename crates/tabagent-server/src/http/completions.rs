@@ -59,8 +59,11 @@ pub async fn completions(
             let acquired = state.registry().acquire(&job.model, job.keep_alive).await?;
             let engine = acquired.engine.llama(&acquired.id)?;
             let (prompt, params) = (job.prompt, job.params);
-            let handle =
-                generate::submit(&engine, move |engine| engine.complete(&prompt, params)).await?;
+            let class = crate::routing::job_class(&ticket);
+            let handle = generate::submit(&engine, move |engine| {
+                engine.complete_as(&prompt, params, class)
+            })
+            .await?;
             let events = generate::Events::from(handle).held(permits, ticket.deadline);
             (events, local.to_string())
         }

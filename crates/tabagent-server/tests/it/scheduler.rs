@@ -364,3 +364,55 @@ async fn a_local_model_with_a_concurrency_limit_serves_interactive_requests_firs
     read_until(&mut batch, "content").await;
     assert_eq!(gate(&server, "waiting", &local_gate).await, Some(0.0));
 }
+
+/// Reads a streamed chat response until its first generated text (not the opening role chunk,
+/// which a queued request gets at once).
+async fn read_until_text(response: &mut reqwest::Response) {
+    let mut seen = String::new();
+    loop {
+        let chunk = response.chunk().await.unwrap().expect("the stream ended");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+        let generated = seen.match_indices("\"content\":\"").any(|(at, m)| {
+            seen[at + m.len()..]
+                .chars()
+                .next()
+                .is_some_and(|c| c != '"')
+        });
+        if generated {
+            return;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_local_engine_serves_waiting_interactive_requests_before_batch_ones() {
+    let server = std::sync::Arc::new(Server::start(&["--parallel", "1", "--ctx-size", "2048"]));
+    let stream = |priority: &'static str, max_tokens: u32| {
+        let mut body = crate::streaming::endless("Tell a long story.");
+        body["max_tokens"] = json!(max_tokens);
+        server
+            .client
+            .post(server.endpoint("/v1/chat/completions"))
+            .header("x-tabagent-priority", priority)
+            .json(&body)
+            .send()
+    };
+    let mut running = stream("interactive", 100_000).await.unwrap();
+    read_until_text(&mut running).await;
+    // Queued requests get their headers at once; the batch one is first in time.
+    let mut batch = stream("batch", 20).await.unwrap();
+    let mut interactive = stream("interactive", 100_000).await.unwrap();
+    until("both wait in the engine", || async {
+        server.model_health().await["queued"] == 2
+    })
+    .await;
+    drop(running);
+    read_until_text(&mut interactive).await;
+    assert_eq!(
+        server.model_health().await["queued"],
+        1,
+        "the batch request still waits"
+    );
+    drop(interactive);
+    read_until(&mut batch, "[DONE]").await;
+}
