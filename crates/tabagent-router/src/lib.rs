@@ -20,7 +20,9 @@ mod semantic;
 mod trace;
 
 pub use analytics::{Analytics, Arm, ArmId, FeedbackError};
-pub use cache::{CacheConfig, CacheStats, CachedAnswer, ResponseCache, Session, SessionMessage};
+pub use cache::{
+    session_bytes, CacheConfig, CacheStats, CachedAnswer, ResponseCache, Session, SessionMessage,
+};
 pub use config::{
     Capabilities, ConfigError, ContextConfig, ContextSource, Cost, ParameterSet, ProviderConfig,
     RouteConfig, RouterConfig, Tier,

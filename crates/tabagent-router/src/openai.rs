@@ -123,11 +123,14 @@ impl Provider for OpenAiProvider {
                 call = call.bearer_auth(key);
             }
             let response = call.send().await.map_err(|e| without_url(&e))?;
+            // Any answer but a server error shows the engine is up: some engines have no
+            // `/models`, or the key may lack that scope (404, 401, 403), and a 429 is busy,
+            // not down.
             let status = response.status();
-            if status.is_success() {
-                Ok(())
-            } else {
+            if status.is_server_error() {
                 Err(format!("GET /models answered {status}"))
+            } else {
+                Ok(())
             }
         })
     }

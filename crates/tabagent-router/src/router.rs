@@ -485,6 +485,13 @@ impl Router {
                 });
             }
             let (k, permits) = self.next_try(&remaining, &ticket, now).await?;
+            // Time spent waiting at the gates counts against the deadline.
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(RouteError::Deadline {
+                    tried: tries as usize,
+                });
+            }
             let Choice {
                 i,
                 target,
@@ -537,7 +544,7 @@ impl Router {
             match outcome {
                 // The request's own deadline, shorter than a try may take, ended it: that says
                 // nothing of the provider.
-                Err(_) if limit < per_try => {
+                Err(_) if limit < per_try || Instant::now() >= deadline => {
                     self.lock()[i].abandoned(Instant::now());
                     return Err(RouteError::Deadline {
                         tried: tries as usize,

@@ -233,7 +233,10 @@ impl Bucket {
         if self.level >= need {
             Duration::ZERO
         } else {
-            Duration::from_secs_f64((need - self.level) / self.per_sec)
+            // A debt too large for a `Duration` (say a day's budget overdrawn many times) is
+            // capped rather than allowed to panic.
+            Duration::try_from_secs_f64((need - self.level) / self.per_sec)
+                .unwrap_or(Duration::from_secs(u32::MAX.into()))
         }
     }
 }

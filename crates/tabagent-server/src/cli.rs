@@ -50,6 +50,34 @@ pub enum Command {
     Memory(MemoryArgs),
     /// Back up, restore or check the memory database.
     Db(DbArgs),
+    /// The Python ML worker (vision, speech): make its environment, or say how it stands.
+    Worker(WorkerArgs),
+}
+
+/// `tabagent worker`.
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: WorkerAction,
+}
+
+/// `tabagent worker setup|status`.
+#[derive(Debug, Subcommand)]
+pub enum WorkerAction {
+    /// Make (or bring up to date) the worker's venv and sources: pip installs its pinned
+    /// packages, minutes the first time; a second run only checks.
+    Setup,
+    /// Whether the worker's environment is made, and where.
+    Status,
+    /// Makes the model directory DIR known to the worker as NAME (a link in
+    /// `<data_dir>/worker-models`; `worker.vision_model` and `worker.speech_model` name them).
+    Link {
+        /// The id requests and `[worker]` use (letters, digits, `.`, `_`, `-`).
+        name: String,
+        /// The model's directory.
+        dir: std::path::PathBuf,
+    },
 }
 
 /// `tabagent memory`.

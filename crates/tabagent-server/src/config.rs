@@ -35,8 +35,69 @@ pub struct Config {
     pub response_cache: tabagent_router::CacheConfig,
     /// Priorities, fair queuing, concurrency limits, per-key rate limits and token budgets.
     pub scheduler: tabagent_router::SchedulerConfig,
+    /// The Python ML worker (MediaPipe vision, Whisper speech, Transformers).
+    pub worker: WorkerSettings,
     /// Logging.
     pub log: LogConfig,
+}
+
+/// When the Python ML worker runs.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkerMode {
+    /// Run it when its environment is ready (`tabagent worker setup` made it).
+    #[default]
+    Auto,
+    /// Run it, making its environment at start when needed (pip: minutes the first time).
+    On,
+    /// Never run it: its endpoints answer 503.
+    Off,
+}
+
+/// The Python ML worker (`[worker]`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerSettings {
+    /// `auto`, `on` or `off`.
+    pub mode: WorkerMode,
+    /// The Python (3.10 or newer) that makes the worker's venv.
+    pub python: PathBuf,
+    /// Where its venv and sources live (default `<data_dir>/worker`).
+    pub dir: Option<PathBuf>,
+    /// Calls it serves at once.
+    pub threads: u32,
+    /// The MediaPipe model: a directory of task files, by the id `models.directories`, the
+    /// worker model directory (`<data_dir>/worker-models/<id>`) or the Hugging Face cache
+    /// (`owner/name`) knows it by.
+    pub vision_model: String,
+    /// The Whisper model (CTranslate2 form), found the same way.
+    pub speech_model: String,
+    /// Seconds it may take to start before it is killed and started again.
+    pub start_timeout_secs: u64,
+    /// Seconds a request waits for a worker that is starting or restarting.
+    pub call_wait_secs: u64,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        Self {
+            mode: WorkerMode::Auto,
+            python: PathBuf::from("python3"),
+            dir: None,
+            threads: 4,
+            vision_model: "mediapipe".to_string(),
+            speech_model: "whisper-tiny.en".to_string(),
+            start_timeout_secs: 120,
+            call_wait_secs: 30,
+        }
+    }
+}
+
+impl WorkerSettings {
+    /// The worker's environment directory.
+    pub fn dir(&self, data_dir: &Path) -> PathBuf {
+        self.dir.clone().unwrap_or_else(|| data_dir.join("worker"))
+    }
 }
 
 /// The HTTP listener and its guards.
@@ -290,6 +351,7 @@ impl Default for Config {
             router: tabagent_router::RouterConfig::default(),
             response_cache: tabagent_router::CacheConfig::default(),
             scheduler: tabagent_router::SchedulerConfig::default(),
+            worker: WorkerSettings::default(),
             log: LogConfig {
                 format: LogFormat::Text,
                 level: "info".to_string(),
@@ -415,11 +477,26 @@ impl Config {
             bail!("response_cache.semantic needs an embedding model: set response_cache.semantic_model or memory.embedding_model");
         }
         for (name, route) in &self.router.routes {
-            if route.context.is_some() && !self.memory.enabled {
+            let Some(context) = &route.context else {
+                continue;
+            };
+            if !self.memory.enabled {
                 bail!("router.routes.{name}.context reads the memory, which is off (memory.enabled = false)");
+            }
+            for store in &context.stores {
+                if tabagent_memory::Store::parse(store).is_err() {
+                    bail!("router.routes.{name}.context.stores names `{store}`, which is not a memory store");
+                }
             }
         }
         self.scheduler.check()?;
+        let worker = &self.worker;
+        if !(1..=64).contains(&worker.threads)
+            || worker.start_timeout_secs == 0
+            || worker.call_wait_secs == 0
+        {
+            bail!("worker.threads must be between 1 and 64, worker.start_timeout_secs and call_wait_secs at least 1");
+        }
         if self.server.max_body_bytes < 1024 {
             bail!("server.max_body_bytes must be at least 1024");
         }

@@ -14,6 +14,7 @@ mod recommended;
 mod registry;
 mod routing;
 mod state;
+mod worker;
 
 use std::process::ExitCode;
 
@@ -50,6 +51,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         | Command::Import(_)
         | Command::Hw(_)
         | Command::Memory(_)
+        | Command::Worker(_)
         | Command::Db(_) => {}
     }
     config.validate()?;
@@ -75,6 +77,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 action => commands::memory::run(&config, action).await,
             },
             Command::Db(args) => commands::memory::db(&config, args.action),
+            Command::Worker(args) => worker::run(&config, args.action).await,
         }
     })
 }

@@ -226,6 +226,7 @@ impl Metrics {
             started,
             first_token: None,
             charge: None,
+            pieces: 0,
         }
     }
 
@@ -280,6 +281,8 @@ pub struct Watch {
     started: Instant,
     first_token: Option<Instant>,
     charge: Option<crate::http::Charge>,
+    /// Pieces of text seen (about one token each), charged when no usage arrives.
+    pieces: u64,
 }
 
 impl Watch {
@@ -294,6 +297,7 @@ impl Watch {
             started: Instant::now(),
             first_token: None,
             charge: None,
+            pieces: 0,
         }
     }
 
@@ -305,6 +309,7 @@ impl Watch {
 
     /// Text arrived.
     pub fn text(&mut self) {
+        self.pieces += 1;
         if self.first_token.is_none() {
             let now = Instant::now();
             self.first_token = Some(now);
@@ -320,7 +325,9 @@ impl Watch {
     /// The generation finished with `usage`.
     pub fn finished(&mut self, usage: Usage) {
         if let Some(charge) = self.charge.take() {
-            charge.tokens(u64::from(usage.prompt_tokens) + u64::from(usage.completion_tokens));
+            // An upstream that reports no usage is charged for the pieces of text it sent.
+            let reported = u64::from(usage.prompt_tokens) + u64::from(usage.completion_tokens);
+            charge.tokens(reported.max(self.pieces));
         }
         let Some(metrics) = &self.metrics else {
             return;
@@ -335,6 +342,16 @@ impl Watch {
                     .get_or_create(&self.labels)
                     .observe((tokens - 1) as f64 / decoding);
             }
+        }
+    }
+}
+
+impl Drop for Watch {
+    /// A generation that never finished (the client left, the stream failed or ran out of
+    /// time) is still charged for what was generated, so leaving early does not dodge a budget.
+    fn drop(&mut self) {
+        if let Some(charge) = self.charge.take() {
+            charge.tokens(self.pieces);
         }
     }
 }

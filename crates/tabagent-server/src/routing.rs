@@ -166,6 +166,18 @@ pub fn plan(state: &AppState, model: &str) -> Option<tabagent_router::Plan> {
     Some(router.plan(model))
 }
 
+/// Whether `model` names (directly or through an alias) a route with parameter sets: its
+/// answers depend on the set the bandit draws, so they are not cached (a cached answer would
+/// replay one set's for all and hide the others from the bandit).
+pub fn tunes(state: &AppState, model: &str) -> bool {
+    let config = &state.config().router;
+    let name = config.aliases.get(model).map_or(model, String::as_str);
+    config
+        .routes
+        .get(name)
+        .is_some_and(|route| !route.parameter_sets.is_empty())
+}
+
 /// Probes the remote providers every `router.probe_interval_secs` (the first time at once, so a
 /// provider that is down is known before the first request), until the server stops.
 pub fn start_probes(state: &AppState) {

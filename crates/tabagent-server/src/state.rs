@@ -27,6 +27,8 @@ struct Inner {
     cache: tabagent_router::ResponseCache,
     scheduler: Arc<tabagent_router::Scheduler>,
     callers: crate::callers::Callers,
+    /// The Python ML worker's client, when it runs.
+    worker: OnceLock<tabagent_worker::Worker>,
 }
 
 /// A handle on the state that does not keep it alive (for background tasks).
@@ -63,6 +65,7 @@ impl AppState {
                 cache,
                 scheduler,
                 callers,
+                worker: OnceLock::new(),
             }),
         })
     }
@@ -95,6 +98,22 @@ impl AppState {
     /// The metrics `/metrics` serves.
     pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
         &self.inner.metrics
+    }
+
+    /// Sets the ML worker's client (once).
+    pub fn set_worker(&self, worker: tabagent_worker::Worker) {
+        let _ = self.inner.worker.set(worker);
+    }
+
+    /// The ML worker's client, or a 503 saying why there is none.
+    pub fn worker(&self) -> Result<&tabagent_worker::Worker, crate::http::error::ApiError> {
+        self.inner.worker.get().ok_or_else(|| {
+            let why = match self.config().worker.mode {
+                crate::config::WorkerMode::Off => "the ML worker is off (worker.mode = \"off\")",
+                _ => "the ML worker is not set up: run `tabagent worker setup` (or set worker.mode = \"on\")",
+            };
+            crate::http::error::ApiError::unavailable("worker_not_set_up", why)
+        })
     }
 
     /// The router, once set.

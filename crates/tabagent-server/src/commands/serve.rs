@@ -58,6 +58,10 @@ pub async fn run(config: Config, mode: Mode) -> anyhow::Result<()> {
     state.set_router(crate::routing::router(&state)?);
     crate::routing::start_probes(&state);
     crate::http::start_summarizer(&state);
+    let worker = crate::worker::start(&config);
+    if let Some(supervisor) = &worker {
+        state.set_worker(supervisor.worker());
+    }
     tracing::info!(%address, data_dir = %config.storage.data_dir.display(), "tabagent listening");
     // Tests and scripts read this line to find an ephemeral port.
     println!("tabagent listening on http://{address}");
@@ -71,6 +75,9 @@ pub async fn run(config: Config, mode: Mode) -> anyhow::Result<()> {
     axum::serve(listener, crate::http::router(state))
         .with_graceful_shutdown(shutdown_signal())
         .await?;
+    if let Some(supervisor) = worker {
+        supervisor.shutdown().await;
+    }
     tracing::info!("tabagent stopped");
     Ok(())
 }

@@ -53,9 +53,16 @@ pub async fn chat_completions(
     let started = std::time::Instant::now();
     // A session's earlier turns come first; this request's turns and the answer are added to it
     // once the answer is complete.
-    let session = match sessions::requested(&headers)? {
-        Some(id) => {
-            let kept = state.cache().session(&id).await.unwrap_or_default();
+    let session = match sessions::requested(&headers, caller.as_deref())? {
+        Some(sessions::Requested { id, key }) => {
+            if job.passthrough.as_ref().is_some_and(|(p, _)| p.needs_tools) {
+                return Err(ApiError::bad_request(
+                    Some(sessions::HEADER),
+                    "a session keeps text turns only: send a conversation with tools or tool \
+                     results whole, without X-TabAgent-Session",
+                ));
+            }
+            let kept = state.cache().session(&key).await.unwrap_or_default();
             let new_turns = sessions::turns(&job.messages);
             let mut messages = sessions::history(&kept);
             if let Some(Some(serde_json::Value::Array(raw))) =
@@ -72,7 +79,7 @@ pub async fn chat_completions(
             job.messages = messages;
             let mut updated = kept;
             updated.messages.extend(new_turns);
-            Some((id, updated))
+            Some((id, key, updated))
         }
         None => None,
     };
@@ -85,9 +92,11 @@ pub async fn chat_completions(
         None => None,
     };
     let passthrough = job.passthrough.take();
-    // Tool calls and log probabilities are not in a cached answer: such requests are not cached.
+    // Tool calls and log probabilities are not in a cached answer: such requests are not cached;
+    // nor are those to a route whose parameter sets are being tuned.
     let cache_key = match passthrough {
         Some(_) => None,
+        None if crate::routing::tunes(&state, &job.model) => None,
         None => state
             .cache()
             .key(&job.model, &job.messages, &job.params)
@@ -103,15 +112,17 @@ pub async fn chat_completions(
         }
         None => None,
     };
-    // An exact miss may still be a semantic hit (when that cache is on).
+    // An exact miss may still be a semantic hit (when that cache is on); a request the exact
+    // cache may not answer (tools, log probabilities) is not looked up there either.
     let mut semantic = None;
     let mut semantic_hit = false;
     let hit = match hit {
         Some(hit) => Some(hit),
-        None => match state
-            .cache()
-            .semantic_query(&job.model, &job.messages, &job.params)
-        {
+        None => match cache_key.as_ref().and_then(|_| {
+            state
+                .cache()
+                .semantic_query(&job.model, &job.messages, &job.params)
+        }) {
             Some(query) => match semantic_vector(&state, &query.question).await {
                 Some(vector) => {
                     let found = state.cache().semantic().get(&query.scope, &vector);
@@ -172,8 +183,12 @@ pub async fn chat_completions(
         }
         (None, _, _) => {
             let local = tabagent_router::LOCAL;
-            let permits = state.scheduler().enter(&ticket, local, &job.model).await?;
+            // The registry first: only a model that exists gets a gate, under its canonical id.
             let acquired = state.registry().acquire(&job.model, job.keep_alive).await?;
+            let permits = state
+                .scheduler()
+                .enter(&ticket, local, &acquired.id)
+                .await?;
             let engine = acquired.engine.llama(&acquired.id)?;
             let class = crate::routing::job_class(&ticket);
             let handle = generate::submit(&engine, move |engine| {
@@ -196,7 +211,7 @@ pub async fn chat_completions(
     let created = generate::unix_now();
     let session_header = session
         .as_ref()
-        .and_then(|(id, _)| HeaderValue::from_str(id).ok());
+        .and_then(|(id, _, _)| HeaderValue::from_str(id).ok());
     let with_headers = |mut response: Response| {
         if let Some((name, Some(value))) = echo {
             response.headers_mut().insert(name, value);
@@ -230,8 +245,8 @@ pub async fn chat_completions(
                 let state = state.clone();
                 Box::new(move |text: String, reason, usage| {
                     tokio::spawn(async move {
-                        if let Some((id, session)) = session {
-                            save_session(&state, &id, session, &text).await;
+                        if let Some((_, key, session)) = session {
+                            save_session(&state, &key, session, &text).await;
                         }
                         if let Some(key) = store_key {
                             let answer = CachedAnswer::new(text.clone(), reason, usage);
@@ -253,8 +268,8 @@ pub async fn chat_completions(
         ));
     }
     let out = generate::collect(handle, watch).await?;
-    if let Some((id, session)) = session {
-        save_session(&state, &id, session, &out.text).await;
+    if let Some((_, key, session)) = session {
+        save_session(&state, &key, session, &out.text).await;
     }
     if let Some(key) = store_key {
         let answer = CachedAnswer::new(out.text.clone(), out.reason, out.usage);

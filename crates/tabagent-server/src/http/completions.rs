@@ -55,8 +55,12 @@ pub async fn completions(
             )
         }
         _ => {
-            let permits = state.scheduler().enter(&ticket, local, &job.model).await?;
+            // The registry first: only a model that exists gets a gate, under its canonical id.
             let acquired = state.registry().acquire(&job.model, job.keep_alive).await?;
+            let permits = state
+                .scheduler()
+                .enter(&ticket, local, &acquired.id)
+                .await?;
             let engine = acquired.engine.llama(&acquired.id)?;
             let (prompt, params) = (job.prompt, job.params);
             let class = crate::routing::job_class(&ticket);

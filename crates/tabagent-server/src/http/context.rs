@@ -25,17 +25,19 @@ pub fn wanted(
     model: &str,
     headers: &HeaderMap,
 ) -> Result<Option<ContextConfig>, ApiError> {
-    let route = state
-        .config()
-        .router
-        .routes
-        .get(model)
-        .and_then(|r| r.context.clone());
+    // An alias of a route gets the route's step too.
+    let router = &state.config().router;
+    let name = router.aliases.get(model).map_or(model, String::as_str);
+    let route = router.routes.get(name).and_then(|r| r.context.clone());
     let Some(value) = headers.get(HEADER) else {
         return Ok(route);
     };
     match value.to_str().map(|v| v.trim().to_ascii_lowercase()) {
         Ok(v) if v == "none" => Ok(None),
+        Ok(v) if v == "memory" && !state.config().memory.enabled => Err(ApiError::bad_request(
+            Some(HEADER),
+            "this server's memory is off (memory.enabled = false): there is no context to add",
+        )),
         Ok(v) if v == "memory" => Ok(Some(route.unwrap_or_default())),
         _ => Err(ApiError::bad_request(
             Some(HEADER),

@@ -397,3 +397,21 @@ impl From<tabagent_hub::HubError> for ApiError {
         }
     }
 }
+
+impl From<tabagent_worker::WorkerError> for ApiError {
+    fn from(err: tabagent_worker::WorkerError) -> Self {
+        use tabagent_worker::WorkerError as E;
+        let message = err.to_string();
+        match err {
+            E::InvalidInput(_) => Self::bad_request(None, message),
+            E::ModelNotFound(_) => Self::not_found("model_not_found", "model", message),
+            E::Unavailable(_) => Self {
+                retry_after_secs: Some(2),
+                ..Self::unavailable("worker_unavailable", message)
+            },
+            E::NotInstalled(_) => Self::unavailable("worker_feature_not_installed", message),
+            E::Environment(_) => Self::unavailable("worker_not_set_up", message),
+            E::Failed(_) => Self::internal(message),
+        }
+    }
+}

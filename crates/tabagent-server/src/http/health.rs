@@ -265,3 +265,45 @@ pub async fn feedback(
         Err(err @ FeedbackError::Save(_)) => Err(ApiError::internal(err)),
     }
 }
+
+/// The Python ML worker: whether it runs, its process, restarts, calls in flight, the models it
+/// holds.
+#[utoipa::path(get, path = "/v1/worker", tag = "health", responses((status = 200, description = "`{mode, running, pid, restarts, in_flight, status, models}`")))]
+pub async fn worker_status(State(state): State<AppState>) -> Json<serde_json::Value> {
+    let mode = serde_json::to_value(state.config().worker.mode).unwrap_or_default();
+    let Ok(worker) = state.worker() else {
+        return Json(serde_json::json!({
+            "mode": mode, "running": false, "pid": null, "restarts": 0, "in_flight": 0,
+            "status": "not set up: run `tabagent worker setup`", "models": [],
+        }));
+    };
+    let models: Vec<serde_json::Value> = if worker.is_running() {
+        worker
+            .models()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .map(|m| {
+                serde_json::json!({
+                    "id": m.model_id,
+                    "kind": tabagent_worker::pb::ModelKind::try_from(m.kind)
+                        .map(|k| k.as_str_name().trim_start_matches("MODEL_KIND_").to_ascii_lowercase())
+                        .unwrap_or_default(),
+                    "ram_bytes": m.ram_bytes,
+                    "vram_bytes": m.vram_bytes,
+                })
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    Json(serde_json::json!({
+        "mode": mode,
+        "running": worker.is_running(),
+        "pid": worker.pid(),
+        "restarts": worker.restarts(),
+        "in_flight": worker.in_flight(),
+        "status": worker.status().unwrap_or_else(|| "serving".into()),
+        "models": models,
+    }))
+}

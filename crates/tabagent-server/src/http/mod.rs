@@ -3,6 +3,7 @@
 //! **Boundary:** the only place that knows OpenAI's JSON (`wire`) and HTTP status codes (`error`).
 
 mod admission;
+mod audio;
 mod chat;
 mod completions;
 mod context;
@@ -24,6 +25,8 @@ mod rerank;
 mod security;
 mod sessions;
 mod tokenize;
+mod upload;
+mod vision;
 mod wire;
 
 use axum::extract::DefaultBodyLimit;
@@ -65,6 +68,7 @@ use error::ApiError;
         health::ready,
         health::config,
         health::router_status,
+        health::worker_status,
         health::analytics,
         sessions::get_session,
         sessions::put_session,
@@ -88,9 +92,11 @@ use error::ApiError;
         graph::merge,
         graph::consolidate,
         graph::extract,
-        conversation::summarize_now
+        conversation::summarize_now,
+        vision::analyze,
+        audio::transcriptions
     ),
-    tags((name = "openai", description = "OpenAI-compatible endpoints"), (name = "models", description = "Downloading and removing models"), (name = "tokens", description = "A model's tokenizer"), (name = "onnx", description = "Any ONNX model on named tensors"), (name = "health", description = "Probes and configuration"), (name = "memory", description = "The seven memory stores and their search"), (name = "sessions", description = "Conversations the server keeps for clients"))
+    tags((name = "openai", description = "OpenAI-compatible endpoints"), (name = "models", description = "Downloading and removing models"), (name = "tokens", description = "A model's tokenizer"), (name = "onnx", description = "Any ONNX model on named tensors"), (name = "health", description = "Probes and configuration"), (name = "memory", description = "The seven memory stores and their search"), (name = "sessions", description = "Conversations the server keeps for clients"), (name = "vision", description = "MediaPipe vision through the Python ML worker"))
 )]
 pub struct ApiDoc;
 
@@ -130,6 +136,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/chat/completions", post(chat::chat_completions))
         .route("/v1/completions", post(completions::completions))
         .route("/v1/embeddings", post(embeddings::embeddings))
+        .route("/v1/vision/{task}", post(vision::analyze))
+        .route("/v1/audio/transcriptions", post(audio::transcriptions))
         .route("/v1/rerank", post(rerank::rerank))
         .route("/v1/onnx/run", post(onnx::run))
         .route("/v1/onnx/{*id}", get(onnx::describe))
@@ -173,6 +181,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/health/ready", get(health::ready))
         .route("/v1/config", get(health::config))
         .route("/v1/router", get(health::router_status))
+        .route("/v1/worker", get(health::worker_status))
         .route("/v1/analytics", get(health::analytics))
         .route("/v1/analytics/optimize", get(health::optimize))
         .route("/v1/feedback", post(health::feedback))

@@ -6,12 +6,14 @@
 
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
-use axum::Json;
+use axum::{Extension, Json};
 use tabagent_core::{ChatMessage, Role};
+use tabagent_router::ANONYMOUS;
 use tabagent_router::{Session, SessionMessage};
 
 use super::error::{ApiError, ErrorBody};
 use super::json::ApiJson;
+use crate::callers::Caller;
 use crate::state::AppState;
 
 /// The header naming a chat request's session.
@@ -34,8 +36,24 @@ fn check_id(id: &str, param: &str) -> Result<(), ApiError> {
     }
 }
 
-/// The session a chat request names, if any.
-pub fn requested(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+/// Where a caller's session `id` is kept: each API key has sessions of its own, so one key
+/// cannot read or end another's (ids cannot hold `/`, so the pair is unambiguous).
+fn scoped(caller: Option<&Caller>, id: &str) -> String {
+    let caller = caller.map_or(ANONYMOUS, |c| &c.0);
+    format!("{caller}/{id}")
+}
+
+/// A session a chat request names: its id as the client gave it, and where it is kept.
+pub struct Requested {
+    pub id: String,
+    pub key: String,
+}
+
+/// The session a chat request names, if any, scoped to its caller.
+pub fn requested(
+    headers: &HeaderMap,
+    caller: Option<&Caller>,
+) -> Result<Option<Requested>, ApiError> {
     let Some(value) = headers.get(HEADER) else {
         return Ok(None);
     };
@@ -45,7 +63,8 @@ pub fn requested(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
         .trim()
         .to_string();
     check_id(&id, HEADER)?;
-    Ok(Some(id))
+    let key = scoped(caller, &id);
+    Ok(Some(Requested { id, key }))
 }
 
 /// A session's turns as a conversation.
@@ -88,12 +107,13 @@ pub fn turns(messages: &[ChatMessage]) -> Vec<SessionMessage> {
 )]
 pub async fn get_session(
     State(state): State<AppState>,
+    caller: Option<Extension<Caller>>,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     check_id(&id, "id")?;
     let session = state
         .cache()
-        .session(&id)
+        .session(&scoped(caller.as_deref(), &id))
         .await
         .ok_or_else(|| not_found(&id))?;
     Ok(Json(body(&id, &session)))
@@ -113,6 +133,7 @@ pub async fn get_session(
 )]
 pub async fn put_session(
     State(state): State<AppState>,
+    caller: Option<Extension<Caller>>,
     Path(id): Path<String>,
     ApiJson(session): ApiJson<Session>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
@@ -125,8 +146,16 @@ pub async fn put_session(
             ));
         }
     }
-    state.cache().put_session(&id, session).await;
-    let kept = state.cache().session(&id).await.unwrap_or_default();
+    let limit = state.config().response_cache.session_max_bytes;
+    if tabagent_router::session_bytes(&session) > limit {
+        return Err(ApiError::bad_request(
+            None,
+            format!("a session may hold at most {limit} bytes (response_cache.session_max_bytes)"),
+        ));
+    }
+    let key = scoped(caller.as_deref(), &id);
+    state.cache().put_session(&key, session).await;
+    let kept = state.cache().session(&key).await.unwrap_or_default();
     Ok(Json(body(&id, &kept)))
 }
 
@@ -143,10 +172,15 @@ pub async fn put_session(
 )]
 pub async fn delete_session(
     State(state): State<AppState>,
+    caller: Option<Extension<Caller>>,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     check_id(&id, "id")?;
-    if state.cache().delete_session(&id).await {
+    if state
+        .cache()
+        .delete_session(&scoped(caller.as_deref(), &id))
+        .await
+    {
         Ok(Json(serde_json::json!({"id": id, "deleted": true})))
     } else {
         Err(not_found(&id))

@@ -199,6 +199,7 @@ async fn a_question_meaning_the_same_gets_the_cached_answer_when_the_semantic_ca
 name = "up"
 base_url = "{}"
 models = ["m"]
+capabilities = {{ tools = true }}
 
 [response_cache]
 semantic = true
@@ -247,6 +248,15 @@ semantic_model = "minilm"
         None
     );
     assert_eq!(engine.requests(), 4);
+    // A request with tools is never answered from the cache, the semantic one included.
+    let mut with_tools = ask("What is the capital of France?", 0.0);
+    with_tools["tools"] = json!([{"type": "function",
+        "function": {"name": "lookup", "parameters": {"type": "object"}}}]);
+    assert_eq!(
+        send(&server, &with_tools).await,
+        (200, None, "Paris".into())
+    );
+    assert_eq!(engine.requests(), 5);
     let metrics = server.metrics_text().await;
     assert!(
         metrics.contains(r#"tabagent_response_cache_lookups_total{result="semantic_hit"} 1"#),

@@ -156,6 +156,21 @@ fn a_bad_config_file_is_a_one_line_error() {
         .output()
         .unwrap();
     assert_one_line_error(&out, "port");
+
+    // A route reading a memory store that does not exist is refused when the config loads,
+    // not with an error on each request.
+    std::fs::write(
+        &config,
+        "[router.routes.grounded.context]\nstores = [\"knowledge\", \"recipes\"]\n",
+    )
+    .unwrap();
+    let out = tabagent(dir.path())
+        .arg("--config")
+        .arg(&config)
+        .arg("models")
+        .output()
+        .unwrap();
+    assert_one_line_error(&out, "recipes");
 }
 
 #[test]

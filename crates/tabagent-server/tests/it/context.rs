@@ -32,6 +32,9 @@ capabilities = {{ tools = true }}
 [router.routes.grounded.context]
 stores = ["knowledge"]
 limit = 2
+
+[router.aliases]
+ask = "grounded"
 "#,
         engine.base_url
     ));
@@ -83,6 +86,13 @@ limit = 2
         "{system}"
     );
     assert_eq!(sent["messages"].as_array().unwrap().len(), 2);
+    // An alias of the route gets its context too.
+    let response = server
+        .post("/v1/chat/completions", &question("ask", None))
+        .await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-tabagent-context-records"], "1");
+    engine.bodies().pop().unwrap();
 
     let send = |body: Value, header: &'static str| {
         server

@@ -28,3 +28,4 @@ mod sessions;
 mod streaming;
 mod tidy;
 mod tokenize;
+mod worker;

@@ -363,6 +363,17 @@ async fn a_local_model_with_a_concurrency_limit_serves_interactive_requests_firs
     let mut batch = batch.await.unwrap();
     read_until(&mut batch, "content").await;
     assert_eq!(gate(&server, "waiting", &local_gate).await, Some(0.0));
+
+    // Only a model that exists gets a gate: made-up names are 404s, not new gates (and not
+    // new metric series).
+    let mut unknown = endless();
+    unknown["model"] = serde_json::json!("no-such-model-7");
+    let response = server.post("/v1/chat/completions", &unknown).await;
+    assert_eq!(response.status(), 404);
+    assert_eq!(
+        gate(&server, "running", "local model no-such-model-7").await,
+        None
+    );
 }
 
 /// Reads a streamed chat response until its first generated text (not the opening role chunk,

@@ -172,6 +172,14 @@ impl Server {
     }
 }
 
+impl Server {
+    /// Kills the server with SIGKILL (nothing of it runs afterwards).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -165,4 +165,126 @@ async fn with_redis_every_server_sees_the_same_sessions() {
     assert_eq!(sent["messages"][0]["content"], "Remember 42.");
     let (_, kept) = a.get_json("/v1/sessions/shared").await;
     assert_eq!(kept["messages"].as_array().unwrap().len(), 4);
+
+    // A session one server ends is gone on the other too (its own copy is not served).
+    let deleted = b
+        .client
+        .delete(b.endpoint("/v1/sessions/shared"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 200);
+    let (status, body) = a.get_json("/v1/sessions/shared").await;
+    assert_eq!(
+        assert_error(status, &body, 404)["code"],
+        "session_not_found"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sessions_belong_to_their_key_stay_bounded_and_keep_text_turns_only() {
+    let engine = FakeEngine::start(vec![Behaviour::Answer(vec!["noted"])])
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tabagent.toml");
+    let (alice, bob) = ("alice-key-0123456789", "bob-key-0123456789");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\napi_keys = [\"{alice}\", \"{bob}\"]\n\
+             [response_cache]\nsession_max_bytes = 2048\n\
+             [[router.providers]]\nname = \"up\"\nbase_url = \"{}\"\nmodels = [\"m\"]\n",
+            engine.base_url
+        ),
+    )
+    .unwrap();
+    let server = Server::start(&["--config", path.to_str().unwrap()]);
+    let chat = |key: &'static str, body: Value| {
+        server
+            .client
+            .post(server.endpoint("/v1/chat/completions"))
+            .bearer_auth(key)
+            .header("x-tabagent-session", "tab-1")
+            .json(&body)
+            .send()
+    };
+    let hello = json!({"model": "m", "messages": [{"role": "user", "content": "I am Alice."}]});
+    assert_eq!(chat(alice, hello).await.unwrap().status(), 200);
+    // Bob's `tab-1` is not Alice's: he neither sees nor ends hers.
+    let bob_hello = json!({"model": "m", "messages": [{"role": "user", "content": "Who am I?"}]});
+    assert_eq!(chat(bob, bob_hello).await.unwrap().status(), 200);
+    let sent = engine.bodies().pop().unwrap();
+    assert_eq!(sent["messages"].as_array().unwrap().len(), 1, "{sent}");
+    let as_bob = server
+        .client
+        .delete(server.endpoint("/v1/sessions/tab-1"))
+        .bearer_auth(bob)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(as_bob.status(), 200);
+    let as_alice = server
+        .client
+        .get(server.endpoint("/v1/sessions/tab-1"))
+        .bearer_auth(alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(as_alice.status(), 200);
+    let kept: Value = as_alice.json().await.unwrap();
+    assert_eq!(kept["messages"][0]["content"], "I am Alice.");
+
+    // A session holds at most `session_max_bytes`: the oldest turns make room for new ones,
+    // and a larger session cannot be put.
+    let long = "x".repeat(900);
+    for _ in 0..3 {
+        let turn = json!({"model": "m", "messages": [{"role": "user", "content": long}]});
+        assert_eq!(chat(alice, turn).await.unwrap().status(), 200);
+    }
+    let kept: Value = server
+        .client
+        .get(server.endpoint("/v1/sessions/tab-1"))
+        .bearer_auth(alice)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let texts: usize = kept["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["content"].as_str().unwrap().len() + m["role"].as_str().unwrap().len())
+        .sum();
+    assert!(texts <= 2048, "{texts} bytes kept");
+    assert_eq!(
+        kept["messages"].as_array().unwrap().last().unwrap()["content"],
+        "noted"
+    );
+    assert_ne!(kept["messages"][0]["content"], "I am Alice.");
+    let too_big = server
+        .client
+        .put(server.endpoint("/v1/sessions/tab-2"))
+        .bearer_auth(alice)
+        .json(&json!({"messages": [], "data": {"blob": "y".repeat(4096)}}))
+        .send()
+        .await
+        .unwrap();
+    let status = too_big.status().as_u16();
+    let body: Value = too_big.json().await.unwrap();
+    assert_error(status, &body, 400);
+
+    // Tool turns cannot be kept as text: such a request is refused, not half-remembered.
+    let with_tools = json!({"model": "m",
+        "messages": [{"role": "user", "content": "Weather?"}],
+        "tools": [{"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}}]});
+    let refused = chat(alice, with_tools).await.unwrap();
+    let status = refused.status().as_u16();
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(
+        assert_error(status, &body, 400)["param"],
+        "x-tabagent-session"
+    );
 }

@@ -1,0 +1,380 @@
+//! The Python ML worker through the server, with the real models: MediaPipe on the astronaut
+//! image, faster-whisper on speech espeak-ng spoke, and the worker killed under a request.
+//! scripts/test makes the worker's environment (`tabagent worker setup`) and fetches the models.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::server::{assert_error, Server};
+
+fn env_path(name: &str) -> PathBuf {
+    match std::env::var_os(name) {
+        Some(path) => PathBuf::from(path),
+        None => panic!(
+            "{name} is not set: run the tests with scripts/test, which prepares the ML worker"
+        ),
+    }
+}
+
+/// The worker's environment for the tests, made by the first test that needs it
+/// (`tabagent worker setup` takes a lock, so the others wait for it, then find it made).
+fn prepared_worker_dir() -> PathBuf {
+    let dir = env_path("TABAGENT_TEST_WORKER_DIR");
+    let scratch = tempfile::tempdir().unwrap();
+    let out = crate::server::tabagent(scratch.path())
+        .args(["worker", "setup"])
+        .env("TABAGENT_WORKER__DIR", &dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "tabagent worker setup failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dir
+}
+
+/// A server running the worker from the environment scripts/test made, with the test models.
+fn server() -> Server {
+    let worker_dir = prepared_worker_dir();
+    let mediapipe = env_path("TABAGENT_TEST_MEDIAPIPE_DIR");
+    let whisper = env_path("TABAGENT_TEST_WHISPER_DIR");
+    Server::start_with(
+        &[],
+        &[
+            ("TABAGENT_WORKER__DIR", worker_dir.to_str().unwrap()),
+            ("TABAGENT_WORKER__MODE", "auto"),
+            ("TABAGENT_WORKER__THREADS", "2"),
+            (
+                "TABAGENT_MODELS__DIRECTORIES__MEDIAPIPE",
+                mediapipe.to_str().unwrap(),
+            ),
+            ("TABAGENT_WORKER__SPEECH_MODEL", "whisper"),
+        ],
+        // The speech model is linked in as a user would (`tabagent worker link`).
+        |data_dir| {
+            let out = crate::server::tabagent(data_dir)
+                .args(["worker", "link", "whisper"])
+                .arg(&whisper)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        },
+    )
+}
+
+fn astronaut() -> Vec<u8> {
+    std::fs::read(env_path("TABAGENT_TEST_ASTRONAUT_PNG")).unwrap()
+}
+
+/// Waits (polling) until `check` holds; fails after 60 s.
+async fn until<F: std::future::Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
+    let give_up = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !check().await {
+        assert!(tokio::time::Instant::now() < give_up, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn worker_status(server: &Server) -> Value {
+    server.get_json("/v1/worker").await.1
+}
+
+async fn vision(server: &Server, task: &str, image: Vec<u8>, query: &str) -> reqwest::Response {
+    let form = reqwest::multipart::Form::new().part(
+        "image",
+        reqwest::multipart::Part::bytes(image).file_name("astronaut.png"),
+    );
+    server
+        .client
+        .post(server.endpoint(&format!("/v1/vision/{task}{query}")))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn json_of(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mediapipe_finds_the_astronauts_face_mesh_pose_and_outline() {
+    let server = server();
+    let (status, body) = json_of(vision(&server, "face", astronaut(), "").await).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (body["width"].as_u64(), body["height"].as_u64()),
+        (Some(512), Some(512))
+    );
+    let faces = body["faces"].as_array().unwrap();
+    assert_eq!(faces.len(), 1, "{body}");
+    let face = &faces[0];
+    let (x, y, w, h) = (
+        face["box"]["x"].as_i64().unwrap(),
+        face["box"]["y"].as_i64().unwrap(),
+        face["box"]["width"].as_i64().unwrap(),
+        face["box"]["height"].as_i64().unwrap(),
+    );
+    // Her face is in the upper middle of the picture, about a fifth of its width.
+    assert!((120..260).contains(&x) && (30..160).contains(&y), "{face}");
+    assert!((60..160).contains(&w) && (60..160).contains(&h), "{face}");
+    assert!(face["score"].as_f64().unwrap() > 0.7, "{face}");
+    assert_eq!(face["keypoints"].as_array().unwrap().len(), 6);
+
+    // The same image as base64 JSON gives the same face.
+    use base64::Engine as _;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(astronaut());
+    let (status, again) = server
+        .post_json("/v1/vision/face", &serde_json::json!({ "image": encoded }))
+        .await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["faces"][0]["box"], face["box"]);
+
+    let (status, body) = json_of(vision(&server, "face-mesh", astronaut(), "").await).await;
+    assert_eq!(status, 200, "{body}");
+    let mesh = &body["face_meshes"][0];
+    assert_eq!(mesh["landmarks"].as_array().unwrap().len(), 478);
+    assert_eq!(mesh["blendshapes"].as_object().unwrap().len(), 52);
+    for eye in ["left_x", "left_y", "right_x", "right_y"] {
+        let value = mesh["gaze"][eye].as_f64().unwrap();
+        assert!((-1.0..=1.0).contains(&value), "{eye} = {value}");
+    }
+    // The mesh lies on the face the detector found.
+    let nose = &mesh["landmarks"][1];
+    let nose_x = nose["x"].as_f64().unwrap() * 512.0;
+    assert!(
+        (x as f64..(x + w) as f64).contains(&nose_x),
+        "nose at {nose_x}, face {face}"
+    );
+
+    let (status, body) = json_of(vision(&server, "pose", astronaut(), "").await).await;
+    assert_eq!(status, 200, "{body}");
+    let pose = &body["poses"][0];
+    assert_eq!(pose["landmarks"].as_array().unwrap().len(), 33);
+    assert_eq!(pose["world_landmarks"].as_array().unwrap().len(), 33);
+    let elbow = pose["angles"]["left_elbow"].as_f64().unwrap();
+    assert!((0.0..=180.0).contains(&elbow), "{elbow}");
+
+    // No hand is visible in the picture: an honest empty list.
+    let (status, body) = json_of(vision(&server, "hands", astronaut(), "").await).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["hands"], serde_json::json!([]));
+
+    let (status, body) = json_of(vision(&server, "holistic", astronaut(), "").await).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["face_meshes"].as_array().unwrap().len(), 1);
+    assert_eq!(body["poses"].as_array().unwrap().len(), 1);
+
+    // Segmentation: a PNG mask covering part of the picture, not all or none of it.
+    let response = vision(&server, "segmentation", astronaut(), "").await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "image/png");
+    let share: f64 = response.headers()["x-tabagent-foreground-fraction"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((0.1..0.9).contains(&share), "{share}");
+    let png = response.bytes().await.unwrap();
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"));
+    let blurred = vision(&server, "segmentation", astronaut(), "?effect=blur").await;
+    assert_eq!(blurred.status(), 200);
+    let blurred = blurred.bytes().await.unwrap();
+    assert!(blurred.starts_with(b"\x89PNG") && blurred != png);
+    let (status, body) = json_of(
+        vision(
+            &server,
+            "segmentation",
+            astronaut(),
+            "?format=json&effect=replace&background=%2300ff00",
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["mask_png"].as_str().unwrap().len() > 100);
+    assert!(body["image_png"].as_str().unwrap().len() > 100);
+
+    // The worker holds the MediaPipe model, and says what it costs.
+    let status = worker_status(&server).await;
+    assert_eq!(status["running"], true, "{status}");
+    let model = &status["models"][0];
+    assert_eq!(model["id"], "mediapipe", "{status}");
+    assert!(model["ram_bytes"].as_u64().unwrap() > 0, "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_images_audio_and_tasks_are_the_callers_mistake() {
+    let server = server();
+    let (status, body) =
+        json_of(vision(&server, "face", b"not an image at all".to_vec(), "").await).await;
+    assert!(
+        assert_error(status, &body, 400)["message"]
+            .as_str()
+            .unwrap()
+            .contains("decoded"),
+        "{body}"
+    );
+    let (status, body) = json_of(vision(&server, "x-ray", astronaut(), "").await).await;
+    assert_eq!(assert_error(status, &body, 400)["param"], "task");
+    let (status, body) =
+        json_of(vision(&server, "face", astronaut(), "?min_confidence=7").await).await;
+    assert_eq!(assert_error(status, &body, 400)["param"], "min_confidence");
+    let empty = server
+        .client
+        .post(server.endpoint("/v1/vision/face"))
+        .header("content-type", "image/png")
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = json_of(empty).await;
+    assert_eq!(assert_error(status, &body, 400)["param"], "image");
+
+    let transcribe = |audio: Vec<u8>| {
+        let form = reqwest::multipart::Form::new()
+            .text("model", "whisper-1")
+            .part(
+                "file",
+                reqwest::multipart::Part::bytes(audio).file_name("a.wav"),
+            );
+        server
+            .client
+            .post(server.endpoint("/v1/audio/transcriptions"))
+            .multipart(form)
+            .send()
+    };
+    // A WAV header with no samples, and bytes that are no audio at all.
+    let mut silent = b"RIFF".to_vec();
+    silent.extend(36u32.to_le_bytes());
+    silent.extend(b"WAVEfmt ");
+    silent.extend(16u32.to_le_bytes());
+    silent.extend(1u16.to_le_bytes()); // PCM
+    silent.extend(1u16.to_le_bytes()); // mono
+    silent.extend(16_000u32.to_le_bytes());
+    silent.extend(32_000u32.to_le_bytes());
+    silent.extend(2u16.to_le_bytes());
+    silent.extend(16u16.to_le_bytes());
+    silent.extend(b"data");
+    silent.extend(0u32.to_le_bytes());
+    for audio in [silent, b"definitely not audio".to_vec()] {
+        let (status, body) = json_of(transcribe(audio).await.unwrap()).await;
+        assert_error(status, &body, 400);
+    }
+    let (status, body) = json_of(
+        server
+            .client
+            .post(server.endpoint("/v1/audio/transcriptions"))
+            .multipart(reqwest::multipart::Form::new().text("model", "whisper-1"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(assert_error(status, &body, 400)["param"], "file");
+    // The worker is still serving after all that.
+    assert_eq!(worker_status(&server).await["running"], true);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn speech_is_transcribed_as_openai_clients_expect() {
+    let server = server();
+    let wav = std::fs::read(env_path("TABAGENT_TEST_SPEECH_WAV")).unwrap();
+    let form = reqwest::multipart::Form::new()
+        .text("model", "whisper-1")
+        .text("response_format", "verbose_json")
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(wav).file_name("hello.wav"),
+        );
+    let (status, body) = json_of(
+        server
+            .client
+            .post(server.endpoint("/v1/audio/transcriptions"))
+            .multipart(form)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let text = body["text"].as_str().unwrap().to_lowercase();
+    // espeak-ng said "hello world"; tiny.en hears robotic speech roughly ("The Low World").
+    assert!(text.contains("world"), "{text}");
+    assert_eq!(body["language"], "en");
+    assert!(body["duration"].as_f64().unwrap() > 0.5, "{body}");
+    assert!(!body["segments"].as_array().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_killed_mid_request_is_back_and_the_server_never_went_down() {
+    let server = std::sync::Arc::new(server());
+    until("the worker serves", || async {
+        worker_status(&server).await["running"] == true
+    })
+    .await;
+    let first_pid = worker_status(&server).await["pid"].as_u64().unwrap();
+    // Load the model first, so the killed request is the analysis itself.
+    assert_eq!(vision(&server, "pose", astronaut(), "").await.status(), 200);
+
+    let in_flight = {
+        let server = std::sync::Arc::clone(&server);
+        tokio::spawn(
+            async move { json_of(vision(&server, "holistic", astronaut(), "").await).await },
+        )
+    };
+    until("the request is with the worker", || async {
+        worker_status(&server).await["in_flight"].as_u64() == Some(1)
+    })
+    .await;
+    let killed = Command::new("kill")
+        .args(["-KILL", &first_pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    // Tried again on the new worker, or a clean 503: never a hang or a 500.
+    let (status, body) = in_flight.await.unwrap();
+    assert!(status == 200 || status == 503, "{status} {body}");
+    if status == 503 {
+        assert_eq!(body["error"]["code"], "worker_unavailable", "{body}");
+    }
+    until("a new worker serves", || async {
+        let status = worker_status(&server).await;
+        status["running"] == true && status["pid"].as_u64() != Some(first_pid)
+    })
+    .await;
+    let status = worker_status(&server).await;
+    assert!(status["restarts"].as_u64().unwrap() >= 1, "{status}");
+    assert_eq!(vision(&server, "face", astronaut(), "").await.status(), 200);
+    // The server answered all along.
+    assert_eq!(server.get_json("/v1/health").await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_worker_does_not_outlive_a_killed_server() {
+    let mut server = server();
+    until("the worker serves", || async {
+        worker_status(&server).await["running"] == true
+    })
+    .await;
+    let pid = worker_status(&server).await["pid"].as_u64().unwrap();
+    let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+    assert!(proc_dir.exists());
+    server.kill();
+    // SIGKILL leaves tabagent no chance to stop it: the parent-death signal does.
+    until("the worker is gone", || {
+        let gone = !proc_dir.exists()
+            || std::fs::read_to_string(proc_dir.join("stat"))
+                .is_ok_and(|stat| stat.split_whitespace().nth(2) == Some("Z"));
+        async move { gone }
+    })
+    .await;
+}
