@@ -115,6 +115,26 @@ impl Worker {
         .await
     }
 
+    /// Runs vision tasks on a stream of frames: one reply per frame, in order. Not tried again
+    /// if the worker dies mid-stream (frames already answered would be answered twice): the
+    /// stream ends with [`WorkerError::Unavailable`] and the caller starts a new one.
+    pub async fn analyze_stream<S>(
+        &self,
+        frames: S,
+    ) -> Result<impl tokio_stream::Stream<Item = Result<pb::VisionReply, WorkerError>>, WorkerError>
+    where
+        S: tokio_stream::Stream<Item = pb::VisionRequest> + Send + 'static,
+    {
+        use tokio_stream::StreamExt as _;
+        let running = self.running(0).await?;
+        let replies = vision(running.channel)
+            .analyze_stream(frames)
+            .await
+            .map_err(|s| WorkerError::from_status(&s))?
+            .into_inner();
+        Ok(replies.map(|reply| reply.map_err(|s| WorkerError::from_status(&s))))
+    }
+
     /// Transcribes an audio file.
     pub async fn transcribe(
         &self,

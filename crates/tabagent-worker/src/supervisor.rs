@@ -104,10 +104,14 @@ impl Supervisor {
         config: SupervisorConfig,
         roots: Arc<dyn ModelRoots>,
     ) -> Result<Supervisor, WorkerError> {
+        remove_stale_directories();
         // Created 0700: only this user reaches the sockets inside.
         let dir = tempfile::Builder::new()
-            .prefix("tabagent-worker-")
+            .prefix(DIR_PREFIX)
             .tempdir()
+            .map_err(|e| WorkerError::Environment(format!("private directory: {e}")))?;
+        // Whose it is, so that a later tabagent can remove it if this one is killed.
+        std::fs::write(dir.path().join(OWNER), std::process::id().to_string())
             .map_err(|e| WorkerError::Environment(format!("private directory: {e}")))?;
         let files_socket = dir.path().join("files.sock");
         let listener = tokio::net::UnixListener::bind(&files_socket)
@@ -181,6 +185,36 @@ impl Drop for Supervisor {
             signal_group(pid, rustix::process::Signal::KILL);
         }
         self.files_server.abort();
+    }
+}
+
+const DIR_PREFIX: &str = "tabagent-worker-";
+const OWNER: &str = "owner.pid";
+
+/// Removes private directories that tabagents killed with SIGKILL left behind (this user's,
+/// whose owner process is gone).
+fn remove_stale_directories() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    let me = rustix::process::geteuid().as_raw();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let mine = entry.file_name().to_string_lossy().starts_with(DIR_PREFIX)
+            && std::os::unix::fs::MetadataExt::uid(&match entry.metadata() {
+                Ok(metadata) => metadata,
+                Err(_) => continue,
+            }) == me;
+        if !mine {
+            continue;
+        }
+        let owner = std::fs::read_to_string(path.join(OWNER)).ok();
+        let gone = owner
+            .and_then(|pid| pid.trim().parse::<u32>().ok())
+            .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists());
+        if gone {
+            let _ = std::fs::remove_dir_all(&path);
+        }
     }
 }
 
