@@ -156,6 +156,11 @@ impl Supervisor {
         Worker::new(Arc::clone(&self.shared))
     }
 
+    /// The worker's socket (for tools that talk to it directly, such as benchmarks).
+    pub fn socket(&self) -> PathBuf {
+        self._dir.path().join("worker.sock")
+    }
+
     /// The running worker's process id, if it is running.
     pub fn pid(&self) -> Option<u32> {
         self.shared.ready.borrow().as_ref().map(|r| r.pid)
