@@ -81,7 +81,11 @@ async fn main() {
             .arg(calls.to_string())
             .output()
             .unwrap();
-        assert!(peer.status.success(), "{}", String::from_utf8_lossy(&peer.stderr));
+        assert!(
+            peer.status.success(),
+            "{}",
+            String::from_utf8_lossy(&peer.stderr)
+        );
         let text = String::from_utf8_lossy(&peer.stdout);
         let mut numbers = text.split_whitespace().map(|n| n.parse::<f64>().unwrap());
         let python = (numbers.next().unwrap(), numbers.next().unwrap());
