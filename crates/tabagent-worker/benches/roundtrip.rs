@@ -38,6 +38,11 @@ took.sort()
 print(f"{took[len(took) // 2] * 1e3:.3f} {took[int(len(took) * 0.99)] * 1e3:.3f}")
 "#;
 
+/// p50 and p99 in milliseconds.
+type Percentiles = (f64, f64);
+/// One round: tabagent's client, then Python's.
+type Round = (Percentiles, Percentiles);
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
 }
@@ -63,7 +68,7 @@ async fn main() {
     for _ in 0..200 {
         worker.models().await.unwrap();
     }
-    let mut rounds = Vec::new();
+    let mut rounds: Vec<Round> = Vec::new();
     for round in 0..3 {
         let mut took = Vec::with_capacity(calls);
         for _ in 0..calls {
@@ -95,9 +100,7 @@ async fn main() {
         );
         rounds.push((rust, python));
     }
-    let best = |pick: fn(&((f64, f64), (f64, f64))) -> f64| {
-        rounds.iter().map(pick).fold(f64::INFINITY, f64::min)
-    };
+    let best = |pick: fn(&Round) -> f64| rounds.iter().map(pick).fold(f64::INFINITY, f64::min);
     let (rust50, rust99) = (best(|r| r.0 .0), best(|r| r.0 .1));
     let (py50, py99) = (best(|r| r.1 .0), best(|r| r.1 .1));
     println!(
