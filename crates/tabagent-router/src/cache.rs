@@ -446,8 +446,8 @@ impl ResponseCache {
     }
 
     /// Replaces session `id` (its TTL starts again), keeping its last `session_max_messages`
-    /// messages, and of those as many of the latest as fit in `session_max_bytes`.
-    pub async fn put_session(&self, id: &str, mut session: Session) {
+    /// messages, and of those as many of the latest as fit in `session_max_bytes`; what it kept.
+    pub async fn put_session(&self, id: &str, mut session: Session) -> Session {
         let excess = session
             .messages
             .len()
@@ -474,6 +474,7 @@ impl ResponseCache {
                 entry.2 = false;
             }
         }
+        session
     }
 
     /// Removes session `id`; whether it existed.

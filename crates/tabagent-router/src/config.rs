@@ -286,6 +286,12 @@ pub struct ConfigError(pub String);
 const KNOWN_CAPABILITIES: [&str; 3] = ["tools", "vision", "json"];
 
 impl RouterConfig {
+    /// The route `name` names, directly or through an alias.
+    pub fn route(&self, name: &str) -> Option<&RouteConfig> {
+        let name = self.aliases.get(name).map_or(name, String::as_str);
+        self.routes.get(name)
+    }
+
     /// Refuses duplicate or empty names, bad URLs, unknown capabilities and impossible limits.
     pub fn check(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError(m));

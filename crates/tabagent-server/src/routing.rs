@@ -170,11 +170,10 @@ pub fn plan(state: &AppState, model: &str) -> Option<tabagent_router::Plan> {
 /// answers depend on the set the bandit draws, so they are not cached (a cached answer would
 /// replay one set's for all and hide the others from the bandit).
 pub fn tunes(state: &AppState, model: &str) -> bool {
-    let config = &state.config().router;
-    let name = config.aliases.get(model).map_or(model, String::as_str);
-    config
-        .routes
-        .get(name)
+    state
+        .config()
+        .router
+        .route(model)
         .is_some_and(|route| !route.parameter_sets.is_empty())
 }
 

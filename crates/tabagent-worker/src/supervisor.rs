@@ -166,13 +166,6 @@ impl Supervisor {
         self.shared.ready.borrow().as_ref().map(|r| r.pid)
     }
 
-    /// How many times the worker was started again after it died.
-    pub fn restarts(&self) -> u64 {
-        self.shared
-            .restarts
-            .load(std::sync::atomic::Ordering::Relaxed)
-    }
-
     /// Stops the worker: SIGTERM, then SIGKILL after the grace period.
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);

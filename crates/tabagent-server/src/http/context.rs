@@ -26,9 +26,11 @@ pub fn wanted(
     headers: &HeaderMap,
 ) -> Result<Option<ContextConfig>, ApiError> {
     // An alias of a route gets the route's step too.
-    let router = &state.config().router;
-    let name = router.aliases.get(model).map_or(model, String::as_str);
-    let route = router.routes.get(name).and_then(|r| r.context.clone());
+    let route = state
+        .config()
+        .router
+        .route(model)
+        .and_then(|r| r.context.clone());
     let Some(value) = headers.get(HEADER) else {
         return Ok(route);
     };

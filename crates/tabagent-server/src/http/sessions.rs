@@ -154,8 +154,7 @@ pub async fn put_session(
         ));
     }
     let key = scoped(caller.as_deref(), &id);
-    state.cache().put_session(&key, session).await;
-    let kept = state.cache().session(&key).await.unwrap_or_default();
+    let kept = state.cache().put_session(&key, session).await;
     Ok(Json(body(&id, &kept)))
 }
 
