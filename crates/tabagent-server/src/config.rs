@@ -76,6 +76,9 @@ pub struct WorkerSettings {
     pub start_timeout_secs: u64,
     /// Seconds a request waits for a worker that is starting or restarting.
     pub call_wait_secs: u64,
+    /// Install PyTorch and Transformers into its venv too (about 2.5 GB): sentence-transformers
+    /// embeddings and text generation with safetensors models.
+    pub transformers: bool,
 }
 
 impl Default for WorkerSettings {
@@ -89,6 +92,7 @@ impl Default for WorkerSettings {
             speech_model: "whisper-tiny.en".to_string(),
             start_timeout_secs: 120,
             call_wait_secs: 30,
+            transformers: false,
         }
     }
 }
@@ -660,7 +664,8 @@ impl Config {
     pub fn catalog(&self) -> anyhow::Result<crate::catalog::Catalog> {
         let store = tabagent_models::store::ModelStore::open(&self.models_dir())?;
         Ok(crate::catalog::Catalog::new(store, self.hub_cache())
-            .with_directories(self.models.directories.clone()))
+            .with_directories(self.models.directories.clone())
+            .with_worker_models(crate::worker::worker_models_dir(self)))
     }
 
     /// A Hub client: `HF_*` environment first, then `[hub]` settings over it.

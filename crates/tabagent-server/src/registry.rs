@@ -76,6 +76,17 @@ pub enum RegistryError {
     /// The loading task died.
     #[error("loading the model `{0}` was interrupted")]
     Interrupted(String),
+    /// The model runs in the ML worker, which is not running in this server.
+    #[error("the model `{0}` runs in the Python ML worker, which this server does not run: run `tabagent worker setup`, or set worker.mode = \"on\"")]
+    NoWorker(String),
+    /// The ML worker could not load the model.
+    #[error("the model `{name}` cannot be loaded by the ML worker: {source}")]
+    Worker {
+        /// The model.
+        name: String,
+        /// Why.
+        source: tabagent_worker::WorkerError,
+    },
 }
 
 /// A loaded model's engine.
@@ -87,6 +98,47 @@ pub enum Engine {
     Encoder(Arc<EncoderModel>),
     /// Any ONNX model on ONNX Runtime.
     Onnx(Arc<OnnxModel>),
+    /// A model the Python ML worker holds.
+    Worker(Arc<WorkerModel>),
+}
+
+/// A model loaded in the ML worker. The worker holds it; this handle stands for it here (for
+/// keep-alive, the budget and unloading), and unloads it from the worker when dropped.
+pub struct WorkerModel {
+    /// The model's id, which the worker uses to ask for its files.
+    pub id: String,
+    /// What it is.
+    pub kind: ModelKind,
+    /// The worker.
+    pub worker: tabagent_worker::Worker,
+}
+
+impl WorkerModel {
+    /// The worker's name for this kind.
+    pub fn worker_kind(kind: ModelKind) -> Option<tabagent_worker::pb::ModelKind> {
+        use tabagent_worker::pb::ModelKind as K;
+        Some(match kind {
+            ModelKind::Vision => K::Mediapipe,
+            ModelKind::Speech => K::Whisper,
+            ModelKind::SentenceTransformers => K::SentenceTransformers,
+            ModelKind::TextGeneration => K::TextGeneration,
+            ModelKind::Gguf | ModelKind::Encoder | ModelKind::Onnx => return None,
+        })
+    }
+}
+
+impl Drop for WorkerModel {
+    fn drop(&mut self) {
+        // Unloading is a call to the worker; a dropped handle has no caller to wait for it.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let (worker, id) = (self.worker.clone(), std::mem::take(&mut self.id));
+            runtime.spawn(async move {
+                if let Err(err) = worker.unload(&id).await {
+                    tracing::debug!(model = %id, error = %err, "the ML worker did not unload the model");
+                }
+            });
+        }
+    }
 }
 
 impl Engine {
@@ -98,6 +150,23 @@ impl Engine {
                 name: name.to_string(),
                 is: other.kind(),
                 wanted: "this endpoint needs a language model (GGUF)",
+            }),
+        }
+    }
+
+    /// The worker model of `kind`, or why this is not one.
+    pub fn worker(
+        self,
+        name: &str,
+        kind: ModelKind,
+        wanted: &'static str,
+    ) -> Result<Arc<WorkerModel>, RegistryError> {
+        match self {
+            Engine::Worker(model) if model.kind == kind => Ok(model),
+            other => Err(RegistryError::WrongKind {
+                name: name.to_string(),
+                is: other.kind(),
+                wanted,
             }),
         }
     }
@@ -119,6 +188,14 @@ impl Engine {
             Engine::Llama(_) => "a language model",
             Engine::Encoder(_) => "an embedding model (use /v1/embeddings)",
             Engine::Onnx(_) => "a plain ONNX model (use /v1/onnx/run)",
+            Engine::Worker(model) => match model.kind {
+                ModelKind::Vision => "a MediaPipe vision model (use /v1/vision/{task})",
+                ModelKind::Speech => "a speech model (use /v1/audio/transcriptions)",
+                ModelKind::SentenceTransformers => {
+                    "a sentence-transformers model (use /v1/embeddings)"
+                }
+                _ => "a Transformers language model",
+            },
         }
     }
 
@@ -143,6 +220,7 @@ impl Engine {
             }
             Engine::Encoder(encoder) => Arc::strong_count(encoder) == 1,
             Engine::Onnx(model) => Arc::strong_count(model) == 1,
+            Engine::Worker(model) => Arc::strong_count(model) == 1,
         }
     }
 }
@@ -198,6 +276,8 @@ pub struct ModelRegistry {
     engine_config: EngineConfig,
     encoders: EncoderLoading,
     lifecycle: Lifecycle,
+    /// The ML worker, for the models it runs (set once it is started).
+    worker: std::sync::OnceLock<tabagent_worker::Worker>,
     models: Mutex<HashMap<String, Slot>>,
     /// Serialises admission decisions (which model to unload for which), not loads themselves.
     admission: tokio::sync::Mutex<()>,
@@ -221,6 +301,7 @@ impl ModelRegistry {
             engine_config,
             encoders: EncoderLoading::default(),
             lifecycle,
+            worker: std::sync::OnceLock::new(),
             models: Mutex::new(HashMap::new()),
             admission: tokio::sync::Mutex::new(()),
             keep_alive_changed: tokio::sync::Notify::new(),
@@ -231,6 +312,11 @@ impl ModelRegistry {
     pub fn with_encoders(mut self, encoders: EncoderLoading) -> Self {
         self.encoders = encoders;
         self
+    }
+
+    /// Serves the worker's kinds of models with `worker` (once).
+    pub fn set_worker(&self, worker: tabagent_worker::Worker) {
+        let _ = self.worker.set(worker);
     }
 
     /// How encoders are loaded.
@@ -293,7 +379,7 @@ impl ModelRegistry {
     async fn load(&self, entry: &LocalModel) -> Result<Engine, RegistryError> {
         let id = entry.id.as_str();
         let path = entry.path.clone();
-        tracing::info!(model = id, path = %path.display(), kind = entry.kind.name(), "loading model");
+        tracing::info!(model = id, path = %path.display(), kind = entry.kind.name(), backend = entry.kind.backend().name(), "loading model");
         let interrupted = |_| RegistryError::Interrupted(id.to_string());
         match entry.kind {
             ModelKind::Gguf => {
@@ -326,7 +412,38 @@ impl ModelRegistry {
                 tracing::info!(model = id, inputs = ?model.inputs(), outputs = ?model.outputs(), "model loaded");
                 Ok(Engine::Onnx(Arc::new(model)))
             }
+            ModelKind::Vision
+            | ModelKind::Speech
+            | ModelKind::SentenceTransformers
+            | ModelKind::TextGeneration => self.load_in_worker(entry).await,
         }
+    }
+
+    /// Has the worker load `entry` (it finds the files through tabagent's file service).
+    async fn load_in_worker(&self, entry: &LocalModel) -> Result<Engine, RegistryError> {
+        let id = entry.id.clone();
+        let worker = self
+            .worker
+            .get()
+            .ok_or_else(|| RegistryError::NoWorker(id.clone()))?;
+        let kind = WorkerModel::worker_kind(entry.kind)
+            .ok_or_else(|| RegistryError::Interrupted(id.clone()))?;
+        let loaded = worker
+            .load(tabagent_worker::pb::LoadRequest {
+                model_id: id.clone(),
+                kind: kind as i32,
+            })
+            .await
+            .map_err(|source| RegistryError::Worker {
+                name: id.clone(),
+                source,
+            })?;
+        tracing::info!(model = %id, ram_bytes = loaded.ram_bytes, "model loaded in the ML worker");
+        Ok(Engine::Worker(Arc::new(WorkerModel {
+            id,
+            kind: entry.kind,
+            worker: worker.clone(),
+        })))
     }
 
     /// Runs `load` on a blocking thread with the process's ONNX Runtime (loaded on first use).

@@ -71,7 +71,27 @@ impl Provider for LocalProvider {
                 .acquire(model, None)
                 .await
                 .map_err(refused)?;
-            let engine = acquired.engine.llama(&acquired.id).map_err(refused)?;
+            let engine = match acquired.engine {
+                crate::registry::Engine::Worker(model)
+                    if model.kind == crate::catalog::ModelKind::TextGeneration =>
+                {
+                    return crate::worker::generate(
+                        model,
+                        &request.messages,
+                        request.prompt.clone(),
+                        &request.params,
+                    )
+                    .await
+                    .map_err(|e| match e {
+                        InferenceError::Unavailable(_) => TryError::Provider {
+                            message: format!("local: {e}"),
+                            retry_after: None,
+                        },
+                        caller => TryError::Caller(caller),
+                    });
+                }
+                engine => engine.llama(&acquired.id).map_err(refused)?,
+            };
             let (messages, prompt) = (request.messages.clone(), request.prompt.clone());
             let params = request.params.clone();
             let class = request.ticket.as_ref().map(job_class).unwrap_or_default();

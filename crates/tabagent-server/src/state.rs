@@ -100,8 +100,9 @@ impl AppState {
         &self.inner.metrics
     }
 
-    /// Sets the ML worker's client (once).
+    /// Sets the ML worker's client (once), for the registry's worker models too.
     pub fn set_worker(&self, worker: tabagent_worker::Worker) {
+        self.inner.registry.set_worker(worker.clone());
         let _ = self.inner.worker.set(worker);
     }
 

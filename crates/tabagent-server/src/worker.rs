@@ -73,12 +73,8 @@ fn environment_config(config: &Config) -> EnvironmentConfig {
     EnvironmentConfig {
         dir: config.worker.dir(&config.storage.data_dir),
         python: config.worker.python.clone(),
+        transformers: config.worker.transformers,
     }
-}
-
-/// Makes the worker's environment (`tabagent worker setup`).
-pub async fn setup(config: &Config) -> anyhow::Result<Environment> {
-    Ok(Environment::prepare(&environment_config(config)).await?)
 }
 
 /// Starts the worker as `[worker]` says: `None` when it is off, or `auto` and its environment
@@ -112,16 +108,17 @@ pub fn start(config: &Config) -> Option<Supervisor> {
     }
 }
 
-/// `tabagent worker setup|status`.
+/// `tabagent worker setup|status|link`.
 pub async fn run(config: &Config, action: crate::cli::WorkerAction) -> anyhow::Result<()> {
-    let environment = environment_config(config);
+    let mut environment = environment_config(config);
     match action {
-        crate::cli::WorkerAction::Setup => {
+        crate::cli::WorkerAction::Setup { transformers } => {
+            environment.transformers |= transformers;
             eprintln!(
                 "making the ML worker's environment in {} (pip: minutes the first time)",
                 environment.dir.display()
             );
-            let ready = setup(config).await?;
+            let ready = Environment::prepare(&environment).await?;
             println!("ready: {}", ready.python.display());
         }
         crate::cli::WorkerAction::Link { name, dir } => {
@@ -131,6 +128,12 @@ pub async fn run(config: &Config, action: crate::cli::WorkerAction) -> anyhow::R
             if !dir.is_dir() {
                 anyhow::bail!("{} is not a directory", dir.display());
             }
+            let kind = crate::catalog::worker_kind(&dir, true).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{} holds no model the worker runs (MediaPipe .task/.tflite files, Whisper's model.bin and vocabulary, or a Transformers config.json with safetensors)",
+                    dir.display()
+                )
+            })?;
             let models = worker_models_dir(config);
             std::fs::create_dir_all(&models)?;
             let link = models.join(&name);
@@ -139,7 +142,7 @@ pub async fn run(config: &Config, action: crate::cli::WorkerAction) -> anyhow::R
             let _ = std::fs::remove_file(&staged);
             std::os::unix::fs::symlink(&dir, &staged)?;
             std::fs::rename(&staged, &link)?;
-            println!("{name} -> {}", dir.display());
+            println!("{name} -> {} ({})", dir.display(), kind.name());
         }
         crate::cli::WorkerAction::Status => match Environment::existing(&environment) {
             Some(ready) => println!("ready: {}", ready.python.display()),
@@ -150,4 +153,107 @@ pub async fn run(config: &Config, action: crate::cli::WorkerAction) -> anyhow::R
         },
     }
     Ok(())
+}
+
+/// A chat (or, with `prompt`, a raw completion) from a Transformers language model in the worker,
+/// as the events every engine gives: the worker's chunks, with stop strings applied here (the
+/// stream is dropped at a match, which ends the worker's generation). Refused up front: what the
+/// worker cannot honour (JSON constraints, `ignore_eos`).
+pub async fn generate(
+    model: Arc<crate::registry::WorkerModel>,
+    messages: &[tabagent_core::ChatMessage],
+    prompt: Option<String>,
+    params: &tabagent_core::GenerationParams,
+) -> Result<tabagent_router::EventStream, tabagent_core::InferenceError> {
+    use futures_util::StreamExt as _;
+    use tabagent_core::stop::StopMatcher;
+    use tabagent_core::{FinishReason, GenerationEvent, InferenceError, Usage};
+    use tabagent_worker::pb;
+
+    if params.constraint != tabagent_core::OutputConstraint::None {
+        return Err(InferenceError::Unsupported {
+            param: Some("response_format".into()),
+            message: format!(
+                "`{}` runs on Transformers in the ML worker, which cannot constrain output to JSON; use a GGUF model",
+                model.id
+            ),
+        });
+    }
+    if params.ignore_eos {
+        return Err(InferenceError::Unsupported {
+            param: Some("ignore_eos".into()),
+            message: format!("`{}` cannot ignore its end-of-text token", model.id),
+        });
+    }
+    let request = pb::GenerateRequest {
+        model_id: model.id.clone(),
+        messages: messages
+            .iter()
+            .map(|m| pb::ChatTurn {
+                role: m.role.as_str().to_string(),
+                content: m.content.clone(),
+            })
+            .collect(),
+        prompt: prompt.unwrap_or_default(),
+        max_tokens: params.max_tokens.unwrap_or(0),
+        temperature: params.sampling.temperature,
+        top_p: params.sampling.top_p,
+        seed: params.sampling.seed.map(u64::from),
+        stop: params.stop.clone(),
+    };
+    let chunks = model.worker.generate(request).await.map_err(|e| match e {
+        tabagent_worker::WorkerError::InvalidInput(message) => InferenceError::InvalidRequest {
+            param: None,
+            message,
+        },
+        other => InferenceError::Unavailable(other.to_string()),
+    })?;
+    // The worker stops at a stop string too (Transformers' `stop_strings`), but leaves it in
+    // its text: the matcher cuts it, and nothing after it is sent.
+    let mut stops = StopMatcher::new(params.stop.clone());
+    let mut stopped = false;
+    let events = chunks
+        .map(move |chunk| {
+            // Holding the model keeps it loaded (and counted busy) while it generates.
+            let _held = &model;
+            let mut out = Vec::new();
+            match chunk {
+                Err(err) => out.push(GenerationEvent::Failed(InferenceError::Unavailable(
+                    err.to_string(),
+                ))),
+                Ok(chunk) if chunk.finish_reason.is_empty() => {
+                    if !stopped {
+                        let step = stops.push(&chunk.text);
+                        stopped = step.matched;
+                        if !step.emit.is_empty() {
+                            out.push(GenerationEvent::Text(step.emit));
+                        }
+                    }
+                }
+                Ok(chunk) => {
+                    let rest = if stopped {
+                        String::new()
+                    } else {
+                        stops.flush()
+                    };
+                    if !rest.is_empty() {
+                        out.push(GenerationEvent::Text(rest));
+                    }
+                    out.push(GenerationEvent::Finished {
+                        reason: if stopped {
+                            FinishReason::Stop
+                        } else {
+                            FinishReason::parse(&chunk.finish_reason)
+                        },
+                        usage: Usage {
+                            prompt_tokens: chunk.prompt_tokens,
+                            completion_tokens: chunk.completion_tokens,
+                        },
+                    });
+                }
+            }
+            futures_util::stream::iter(out)
+        })
+        .flatten();
+    Ok(Box::pin(events))
 }

@@ -59,6 +59,7 @@ async fn main() {
     let environment = EnvironmentConfig {
         dir,
         python: PathBuf::from("python3"),
+        transformers: false,
     };
     let ready = tabagent_worker::Environment::existing(&environment)
         .expect("the worker environment is not prepared");

@@ -167,6 +167,27 @@ impl Worker {
         .await
     }
 
+    /// Generates text with a Transformers language model, streamed. Like
+    /// [`Worker::analyze_stream`], not tried again once started: text already sent would be
+    /// sent twice.
+    pub async fn generate(
+        &self,
+        request: pb::GenerateRequest,
+    ) -> Result<
+        impl tokio_stream::Stream<Item = Result<pb::GenerateChunk, WorkerError>> + Send + 'static,
+        WorkerError,
+    > {
+        use tokio_stream::StreamExt as _;
+        let running = self.running(0).await?;
+        let chunks = pb::transformers_client::TransformersClient::new(running.channel)
+            .max_decoding_message_size(MAX_MESSAGE)
+            .generate(request)
+            .await
+            .map_err(|s| WorkerError::from_status(&s))?
+            .into_inner();
+        Ok(chunks.map(|chunk| chunk.map_err(|s| WorkerError::from_status(&s))))
+    }
+
     /// Loads a model (a no-op when it is loaded): what it holds.
     pub async fn load(&self, request: pb::LoadRequest) -> Result<pb::LoadedModel, WorkerError> {
         self.call(|channel| {

@@ -56,6 +56,9 @@ const SOURCES: &[(&str, &str)] = &[
 ];
 const PROTO: &str = include_str!("../../../proto/ml_worker.proto");
 const REQUIREMENTS: &str = include_str!("../../../python/requirements.txt");
+/// PyTorch, Transformers and sentence-transformers: about 2.5 GB, so installed only when asked.
+const TRANSFORMERS_REQUIREMENTS: &str =
+    include_str!("../../../python/requirements-transformers.txt");
 
 /// Where and with what the environment is made.
 #[derive(Debug, Clone)]
@@ -64,6 +67,8 @@ pub struct EnvironmentConfig {
     pub dir: PathBuf,
     /// The Python that makes the venv (3.10 or newer).
     pub python: PathBuf,
+    /// Also install Transformers (`python/requirements-transformers.txt`).
+    pub transformers: bool,
 }
 
 /// A ready environment.
@@ -96,6 +101,9 @@ impl Environment {
         .await
         .map_err(|e| WorkerError::Environment(e.to_string()))??;
         let python = ensure_venv(config).await?;
+        if config.transformers {
+            ensure_transformers(config, &python).await?;
+        }
         let sources = ensure_sources(&config.dir, &python).await?;
         Ok(Environment { python, sources })
     }
@@ -112,6 +120,7 @@ impl Environment {
 }
 
 const STAMP: &str = ".tabagent-requirements";
+const TRANSFORMERS_STAMP: &str = ".tabagent-transformers";
 const READY: &str = ".tabagent-ready";
 
 fn requirements_digest() -> String {
@@ -190,6 +199,38 @@ async fn ensure_venv(config: &EnvironmentConfig) -> Result<PathBuf, WorkerError>
     let stamp = venv.join(STAMP);
     std::fs::write(&stamp, &wanted).map_err(|e| env_error(&stamp, e))?;
     Ok(python)
+}
+
+/// Installs the Transformers extra over the venv, unless this version of it is there. Every
+/// package of it is pinned, so pip is told not to resolve (torch names CUDA libraries a CPU
+/// machine does not need).
+async fn ensure_transformers(config: &EnvironmentConfig, python: &Path) -> Result<(), WorkerError> {
+    let venv = config.dir.join("venv");
+    let wanted = hex::encode(Sha256::digest(TRANSFORMERS_REQUIREMENTS.as_bytes()));
+    let stamp = venv.join(TRANSFORMERS_STAMP);
+    if std::fs::read_to_string(&stamp).is_ok_and(|s| s.trim() == wanted) {
+        return Ok(());
+    }
+    let requirements = config.dir.join("requirements-transformers.txt");
+    std::fs::write(&requirements, TRANSFORMERS_REQUIREMENTS)
+        .map_err(|e| env_error(&requirements, e))?;
+    tracing::info!("installing Transformers into the ML worker's venv (PyTorch: about 2.5 GB, minutes the first time)");
+    run(
+        Command::new(python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--disable-pip-version-check",
+                "-q",
+                "--no-deps",
+                "-r",
+            ])
+            .arg(&requirements),
+        "pip install (Transformers)",
+    )
+    .await?;
+    std::fs::write(&stamp, &wanted).map_err(|e| env_error(&stamp, e))
 }
 
 async fn ensure_sources(dir: &Path, python: &Path) -> Result<PathBuf, WorkerError> {

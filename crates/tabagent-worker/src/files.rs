@@ -113,7 +113,7 @@ impl pb::model_files_server::ModelFiles for ModelFiles {
                 }
                 buffer.truncate(read);
                 let chunk = pb::FileChunk {
-                    data: buffer,
+                    data: buffer.into(),
                     total_size: if first { total } else { 0 },
                 };
                 first = false;

@@ -39,7 +39,7 @@ fn frame(image: &[u8]) -> pb::VisionRequest {
     pb::VisionRequest {
         task: pb::VisionTask::Face as i32,
         image: Some(pb::Image {
-            source: Some(pb::image::Source::Encoded(image.to_vec())),
+            source: Some(pb::image::Source::Encoded(image.to_vec().into())),
         }),
         model_id: "mediapipe".into(),
         min_confidence: 0.5,
@@ -74,6 +74,7 @@ async fn frames_stream_through_the_worker_in_order_and_stale_directories_go() {
     let environment = EnvironmentConfig {
         dir: env_path("TABAGENT_TEST_WORKER_DIR"),
         python: PathBuf::from("python3"),
+        transformers: false,
     };
     Environment::prepare(&environment).await.unwrap();
     let roots = Models(BTreeMap::from([(

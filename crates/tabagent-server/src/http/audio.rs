@@ -14,6 +14,7 @@ use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
 use super::upload;
+use crate::catalog::ModelKind;
 use crate::state::AppState;
 
 /// `json` (the default) answer.
@@ -87,11 +88,17 @@ pub async fn transcriptions(
         ));
     }
     let format = format.to_string();
-    let worker = state.worker()?;
-    let reply = worker
+    let acquired = state.registry().acquire(&model, None).await?;
+    let speech = acquired.engine.worker(
+        &acquired.id,
+        ModelKind::Speech,
+        "this endpoint needs a speech model (Whisper in CTranslate2 form)",
+    )?;
+    let reply = speech
+        .worker
         .transcribe(pb::TranscribeRequest {
-            model_id: model,
-            audio: upload.file.to_vec(),
+            model_id: speech.id.clone(),
+            audio: upload.file,
             language: upload.fields.get("language").cloned().unwrap_or_default(),
             prompt: upload.fields.get("prompt").cloned().unwrap_or_default(),
             temperature,

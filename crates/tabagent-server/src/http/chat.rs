@@ -19,6 +19,8 @@ use super::wire::{
 };
 use super::{admission, context, conversation, convert, sessions};
 use crate::callers::Caller;
+use crate::catalog::ModelKind;
+use crate::registry::Engine;
 use crate::state::AppState;
 
 /// Generates the assistant's next message.
@@ -189,13 +191,22 @@ pub async fn chat_completions(
                 .scheduler()
                 .enter(&ticket, local, &acquired.id)
                 .await?;
-            let engine = acquired.engine.llama(&acquired.id)?;
-            let class = crate::routing::job_class(&ticket);
-            let handle = generate::submit(&engine, move |engine| {
-                engine.chat_as(&messages, params, class)
-            })
-            .await?;
-            let events = Events::from(handle).held(permits, ticket.deadline);
+            let events = match acquired.engine {
+                // A Transformers model: the worker generates (the registry chose by its files).
+                Engine::Worker(model) if model.kind == ModelKind::TextGeneration => {
+                    Events::stream(crate::worker::generate(model, &messages, None, &params).await?)
+                }
+                engine => {
+                    let engine = engine.llama(&acquired.id)?;
+                    let class = crate::routing::job_class(&ticket);
+                    let handle = generate::submit(&engine, move |engine| {
+                        engine.chat_as(&messages, params, class)
+                    })
+                    .await?;
+                    Events::from(handle)
+                }
+            };
+            let events = events.held(permits, ticket.deadline);
             (events, ArmId::new(local, &job.model))
         }
     };

@@ -13,6 +13,8 @@ use super::json::ApiJson;
 use super::wire::{CompletionChoice, CompletionRequest, CompletionResponse, WireUsage};
 use super::{admission, convert};
 use crate::callers::Caller;
+use crate::catalog::ModelKind;
+use crate::registry::Engine;
 use crate::state::AppState;
 use tabagent_router::ChatRequest;
 
@@ -61,14 +63,24 @@ pub async fn completions(
                 .scheduler()
                 .enter(&ticket, local, &acquired.id)
                 .await?;
-            let engine = acquired.engine.llama(&acquired.id)?;
             let (prompt, params) = (job.prompt, job.params);
-            let class = crate::routing::job_class(&ticket);
-            let handle = generate::submit(&engine, move |engine| {
-                engine.complete_as(&prompt, params, class)
-            })
-            .await?;
-            let events = generate::Events::from(handle).held(permits, ticket.deadline);
+            let events = match acquired.engine {
+                Engine::Worker(model) if model.kind == ModelKind::TextGeneration => {
+                    generate::Events::stream(
+                        crate::worker::generate(model, &[], Some(prompt), &params).await?,
+                    )
+                }
+                engine => {
+                    let engine = engine.llama(&acquired.id)?;
+                    let class = crate::routing::job_class(&ticket);
+                    let handle = generate::submit(&engine, move |engine| {
+                        engine.complete_as(&prompt, params, class)
+                    })
+                    .await?;
+                    generate::Events::from(handle)
+                }
+            };
+            let events = events.held(permits, ticket.deadline);
             (events, local.to_string())
         }
     };

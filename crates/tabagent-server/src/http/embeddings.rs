@@ -17,7 +17,10 @@ use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
 use super::json::ApiJson;
+use crate::catalog::ModelKind;
+use crate::registry::{Engine, WorkerModel};
 use crate::state::AppState;
+use tabagent_worker::pb;
 
 /// `POST /v1/embeddings` body.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -104,28 +107,33 @@ pub async fn embeddings(
     let limit = state.config().onnx.max_inputs_per_request;
     let input = parse_input(&request.input, limit)?;
     let acquired = state.registry().acquire(&request.model, None).await?;
-    let encoder = acquired.engine.encoder(&acquired.id)?;
-    let width = encoder.info().dimensions;
-    let dimensions = match request.dimensions {
-        None => width,
-        Some(d) if d >= 1 && d <= width as u64 => d as usize,
-        Some(d) => {
-            return Err(ApiError::bad_request(
-                Some("dimensions"),
-                format!(
-                    "`dimensions` must be between 1 and {width} for `{}`, not {d}",
-                    acquired.id
-                ),
-            ))
+    let truncate = request.truncate.unwrap_or(true);
+    // The model's files decided its engine: ONNX Runtime here, or PyTorch in the ML worker.
+    let embedded = match acquired.engine {
+        Engine::Worker(model) if model.kind == ModelKind::SentenceTransformers => {
+            embed_in_worker(&model, input, truncate).await?
+        }
+        engine => {
+            let encoder = engine.encoder(&acquired.id)?;
+            check_dimensions(request.dimensions, encoder.info().dimensions, &acquired.id)?;
+            let encoded = tokenize(&encoder, input, truncate).await?;
+            let tokens: usize = encoded.iter().map(|e| e.ids.len()).sum();
+            let vectors = encoder
+                .encode(encoded)
+                .await
+                .map_err(|e| ApiError::unavailable("model_unavailable", e.to_string()))?;
+            Embedded {
+                vectors,
+                tokens,
+                normalized: encoder.info().normalized,
+            }
         }
     };
-    let encoded = tokenize(&encoder, input, request.truncate.unwrap_or(true)).await?;
-    let tokens: usize = encoded.iter().map(|e| e.ids.len()).sum();
-    let vectors = encoder
-        .encode(encoded)
-        .await
-        .map_err(|e| ApiError::unavailable("model_unavailable", e.to_string()))?;
-    let renormalise = encoder.info().normalized && dimensions < width;
+    let width = embedded.vectors.first().map_or(0, Vec::len);
+    let dimensions = check_dimensions(request.dimensions, width, &acquired.id)?;
+    let renormalise = embedded.normalized && dimensions < width;
+    let tokens = embedded.tokens;
+    let vectors = embedded.vectors;
     let data = vectors
         .into_iter()
         .enumerate()
@@ -155,6 +163,65 @@ pub async fn embeddings(
             total_tokens: tokens,
         },
     }))
+}
+
+/// Vectors and what they cost.
+struct Embedded {
+    vectors: Vec<Vec<f32>>,
+    tokens: usize,
+    /// Whether the model gives unit vectors (cut ones are then re-normalised).
+    normalized: bool,
+}
+
+/// `dimensions` checked against the model's `width`: what to keep of each vector.
+fn check_dimensions(dimensions: Option<u64>, width: usize, model: &str) -> Result<usize, ApiError> {
+    match dimensions {
+        None => Ok(width),
+        Some(d) if d >= 1 && d <= width as u64 => Ok(d as usize),
+        Some(d) => Err(ApiError::bad_request(
+            Some("dimensions"),
+            format!("`dimensions` must be between 1 and {width} for `{model}`, not {d}"),
+        )),
+    }
+}
+
+/// Texts embedded by a sentence-transformers model in the ML worker (its own tokenizer,
+/// pooling and normalisation, as the model's modules say).
+async fn embed_in_worker(
+    model: &WorkerModel,
+    input: Input,
+    truncate: bool,
+) -> Result<Embedded, ApiError> {
+    let Input::Texts(texts) = input else {
+        return Err(ApiError::bad_request(
+            Some("input"),
+            format!(
+                "`{}` runs in the ML worker, which takes texts, not token ids",
+                model.id
+            ),
+        ));
+    };
+    let reply = model
+        .worker
+        .embed(pb::EmbedRequest {
+            model_id: model.id.clone(),
+            texts,
+            normalize: false,
+            refuse_over_long: !truncate,
+        })
+        .await?;
+    let vectors: Vec<Vec<f32>> = reply.vectors.into_iter().map(|v| v.values).collect();
+    // sentence-transformers normalises when the model ends in a Normalize module: unit vectors
+    // tell.
+    let normalized = vectors.iter().all(|v| {
+        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        (norm - 1.0).abs() < 1e-3
+    });
+    Ok(Embedded {
+        vectors,
+        tokens: reply.prompt_tokens as usize,
+        normalized,
+    })
 }
 
 /// What a request asked to embed.

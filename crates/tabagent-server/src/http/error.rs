@@ -327,6 +327,7 @@ impl From<tabagent_memory::MemoryError> for ApiError {
 
 impl From<RegistryError> for ApiError {
     fn from(err: RegistryError) -> Self {
+        let message = err.to_string();
         match err {
             RegistryError::NotFound(_) => Self {
                 code: Some("model_not_found"),
@@ -369,6 +370,13 @@ impl From<RegistryError> for ApiError {
                 )
             },
             RegistryError::Busy(_) => Self::conflict("model_busy", err.to_string()),
+            RegistryError::NoWorker(_) => Self::unavailable("worker_not_set_up", err.to_string()),
+            // The worker's own reason (bad files, not installed, gone) keeps its status; the
+            // message names the model.
+            RegistryError::Worker { source, .. } => Self {
+                message,
+                ..ApiError::from(source)
+            },
             other => Self::internal(other),
         }
     }

@@ -81,6 +81,7 @@ fn model_object(state: &AppState, entry: &LocalModel) -> ModelObject {
             Source::Directory => "local".to_string(),
         },
         kind: entry.kind.name(),
+        engine: entry.kind.backend().name(),
         architecture: entry.architecture.clone(),
         size_bytes: entry.size_bytes,
         context_length: entry.context_length,

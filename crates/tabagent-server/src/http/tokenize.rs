@@ -109,7 +109,7 @@ pub async fn tokenize(
         })
         .await
         .map_err(ApiError::internal)??,
-        Engine::Onnx(_) => return Err(no_tokenizer(&acquired.id)),
+        Engine::Onnx(_) | Engine::Worker(_) => return Err(no_tokenizer(&acquired.id)),
         Engine::Encoder(encoder) => {
             let Input::Text(text) = input else {
                 return Err(ApiError::bad_request(
@@ -176,7 +176,7 @@ pub async fn detokenize(
         Engine::Llama(engine) => tokio::task::spawn_blocking(move || engine.detokenize(&tokens))
             .await
             .map_err(ApiError::internal)??,
-        Engine::Onnx(_) => return Err(no_tokenizer(&acquired.id)),
+        Engine::Onnx(_) | Engine::Worker(_) => return Err(no_tokenizer(&acquired.id)),
         Engine::Encoder(encoder) => {
             let ids = tokens
                 .iter()
@@ -209,6 +209,6 @@ enum Input {
 fn no_tokenizer(model: &str) -> ApiError {
     ApiError::bad_request(
         Some("model"),
-        format!("`{model}` is a plain ONNX model: it has no tokenizer"),
+        format!("`{model}` has no tokenizer here (a plain ONNX model, or one the ML worker runs)"),
     )
 }

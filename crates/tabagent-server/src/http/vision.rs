@@ -18,6 +18,7 @@ use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
 use super::upload;
+use crate::catalog::ModelKind;
 use crate::state::AppState;
 
 /// A point, normalised to the image (x, y in 0..1; z relative depth).
@@ -149,6 +150,7 @@ const FOREGROUND_HEADER: &str = "x-tabagent-foreground-fraction";
     tag = "vision",
     params(
         ("task" = String, Path, description = "`face`, `face-mesh`, `hands`, `pose`, `holistic` or `segmentation`"),
+        ("model" = Option<String>, Query, description = "a MediaPipe model (default: worker.vision_model)"),
         ("min_confidence" = Option<f32>, Query, description = "0 to 1 (default 0.5)"),
         ("max_results" = Option<u32>, Query, description = "faces, hands or poses at most (default 4)"),
         ("effect" = Option<String>, Query, description = "segmentation: `blur` or `replace` the background"),
@@ -229,20 +231,29 @@ pub async fn analyze(
             ))
         }
     };
-    let worker = state.worker()?;
+    let model = match upload.fields.get("model").map(|m| m.trim()) {
+        None | Some("") => state.config().worker.vision_model.clone(),
+        Some(model) => model.to_string(),
+    };
+    let acquired = state.registry().acquire(&model, None).await?;
+    let vision = acquired.engine.worker(
+        &acquired.id,
+        ModelKind::Vision,
+        "this endpoint needs a MediaPipe vision model (its .task and .tflite files)",
+    )?;
     let request = pb::VisionRequest {
         task: task as i32,
         image: Some(pb::Image {
-            source: Some(pb::image::Source::Encoded(upload.file.to_vec())),
+            source: Some(pb::image::Source::Encoded(upload.file)),
         }),
-        model_id: state.config().worker.vision_model.clone(),
+        model_id: vision.id.clone(),
         min_confidence,
         max_results,
         effect: effect as i32,
         background_rgb: background,
         blur_kernel: blur,
     };
-    let reply = worker.analyze(request).await?;
+    let reply = vision.worker.analyze(request).await?;
     if task == pb::VisionTask::Segmentation && !as_json {
         let png = if effect == pb::BackgroundEffect::None {
             reply.mask_png

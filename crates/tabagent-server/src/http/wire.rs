@@ -312,8 +312,12 @@ pub struct ModelObject {
     pub created: u64,
     /// `tabagent` for imports, the Hub owner for pulled models.
     pub owned_by: String,
-    /// `llm` (chat, completions) or `embedding` (embeddings, rerank) (extension).
+    /// `llm` (chat, completions), `embedding` (embeddings, rerank), `onnx`, `vision` or
+    /// `speech` (extension).
     pub kind: &'static str,
+    /// What runs it: `llama.cpp`, `onnxruntime` (both in-process) or `python-worker`
+    /// (extension).
+    pub engine: &'static str,
     /// GGUF architecture (extension).
     pub architecture: Option<String>,
     /// File size in bytes (extension).

@@ -22,10 +22,20 @@ fn env_path(name: &str) -> PathBuf {
 /// The worker's environment for the tests, made by the first test that needs it
 /// (`tabagent worker setup` takes a lock, so the others wait for it, then find it made).
 fn prepared_worker_dir() -> PathBuf {
+    prepare_worker(&[])
+}
+
+/// The same with Transformers installed too (`--transformers`: PyTorch, about 2.5 GB once).
+fn prepared_worker_dir_with_transformers() -> PathBuf {
+    prepare_worker(&["--transformers"])
+}
+
+fn prepare_worker(extra: &[&str]) -> PathBuf {
     let dir = env_path("TABAGENT_TEST_WORKER_DIR");
     let scratch = tempfile::tempdir().unwrap();
     let out = crate::server::tabagent(scratch.path())
         .args(["worker", "setup"])
+        .args(extra)
         .env("TABAGENT_WORKER__DIR", &dir)
         .output()
         .unwrap();
@@ -55,19 +65,22 @@ fn server() -> Server {
             ("TABAGENT_WORKER__SPEECH_MODEL", "whisper"),
         ],
         // The speech model is linked in as a user would (`tabagent worker link`).
-        |data_dir| {
-            let out = crate::server::tabagent(data_dir)
-                .args(["worker", "link", "whisper"])
-                .arg(&whisper)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        },
+        |data_dir| link(data_dir, "whisper", &whisper),
     )
+}
+
+/// `tabagent worker link NAME DIR`, which must succeed.
+fn link(data_dir: &std::path::Path, name: &str, dir: &std::path::Path) {
+    let out = crate::server::tabagent(data_dir)
+        .args(["worker", "link", name])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn astronaut() -> Vec<u8> {
@@ -377,4 +390,332 @@ async fn the_worker_does_not_outlive_a_killed_server() {
         async move { gone }
     })
     .await;
+}
+
+/// `kind` and `engine` of `id` in `GET /v1/models`.
+async fn listed(server: &Server, id: &str) -> (String, String) {
+    let (status, body) = server.get_json("/v1/models").await;
+    assert_eq!(status, 200, "{body}");
+    let model = body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == id)
+        .unwrap_or_else(|| panic!("`{id}` is not listed: {body}"));
+    (
+        model["kind"].as_str().unwrap().to_string(),
+        model["engine"].as_str().unwrap().to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_model_goes_to_the_engine_its_files_call_for() {
+    let server = server();
+    let pair = |kind: &str, engine: &str| (kind.to_string(), engine.to_string());
+    assert_eq!(
+        listed(&server, crate::server::MODEL).await,
+        pair("llm", "llama.cpp")
+    );
+    assert_eq!(
+        listed(&server, "mediapipe").await,
+        pair("vision", "python-worker")
+    );
+    assert_eq!(
+        listed(&server, "whisper").await,
+        pair("speech", "python-worker")
+    );
+    // Asked of the wrong endpoint, a model is a 400 naming what it is, whichever engine runs it.
+    let (status, body) = server
+        .post_json(
+            "/v1/embeddings",
+            &serde_json::json!({"model": "mediapipe", "input": "hello"}),
+        )
+        .await;
+    let error = assert_error(status, &body, 400);
+    assert_eq!(error["code"], "model_kind_mismatch", "{body}");
+    assert!(
+        error["message"].as_str().unwrap().contains("vision"),
+        "{body}"
+    );
+    for model in ["whisper", crate::server::MODEL] {
+        let (status, body) =
+            json_of(vision(&server, "face", astronaut(), &format!("?model={model}")).await).await;
+        assert_eq!(
+            assert_error(status, &body, 400)["code"],
+            "model_kind_mismatch"
+        );
+    }
+    let (status, body) = server
+        .post_json(
+            "/v1/chat/completions",
+            &serde_json::json!({"model": "whisper", "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
+    assert_eq!(
+        assert_error(status, &body, 400)["code"],
+        "model_kind_mismatch"
+    );
+    let (status, body) =
+        json_of(vision(&server, "face", astronaut(), "?model=no-such-model").await).await;
+    assert_eq!(assert_error(status, &body, 404)["code"], "model_not_found");
+    // The right model by name works as the default one does.
+    let (status, body) =
+        json_of(vision(&server, "face", astronaut(), "?model=mediapipe").await).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["faces"].as_array().unwrap().len(), 1);
+
+    // A directory holding nothing the worker runs is refused by `link`, in one line.
+    let empty = tempfile::tempdir().unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let out = crate::server::tabagent(scratch.path())
+        .args(["worker", "link", "nothing"])
+        .arg(empty.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("holds no model the worker runs"),
+        "{stderr}"
+    );
+}
+
+fn cosine(a: &[f64], b: &[f64]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
+    dot / (norm(a) * norm(b))
+}
+
+fn vectors(body: &Value) -> Vec<Vec<f64>> {
+    body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            d["embedding"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sentence_transformers_in_the_worker_agree_with_onnx_runtime_in_process() {
+    let worker_dir = prepared_worker_dir_with_transformers();
+    let minilm = crate::server::minilm_dir();
+    // One model twice: in models.directories it runs in-process on ONNX Runtime; linked for the
+    // worker, sentence-transformers runs it on PyTorch.
+    let server = Server::start_with(
+        &[],
+        &[
+            ("TABAGENT_WORKER__DIR", worker_dir.to_str().unwrap()),
+            ("TABAGENT_WORKER__MODE", "auto"),
+            ("TABAGENT_WORKER__THREADS", "2"),
+            (
+                "TABAGENT_MODELS__DIRECTORIES__MINILM",
+                minilm.to_str().unwrap(),
+            ),
+        ],
+        |data_dir| link(data_dir, "minilm-st", &minilm),
+    );
+    let pair = |kind: &str, engine: &str| (kind.to_string(), engine.to_string());
+    assert_eq!(
+        listed(&server, "minilm").await,
+        pair("embedding", "onnxruntime")
+    );
+    assert_eq!(
+        listed(&server, "minilm-st").await,
+        pair("embedding", "python-worker")
+    );
+    let sentences = [
+        "A man is eating food.",
+        "The weather is lovely today.",
+        "Rust makes systems programming safer without a garbage collector.",
+    ];
+    let embed = |model: &'static str, extra: Value| {
+        let mut request = serde_json::json!({"model": model, "input": sentences});
+        request
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let server = &server;
+        async move { server.post_json("/v1/embeddings", &request).await }
+    };
+    let (status, onnx) = embed("minilm", serde_json::json!({})).await;
+    assert_eq!(status, 200, "{onnx}");
+    let (status, torch) = embed("minilm-st", serde_json::json!({})).await;
+    assert_eq!(status, 200, "{torch}");
+    let (onnx_vectors, torch_vectors) = (vectors(&onnx), vectors(&torch));
+    assert_eq!(torch_vectors.len(), sentences.len());
+    for (a, b) in onnx_vectors.iter().zip(&torch_vectors) {
+        assert_eq!(b.len(), 384);
+        let similarity = cosine(a, b);
+        assert!(similarity >= 0.999, "cosine {similarity}");
+    }
+    // The same tokenizer counts the same tokens.
+    assert_eq!(
+        torch["usage"]["prompt_tokens"],
+        onnx["usage"]["prompt_tokens"]
+    );
+    assert_eq!(torch["model"], "minilm-st");
+
+    // Cut to 128 values, like the in-process engine.
+    let (status, cut) = embed("minilm-st", serde_json::json!({"dimensions": 128})).await;
+    assert_eq!(status, 200, "{cut}");
+    assert!(vectors(&cut).iter().all(|v| v.len() == 128));
+    // Token ids are for in-process encoders; over-long text is cut unless told not to.
+    let (status, body) = server
+        .post_json(
+            "/v1/embeddings",
+            &serde_json::json!({"model": "minilm-st", "input": [101, 7592, 102]}),
+        )
+        .await;
+    assert_eq!(assert_error(status, &body, 400)["param"], "input");
+    let long = "word ".repeat(2000);
+    let (status, body) = server
+        .post_json(
+            "/v1/embeddings",
+            &serde_json::json!({"model": "minilm-st", "input": long, "truncate": false}),
+        )
+        .await;
+    assert_error(status, &body, 400);
+    let (status, body) = server
+        .post_json(
+            "/v1/embeddings",
+            &serde_json::json!({"model": "minilm-st", "input": long}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, onnx_long) = server
+        .post_json(
+            "/v1/embeddings",
+            &serde_json::json!({"model": "minilm", "input": long}),
+        )
+        .await;
+    assert_eq!(
+        body["usage"]["prompt_tokens"],
+        onnx_long["usage"]["prompt_tokens"]
+    );
+    let similarity = cosine(&vectors(&body)[0], &vectors(&onnx_long)[0]);
+    assert!(similarity >= 0.999, "cosine {similarity}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_transformers_language_model_chats_through_the_same_endpoints() {
+    let worker_dir = prepared_worker_dir_with_transformers();
+    // SmolLM2-135M-Instruct twice: its GGUF on llama.cpp in-process (`smollm2`), and the same
+    // weights dequantized into safetensors on Transformers in the worker.
+    let transformers = env_path("TABAGENT_TEST_SMOLLM2_TRANSFORMERS_DIR");
+    let server = Server::start_with(
+        &[],
+        &[
+            ("TABAGENT_WORKER__DIR", worker_dir.to_str().unwrap()),
+            ("TABAGENT_WORKER__MODE", "auto"),
+            ("TABAGENT_WORKER__THREADS", "2"),
+            (
+                "TABAGENT_MODELS__DIRECTORIES__SMOLLM2_ST",
+                transformers.to_str().unwrap(),
+            ),
+        ],
+        |_| {},
+    );
+    assert_eq!(
+        listed(&server, "smollm2_st").await,
+        ("llm".to_string(), "python-worker".to_string())
+    );
+    let question = |model: &str, extra: Value| {
+        let mut request = serde_json::json!({
+            "model": model,
+            "messages": [{"role": "user", "content": "What is the capital of France?"}],
+            "temperature": 0,
+            "max_tokens": 24,
+        });
+        request
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        request
+    };
+    let (status, worker) = server
+        .post_json(
+            "/v1/chat/completions",
+            &question("smollm2_st", serde_json::json!({})),
+        )
+        .await;
+    assert_eq!(status, 200, "{worker}");
+    let (status, llama) = server
+        .post_json(
+            "/v1/chat/completions",
+            &question(crate::server::MODEL, serde_json::json!({})),
+        )
+        .await;
+    assert_eq!(status, 200, "{llama}");
+    let answer = worker["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(answer.contains("Paris"), "{worker}");
+    // One chat template, one tokenizer: the same prompt, token for token.
+    assert_eq!(
+        worker["usage"]["prompt_tokens"], llama["usage"]["prompt_tokens"],
+        "{worker} {llama}"
+    );
+    assert!(worker["usage"]["completion_tokens"].as_u64().unwrap() > 0);
+
+    // Streamed, with a stop string: the text ends before it, and the reason says so.
+    let response = server
+        .client
+        .post(server.endpoint("/v1/chat/completions"))
+        .json(&question(
+            "smollm2_st",
+            serde_json::json!({"stream": true, "stop": ["Paris"]}),
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body = response.text().await.unwrap();
+    let mut streamed = String::new();
+    let mut reason = None;
+    for line in body.lines().filter_map(|l| l.strip_prefix("data: ")) {
+        if line == "[DONE]" {
+            break;
+        }
+        let chunk: Value = serde_json::from_str(line).unwrap();
+        if let Some(text) = chunk["choices"][0]["delta"]["content"].as_str() {
+            streamed.push_str(text);
+        }
+        if let Some(r) = chunk["choices"][0]["finish_reason"].as_str() {
+            reason = Some(r.to_string());
+        }
+    }
+    assert!(body.trim_end().ends_with("data: [DONE]"), "{body}");
+    assert_eq!(reason.as_deref(), Some("stop"), "{body}");
+    assert!(!streamed.contains("Paris"), "{streamed}");
+    assert!(answer.starts_with(&streamed), "{streamed} / {answer}");
+
+    // What Transformers cannot honour is refused, not ignored.
+    let (status, body) = server
+        .post_json(
+            "/v1/chat/completions",
+            &question(
+                "smollm2_st",
+                serde_json::json!({"response_format": {"type": "json_object"}}),
+            ),
+        )
+        .await;
+    assert_error(status, &body, 400);
+    // A raw completion goes to the same engine.
+    let (status, body) = server
+        .post_json(
+            "/v1/completions",
+            &serde_json::json!({"model": "smollm2_st", "prompt": "The capital of France is", "max_tokens": 5, "temperature": 0}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        !body["choices"][0]["text"].as_str().unwrap().is_empty(),
+        "{body}"
+    );
 }
