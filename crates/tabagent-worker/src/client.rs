@@ -36,6 +36,16 @@ impl Worker {
         self.shared.ready.borrow().as_ref().map(|r| r.pid)
     }
 
+    /// How long the serving worker took to start, and how long the server was without a worker
+    /// before it (from the previous one's death; `None` for the first).
+    pub fn last_start(&self) -> Option<(std::time::Duration, Option<std::time::Duration>)> {
+        self.shared
+            .ready
+            .borrow()
+            .as_ref()
+            .map(|r| (r.startup, r.downtime))
+    }
+
     /// How many times the worker was started again after it stopped.
     pub fn restarts(&self) -> u64 {
         self.shared.restarts.load(Ordering::Relaxed)

@@ -63,6 +63,10 @@ pub(crate) struct Running {
     pub channel: Channel,
     pub pid: u32,
     pub generation: u64,
+    /// From spawning it to gRPC health saying SERVING.
+    pub startup: Duration,
+    /// From the previous worker's death to this one serving (none for the first).
+    pub downtime: Option<Duration>,
 }
 
 pub(crate) struct Shared {
@@ -254,6 +258,7 @@ async fn supervise(
     };
     let mut backoff: Option<Duration> = None;
     let mut generation = 0u64;
+    let mut died_at: Option<Instant> = None;
     loop {
         if *stop.borrow() {
             break;
@@ -280,9 +285,12 @@ async fn supervise(
                             channel,
                             pid,
                             generation,
+                            startup: started.elapsed(),
+                            downtime: died_at.map(|at| at.elapsed()),
                         }));
                         tokio::select! {
                             status = child.wait() => {
+                                died_at = Some(Instant::now());
                                 shared.ready.send_replace(None);
                                 let status = status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
                                 tracing::warn!(pid, %status, "the ML worker stopped; starting it again");

@@ -108,27 +108,11 @@ pub async fn embeddings(
     let input = parse_input(&request.input, limit)?;
     let acquired = state.registry().acquire(&request.model, None).await?;
     let truncate = request.truncate.unwrap_or(true);
-    // The model's files decided its engine: ONNX Runtime here, or PyTorch in the ML worker.
-    let embedded = match acquired.engine {
-        Engine::Worker(model) if model.kind == ModelKind::SentenceTransformers => {
-            embed_in_worker(&model, input, truncate).await?
-        }
-        engine => {
-            let encoder = engine.encoder(&acquired.id)?;
-            check_dimensions(request.dimensions, encoder.info().dimensions, &acquired.id)?;
-            let encoded = tokenize(&encoder, input, truncate).await?;
-            let tokens: usize = encoded.iter().map(|e| e.ids.len()).sum();
-            let vectors = encoder
-                .encode(encoded)
-                .await
-                .map_err(|e| ApiError::unavailable("model_unavailable", e.to_string()))?;
-            Embedded {
-                vectors,
-                tokens,
-                normalized: encoder.info().normalized,
-            }
-        }
-    };
+    if let Engine::Encoder(encoder) = &acquired.engine {
+        // Known before any work is done.
+        check_dimensions(request.dimensions, encoder.info().dimensions, &acquired.id)?;
+    }
+    let embedded = embed(acquired.engine, &acquired.id, input, truncate).await?;
     let width = embedded.vectors.first().map_or(0, Vec::len);
     let dimensions = check_dimensions(request.dimensions, width, &acquired.id)?;
     let renormalise = embedded.normalized && dimensions < width;
@@ -165,12 +149,44 @@ pub async fn embeddings(
     }))
 }
 
+/// Embeds `input` with the model `engine` runs: the one place that chooses between ONNX Runtime
+/// in-process and sentence-transformers in the ML worker (the registry chose the engine from
+/// the model's files).
+pub async fn embed(
+    engine: Engine,
+    id: &str,
+    input: Input,
+    truncate: bool,
+) -> Result<Embedded, ApiError> {
+    match engine {
+        Engine::Worker(model) if model.kind == ModelKind::SentenceTransformers => {
+            embed_in_worker(&model, input, truncate).await
+        }
+        engine => {
+            let encoder = engine.encoder(id)?;
+            let encoded = tokenize(&encoder, input, truncate).await?;
+            let tokens: usize = encoded.iter().map(|e| e.ids.len()).sum();
+            let vectors = encoder
+                .encode(encoded)
+                .await
+                .map_err(|e| ApiError::unavailable("model_unavailable", e.to_string()))?;
+            Ok(Embedded {
+                vectors,
+                tokens,
+                normalized: encoder.info().normalized,
+            })
+        }
+    }
+}
+
 /// Vectors and what they cost.
-struct Embedded {
-    vectors: Vec<Vec<f32>>,
-    tokens: usize,
+pub struct Embedded {
+    /// One per input.
+    pub vectors: Vec<Vec<f32>>,
+    /// Tokens embedded.
+    pub tokens: usize,
     /// Whether the model gives unit vectors (cut ones are then re-normalised).
-    normalized: bool,
+    pub normalized: bool,
 }
 
 /// `dimensions` checked against the model's `width`: what to keep of each vector.

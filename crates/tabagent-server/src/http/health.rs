@@ -268,7 +268,7 @@ pub async fn feedback(
 
 /// The Python ML worker: whether it runs, its process, restarts, calls in flight, the models it
 /// holds.
-#[utoipa::path(get, path = "/v1/worker", tag = "health", responses((status = 200, description = "`{mode, running, pid, restarts, in_flight, status, models}`")))]
+#[utoipa::path(get, path = "/v1/worker", tag = "health", responses((status = 200, description = "`{mode, running, startup_ms, downtime_ms, pid, restarts, in_flight, status, models}`")))]
 pub async fn worker_status(State(state): State<AppState>) -> Json<serde_json::Value> {
     let mode = serde_json::to_value(state.config().worker.mode).unwrap_or_default();
     let Ok(worker) = state.worker() else {
@@ -297,9 +297,14 @@ pub async fn worker_status(State(state): State<AppState>) -> Json<serde_json::Va
     } else {
         Vec::new()
     };
+    let last_start = worker.last_start();
     Json(serde_json::json!({
         "mode": mode,
         "running": worker.is_running(),
+        // How long the serving worker took to start, and how long the server was without one
+        // before it (from the previous worker's death to this one serving).
+        "startup_ms": last_start.map(|(startup, _)| startup.as_millis() as u64),
+        "downtime_ms": last_start.and_then(|(_, down)| down).map(|d| d.as_millis() as u64),
         "pid": worker.pid(),
         "restarts": worker.restarts(),
         "in_flight": worker.in_flight(),

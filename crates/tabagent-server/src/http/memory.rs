@@ -16,7 +16,7 @@ use tabagent_memory::{
 };
 use utoipa::ToSchema;
 
-use super::embeddings::{tokenize, Input};
+use super::embeddings::Input;
 use super::error::{ApiError, ErrorBody};
 use super::json::ApiJson;
 use crate::memory_backend::MemoryBackend;
@@ -278,13 +278,11 @@ pub(super) async fn embed_with(
     texts: Vec<String>,
 ) -> Result<(String, Vec<Vec<f32>>), ApiError> {
     let acquired = state.registry().acquire(model, None).await?;
-    let encoder = acquired.engine.encoder(&acquired.id)?;
-    let encoded = tokenize(&encoder, Input::Texts(texts), true).await?;
-    let vectors = encoder
-        .encode(encoded)
-        .await
-        .map_err(|e| ApiError::unavailable("model_unavailable", e.to_string()))?;
-    Ok((acquired.id, vectors))
+    // The same dispatch as `/v1/embeddings`: ONNX Runtime here, or sentence-transformers in the
+    // worker.
+    let embedded =
+        super::embeddings::embed(acquired.engine, &acquired.id, Input::Texts(texts), true).await?;
+    Ok((acquired.id, embedded.vectors))
 }
 
 /// Turns requests into records, embedding the texts that need it in one batch.

@@ -366,6 +366,12 @@ async fn a_worker_killed_mid_request_is_back_and_the_server_never_went_down() {
     .await;
     let status = worker_status(&server).await;
     assert!(status["restarts"].as_u64().unwrap() >= 1, "{status}");
+    // How long the server was without a worker is reported (a figure, not a timing assertion).
+    assert!(status["downtime_ms"].is_u64(), "{status}");
+    eprintln!(
+        "worker back after {} ms (start-up {} ms)",
+        status["downtime_ms"], status["startup_ms"]
+    );
     assert_eq!(vision(&server, "face", astronaut(), "").await.status(), 200);
     // The server answered all along.
     assert_eq!(server.get_json("/v1/health").await.0, 200);
