@@ -124,6 +124,7 @@ MAX_MESSAGE = 64 * 1024 * 1024
 
 def serve(socket_path: str, files_socket: str, threads: int, grace: float) -> int:
     files = FileProvider(files_socket)
+    vision.frames_dir = os.path.join(os.path.dirname(socket_path), "frames")
     registry = Registry(files, LOADERS)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="call"),

@@ -7,6 +7,7 @@ runs one frame at a time (MediaPipe's tasks are not re-entrant), so each has its
 """
 
 import math
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -150,13 +151,31 @@ def _make_task(part: str, data: bytes, min_confidence: float, max_results: int):
     raise InvalidInput(f"unknown vision part {part!r}")
 
 
+# Where tabagent hands over big frames as files (`frames` beside the worker's socket); set at
+# start-up by the server.
+frames_dir = ""
+
+
+def _shared_frame(name: str) -> bytes:
+    """The bytes of the frame file `name`: a plain name in the frames directory, nothing else."""
+    if not frames_dir or not name or os.path.basename(name) != name or name.startswith("."):
+        raise InvalidInput("a shared frame must be a file name in the worker's frames directory")
+    try:
+        fd = os.open(os.path.join(frames_dir, name), os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as err:
+        raise InvalidInput(f"the shared frame {name!r} cannot be read: {err.strerror}") from None
+    with os.fdopen(fd, "rb") as file:
+        return file.read()
+
+
 def decode(image: "pb.Image") -> np.ndarray:
     """The frame as an RGB array (height × width × 3, uint8)."""
     source = image.WhichOneof("source")
-    if source == "encoded":
-        if not image.encoded:
+    if source in ("encoded", "shared_file"):
+        encoded = image.encoded if source == "encoded" else _shared_frame(image.shared_file)
+        if not encoded:
             raise InvalidInput("the image is empty")
-        bgr = cv2.imdecode(np.frombuffer(image.encoded, dtype=np.uint8), cv2.IMREAD_COLOR)
+        bgr = cv2.imdecode(np.frombuffer(encoded, dtype=np.uint8), cv2.IMREAD_COLOR)
         if bgr is None:
             raise InvalidInput("the image could not be decoded (PNG, JPEG, WebP or BMP expected)")
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)

@@ -628,6 +628,56 @@ fn looks_like_quant(token: &str) -> bool {
 mod tests {
     use super::*;
 
+    fn dir_with(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in files {
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn a_models_files_decide_what_runs_it() {
+        let vision = dir_with(&[("face_detector.tflite", ""), ("pose.task", "")]);
+        assert_eq!(worker_kind(vision.path(), false), Some(ModelKind::Vision));
+        let speech = dir_with(&[
+            ("model.bin", ""),
+            ("vocabulary.txt", ""),
+            ("config.json", "{}"),
+        ]);
+        assert_eq!(worker_kind(speech.path(), false), Some(ModelKind::Speech));
+        // A causal language model has what an encoder has (tokenizer, safetensors), and more.
+        let causal = dir_with(&[
+            ("config.json", r#"{"architectures": ["LlamaForCausalLM"]}"#),
+            ("model.safetensors", ""),
+            ("tokenizer.json", "{}"),
+        ]);
+        assert_eq!(
+            worker_kind(causal.path(), false),
+            Some(ModelKind::TextGeneration)
+        );
+        assert_eq!(
+            directory_model("smol", causal.path()).map(|m| m.kind.backend()),
+            Some(Backend::Worker)
+        );
+        // A BERT encoder stays in-process unless linked for the worker.
+        let encoder = dir_with(&[
+            ("config.json", r#"{"architectures": ["BertModel"]}"#),
+            ("model.safetensors", ""),
+            ("tokenizer.json", "{}"),
+            ("modules.json", "[]"),
+        ]);
+        assert_eq!(worker_kind(encoder.path(), false), None);
+        assert_eq!(
+            worker_kind(encoder.path(), true),
+            Some(ModelKind::SentenceTransformers)
+        );
+        // Nothing recognisable: nothing runs it.
+        let empty = dir_with(&[("notes.txt", "")]);
+        assert_eq!(worker_kind(empty.path(), true), None);
+        assert_eq!(worker_kind(&empty.path().join("missing"), true), None);
+    }
+
     #[test]
     fn quantization_tags_are_recognised() {
         for tag in ["Q4_K_M", "q8_0", "IQ2_XS", "F16", "bf16", "Q4_1"] {

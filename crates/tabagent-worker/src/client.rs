@@ -15,6 +15,11 @@ use crate::WorkerError;
 /// The most a reply or request may carry (a frame, an audio file, a segmentation PNG).
 const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 
+/// Encoded frames from this size on go to the worker as a file in the private directory, not in
+/// the gRPC message: Python's gRPC server takes milliseconds to receive a megabyte (the
+/// benchmark's 791 KB PNG), the page cache a fraction of one.
+const SHARED_FRAME_FROM: usize = 64 * 1024;
+
 /// A client of the supervised worker (cheap to clone).
 #[derive(Clone)]
 pub struct Worker {
@@ -116,13 +121,40 @@ impl Worker {
     /// Runs a vision task on a frame.
     pub async fn analyze(
         &self,
-        request: pb::VisionRequest,
+        mut request: pb::VisionRequest,
     ) -> Result<pb::VisionReply, WorkerError> {
+        // Removed when the call is over, answered or not.
+        let _shared = self.share_frame(&mut request);
         self.call(|channel| {
             let request = request.clone();
             async move { vision(channel).analyze(request).await }
         })
         .await
+    }
+
+    /// Moves a big encoded frame of `request` into a file for the worker, if it can (else the
+    /// frame stays in the message). The file goes when the returned guard does.
+    fn share_frame(&self, request: &mut pb::VisionRequest) -> Option<SharedFrame> {
+        let image = request.image.as_mut()?;
+        let Some(pb::image::Source::Encoded(bytes)) = &image.source else {
+            return None;
+        };
+        if bytes.len() < SHARED_FRAME_FROM {
+            return None;
+        }
+        let name = format!(
+            "{}.frame",
+            self.shared.next_frame.fetch_add(1, Ordering::Relaxed)
+        );
+        let path = self.shared.frames.join(&name);
+        // A write into the page cache, shorter than handing it to a blocking thread would be.
+        if let Err(err) = std::fs::write(&path, bytes) {
+            tracing::debug!(error = %err, "the frame goes in the message instead of a file");
+            let _ = std::fs::remove_file(&path);
+            return None;
+        }
+        image.source = Some(pb::image::Source::SharedFile(name));
+        Some(SharedFrame(path))
     }
 
     /// Runs vision tasks on a stream of frames: one reply per frame, in order. Not tried again
@@ -246,6 +278,15 @@ fn vision(channel: Channel) -> pb::vision_client::VisionClient<Channel> {
     pb::vision_client::VisionClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE)
+}
+
+/// A frame file handed to the worker, removed when dropped.
+struct SharedFrame(std::path::PathBuf);
+
+impl Drop for SharedFrame {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// Counts a call in flight while it lives.

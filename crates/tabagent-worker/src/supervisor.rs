@@ -76,6 +76,10 @@ pub(crate) struct Shared {
     pub restarts: std::sync::atomic::AtomicU64,
     /// Calls sent and not yet answered.
     pub in_flight: std::sync::atomic::AtomicUsize,
+    /// Where big frames are handed to the worker as files (`<private dir>/frames`).
+    pub frames: PathBuf,
+    /// Names the next frame file.
+    pub next_frame: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
@@ -131,6 +135,10 @@ impl Supervisor {
                 tracing::error!(error = %err, "the ML worker's file service stopped");
             }
         });
+        // Private like the directory: only this user reads the frames.
+        let frames = dir.path().join(FRAMES);
+        std::fs::create_dir(&frames)
+            .map_err(|e| WorkerError::Environment(format!("{}: {e}", frames.display())))?;
         let (ready, _) = watch::channel(None);
         let shared = Arc::new(Shared {
             ready,
@@ -138,6 +146,8 @@ impl Supervisor {
             call_wait: config.call_wait,
             restarts: std::sync::atomic::AtomicU64::new(0),
             in_flight: std::sync::atomic::AtomicUsize::new(0),
+            frames,
+            next_frame: std::sync::atomic::AtomicU64::new(0),
         });
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(supervise(
@@ -192,6 +202,8 @@ impl Drop for Supervisor {
 
 const DIR_PREFIX: &str = "tabagent-worker-";
 const OWNER: &str = "owner.pid";
+/// The directory (beside the sockets) where big frames are handed over as files.
+const FRAMES: &str = "frames";
 
 /// Removes private directories that tabagents killed with SIGKILL left behind (this user's,
 /// whose owner process is gone).

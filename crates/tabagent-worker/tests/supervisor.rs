@@ -117,6 +117,24 @@ async fn frames_stream_through_the_worker_in_order_and_stale_directories_go() {
         "{replies:?}"
     );
 
+    // A big frame goes to the worker as a file in the private directory, gone after the reply.
+    let reply = worker.analyze(frame(&astronaut)).await.unwrap();
+    assert_eq!(reply.faces.len(), 1);
+    let frames_dir = supervisor.socket().parent().unwrap().join("frames");
+    assert_eq!(std::fs::read_dir(&frames_dir).unwrap().count(), 0);
+    // The worker reads only plain names in that directory: nothing beside or above it.
+    for name in ["../owner.pid", "/etc/passwd", ".hidden", "missing.frame"] {
+        let mut request = frame(&astronaut);
+        request.image = Some(pb::Image {
+            source: Some(pb::image::Source::SharedFile(name.to_string())),
+        });
+        let refused = worker.analyze(request).await;
+        assert!(
+            matches!(refused, Err(WorkerError::InvalidInput(_))),
+            "{name}: {refused:?}"
+        );
+    }
+
     let pid = worker.pid().unwrap();
     supervisor.shutdown().await;
     // SIGTERM, and the worker is gone (reaped by the supervisor).
