@@ -122,9 +122,9 @@ LOADERS = {
 MAX_MESSAGE = 64 * 1024 * 1024
 
 
-def serve(socket_path: str, files_socket: str, threads: int, grace: float) -> int:
+def serve(socket_path: str, files_socket: str, frames_dir: str, threads: int, grace: float) -> int:
     files = FileProvider(files_socket)
-    vision.frames_dir = os.path.join(os.path.dirname(socket_path), "frames")
+    vision.frames_dir = frames_dir
     registry = Registry(files, LOADERS)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="call"),
@@ -165,6 +165,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="tabagent_worker", description=__doc__)
     parser.add_argument("--socket", required=True, help="the Unix socket to serve on")
     parser.add_argument("--files-socket", required=True, help="tabagent's ModelFiles socket")
+    parser.add_argument(
+        "--frames-dir", default="", help="where tabagent hands over big frames as files"
+    )
     parser.add_argument("--parent-pid", type=int, default=0, help="exit when this process goes")
     parser.add_argument("--threads", type=int, default=4, help="calls served at once")
     parser.add_argument("--grace", type=float, default=5.0, help="seconds calls get to finish on stop")
@@ -176,4 +179,4 @@ def main(argv=None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     die_with_parent(args.parent_pid)
-    return serve(args.socket, args.files_socket, args.threads, args.grace)
+    return serve(args.socket, args.files_socket, args.frames_dir, args.threads, args.grace)

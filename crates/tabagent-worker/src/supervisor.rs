@@ -103,6 +103,8 @@ pub struct Supervisor {
     task: Option<tokio::task::JoinHandle<()>>,
     files_server: tokio::task::JoinHandle<()>,
     _dir: tempfile::TempDir,
+    /// Where frames are handed over, when on tmpfs (else inside `_dir`).
+    _frames: Option<tempfile::TempDir>,
 }
 
 impl Supervisor {
@@ -113,9 +115,11 @@ impl Supervisor {
         roots: Arc<dyn ModelRoots>,
     ) -> Result<Supervisor, WorkerError> {
         remove_stale_directories();
-        // Created 0700: only this user reaches the sockets inside.
+        // Created 0700 (tempfile leaves the mode to the umask unless told): only this user
+        // reaches the sockets inside.
         let dir = tempfile::Builder::new()
             .prefix(DIR_PREFIX)
+            .permissions(private_mode())
             .tempdir()
             .map_err(|e| WorkerError::Environment(format!("private directory: {e}")))?;
         // Whose it is, so that a later tabagent can remove it if this one is killed.
@@ -135,10 +139,19 @@ impl Supervisor {
                 tracing::error!(error = %err, "the ML worker's file service stopped");
             }
         });
-        // Private like the directory: only this user reads the frames.
-        let frames = dir.path().join(FRAMES);
-        std::fs::create_dir(&frames)
-            .map_err(|e| WorkerError::Environment(format!("{}: {e}", frames.display())))?;
+        // Frames go through tmpfs when there is one: a file there costs a copy into memory; on a
+        // disk filesystem (ext4 under /tmp here) also block reservation, and its removal. The
+        // directory is private (0700) like the sockets', and names its owner the same way.
+        let shm = private_frames_dir();
+        let frames = match &shm {
+            Some(shm) => shm.path().to_path_buf(),
+            None => {
+                let frames = dir.path().join(FRAMES);
+                std::fs::create_dir(&frames)
+                    .map_err(|e| WorkerError::Environment(format!("{}: {e}", frames.display())))?;
+                frames
+            }
+        };
         let (ready, _) = watch::channel(None);
         let shared = Arc::new(Shared {
             ready,
@@ -162,6 +175,7 @@ impl Supervisor {
             task: Some(task),
             files_server,
             _dir: dir,
+            _frames: shm,
         })
     }
 
@@ -173,6 +187,11 @@ impl Supervisor {
     /// The worker's socket (for tools that talk to it directly, such as benchmarks).
     pub fn socket(&self) -> PathBuf {
         self._dir.path().join("worker.sock")
+    }
+
+    /// Where big frames are handed to the worker (on tmpfs when the machine has one).
+    pub fn frames_dir(&self) -> PathBuf {
+        self.shared.frames.clone()
     }
 
     /// The running worker's process id, if it is running.
@@ -205,10 +224,34 @@ const OWNER: &str = "owner.pid";
 /// The directory (beside the sockets) where big frames are handed over as files.
 const FRAMES: &str = "frames";
 
+/// Only the owner may enter: rwx------.
+fn private_mode() -> std::fs::Permissions {
+    std::os::unix::fs::PermissionsExt::from_mode(0o700)
+}
+
+/// Where frames go when the machine has tmpfs at the usual place.
+const SHM: &str = "/dev/shm";
+
+/// A private directory for frames on tmpfs, if there is one to make.
+fn private_frames_dir() -> Option<tempfile::TempDir> {
+    let dir = tempfile::Builder::new()
+        .prefix(DIR_PREFIX)
+        .permissions(private_mode())
+        .tempdir_in(SHM)
+        .ok()?;
+    std::fs::write(dir.path().join(OWNER), std::process::id().to_string()).ok()?;
+    Some(dir)
+}
+
 /// Removes private directories that tabagents killed with SIGKILL left behind (this user's,
-/// whose owner process is gone).
+/// whose owner process is gone), in the temporary directory and on tmpfs.
 fn remove_stale_directories() {
-    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+    remove_stale_directories_in(&std::env::temp_dir());
+    remove_stale_directories_in(Path::new(SHM));
+}
+
+fn remove_stale_directories_in(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(root) else {
         return;
     };
     let me = rustix::process::geteuid().as_raw();
@@ -277,7 +320,7 @@ async fn supervise(
         }
         generation += 1;
         let started = Instant::now();
-        match start_worker(&config, &environment, &dir).await {
+        match start_worker(&config, &environment, &dir, &shared.frames).await {
             Ok(mut child) => {
                 let pid = child.id().unwrap_or_default();
                 let socket = dir.join("worker.sock");
@@ -359,6 +402,7 @@ async fn start_worker(
     config: &SupervisorConfig,
     environment: &Environment,
     dir: &Path,
+    frames: &Path,
 ) -> Result<Child, WorkerError> {
     let socket = dir.join("worker.sock");
     // A socket left by a worker that died.
@@ -369,6 +413,8 @@ async fn start_worker(
         .arg(&socket)
         .arg("--files-socket")
         .arg(dir.join("files.sock"))
+        .arg("--frames-dir")
+        .arg(frames)
         .arg("--parent-pid")
         .arg(std::process::id().to_string())
         .arg("--threads")

@@ -120,8 +120,24 @@ async fn frames_stream_through_the_worker_in_order_and_stale_directories_go() {
     // A big frame goes to the worker as a file in the private directory, gone after the reply.
     let reply = worker.analyze(frame(&astronaut)).await.unwrap();
     assert_eq!(reply.faces.len(), 1);
-    let frames_dir = supervisor.socket().parent().unwrap().join("frames");
-    assert_eq!(std::fs::read_dir(&frames_dir).unwrap().count(), 0);
+    let frames_dir = supervisor.frames_dir();
+    // The frames and the sockets are this user's alone.
+    for private in [
+        frames_dir.clone(),
+        supervisor.socket().parent().unwrap().to_path_buf(),
+    ] {
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&private).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o700, "{}", private.display());
+    }
+    // Nothing but the owner's pid is left.
+    let left: Vec<_> = std::fs::read_dir(&frames_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|name| name.to_string_lossy().ends_with(".frame"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
     // The worker reads only plain names in that directory: nothing beside or above it.
     for name in ["../owner.pid", "/etc/passwd", ".hidden", "missing.frame"] {
         let mut request = frame(&astronaut);
