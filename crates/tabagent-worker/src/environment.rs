@@ -112,9 +112,8 @@ impl Environment {
     pub fn existing(config: &EnvironmentConfig) -> Option<Environment> {
         let venv = config.dir.join("venv");
         let python = venv.join("bin/python");
-        let stamp = std::fs::read_to_string(venv.join(STAMP)).ok()?;
         let sources = config.dir.join(format!("src-{}", sources_digest()));
-        (stamp.trim() == requirements_digest() && sources.join(READY).exists())
+        (stamped(&venv, STAMP, REQUIREMENTS) && sources.join(READY).exists())
             .then_some(Environment { python, sources })
     }
 }
@@ -123,8 +122,8 @@ const STAMP: &str = ".tabagent-requirements";
 const TRANSFORMERS_STAMP: &str = ".tabagent-transformers";
 const READY: &str = ".tabagent-ready";
 
-fn requirements_digest() -> String {
-    hex::encode(Sha256::digest(REQUIREMENTS.as_bytes()))
+fn digest_of(requirements: &str) -> String {
+    hex::encode(Sha256::digest(requirements.as_bytes()))
 }
 
 fn sources_digest() -> String {
@@ -164,8 +163,7 @@ async fn run(command: &mut Command, what: &str) -> Result<(), WorkerError> {
 async fn ensure_venv(config: &EnvironmentConfig) -> Result<PathBuf, WorkerError> {
     let venv = config.dir.join("venv");
     let python = venv.join("bin/python");
-    let wanted = requirements_digest();
-    if std::fs::read_to_string(venv.join(STAMP)).is_ok_and(|s| s.trim() == wanted) {
+    if stamped(&venv, STAMP, REQUIREMENTS) {
         return Ok(python);
     }
     if !python.exists() {
@@ -179,25 +177,16 @@ async fn ensure_venv(config: &EnvironmentConfig) -> Result<PathBuf, WorkerError>
         )
         .await?;
     }
-    let requirements = config.dir.join("requirements.txt");
-    std::fs::write(&requirements, REQUIREMENTS).map_err(|e| env_error(&requirements, e))?;
     tracing::info!("installing the ML worker's packages (MediaPipe, faster-whisper, gRPC; minutes the first time)");
-    run(
-        Command::new(&python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--disable-pip-version-check",
-                "-q",
-                "-r",
-            ])
-            .arg(&requirements),
-        "pip install",
+    pip_install(
+        config,
+        &python,
+        "requirements.txt",
+        REQUIREMENTS,
+        STAMP,
+        &[],
     )
     .await?;
-    let stamp = venv.join(STAMP);
-    std::fs::write(&stamp, &wanted).map_err(|e| env_error(&stamp, e))?;
     Ok(python)
 }
 
@@ -205,32 +194,53 @@ async fn ensure_venv(config: &EnvironmentConfig) -> Result<PathBuf, WorkerError>
 /// package of it is pinned, so pip is told not to resolve (torch names CUDA libraries a CPU
 /// machine does not need).
 async fn ensure_transformers(config: &EnvironmentConfig, python: &Path) -> Result<(), WorkerError> {
-    let venv = config.dir.join("venv");
-    let wanted = hex::encode(Sha256::digest(TRANSFORMERS_REQUIREMENTS.as_bytes()));
-    let stamp = venv.join(TRANSFORMERS_STAMP);
-    if std::fs::read_to_string(&stamp).is_ok_and(|s| s.trim() == wanted) {
+    if stamped(
+        &config.dir.join("venv"),
+        TRANSFORMERS_STAMP,
+        TRANSFORMERS_REQUIREMENTS,
+    ) {
         return Ok(());
     }
-    let requirements = config.dir.join("requirements-transformers.txt");
-    std::fs::write(&requirements, TRANSFORMERS_REQUIREMENTS)
-        .map_err(|e| env_error(&requirements, e))?;
     tracing::info!("installing Transformers into the ML worker's venv (PyTorch: about 2.5 GB, minutes the first time)");
+    pip_install(
+        config,
+        python,
+        "requirements-transformers.txt",
+        TRANSFORMERS_REQUIREMENTS,
+        TRANSFORMERS_STAMP,
+        &["--no-deps"],
+    )
+    .await
+}
+
+/// Whether the venv's `stamp` holds the digest of `requirements` (they are installed).
+fn stamped(venv: &Path, stamp: &str, requirements: &str) -> bool {
+    std::fs::read_to_string(venv.join(stamp)).is_ok_and(|s| s.trim() == digest_of(requirements))
+}
+
+/// `pip install [extra] -r` the `requirements` (written to `file` beside the venv), then stamps
+/// the venv with their digest.
+async fn pip_install(
+    config: &EnvironmentConfig,
+    python: &Path,
+    file: &str,
+    requirements: &str,
+    stamp: &str,
+    extra: &[&str],
+) -> Result<(), WorkerError> {
+    let path = config.dir.join(file);
+    std::fs::write(&path, requirements).map_err(|e| env_error(&path, e))?;
     run(
         Command::new(python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--disable-pip-version-check",
-                "-q",
-                "--no-deps",
-                "-r",
-            ])
-            .arg(&requirements),
-        "pip install (Transformers)",
+            .args(["-m", "pip", "install", "--disable-pip-version-check", "-q"])
+            .args(extra)
+            .arg("-r")
+            .arg(&path),
+        &format!("pip install -r {file}"),
     )
     .await?;
-    std::fs::write(&stamp, &wanted).map_err(|e| env_error(&stamp, e))
+    let stamp = config.dir.join("venv").join(stamp);
+    std::fs::write(&stamp, digest_of(requirements)).map_err(|e| env_error(&stamp, e))
 }
 
 async fn ensure_sources(dir: &Path, python: &Path) -> Result<PathBuf, WorkerError> {

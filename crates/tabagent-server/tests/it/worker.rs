@@ -52,12 +52,9 @@ fn server() -> Server {
     let worker_dir = prepared_worker_dir();
     let mediapipe = env_path("TABAGENT_TEST_MEDIAPIPE_DIR");
     let whisper = env_path("TABAGENT_TEST_WHISPER_DIR");
-    Server::start_with(
-        &[],
+    worker_server(
+        &worker_dir,
         &[
-            ("TABAGENT_WORKER__DIR", worker_dir.to_str().unwrap()),
-            ("TABAGENT_WORKER__MODE", "auto"),
-            ("TABAGENT_WORKER__THREADS", "2"),
             (
                 "TABAGENT_MODELS__DIRECTORIES__MEDIAPIPE",
                 mediapipe.to_str().unwrap(),
@@ -67,6 +64,22 @@ fn server() -> Server {
         // The speech model is linked in as a user would (`tabagent worker link`).
         |data_dir| link(data_dir, "whisper", &whisper),
     )
+}
+
+/// A server running the worker from `worker_dir`, with `env` and `prepare` as
+/// [`Server::start_with`] takes them.
+fn worker_server(
+    worker_dir: &std::path::Path,
+    env: &[(&str, &str)],
+    prepare: impl FnOnce(&std::path::Path),
+) -> Server {
+    let mut all = vec![
+        ("TABAGENT_WORKER__DIR", worker_dir.to_str().unwrap()),
+        ("TABAGENT_WORKER__MODE", "auto"),
+        ("TABAGENT_WORKER__THREADS", "2"),
+    ];
+    all.extend_from_slice(env);
+    Server::start_with(&[], &all, prepare)
 }
 
 /// `tabagent worker link NAME DIR`, which must succeed.
@@ -515,17 +528,12 @@ async fn sentence_transformers_in_the_worker_agree_with_onnx_runtime_in_process(
     let minilm = crate::server::minilm_dir();
     // One model twice: in models.directories it runs in-process on ONNX Runtime; linked for the
     // worker, sentence-transformers runs it on PyTorch.
-    let server = Server::start_with(
-        &[],
-        &[
-            ("TABAGENT_WORKER__DIR", worker_dir.to_str().unwrap()),
-            ("TABAGENT_WORKER__MODE", "auto"),
-            ("TABAGENT_WORKER__THREADS", "2"),
-            (
-                "TABAGENT_MODELS__DIRECTORIES__MINILM",
-                minilm.to_str().unwrap(),
-            ),
-        ],
+    let server = worker_server(
+        &worker_dir,
+        &[(
+            "TABAGENT_MODELS__DIRECTORIES__MINILM",
+            minilm.to_str().unwrap(),
+        )],
         |data_dir| link(data_dir, "minilm-st", &minilm),
     );
     let pair = |kind: &str, engine: &str| (kind.to_string(), engine.to_string());
@@ -616,17 +624,12 @@ async fn a_transformers_language_model_chats_through_the_same_endpoints() {
     // SmolLM2-135M-Instruct twice: its GGUF on llama.cpp in-process (`smollm2`), and the same
     // weights dequantized into safetensors on Transformers in the worker.
     let transformers = env_path("TABAGENT_TEST_SMOLLM2_TRANSFORMERS_DIR");
-    let server = Server::start_with(
-        &[],
-        &[
-            ("TABAGENT_WORKER__DIR", worker_dir.to_str().unwrap()),
-            ("TABAGENT_WORKER__MODE", "auto"),
-            ("TABAGENT_WORKER__THREADS", "2"),
-            (
-                "TABAGENT_MODELS__DIRECTORIES__SMOLLM2_ST",
-                transformers.to_str().unwrap(),
-            ),
-        ],
+    let server = worker_server(
+        &worker_dir,
+        &[(
+            "TABAGENT_MODELS__DIRECTORIES__SMOLLM2_ST",
+            transformers.to_str().unwrap(),
+        )],
         |_| {},
     );
     assert_eq!(
