@@ -52,6 +52,39 @@ pub enum Command {
     Db(DbArgs),
     /// The Python ML worker (vision, speech): make its environment, or say how it stands.
     Worker(WorkerArgs),
+    /// Chrome native messaging: serve it on stdin/stdout (what the browser starts), or
+    /// install the host manifest that lets an extension connect.
+    Native(NativeArgs),
+}
+
+/// `tabagent native`.
+#[derive(Debug, Args)]
+pub struct NativeArgs {
+    /// What to do; without one, serve native messages on stdin/stdout.
+    #[command(subcommand)]
+    pub action: Option<NativeAction>,
+}
+
+/// `tabagent native install|uninstall`.
+#[derive(Debug, Subcommand)]
+pub enum NativeAction {
+    /// Write the host manifest (`ai.tabagent`) into each browser's per-user directory, so the
+    /// named extensions can call `chrome.runtime.connectNative("ai.tabagent")`.
+    Install {
+        /// An extension allowed to connect (32 letters a-p, as chrome://extensions shows it);
+        /// repeat for several.
+        #[arg(long = "extension-id", required = true)]
+        extension_ids: Vec<String>,
+        /// Only these browsers (repeatable); all four by default.
+        #[arg(long = "browser", value_enum)]
+        browsers: Vec<crate::native::install::Browser>,
+    },
+    /// Remove the host manifest from each browser's directory.
+    Uninstall {
+        /// Only these browsers (repeatable); all four by default.
+        #[arg(long = "browser", value_enum)]
+        browsers: Vec<crate::native::install::Browser>,
+    },
 }
 
 /// `tabagent worker`.
@@ -285,13 +318,13 @@ pub struct HwArgs {
 pub enum Mode {
     /// The HTTP API.
     Http,
-    /// Chrome native messaging (not built yet).
+    /// Chrome native messaging on stdin/stdout only (as `tabagent native`, in this process).
     Native,
     /// WebRTC data channels (not built yet).
     Webrtc,
     /// HTTP and WebRTC (not built yet).
     Web,
-    /// Everything (not built yet).
+    /// The HTTP API, and native messaging on stdin/stdout, from one engine.
     All,
 }
 

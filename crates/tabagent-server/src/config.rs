@@ -37,6 +37,8 @@ pub struct Config {
     pub scheduler: tabagent_router::SchedulerConfig,
     /// The Python ML worker (MediaPipe vision, Whisper speech, Transformers).
     pub worker: WorkerSettings,
+    /// Chrome native messaging (`tabagent native`).
+    pub native: NativeSettings,
     /// Logging.
     pub log: LogConfig,
 }
@@ -101,6 +103,41 @@ impl WorkerSettings {
     /// The worker's environment directory.
     pub fn dir(&self, data_dir: &Path) -> PathBuf {
         self.dir.clone().unwrap_or_else(|| data_dir.join("worker"))
+    }
+}
+
+/// Chrome native messaging (`[native]`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NativeSettings {
+    /// `auto`: relay to the running server if one answers at `server_url`, else serve in the
+    /// host's own process; `server`: always relay; `in-process`: never.
+    pub connect: NativeConnect,
+    /// The server to relay to (default: `http://<server.host>:<server.port>`).
+    pub server_url: Option<String>,
+    /// The longest message accepted from the browser, in bytes (Chrome sends at most 64 MiB).
+    pub max_message_bytes: usize,
+    /// Requests one browser connection may have running at once.
+    pub max_in_flight: usize,
+}
+
+/// Where the native messaging host serves requests.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum NativeConnect {
+    Auto,
+    Server,
+    InProcess,
+}
+
+impl Default for NativeSettings {
+    fn default() -> Self {
+        Self {
+            connect: NativeConnect::Auto,
+            server_url: None,
+            max_message_bytes: 64 * 1024 * 1024,
+            max_in_flight: 64,
+        }
     }
 }
 
@@ -356,6 +393,7 @@ impl Default for Config {
             response_cache: tabagent_router::CacheConfig::default(),
             scheduler: tabagent_router::SchedulerConfig::default(),
             worker: WorkerSettings::default(),
+            native: NativeSettings::default(),
             log: LogConfig {
                 format: LogFormat::Text,
                 level: "info".to_string(),
@@ -452,6 +490,24 @@ impl Config {
             .map_err(|err| anyhow::anyhow!("invalid configuration: {err}"))
     }
 
+    /// The server the native messaging host relays to: `native.server_url`, else this
+    /// machine's configured listener (none when it picks a free port).
+    pub fn native_server_url(&self) -> Option<String> {
+        if let Some(url) = &self.native.server_url {
+            return Some(url.trim_end_matches('/').to_string());
+        }
+        if self.server.port == 0 {
+            return None;
+        }
+        let host = match self.server.host.as_str() {
+            "0.0.0.0" | "" => "127.0.0.1".to_string(),
+            "::" | "[::]" => "[::1]".to_string(),
+            host if host.contains(':') && !host.starts_with('[') => format!("[{host}]"),
+            host => host.to_string(),
+        };
+        Some(format!("http://{host}:{}", self.server.port))
+    }
+
     /// Checks the combination is safe and in range.
     pub fn validate(&self) -> anyhow::Result<()> {
         let ip = self.bind_ip()?;
@@ -500,6 +556,14 @@ impl Config {
             || worker.call_wait_secs == 0
         {
             bail!("worker.threads must be between 1 and 64, worker.start_timeout_secs and call_wait_secs at least 1");
+        }
+        if self.native.max_message_bytes < 1024 || self.native.max_in_flight == 0 {
+            bail!("native.max_message_bytes must be at least 1024 and native.max_in_flight at least 1");
+        }
+        if let Some(url) = &self.native.server_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                bail!("native.server_url must be an http:// or https:// URL, not {url:?}");
+            }
         }
         if self.server.max_body_bytes < 1024 {
             bail!("server.max_body_bytes must be at least 1024");

@@ -10,6 +10,7 @@ mod http;
 mod keep_alive;
 mod memory_backend;
 mod metrics;
+mod native;
 mod recommended;
 mod registry;
 mod routing;
@@ -30,8 +31,19 @@ use crate::cli::{Cli, Command};
 use crate::config::{Config, LogFormat};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match run(cli) {
+    // A browser starts a native messaging host as `<path> chrome-extension://ID/` (the manifest
+    // cannot hold arguments), so that argument alone means `tabagent native`.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let origin = args
+        .get(1)
+        .and_then(|arg| arg.to_str())
+        .filter(|arg| arg.starts_with("chrome-extension://"))
+        .map(str::to_string);
+    let cli = match &origin {
+        Some(_) => Cli::parse_from([args[0].clone(), "native".into()]),
+        None => Cli::parse(),
+    };
+    match run(cli, origin) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             // One line a person can act on; the chain of causes joined, no backtrace.
@@ -41,7 +53,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn run(cli: Cli, origin: Option<String>) -> anyhow::Result<()> {
     let mut config = Config::load(cli.config.as_deref())?;
     cli.apply_globals(&mut config);
     match &cli.command {
@@ -58,10 +70,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         | Command::Hw(_)
         | Command::Memory(_)
         | Command::Worker(_)
+        | Command::Native(_)
         | Command::Db(_) => {}
     }
     config.validate()?;
-    init_logging(&config, matches!(cli.command, Command::Serve(_)));
+    let hosting = matches!(&cli.command, Command::Native(args) if args.action.is_none());
+    init_logging(&config, matches!(cli.command, Command::Serve(_)) || hosting);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -84,6 +98,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             },
             Command::Db(args) => commands::memory::db(&config, args.action),
             Command::Worker(args) => worker::run(&config, args.action).await,
+            Command::Native(args) => commands::native::run(config, args.action, origin).await,
         }
     })
 }

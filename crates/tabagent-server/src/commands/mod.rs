@@ -4,6 +4,7 @@ pub mod bench;
 pub mod bench_embed;
 pub mod memory;
 pub mod models;
+pub mod native;
 pub mod pull;
 pub mod run;
 pub mod serve;

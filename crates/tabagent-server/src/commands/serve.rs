@@ -11,75 +11,128 @@ use crate::config::Config;
 use crate::registry::ModelRegistry;
 use crate::state::AppState;
 
-/// Binds, starts loading the default model, and serves until SIGINT/SIGTERM.
-pub async fn run(config: Config, mode: Mode) -> anyhow::Result<()> {
-    if mode != Mode::Http {
-        let name = format!("{mode:?}").to_lowercase();
-        bail!("mode `{name}` is not built yet; only `--mode http` is available in this version");
+/// Everything a transport serves from: the models, memory, router and worker, started.
+pub struct Runtime {
+    pub state: AppState,
+    worker: Option<tabagent_worker::Supervisor>,
+}
+
+impl Runtime {
+    /// Opens the catalog and memory, starts the router's probes, the summarizer, the worker and
+    /// the idle-model expiry; loads the default model in the background when `preload`.
+    pub async fn start(config: &Config, preload: bool) -> anyhow::Result<Runtime> {
+        let catalog = config.catalog()?;
+        // The default model is pinned under its canonical id (`owner/name:q4_1` → `:Q4_1`).
+        let pinned = catalog
+            .resolve(&config.models.default)
+            .ok()
+            .flatten()
+            .map_or_else(|| config.models.default.clone(), |model| model.id);
+        let registry = ModelRegistry::new(
+            catalog,
+            config.engine_config(),
+            config.lifecycle(Some(pinned)),
+        )
+        .with_encoders(crate::registry::EncoderLoading {
+            runtime: config.onnx_runtime(),
+            settings: config.encoder_settings(),
+        });
+        let memory = if config.memory.enabled {
+            Some(MemoryBackend::open(config).await?)
+        } else {
+            None
+        };
+        let state = AppState::new(config.clone(), registry, memory)?;
+        state.set_router(crate::routing::router(&state)?);
+        crate::routing::start_probes(&state);
+        crate::http::start_summarizer(&state);
+        let worker = crate::worker::start(config);
+        if let Some(supervisor) = &worker {
+            state.set_worker(supervisor.worker());
+        }
+        tokio::spawn(expire_idle_models(state.clone()));
+        if preload && config.models.preload {
+            tokio::spawn(self::preload(state.clone()));
+        } else {
+            state.set_ready();
+        }
+        Ok(Runtime { state, worker })
     }
-    let catalog = config.catalog()?;
-    // The default model is pinned under its canonical id (`owner/name:q4_1` → `:Q4_1`).
-    let pinned = catalog
-        .resolve(&config.models.default)
-        .ok()
-        .flatten()
-        .map_or_else(|| config.models.default.clone(), |model| model.id);
-    let registry = ModelRegistry::new(
-        catalog,
-        config.engine_config(),
-        config.lifecycle(Some(pinned)),
-    )
-    .with_encoders(crate::registry::EncoderLoading {
-        runtime: config.onnx_runtime(),
-        settings: config.encoder_settings(),
+
+    /// Stops the worker (SIGTERM, then SIGKILL).
+    pub async fn shutdown(self) {
+        if let Some(supervisor) = self.worker {
+            supervisor.shutdown().await;
+        }
+    }
+}
+
+/// Binds, starts loading the default model, and serves until SIGINT/SIGTERM; with
+/// `--mode native` serves native messaging on stdin/stdout instead, and with `--mode all` both
+/// (the native host ends when its input does, the HTTP API on a signal).
+pub async fn run(config: Config, mode: Mode) -> anyhow::Result<()> {
+    let (http, native) = match mode {
+        Mode::Http => (true, false),
+        Mode::Native => (false, true),
+        Mode::All => (true, true),
+        Mode::Webrtc | Mode::Web => {
+            let name = format!("{mode:?}").to_lowercase();
+            bail!("mode `{name}` is not built yet; use `--mode http`, `native` or `all`");
+        }
+    };
+    // Before anything can print: stdout carries native messages and nothing else.
+    let frames = if native {
+        Some(crate::native::take_stdout()?)
+    } else {
+        None
+    };
+    let listener = if http {
+        Some(bind(&config).await?)
+    } else {
+        None
+    };
+    let runtime = Runtime::start(&config, true).await?;
+    let state = runtime.state.clone();
+    let native_host = frames.map(|frames| {
+        let state = state.clone();
+        tokio::spawn(async move { crate::native::serve_state(&state, frames).await })
     });
+    if let Some(listener) = listener {
+        let address = listener.local_addr()?;
+        tracing::info!(%address, data_dir = %config.storage.data_dir.display(), "tabagent listening");
+        // Tests and scripts read this line to find an ephemeral port (on stderr with --mode all).
+        println!("tabagent listening on http://{address}");
+        let _ = std::io::stdout().flush();
+        // Streamed tokens are small writes: send each at once instead of waiting for an ACK (Nagle).
+        let listener = listener.tap_io(|stream| {
+            if let Err(err) = stream.set_nodelay(true) {
+                tracing::debug!(error = %err, "cannot set TCP_NODELAY");
+            }
+        });
+        axum::serve(listener, crate::http::router(state))
+            .with_graceful_shutdown(shutdown_signal())
+            .await?;
+    } else if let Some(host) = native_host {
+        tokio::select! {
+            finished = host => finished??,
+            () = shutdown_signal() => {}
+        }
+    }
+    runtime.shutdown().await;
+    tracing::info!("tabagent stopped");
+    Ok(())
+}
+
+async fn bind(config: &Config) -> anyhow::Result<tokio::net::TcpListener> {
     let ip = config.bind_ip()?;
-    let listener = tokio::net::TcpListener::bind((ip, config.server.port))
+    tokio::net::TcpListener::bind((ip, config.server.port))
         .await
         .with_context(|| {
             format!(
                 "cannot listen on {}:{}",
                 config.server.host, config.server.port
             )
-        })?;
-    let address = listener.local_addr()?;
-    // Streamed tokens are small writes: send each at once instead of waiting for an ACK (Nagle).
-    let listener = listener.tap_io(|stream| {
-        if let Err(err) = stream.set_nodelay(true) {
-            tracing::debug!(error = %err, "cannot set TCP_NODELAY");
-        }
-    });
-    let memory = if config.memory.enabled {
-        Some(MemoryBackend::open(&config).await?)
-    } else {
-        None
-    };
-    let state = AppState::new(config.clone(), registry, memory)?;
-    state.set_router(crate::routing::router(&state)?);
-    crate::routing::start_probes(&state);
-    crate::http::start_summarizer(&state);
-    let worker = crate::worker::start(&config);
-    if let Some(supervisor) = &worker {
-        state.set_worker(supervisor.worker());
-    }
-    tracing::info!(%address, data_dir = %config.storage.data_dir.display(), "tabagent listening");
-    // Tests and scripts read this line to find an ephemeral port.
-    println!("tabagent listening on http://{address}");
-    let _ = std::io::stdout().flush();
-    tokio::spawn(expire_idle_models(state.clone()));
-    if config.models.preload {
-        tokio::spawn(preload(state.clone()));
-    } else {
-        state.set_ready();
-    }
-    axum::serve(listener, crate::http::router(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
-    if let Some(supervisor) = worker {
-        supervisor.shutdown().await;
-    }
-    tracing::info!("tabagent stopped");
-    Ok(())
+        })
 }
 
 /// Unloads idle models once their keep-alive has passed: sleeps until the next one is due, or

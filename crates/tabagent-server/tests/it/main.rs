@@ -17,6 +17,7 @@ mod knowledge;
 mod lifecycle;
 mod memory;
 mod memory_api;
+mod native;
 mod onnx;
 mod passthrough;
 mod pull;

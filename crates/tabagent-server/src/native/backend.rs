@@ -1,0 +1,161 @@
+//! Where a native message's request is served: the HTTP API's router in this process, or a
+//! tabagent server already running on this machine (so the browser shares its loaded models).
+//! Either way the request is an HTTP request and the reply an HTTP response, so every endpoint,
+//! guard and error of the HTTP API applies unchanged.
+
+use axum::body::Body;
+use axum::body::Bytes;
+use axum::http::{HeaderMap, HeaderValue, Method, Request};
+use futures_util::stream::BoxStream;
+use futures_util::StreamExt;
+use tower::ServiceExt;
+
+use crate::callers::Caller;
+
+/// A request decoded from a native message.
+#[derive(Debug)]
+pub struct ApiRequest {
+    pub method: Method,
+    /// Path and query, starting with `/`.
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// The response: status, content type and the body as it arrives (a stream for SSE).
+pub struct ApiReply {
+    pub status: u16,
+    pub content_type: String,
+    pub body: BoxStream<'static, Result<Bytes, String>>,
+}
+
+/// A request that never reached an API.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("the tabagent server at {url} could not be reached: {reason}")]
+    Unreachable { url: String, reason: String },
+    #[error("the request could not be built: {0}")]
+    Invalid(String),
+}
+
+/// Marks a request as coming from the native host in this process: the guard trusts it (the
+/// browser checked the extension against the host manifest's `allowed_origins`), and its
+/// Host and Origin are ours, not a web page's.
+#[derive(Debug, Clone, Copy)]
+pub struct NativeTransport;
+
+/// The caller name native messages are scheduled under.
+pub const NATIVE_CALLER: &str = "native";
+
+#[derive(Clone)]
+pub enum Backend {
+    /// The API's router, in this process.
+    InProcess(axum::Router),
+    /// A running server's HTTP API.
+    Server {
+        client: reqwest::Client,
+        /// `http://host:port`, without a trailing slash.
+        url: String,
+        api_key: Option<String>,
+    },
+}
+
+impl Backend {
+    /// Where requests go, in words (for the log).
+    pub fn describe(&self) -> String {
+        match self {
+            Backend::InProcess(_) => "in this process".to_string(),
+            Backend::Server { url, .. } => format!("through the server at {url}"),
+        }
+    }
+
+    pub async fn send(&self, request: ApiRequest) -> Result<ApiReply, BackendError> {
+        match self {
+            Backend::InProcess(router) => {
+                let mut built = Request::builder()
+                    .method(request.method)
+                    .uri(&request.path)
+                    .body(Body::from(request.body))
+                    .map_err(|err| BackendError::Invalid(err.to_string()))?;
+                *built.headers_mut() = request.headers;
+                built.headers_mut().insert(
+                    axum::http::header::HOST,
+                    HeaderValue::from_static("localhost"),
+                );
+                built.extensions_mut().insert(NativeTransport);
+                built
+                    .extensions_mut()
+                    .insert(Caller(std::sync::Arc::from(NATIVE_CALLER)));
+                // The router's error type is Infallible: every failure is a response.
+                let Ok(response) = router.clone().oneshot(built).await;
+                let status = response.status().as_u16();
+                let content_type = content_type(response.headers());
+                let body = response
+                    .into_body()
+                    .into_data_stream()
+                    .map(|chunk| chunk.map_err(|err| err.to_string()))
+                    .boxed();
+                Ok(ApiReply {
+                    status,
+                    content_type,
+                    body,
+                })
+            }
+            Backend::Server {
+                client,
+                url,
+                api_key,
+            } => {
+                let mut built = client
+                    .request(request.method, format!("{url}{}", request.path))
+                    .headers(request.headers)
+                    .body(request.body);
+                if let Some(key) = api_key {
+                    built = built.bearer_auth(key);
+                }
+                let response = built
+                    .send()
+                    .await
+                    .map_err(|err| BackendError::Unreachable {
+                        url: url.clone(),
+                        reason: err.to_string(),
+                    })?;
+                let status = response.status().as_u16();
+                let content_type = content_type(response.headers());
+                let body = response
+                    .bytes_stream()
+                    .map(|chunk| chunk.map_err(|err| err.to_string()))
+                    .boxed();
+                Ok(ApiReply {
+                    status,
+                    content_type,
+                    body,
+                })
+            }
+        }
+    }
+}
+
+fn content_type(headers: &HeaderMap) -> String {
+    headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase()
+}
+
+/// Whether a tabagent server answers at `url` (its health endpoint, within a second).
+pub async fn server_answers(client: &reqwest::Client, url: &str) -> bool {
+    let probe = client
+        .get(format!("{url}/v1/health"))
+        .timeout(std::time::Duration::from_secs(1))
+        .send()
+        .await;
+    match probe {
+        Ok(response) if response.status().is_success() => response
+            .json::<serde_json::Value>()
+            .await
+            .is_ok_and(|health| health.get("status").is_some()),
+        _ => false,
+    }
+}
