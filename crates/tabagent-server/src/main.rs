@@ -9,6 +9,7 @@ mod hardware;
 mod http;
 mod keep_alive;
 mod memory_backend;
+mod messages;
 mod metrics;
 mod native;
 mod recommended;

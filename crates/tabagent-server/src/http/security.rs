@@ -20,11 +20,11 @@ const OPEN_PATHS: &[&str] = &["/v1/health", "/v1/health/ready"];
 
 /// Runs every guard; the first that fails answers.
 pub async fn guard(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
-    // The native messaging host in this process: the browser already checked the extension
-    // against the host manifest, and the request carries its caller; no web page sent it.
+    // Native messaging or a WebRTC session in this process: the client was authenticated when
+    // it connected, and the request carries its caller; no web page sent it.
     if request
         .extensions()
-        .get::<crate::native::NativeTransport>()
+        .get::<crate::messages::TrustedTransport>()
         .is_some()
         && request.extensions().get::<Caller>().is_some()
     {

@@ -10,16 +10,15 @@
 //! `tabagent serve --mode all` serves HTTP and, on its stdin/stdout, native messaging from one
 //! process and one engine.
 
-mod backend;
 mod frame;
-mod host;
 pub mod install;
 
 use anyhow::Context;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
 
-use backend::Backend;
-pub use backend::NativeTransport;
-use host::Limits;
+use crate::callers::Caller;
+use crate::messages::{self, Backend, Limits};
 
 use crate::config::{Config, NativeConnect};
 use crate::state::AppState;
@@ -52,10 +51,67 @@ fn limits(config: &Config) -> Limits {
     }
 }
 
+/// The caller native messages are scheduled under.
+fn native_caller() -> Caller {
+    Caller(std::sync::Arc::from("native"))
+}
+
 /// Serves native messaging on stdin/`output` from an already started server's state.
 pub async fn serve_state(state: &AppState, output: FrameOutput) -> anyhow::Result<()> {
-    let backend = Backend::InProcess(crate::http::router(state.clone()));
-    host::serve(backend, tokio::io::stdin(), output, limits(state.config())).await
+    let backend = Backend::InProcess {
+        router: crate::http::router(state.clone()),
+        caller: native_caller(),
+    };
+    serve_stdio(backend, tokio::io::stdin(), output, limits(state.config())).await
+}
+
+/// Reads framed messages from `input` and writes framed replies to `output` until the input
+/// ends and the requests it made are answered, or the output breaks.
+async fn serve_stdio<R, W>(
+    backend: Backend,
+    input: R,
+    output: W,
+    limits: Limits,
+) -> anyhow::Result<()>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let (inbound_tx, inbound) = mpsc::channel(16);
+    // Reading is not cancel-safe (a half-read message would be lost), so it has its own task.
+    let reader = tokio::spawn(async move {
+        let mut input = input;
+        loop {
+            let next = match frame::read(&mut input, limits.max_message_bytes).await {
+                Ok(next) => next,
+                Err(err) => {
+                    tracing::warn!(error = %err, "reading native messages failed");
+                    messages::Inbound::End
+                }
+            };
+            let last = matches!(
+                next,
+                messages::Inbound::End | messages::Inbound::Truncated { .. }
+            );
+            if inbound_tx.send(next).await.is_err() || last {
+                break;
+            }
+        }
+    });
+    let (outbound, mut outbox) = mpsc::channel::<Vec<u8>>(64);
+    let writer = tokio::spawn(async move {
+        let mut output = output;
+        while let Some(message) = outbox.recv().await {
+            frame::write(&mut output, &message).await?;
+        }
+        Ok::<(), std::io::Error>(())
+    });
+    messages::serve(backend, inbound, outbound, limits).await;
+    reader.abort();
+    match writer.await {
+        Ok(Err(err)) if err.kind() != std::io::ErrorKind::BrokenPipe => Err(err.into()),
+        _ => Ok(()),
+    }
 }
 
 /// `tabagent native`, and what runs when a browser starts the binary (`origin` is then the
@@ -73,7 +129,7 @@ pub async fn run(config: Config, origin: Option<String>) -> anyhow::Result<()> {
         NativeConnect::InProcess => false,
         NativeConnect::Server => true,
         NativeConnect::Auto => match &url {
-            Some(url) => backend::server_answers(&client, url).await,
+            Some(url) => messages::server_answers(&client, url).await,
             None => false,
         },
     };
@@ -86,12 +142,15 @@ pub async fn run(config: Config, origin: Option<String>) -> anyhow::Result<()> {
             api_key: config.server.api_keys.first().cloned(),
         };
         tracing::info!(backend = %backend.describe(), "serving native messages");
-        return host::serve(backend, tokio::io::stdin(), output, limits).await;
+        return serve_stdio(backend, tokio::io::stdin(), output, limits).await;
     }
     let runtime = crate::commands::serve::Runtime::start(&config, false).await?;
-    let backend = Backend::InProcess(crate::http::router(runtime.state.clone()));
+    let backend = Backend::InProcess {
+        router: crate::http::router(runtime.state.clone()),
+        caller: native_caller(),
+    };
     tracing::info!(backend = %backend.describe(), "serving native messages");
-    let served = host::serve(backend, tokio::io::stdin(), output, limits).await;
+    let served = serve_stdio(backend, tokio::io::stdin(), output, limits).await;
     runtime.shutdown().await;
     served
 }

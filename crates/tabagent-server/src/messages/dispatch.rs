@@ -1,20 +1,5 @@
-//! The native messaging host's loop: reads requests from the browser, serves each as an HTTP
-//! request through the [`Backend`] (concurrently, each in its own task), and writes the replies
-//! back, one writer so messages never interleave.
-//!
-//! The protocol, as an extension sees it (also in docs/native-messaging.md):
-//! - request: `{"id": "r1", "method": "POST", "path": "/v1/chat/completions", "body": {…}}`;
-//!   `method` defaults to POST with a body and GET without; `headers` (an object) is optional;
-//!   raw bytes go as `body_base64` with `content_type`.
-//! - reply: `{"id", "status", "body"}` (JSON), `{"id", "status", "text"}` (other text) or
-//!   `{"id", "status", "content_type", "body_base64"}` (anything else).
-//! - streams (`"stream": true`): one `{"id", "status", "event": {…}}` per server-sent event,
-//!   then `{"id", "status", "done": true}`.
-//! - a message over 1 MiB comes as pieces of its JSON text: `{"id", "part", "more"}`.
-//! - `{"id": "r1", "cancel": true}` stops request `r1` (a generation stops at its next token);
-//!   it is acknowledged with `{"id": "r1", "cancelled": true}`.
-//! - errors have OpenAI's body: `{"id", "status": 400, "body": {"error": {…}}}`; a message that
-//!   could not be read at all is answered with `"id": null`.
+//! Serving one message: decode it into an HTTP request, send it through the [`Backend`], and
+//! relay the reply (whole, or event by event for a stream).
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -24,126 +9,14 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method};
 use base64::Engine as _;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinSet};
 
 use super::backend::{ApiReply, ApiRequest, Backend};
-use super::frame::{self, Incoming};
-
-/// The sizes a browser (or anything on the other end of the pipe) controls.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// The longest message read; longer ones are dropped with an error.
-    pub max_message_bytes: usize,
-    /// The longest message written (Chrome's 1 MiB); longer replies go in pieces.
-    pub max_reply_message_bytes: usize,
-    /// The largest non-streamed reply body relayed.
-    pub max_reply_body_bytes: usize,
-    /// Requests served at once; more are refused until one ends.
-    pub max_in_flight: usize,
-}
-
-/// Serves messages from `input` until it ends, then waits for the requests still running.
-/// Returns early, cancelling them, if `output` breaks (the browser went away).
-pub async fn serve<R, W>(
-    backend: Backend,
-    input: R,
-    output: W,
-    limits: Limits,
-) -> anyhow::Result<()>
-where
-    R: AsyncRead + Unpin + Send + 'static,
-    W: AsyncWrite + Unpin + Send + 'static,
-{
-    let (replies, mut outbox) = mpsc::channel::<Value>(256);
-    let mut writer = tokio::spawn(async move {
-        let mut output = output;
-        while let Some(reply) = outbox.recv().await {
-            for message in frame::encode(&reply, limits.max_reply_message_bytes) {
-                frame::write(&mut output, &message).await?;
-            }
-        }
-        Ok::<(), std::io::Error>(())
-    });
-    // Reading is not cancel-safe (a half-read message would be lost), so it has its own task.
-    let (incoming_tx, mut incoming) = mpsc::channel::<std::io::Result<Incoming>>(16);
-    let reader = tokio::spawn(async move {
-        let mut input = input;
-        loop {
-            let next = frame::read(&mut input, limits.max_message_bytes).await;
-            let last = matches!(
-                next,
-                Ok(Incoming::End | Incoming::Truncated { .. }) | Err(_)
-            );
-            if incoming_tx.send(next).await.is_err() || last {
-                break;
-            }
-        }
-    });
-    let mut running: JoinSet<String> = JoinSet::new();
-    let mut handles: HashMap<String, AbortHandle> = HashMap::new();
-    let mut reading = true;
-    let outcome = loop {
-        tokio::select! {
-            next = incoming.recv(), if reading => {
-                match next {
-                    Some(Ok(Incoming::Message(message))) => {
-                        accept(message, &backend, &replies, &mut running, &mut handles, limits).await;
-                    }
-                    Some(Ok(Incoming::NotJson(err))) => {
-                        let _ = replies.send(error_reply(Value::Null, 400, "invalid_json",
-                            &format!("the message is not JSON: {err}"))).await;
-                    }
-                    Some(Ok(Incoming::TooLarge { length, limit })) => {
-                        let _ = replies.send(error_reply(Value::Null, 413, "message_too_large",
-                            &format!("the message is {length} bytes; at most {limit} are accepted (native.max_message_bytes)"))).await;
-                    }
-                    Some(Ok(Incoming::Truncated { expected, got })) => {
-                        let _ = replies.send(error_reply(Value::Null, 400, "truncated_message",
-                            &format!("the input ended {got} bytes into a {expected}-byte part of a message"))).await;
-                        reading = false;
-                    }
-                    Some(Err(err)) => {
-                        tracing::warn!(error = %err, "reading native messages failed");
-                        reading = false;
-                    }
-                    Some(Ok(Incoming::End)) | None => reading = false,
-                }
-            }
-            Some(done) = running.join_next_with_id(), if !running.is_empty() => {
-                // A cancelled task's handle is gone already; a finished one's goes now, unless
-                // its id has been reused by a newer request.
-                if let Ok((task, key)) = done {
-                    if handles.get(&key).is_some_and(|handle| handle.id() == task) {
-                        handles.remove(&key);
-                    }
-                }
-            }
-            result = &mut writer => {
-                // The browser closed its end: nobody is left to answer.
-                break result.map_err(anyhow::Error::from).and_then(|r| r.map_err(anyhow::Error::from));
-            }
-            else => break Ok(()),
-        }
-        if !reading && running.is_empty() {
-            break Ok(());
-        }
-    };
-    reader.abort();
-    running.abort_all();
-    drop(replies);
-    if !writer.is_finished() {
-        match writer.await {
-            Ok(result) => result?,
-            Err(err) => return Err(err.into()),
-        }
-    }
-    outcome
-}
+use super::Limits;
 
 /// Starts serving one message, or answers it at once (a cancel, or an invalid request).
-async fn accept(
+pub(super) async fn accept(
     message: Value,
     backend: &Backend,
     replies: &mpsc::Sender<Value>,
@@ -434,7 +307,7 @@ fn invalid_request(id: Value, param: &str, message: &str) -> Value {
     }}})
 }
 
-fn error_reply(id: Value, status: u16, code: &str, message: &str) -> Value {
+pub(super) fn error_reply(id: Value, status: u16, code: &str, message: &str) -> Value {
     let kind = if status >= 500 {
         "server_error"
     } else {

@@ -1,5 +1,5 @@
-//! Where a native message's request is served: the HTTP API's router in this process, or a
-//! tabagent server already running on this machine (so the browser shares its loaded models).
+//! Where a message's request is served: the HTTP API's router in this process, or a tabagent
+//! server already running on this machine (so a native messaging host shares its loaded models).
 //! Either way the request is an HTTP request and the reply an HTTP response, so every endpoint,
 //! guard and error of the HTTP API applies unchanged.
 
@@ -12,7 +12,7 @@ use tower::ServiceExt;
 
 use crate::callers::Caller;
 
-/// A request decoded from a native message.
+/// A request decoded from a message.
 #[derive(Debug)]
 pub struct ApiRequest {
     pub method: Method,
@@ -38,19 +38,20 @@ pub enum BackendError {
     Invalid(String),
 }
 
-/// Marks a request as coming from the native host in this process: the guard trusts it (the
-/// browser checked the extension against the host manifest's `allowed_origins`), and its
-/// Host and Origin are ours, not a web page's.
+/// Marks a request as coming from a transport in this process that authenticated its client
+/// already: native messaging (the browser checked the extension against the host manifest's
+/// `allowed_origins`) or a WebRTC session (opened by a request the guard let through). The
+/// guard lets it pass with the caller it carries; its Host and Origin are ours, not a page's.
 #[derive(Debug, Clone, Copy)]
-pub struct NativeTransport;
-
-/// The caller name native messages are scheduled under.
-pub const NATIVE_CALLER: &str = "native";
+pub struct TrustedTransport;
 
 #[derive(Clone)]
 pub enum Backend {
-    /// The API's router, in this process.
-    InProcess(axum::Router),
+    /// The API's router, in this process, and who the requests count against.
+    InProcess {
+        router: axum::Router,
+        caller: Caller,
+    },
     /// A running server's HTTP API.
     Server {
         client: reqwest::Client,
@@ -64,14 +65,14 @@ impl Backend {
     /// Where requests go, in words (for the log).
     pub fn describe(&self) -> String {
         match self {
-            Backend::InProcess(_) => "in this process".to_string(),
+            Backend::InProcess { .. } => "in this process".to_string(),
             Backend::Server { url, .. } => format!("through the server at {url}"),
         }
     }
 
     pub async fn send(&self, request: ApiRequest) -> Result<ApiReply, BackendError> {
         match self {
-            Backend::InProcess(router) => {
+            Backend::InProcess { router, caller } => {
                 let mut built = Request::builder()
                     .method(request.method)
                     .uri(&request.path)
@@ -82,10 +83,8 @@ impl Backend {
                     axum::http::header::HOST,
                     HeaderValue::from_static("localhost"),
                 );
-                built.extensions_mut().insert(NativeTransport);
-                built
-                    .extensions_mut()
-                    .insert(Caller(std::sync::Arc::from(NATIVE_CALLER)));
+                built.extensions_mut().insert(TrustedTransport);
+                built.extensions_mut().insert(caller.clone());
                 // The router's error type is Infallible: every failure is a response.
                 let Ok(response) = router.clone().oneshot(built).await;
                 let status = response.status().as_u16();
