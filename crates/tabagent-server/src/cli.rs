@@ -316,15 +316,16 @@ pub struct HwArgs {
 /// Which transports `serve` starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Mode {
-    /// The HTTP API.
+    /// The HTTP API, without WebRTC.
     Http,
     /// Chrome native messaging on stdin/stdout only (as `tabagent native`, in this process).
     Native,
-    /// WebRTC data channels (not built yet).
+    /// WebRTC only: the HTTP listener serves signaling (and the health probes); the API is
+    /// reached through data channels.
     Webrtc,
-    /// HTTP and WebRTC (not built yet).
+    /// The HTTP API and WebRTC (the default).
     Web,
-    /// The HTTP API, and native messaging on stdin/stdout, from one engine.
+    /// The HTTP API, WebRTC, and native messaging on stdin/stdout, from one engine.
     All,
 }
 
@@ -349,7 +350,7 @@ pub struct EngineArgs {
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Transports to start.
-    #[arg(long, value_enum, default_value = "http")]
+    #[arg(long, value_enum, default_value = "web")]
     pub mode: Mode,
     /// Address to bind (loopback by default; anything else needs an API key).
     #[arg(long)]

@@ -39,6 +39,8 @@ pub struct Config {
     pub worker: WorkerSettings,
     /// Chrome native messaging (`tabagent native`).
     pub native: NativeSettings,
+    /// WebRTC sessions (`/v1/webrtc`).
+    pub webrtc: WebRtcSettings,
     /// Logging.
     pub log: LogConfig,
 }
@@ -103,6 +105,35 @@ impl WorkerSettings {
     /// The worker's environment directory.
     pub fn dir(&self, data_dir: &Path) -> PathBuf {
         self.dir.clone().unwrap_or_else(|| data_dir.join("worker"))
+    }
+}
+
+/// WebRTC sessions (`[webrtc]`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebRtcSettings {
+    /// The address sessions' UDP sockets bind to and announce. Unset: `server.host` when it is
+    /// one address; for `0.0.0.0`/`::`, the address of the default route.
+    pub ip: Option<String>,
+    /// Seconds a session may take to connect after its offer.
+    pub connect_timeout_secs: u64,
+    /// Seconds a connected session may go without a message or a video frame.
+    pub idle_timeout_secs: u64,
+    /// Sessions at once.
+    pub max_sessions: usize,
+    /// The longest data-channel message accepted, in bytes.
+    pub max_message_bytes: usize,
+}
+
+impl Default for WebRtcSettings {
+    fn default() -> Self {
+        Self {
+            ip: None,
+            connect_timeout_secs: 30,
+            idle_timeout_secs: 300,
+            max_sessions: 16,
+            max_message_bytes: 1024 * 1024,
+        }
     }
 }
 
@@ -394,6 +425,7 @@ impl Default for Config {
             scheduler: tabagent_router::SchedulerConfig::default(),
             worker: WorkerSettings::default(),
             native: NativeSettings::default(),
+            webrtc: WebRtcSettings::default(),
             log: LogConfig {
                 format: LogFormat::Text,
                 level: "info".to_string(),
@@ -448,6 +480,19 @@ impl Default for LlamaConfig {
             gpu_layers: engine.gpu_layers,
         }
     }
+}
+
+/// The local address of the route to the outside (a UDP socket "connected" to a public
+/// address sends nothing; the kernel only picks the interface).
+fn default_route_ip(family: IpAddr) -> Option<IpAddr> {
+    let (bind, target): (&str, &str) = if family.is_ipv4() {
+        ("0.0.0.0:0", "192.0.2.1:9")
+    } else {
+        ("[::]:0", "[2001:db8::1]:9")
+    };
+    let socket = std::net::UdpSocket::bind(bind).ok()?;
+    socket.connect(target).ok()?;
+    socket.local_addr().ok().map(|a| a.ip())
 }
 
 fn default_data_dir() -> PathBuf {
@@ -508,6 +553,32 @@ impl Config {
         Some(format!("http://{host}:{}", self.server.port))
     }
 
+    /// How WebRTC sessions are made: the address they use (see [`WebRtcSettings::ip`]).
+    pub fn webrtc_settings(&self) -> anyhow::Result<tabagent_webrtc::Settings> {
+        let webrtc = &self.webrtc;
+        let ip = match &webrtc.ip {
+            Some(ip) => ip
+                .parse::<IpAddr>()
+                .with_context(|| format!("webrtc.ip {ip:?} is not an IP address"))?,
+            None => {
+                let bound = self.bind_ip()?;
+                if bound.is_unspecified() {
+                    default_route_ip(bound).unwrap_or(IpAddr::from([127, 0, 0, 1]))
+                } else {
+                    bound
+                }
+            }
+        };
+        Ok(tabagent_webrtc::Settings {
+            ip,
+            connect_timeout: std::time::Duration::from_secs(webrtc.connect_timeout_secs),
+            idle_timeout: std::time::Duration::from_secs(webrtc.idle_timeout_secs),
+            max_sessions: webrtc.max_sessions,
+            max_offer_bytes: 64 * 1024,
+            inbound_queue: 256,
+        })
+    }
+
     /// Checks the combination is safe and in range.
     pub fn validate(&self) -> anyhow::Result<()> {
         let ip = self.bind_ip()?;
@@ -565,6 +636,14 @@ impl Config {
                 bail!("native.server_url must be an http:// or https:// URL, not {url:?}");
             }
         }
+        if self.webrtc.max_sessions == 0
+            || self.webrtc.idle_timeout_secs == 0
+            || self.webrtc.connect_timeout_secs == 0
+            || self.webrtc.max_message_bytes < 1024
+        {
+            bail!("webrtc: max_sessions, idle_timeout_secs and connect_timeout_secs must be at least 1, max_message_bytes at least 1024");
+        }
+        self.webrtc_settings()?;
         if self.server.max_body_bytes < 1024 {
             bail!("server.max_body_bytes must be at least 1024");
         }

@@ -16,6 +16,7 @@ mod recommended;
 mod registry;
 mod routing;
 mod state;
+mod webrtc;
 mod worker;
 
 use std::process::ExitCode;

@@ -29,6 +29,8 @@ struct Inner {
     callers: crate::callers::Callers,
     /// The Python ML worker's client, when it runs.
     worker: OnceLock<tabagent_worker::Worker>,
+    /// WebRTC sessions, when this server offers them (`--mode web`, `webrtc`, `all`).
+    webrtc: OnceLock<Arc<tabagent_webrtc::Sessions>>,
 }
 
 /// A handle on the state that does not keep it alive (for background tasks).
@@ -66,6 +68,7 @@ impl AppState {
                 scheduler,
                 callers,
                 worker: OnceLock::new(),
+                webrtc: OnceLock::new(),
             }),
         })
     }
@@ -98,6 +101,19 @@ impl AppState {
     /// The metrics `/metrics` serves.
     pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
         &self.inner.metrics
+    }
+
+    /// Starts offering WebRTC sessions.
+    pub fn enable_webrtc(&self, settings: tabagent_webrtc::Settings) {
+        let _ = self
+            .inner
+            .webrtc
+            .set(Arc::new(tabagent_webrtc::Sessions::new(settings)));
+    }
+
+    /// The WebRTC sessions, when this server offers them.
+    pub fn webrtc(&self) -> Option<&Arc<tabagent_webrtc::Sessions>> {
+        self.inner.webrtc.get()
     }
 
     /// Sets the ML worker's client (once), for the registry's worker models too.

@@ -3,11 +3,12 @@
 use crate::memory_backend::MemoryBackend;
 use std::io::Write;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use axum::serve::ListenerExt;
 
 use crate::cli::Mode;
 use crate::config::Config;
+use crate::http::Surface;
 use crate::registry::ModelRegistry;
 use crate::state::AppState;
 
@@ -71,14 +72,14 @@ impl Runtime {
 /// `--mode native` serves native messaging on stdin/stdout instead, and with `--mode all` both
 /// (the native host ends when its input does, the HTTP API on a signal).
 pub async fn run(config: Config, mode: Mode) -> anyhow::Result<()> {
-    let (http, native) = match mode {
-        Mode::Http => (true, false),
-        Mode::Native => (false, true),
-        Mode::All => (true, true),
-        Mode::Webrtc | Mode::Web => {
-            let name = format!("{mode:?}").to_lowercase();
-            bail!("mode `{name}` is not built yet; use `--mode http`, `native` or `all`");
-        }
+    // Which listeners: the HTTP API (whole, or WebRTC signaling only), WebRTC sessions, and
+    // native messaging on stdin/stdout.
+    let (surface, webrtc, native) = match mode {
+        Mode::Http => (Some(Surface::Full), false, false),
+        Mode::Native => (None, false, true),
+        Mode::Webrtc => (Some(Surface::Signaling), true, false),
+        Mode::Web => (Some(Surface::Full), true, false),
+        Mode::All => (Some(Surface::Full), true, true),
     };
     // Before anything can print: stdout carries native messages and nothing else.
     let frames = if native {
@@ -86,13 +87,15 @@ pub async fn run(config: Config, mode: Mode) -> anyhow::Result<()> {
     } else {
         None
     };
-    let listener = if http {
-        Some(bind(&config).await?)
-    } else {
-        None
+    let listener = match surface {
+        Some(_) => Some(bind(&config).await?),
+        None => None,
     };
     let runtime = Runtime::start(&config, true).await?;
     let state = runtime.state.clone();
+    if webrtc {
+        state.enable_webrtc(config.webrtc_settings()?);
+    }
     let native_host = frames.map(|frames| {
         let state = state.clone();
         tokio::spawn(async move { crate::native::serve_state(&state, frames).await })
@@ -109,7 +112,8 @@ pub async fn run(config: Config, mode: Mode) -> anyhow::Result<()> {
                 tracing::debug!(error = %err, "cannot set TCP_NODELAY");
             }
         });
-        axum::serve(listener, crate::http::router(state))
+        let surface = surface.unwrap_or(Surface::Full);
+        axum::serve(listener, crate::http::router_for(state, surface))
             .with_graceful_shutdown(shutdown_signal())
             .await?;
     } else if let Some(host) = native_host {

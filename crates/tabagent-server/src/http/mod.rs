@@ -27,6 +27,7 @@ mod sessions;
 mod tokenize;
 mod upload;
 mod vision;
+mod webrtc;
 mod wire;
 
 use axum::extract::DefaultBodyLimit;
@@ -73,6 +74,11 @@ use error::ApiError;
         sessions::get_session,
         sessions::put_session,
         sessions::delete_session,
+        webrtc::offer,
+        webrtc::candidate,
+        webrtc::list,
+        webrtc::get_one,
+        webrtc::close,
         health::optimize,
         health::feedback,
         memory::stats,
@@ -96,14 +102,29 @@ use error::ApiError;
         vision::analyze,
         audio::transcriptions
     ),
-    tags((name = "openai", description = "OpenAI-compatible endpoints"), (name = "models", description = "Downloading and removing models"), (name = "tokens", description = "A model's tokenizer"), (name = "onnx", description = "Any ONNX model on named tensors"), (name = "health", description = "Probes and configuration"), (name = "memory", description = "The seven memory stores and their search"), (name = "sessions", description = "Conversations the server keeps for clients"), (name = "vision", description = "MediaPipe vision through the Python ML worker"))
+    tags((name = "openai", description = "OpenAI-compatible endpoints"), (name = "models", description = "Downloading and removing models"), (name = "tokens", description = "A model's tokenizer"), (name = "onnx", description = "Any ONNX model on named tensors"), (name = "health", description = "Probes and configuration"), (name = "memory", description = "The seven memory stores and their search"), (name = "sessions", description = "Conversations the server keeps for clients"), (name = "vision", description = "MediaPipe vision through the Python ML worker"), (name = "webrtc", description = "WebRTC signaling: sessions whose data channels carry API requests"))
 )]
 pub struct ApiDoc;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// Which routes a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    /// The whole API (and WebRTC signaling, when the server offers it).
+    Full,
+    /// WebRTC signaling and the health probes only (`--mode webrtc`): the API is reached through
+    /// data channels.
+    Signaling,
+}
+
 /// All routes with their guards, tracing and limits.
 pub fn router(state: AppState) -> Router {
+    router_for(state, Surface::Full)
+}
+
+/// The routes of `surface`, with their guards, tracing and limits.
+pub fn router_for(state: AppState, surface: Surface) -> Router {
     let server = &state.config().server;
     let cors = CorsLayer::new()
         .allow_origin(AllowOrigin::list(
@@ -132,7 +153,7 @@ pub fn router(state: AppState) -> Router {
             HeaderName::from_static(sessions::HEADER),
             REQUEST_ID,
         ]);
-    let api = Router::new()
+    let full = Router::new()
         .route("/v1/chat/completions", post(chat::chat_completions))
         .route("/v1/completions", post(completions::completions))
         .route("/v1/embeddings", post(embeddings::embeddings))
@@ -177,8 +198,6 @@ pub fn router(state: AppState) -> Router {
             "/v1/memory/{store}/{id}",
             get(memory::get_one).delete(memory::delete_one),
         )
-        .route("/v1/health", get(health::health))
-        .route("/v1/health/ready", get(health::ready))
         .route("/v1/config", get(health::config))
         .route("/v1/router", get(health::router_status))
         .route("/v1/worker", get(health::worker_status))
@@ -191,16 +210,34 @@ pub fn router(state: AppState) -> Router {
                 .put(sessions::put_session)
                 .delete(sessions::delete_session),
         )
-        .route("/metrics", get(crate::metrics::serve))
-        // After routing, so requests are counted by their route template.
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            crate::metrics::track,
-        ))
-        .merge(SwaggerUi::new("/docs").url("/api-doc/openapi.json", ApiDoc::openapi()))
-        .fallback(|uri: Uri| async move { ApiError::route_not_found(uri.path()).into_response() })
-        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed().into_response() })
-        .layer(DefaultBodyLimit::max(server.max_body_bytes));
+        .route("/metrics", get(crate::metrics::serve));
+    let signaling = Router::new()
+        .route("/v1/webrtc/offer", post(webrtc::offer))
+        .route("/v1/webrtc/sessions", get(webrtc::list))
+        .route(
+            "/v1/webrtc/sessions/{id}",
+            get(webrtc::get_one).delete(webrtc::close),
+        )
+        .route(
+            "/v1/webrtc/sessions/{id}/candidates",
+            post(webrtc::candidate),
+        )
+        .route("/webrtc", get(webrtc::page))
+        .route("/v1/health", get(health::health))
+        .route("/v1/health/ready", get(health::ready));
+    let api = match surface {
+        Surface::Full => full.merge(signaling),
+        Surface::Signaling => signaling,
+    }
+    // After routing, so requests are counted by their route template.
+    .route_layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        crate::metrics::track,
+    ))
+    .merge(SwaggerUi::new("/docs").url("/api-doc/openapi.json", ApiDoc::openapi()))
+    .fallback(|uri: Uri| async move { ApiError::route_not_found(uri.path()).into_response() })
+    .method_not_allowed_fallback(|| async { ApiError::method_not_allowed().into_response() })
+    .layer(DefaultBodyLimit::max(server.max_body_bytes));
     let guarded = api
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

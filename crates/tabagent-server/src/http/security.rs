@@ -15,8 +15,9 @@ use super::error::ApiError;
 use crate::callers::Caller;
 use crate::state::AppState;
 
-/// Paths that answer without an API key (liveness probes, the API description).
-const OPEN_PATHS: &[&str] = &["/v1/health", "/v1/health/ready"];
+/// Paths that answer without an API key (liveness probes, the API description, the WebRTC
+/// page, which asks for a key itself).
+const OPEN_PATHS: &[&str] = &["/v1/health", "/v1/health/ready", "/webrtc"];
 
 /// Runs every guard; the first that fails answers.
 pub async fn guard(State(state): State<AppState>, mut request: Request, next: Next) -> Response {

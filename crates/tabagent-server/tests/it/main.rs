@@ -29,4 +29,5 @@ mod sessions;
 mod streaming;
 mod tidy;
 mod tokenize;
+mod webrtc;
 mod worker;

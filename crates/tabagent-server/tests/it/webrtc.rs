@@ -1,0 +1,312 @@
+//! WebRTC: signaling with its errors and limits (offers made by str0m acting as the browser),
+//! and a real headless Chromium that opens tabagent's `/webrtc` page, streams a chat over a data
+//! channel and sends its fake camera, whose frames the server decodes.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::server::{Server, MODEL};
+
+const PATIENCE: Duration = Duration::from_secs(300);
+
+/// An SDP offer with one data channel, as a browser's would be.
+fn offer() -> String {
+    static CRYPTO: std::sync::Once = std::sync::Once::new();
+    CRYPTO.call_once(|| str0m::crypto::from_feature_flags().install_process_default());
+    let mut rtc = str0m::Rtc::builder().build(Instant::now());
+    let mut change = rtc.sdp_api();
+    change.add_channel("api".to_string());
+    let (offer, _pending) = change.apply().expect("an offer");
+    offer.to_sdp_string()
+}
+
+async fn post(server: &Server, path: &str, key: Option<&str>, body: &Value) -> (u16, Value) {
+    let mut request = server.client.post(server.endpoint(path)).json(body);
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    let response = request.send().await.unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+async fn get(server: &Server, path: &str, key: Option<&str>) -> (u16, Value) {
+    let mut request = server.client.get(server.endpoint(path));
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    let response = request.send().await.unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn signaling_answers_offers_and_refuses_bad_ones() {
+    let server = Server::start_with(
+        &[],
+        &[
+            ("TABAGENT_WEBRTC__MAX_SESSIONS", "2"),
+            ("TABAGENT_WEBRTC__CONNECT_TIMEOUT_SECS", "2"),
+        ],
+        |_| {},
+    );
+    let (status, answer) = post(
+        &server,
+        "/v1/webrtc/offer",
+        None,
+        &json!({"type": "offer", "sdp": offer()}),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["type"], "answer");
+    let sdp = answer["sdp"].as_str().unwrap();
+    // Our candidate is on loopback, like the HTTP listener, and the answer has a data channel.
+    assert!(
+        sdp.contains("a=candidate:") && sdp.contains("127.0.0.1"),
+        "{sdp}"
+    );
+    assert!(sdp.contains("webrtc-datachannel"), "{sdp}");
+    let id = answer["session_id"].as_str().unwrap().to_string();
+    let (status, session) = get(&server, &format!("/v1/webrtc/sessions/{id}"), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(session["state"], "connecting");
+
+    for (body, param) in [
+        (json!({"type": "offer", "sdp": "not sdp"}), "sdp"),
+        (json!({"type": "answer", "sdp": offer()}), "type"),
+        (json!({"type": "offer"}), "sdp"),
+    ] {
+        let (status, error) = post(&server, "/v1/webrtc/offer", None, &body).await;
+        assert_eq!(status, 400, "{body} → {error}");
+        if status == 400 && param != "sdp" {
+            assert_eq!(error["error"]["param"], param, "{error}");
+        }
+    }
+    let (status, error) = post(
+        &server,
+        "/v1/webrtc/sessions/nope/candidates",
+        None,
+        &json!({"candidate": "candidate:1 1 udp 2122260223 127.0.0.1 5000 typ host"}),
+    )
+    .await;
+    assert_eq!(status, 404, "{error}");
+    let (status, error) = post(
+        &server,
+        &format!("/v1/webrtc/sessions/{id}/candidates"),
+        None,
+        &json!({"candidate": "candidate:garbage"}),
+    )
+    .await;
+    assert_eq!(status, 400, "{error}");
+    let (status, added) = post(
+        &server,
+        &format!("/v1/webrtc/sessions/{id}/candidates"),
+        None,
+        &json!({"candidate": "candidate:1 1 udp 2122260223 127.0.0.1 5000 typ host"}),
+    )
+    .await;
+    assert_eq!((status, added["added"].clone()), (200, json!(true)));
+
+    // max_sessions = 2.
+    let (status, _) = post(&server, "/v1/webrtc/offer", None, &json!({"sdp": offer()})).await;
+    assert_eq!(status, 200);
+    let (status, error) = post(&server, "/v1/webrtc/offer", None, &json!({"sdp": offer()})).await;
+    assert_eq!(status, 503, "{error}");
+    assert_eq!(error["error"]["code"], "webrtc_sessions_full");
+
+    // Closing one frees its slot.
+    let response = server
+        .client
+        .delete(server.endpoint(&format!("/v1/webrtc/sessions/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let deadline = Instant::now() + PATIENCE;
+    while get(&server, &format!("/v1/webrtc/sessions/{id}"), None)
+        .await
+        .0
+        != 404
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the closed session is still listed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The other one never connects: it ends after connect_timeout_secs.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let (_, list) = get(&server, "/v1/webrtc/sessions", None).await;
+        if list["data"].as_array().unwrap().is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "an unconnected session outlived its connect timeout: {list}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn sessions_belong_to_the_key_that_opened_them() {
+    let alice = "alice-key-0123456789abcdef";
+    let bob = "bob-key-0123456789abcdefgh";
+    let server = Server::start_with(
+        &[],
+        &[(
+            "TABAGENT_SERVER__API_KEYS",
+            &format!("[\"{alice}\",\"{bob}\"]"),
+        )],
+        |_| {},
+    );
+    let (status, answer) = post(
+        &server,
+        "/v1/webrtc/offer",
+        Some(alice),
+        &json!({"sdp": offer()}),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let id = answer["session_id"].as_str().unwrap();
+    let (status, _) = post(&server, "/v1/webrtc/offer", None, &json!({"sdp": offer()})).await;
+    assert_eq!(status, 401);
+    let (_, mine) = get(&server, "/v1/webrtc/sessions", Some(alice)).await;
+    assert_eq!(mine["data"].as_array().unwrap().len(), 1);
+    let (_, theirs) = get(&server, "/v1/webrtc/sessions", Some(bob)).await;
+    assert_eq!(theirs["data"], json!([]));
+    let (status, _) = get(&server, &format!("/v1/webrtc/sessions/{id}"), Some(bob)).await;
+    assert_eq!(status, 404);
+    let response = server
+        .client
+        .delete(server.endpoint(&format!("/v1/webrtc/sessions/{id}")))
+        .bearer_auth(bob)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 404);
+}
+
+#[tokio::test]
+async fn http_mode_has_no_webrtc_and_webrtc_mode_only_signaling() {
+    let server = Server::start(&["--mode", "http"]);
+    let (status, error) = post(&server, "/v1/webrtc/offer", None, &json!({"sdp": offer()})).await;
+    assert_eq!(status, 503, "{error}");
+    assert_eq!(error["error"]["code"], "webrtc_off");
+    drop(server);
+    let server = Server::start(&["--mode", "webrtc"]);
+    let (status, _) = post(&server, "/v1/webrtc/offer", None, &json!({"sdp": offer()})).await;
+    assert_eq!(status, 200);
+    let (status, _) = get(&server, "/v1/models", None).await;
+    assert_eq!(status, 404);
+}
+
+fn chromium() -> PathBuf {
+    let Some(path) = std::env::var_os("TABAGENT_TEST_CHROMIUM") else {
+        panic!("TABAGENT_TEST_CHROMIUM is not set: run the tests with scripts/test, which installs Chromium");
+    };
+    PathBuf::from(path)
+}
+
+/// Opens `url` in headless Chromium (fake camera, loopback ICE allowed) and returns what the
+/// page POSTs to its `report` listener.
+pub async fn run_page(url_without_report: &str) -> Value {
+    let (report_tx, report_rx) = tokio::sync::oneshot::channel::<String>();
+    let report_tx = std::sync::Arc::new(std::sync::Mutex::new(Some(report_tx)));
+    let app = axum::Router::new().route(
+        "/report",
+        axum::routing::post(move |body: String| {
+            let report_tx = report_tx.clone();
+            async move {
+                if let Some(tx) = report_tx.lock().unwrap().take() {
+                    let _ = tx.send(body);
+                }
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let profile = tempfile::tempdir().unwrap();
+    let url = format!("{url_without_report}&report=http://127.0.0.1:{port}/report");
+    let mut chromium = tokio::process::Command::new(chromium())
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--no-default-browser-check",
+        ])
+        .args([
+            "--use-fake-device-for-media-stream",
+            "--use-fake-ui-for-media-stream",
+            "--allow-loopback-in-peer-connection",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(&url)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let report = tokio::time::timeout(PATIENCE, report_rx).await;
+    let _ = chromium.start_kill();
+    let stderr = chromium
+        .wait_with_output()
+        .await
+        .map(|out| out.stderr)
+        .unwrap_or_default();
+    let Ok(Ok(report)) = report else {
+        panic!(
+            "the page reported nothing; Chromium said:\n{}",
+            String::from_utf8_lossy(&stderr)
+        );
+    };
+    serde_json::from_str(&report).unwrap()
+}
+
+#[tokio::test]
+async fn chromium_streams_a_chat_over_a_data_channel_and_its_camera_reaches_the_server() {
+    let server = Server::start(&[]);
+    let prompt = "Name a colour.";
+    let page = format!(
+        "{}/webrtc?model={MODEL}&prompt={}&max_tokens=16&camera=1&frames=10",
+        server.url,
+        prompt.replace(' ', "%20")
+    );
+    let outcome = run_page(&page).await;
+    assert_eq!(outcome["done"], true, "{outcome}");
+    assert_eq!(outcome["errors"], json!([]), "{outcome}");
+    let text: String = outcome["deltas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let (status, whole) = server
+        .post_json(
+            "/v1/chat/completions",
+            &json!({"model": MODEL, "messages": [{"role": "user", "content": prompt}], "max_tokens": 16, "temperature": 0}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    // Greedy decoding: the data channel carried, token by token, what HTTP answers.
+    assert_eq!(
+        text,
+        whole["choices"][0]["message"]["content"].as_str().unwrap()
+    );
+    assert_eq!(
+        outcome["finish_reason"],
+        whole["choices"][0]["finish_reason"]
+    );
+    let video = &outcome["video"];
+    assert!(video["frames_decoded"].as_u64().unwrap() >= 10, "{outcome}");
+    assert!(
+        video["width"].as_u64().unwrap() > 0 && video["height"].as_u64().unwrap() > 0,
+        "{outcome}"
+    );
+}
