@@ -26,7 +26,7 @@ mod security;
 mod sessions;
 mod tokenize;
 mod upload;
-mod vision;
+pub(crate) mod vision;
 mod webrtc;
 mod wire;
 

@@ -128,7 +128,7 @@ pub struct VisionResponse {
     image_png: Option<String>,
 }
 
-fn task_of(name: &str) -> Option<pb::VisionTask> {
+pub(crate) fn task_of(name: &str) -> Option<pb::VisionTask> {
     Some(match name {
         "face" => pb::VisionTask::Face,
         "face-mesh" => pb::VisionTask::FaceMesh,
@@ -294,7 +294,7 @@ fn point(p: &pb::Point) -> Point {
     }
 }
 
-fn respond(name: &str, task: pb::VisionTask, reply: pb::VisionReply) -> VisionResponse {
+pub(crate) fn respond(name: &str, task: pb::VisionTask, reply: pb::VisionReply) -> VisionResponse {
     use base64::Engine as _;
     let wants = |tasks: &[pb::VisionTask]| tasks.contains(&task);
     let faces = wants(&[pb::VisionTask::Face]).then(|| {

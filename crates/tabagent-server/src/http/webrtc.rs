@@ -24,6 +24,67 @@ pub struct OfferRequest {
     /// `"offer"` (the only kind answered).
     #[serde(rename = "type", default)]
     pub kind: Option<String>,
+    /// Run a vision task on the video the browser sends; results go to its data channel
+    /// labelled `vision`.
+    #[serde(default)]
+    pub vision: Option<VideoVisionRequest>,
+}
+
+/// A vision task on a session's video.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VideoVisionRequest {
+    /// `face`, `face-mesh`, `hands`, `pose` or `holistic`.
+    pub task: String,
+    /// Analyse every N-th frame (default 1: each frame the worker keeps up with).
+    #[serde(default)]
+    pub every: Option<u64>,
+    /// The MediaPipe model (default `worker.vision_model`).
+    #[serde(default)]
+    pub model: Option<String>,
+    /// 0 to 1 (default 0.5).
+    #[serde(default)]
+    pub min_confidence: Option<f32>,
+}
+
+fn video_vision(
+    state: &AppState,
+    request: Option<VideoVisionRequest>,
+) -> Result<Option<crate::webrtc::VideoVision>, ApiError> {
+    let Some(request) = request else {
+        return Ok(None);
+    };
+    let task = super::vision::task_of(&request.task)
+        .filter(|task| *task != tabagent_worker::pb::VisionTask::Segmentation)
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                Some("vision.task"),
+                "vision.task must be face, face-mesh, hands, pose or holistic",
+            )
+        })?;
+    let every = request.every.unwrap_or(1);
+    if !(1..=1000).contains(&every) {
+        return Err(ApiError::bad_request(
+            Some("vision.every"),
+            "vision.every must be between 1 and 1000",
+        ));
+    }
+    let min_confidence = request.min_confidence.unwrap_or(0.5);
+    if !(min_confidence > 0.0 && min_confidence <= 1.0) {
+        return Err(ApiError::bad_request(
+            Some("vision.min_confidence"),
+            "vision.min_confidence must be above 0 and at most 1",
+        ));
+    }
+    Ok(Some(crate::webrtc::VideoVision {
+        name: request.task,
+        task,
+        every,
+        model: request
+            .model
+            .unwrap_or_else(|| state.config().worker.vision_model.clone()),
+        min_confidence,
+    }))
 }
 
 /// The answer.
@@ -116,7 +177,8 @@ pub async fn offer(
     let caller_value = caller
         .as_ref()
         .map_or_else(Caller::anonymous, |c| c.0.clone());
-    let hooks = crate::webrtc::ApiHooks::new(&state, caller_value);
+    let vision = video_vision(&state, request.vision)?;
+    let hooks = crate::webrtc::ApiHooks::new(&state, caller_value, vision);
     let opened = sessions
         .open(&request.sdp, &owner(caller.as_ref()), hooks)
         .await

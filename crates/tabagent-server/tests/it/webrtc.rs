@@ -212,7 +212,7 @@ fn chromium() -> PathBuf {
 
 /// Opens `url` in headless Chromium (fake camera, loopback ICE allowed) and returns what the
 /// page POSTs to its `report` listener.
-pub async fn run_page(url_without_report: &str) -> Value {
+pub async fn run_page(url_without_report: &str, extra_args: &[String]) -> Value {
     let (report_tx, report_rx) = tokio::sync::oneshot::channel::<String>();
     let report_tx = std::sync::Arc::new(std::sync::Mutex::new(Some(report_tx)));
     let app = axum::Router::new().route(
@@ -246,6 +246,7 @@ pub async fn run_page(url_without_report: &str) -> Value {
             "--allow-loopback-in-peer-connection",
         ])
         .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(extra_args)
         .arg(&url)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -278,7 +279,7 @@ async fn chromium_streams_a_chat_over_a_data_channel_and_its_camera_reaches_the_
         server.url,
         prompt.replace(' ', "%20")
     );
-    let outcome = run_page(&page).await;
+    let outcome = run_page(&page, &[]).await;
     assert_eq!(outcome["done"], true, "{outcome}");
     assert_eq!(outcome["errors"], json!([]), "{outcome}");
     let text: String = outcome["deltas"]

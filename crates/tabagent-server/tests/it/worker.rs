@@ -728,3 +728,58 @@ async fn a_transformers_language_model_chats_through_the_same_endpoints() {
         "{body}"
     );
 }
+
+/// The astronaut as a one-frame Y4M video (Chromium's fake camera plays it in a loop), written
+/// with the worker's own OpenCV.
+fn astronaut_video(worker_dir: &std::path::Path, out: &std::path::Path) {
+    let script = r"
+import sys, cv2
+bgr = cv2.imread(sys.argv[1], cv2.IMREAD_COLOR)
+h, w = bgr.shape[:2]
+yuv = cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420)
+with open(sys.argv[2], 'wb') as f:
+    f.write(f'YUV4MPEG2 W{w} H{h} F30:1 Ip A1:1 C420jpeg\n'.encode())
+    f.write(b'FRAME\n')
+    f.write(yuv.tobytes())
+";
+    let status = std::process::Command::new(worker_dir.join("venv/bin/python"))
+        .args(["-c", script])
+        .arg(env_path("TABAGENT_TEST_ASTRONAUT_PNG"))
+        .arg(out)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn faces_are_found_in_a_browsers_camera_over_webrtc() {
+    let server = server();
+    let video = tempfile::tempdir().unwrap();
+    let y4m = video.path().join("astronaut.y4m");
+    astronaut_video(&prepared_worker_dir(), &y4m);
+    let page = format!("{}/webrtc?vision=face", server.url);
+    let camera = format!("--use-file-for-fake-video-capture={}", y4m.display());
+    let outcome = crate::webrtc::run_page(&page, &[camera]).await;
+    assert_eq!(outcome["errors"], serde_json::json!([]), "{outcome}");
+    let found = &outcome["vision"];
+    assert_eq!(found["task"], "face", "{outcome}");
+    assert_eq!(
+        (found["width"].as_u64(), found["height"].as_u64()),
+        (Some(512), Some(512)),
+        "{outcome}"
+    );
+    let faces = found["result"]["faces"].as_array().unwrap();
+    assert_eq!(faces.len(), 1, "{outcome}");
+    // The same face as the PNG gives over HTTP, within what video compression moves it.
+    let (status, over_http) = json_of(vision(&server, "face", astronaut(), "").await).await;
+    assert_eq!(status, 200, "{over_http}");
+    let expected = &over_http["faces"][0]["box"];
+    for side in ["x", "y", "width", "height"] {
+        let got = faces[0]["box"][side].as_i64().unwrap();
+        let want = expected[side].as_i64().unwrap();
+        assert!(
+            (got - want).abs() <= 12,
+            "{side}: {got} over WebRTC, {want} over HTTP"
+        );
+    }
+}
