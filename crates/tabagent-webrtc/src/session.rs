@@ -228,7 +228,11 @@ impl Session {
                     },
                 }
             };
-            self.flush(&mut channels)?;
+            // A write produces packets only at the next poll: go round again at once, or the
+            // message would wait for the next timer (a fifth of a second).
+            if self.flush(&mut channels)? {
+                continue;
+            }
             let now = Instant::now();
             let deadline = if connected {
                 if now.duration_since(last_activity) >= self.timeouts.idle {
@@ -281,11 +285,12 @@ impl Session {
         }
     }
 
-    /// Writes what waits on each channel, as far as SCTP takes it.
+    /// Writes what waits on each channel, as far as SCTP takes it; says whether it wrote any.
     fn flush(
         &mut self,
         channels: &mut HashMap<ChannelId, OpenChannel>,
-    ) -> Result<(), str0m::RtcError> {
+    ) -> Result<bool, str0m::RtcError> {
+        let mut wrote = false;
         for (id, channel) in channels.iter_mut() {
             while let Some(message) = channel.pending.front() {
                 let Some(mut writer) = self.rtc.channel(*id) else {
@@ -297,9 +302,10 @@ impl Session {
                 }
                 channel.pending.pop_front();
                 lock(&self.shared.info).messages_sent += 1;
+                wrote = true;
             }
         }
-        Ok(())
+        Ok(wrote)
     }
 }
 

@@ -210,7 +210,7 @@ fn chromium() -> PathBuf {
     PathBuf::from(path)
 }
 
-/// Opens `url` in headless Chromium (fake camera, loopback ICE allowed) and returns what the
+/// Opens `url` in headless Chromium (with a fake camera) and returns what the
 /// page POSTs to its `report` listener.
 pub async fn run_page(url_without_report: &str, extra_args: &[String]) -> Value {
     let (report_tx, report_rx) = tokio::sync::oneshot::channel::<String>();
@@ -243,7 +243,6 @@ pub async fn run_page(url_without_report: &str, extra_args: &[String]) -> Value 
         .args([
             "--use-fake-device-for-media-stream",
             "--use-fake-ui-for-media-stream",
-            "--allow-loopback-in-peer-connection",
         ])
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .args(extra_args)

@@ -1,0 +1,171 @@
+"""Drives scripts/bench-browser: native messaging and HTTP SSE against one `tabagent serve
+--mode all` process, then headless Chromium on its /webrtc page. Standard library only.
+
+Usage: bench_browser.py TABAGENT CHROMIUM CALLS TOKENS CONNECTIONS"""
+
+import http.client
+import http.server
+import json
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+
+MODEL = "smollm2"
+
+
+def percentile(values, q):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+class Native:
+    """The native messaging side of `serve --mode all`: its stdin and stdout."""
+
+    def __init__(self, process):
+        self.stdin, self.stdout = process.stdin, process.stdout
+
+    def send(self, message):
+        body = json.dumps(message).encode()
+        self.stdin.write(struct.pack("=I", len(body)) + body)
+        self.stdin.flush()
+
+    def receive(self):
+        (length,) = struct.unpack("=I", self.stdout.read(4))
+        return json.loads(self.stdout.read(length))
+
+
+def chat_body(tokens, stream):
+    return {
+        "model": MODEL, "messages": [{"role": "user", "content": "Tell me a long story."}],
+        "max_tokens": tokens, "temperature": 0, "ignore_eos": True, "stream": stream,
+    }
+
+
+def native_stream(native, tokens, ident):
+    native.send({"id": ident, "path": "/v1/chat/completions", "body": chat_body(tokens, True)})
+    start, count = time.perf_counter(), 0
+    while True:
+        message = native.receive()
+        assert message["id"] == ident and message["status"] == 200, message
+        if message.get("done"):
+            return count / (time.perf_counter() - start)
+        delta = (message["event"].get("choices") or [{}])[0].get("delta", {})
+        count += 1 if delta.get("content") else 0
+
+
+def sse_stream(host, port, tokens):
+    connection = http.client.HTTPConnection(host, port)
+    connection.request("POST", "/v1/chat/completions", json.dumps(chat_body(tokens, True)),
+                       {"content-type": "application/json"})
+    start, count = time.perf_counter(), 0
+    response = connection.getresponse()
+    assert response.status == 200
+    for line in response:
+        line = line.strip()
+        if line == b"data: [DONE]":
+            break
+        if line.startswith(b"data: "):
+            event = json.loads(line[6:])
+            delta = (event.get("choices") or [{}])[0].get("delta", {})
+            count += 1 if delta.get("content") else 0
+    return count / (time.perf_counter() - start)
+
+
+def run_page(chromium, url):
+    """Opens `url` in headless Chromium and returns what the page reports."""
+    reports = []
+    got = threading.Event()
+
+    class Report(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            reports.append(json.loads(self.rfile.read(int(self.headers["content-length"]))))
+            self.send_response(200)
+            self.end_headers()
+            got.set()
+
+        def log_message(self, *args):
+            pass
+
+    listener = http.server.HTTPServer(("127.0.0.1", 0), Report)
+    threading.Thread(target=listener.serve_forever, daemon=True).start()
+    with tempfile.TemporaryDirectory() as profile:
+        browser = subprocess.Popen(
+            [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", f"--user-data-dir={profile}",
+             f"{url}&report=http://127.0.0.1:{listener.server_port}/report"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            if not got.wait(120):
+                sys.exit("the page reported nothing")
+        finally:
+            browser.kill()
+            browser.wait()
+            listener.shutdown()
+    report = reports[0]
+    if report.get("errors"):
+        sys.exit(f"the page failed: {report['errors']}")
+    return report
+
+
+def main():
+    binary, chromium, calls, tokens, connections = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:6])
+    server = subprocess.Popen([binary, "serve", "--mode", "all", "--port", "0", "--model", MODEL],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        for line in server.stderr:
+            line = line.decode()
+            if "tabagent listening on " in line:
+                url = line.split("tabagent listening on ")[1].strip()
+                break
+        else:
+            sys.exit("tabagent serve --mode all exited before it listened")
+        threading.Thread(target=lambda: [None for _ in server.stderr], daemon=True).start()
+        parts = urllib.parse.urlsplit(url)
+        native = Native(server)
+
+        for i in range(200):
+            native.send({"id": i, "path": "/v1/health"})
+            native.receive()
+        times = []
+        for i in range(calls):
+            start = time.perf_counter()
+            native.send({"id": i, "path": "/v1/health"})
+            reply = native.receive()
+            times.append((time.perf_counter() - start) * 1000)
+            assert reply["status"] == 200, reply
+        print(f"native messaging round trip (GET /v1/health, {calls} calls): "
+              f"p50 {percentile(times, 0.5):.3f} ms, p99 {percentile(times, 0.99):.3f} ms")
+
+        native_stream(native, 16, "warm")
+        sse_stream(parts.hostname, parts.port, 16)
+        best_native = best_sse = 0.0
+        for round_ in range(3):
+            n = native_stream(native, tokens, f"s{round_}")
+            h = sse_stream(parts.hostname, parts.port, tokens)
+            best_native, best_sse = max(best_native, n), max(best_sse, h)
+            print(f"round {round_}: native messaging {n:.1f} tokens/s, HTTP SSE {h:.1f} tokens/s")
+        print(f"streamed tokens/s ({tokens} tokens, best of 3): native messaging {best_native:.1f}, "
+              f"HTTP SSE {best_sse:.1f}; ratio native/SSE {best_native / best_sse:.3f}")
+
+        setups, p50s, p99s = [], [], []
+        for i in range(connections):
+            report = run_page(chromium, f"{url}/webrtc?bench={calls // 4 if i == 0 else 20}")
+            setups.append(report["setup_ms"])
+            if i == 0:
+                p50s.append(report["bench"]["p50_ms"])
+                p99s.append(report["bench"]["p99_ms"])
+        print(f"WebRTC setup on loopback (offer → open data channel, {connections} page loads): "
+              f"median {percentile(setups, 0.5):.1f} ms, worst {max(setups):.1f} ms (target < 50 ms)")
+        print(f"data-channel round trip (GET /v1/health from the page, {calls // 4} calls): "
+              f"p50 {p50s[0]:.3f} ms, p99 {p99s[0]:.3f} ms")
+    finally:
+        server.kill()
+        server.wait()
+
+
+if __name__ == "__main__":
+    main()
