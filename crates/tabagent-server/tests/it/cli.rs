@@ -92,13 +92,14 @@ fn import_refuses_broken_files_and_changes_nothing() {
 }
 
 #[test]
-fn serve_refuses_unbuilt_modes_and_keyless_public_binds() {
+fn serve_refuses_bad_settings_and_keyless_public_binds() {
     let dir = tempfile::tempdir().unwrap();
     let out = tabagent(dir.path())
-        .args(["serve", "--mode", "webrtc"])
+        .args(["serve", "--port", "0"])
+        .env("TABAGENT_WEBRTC__IP", "not-an-address")
         .output()
         .unwrap();
-    assert_one_line_error(&out, "not built yet");
+    assert_one_line_error(&out, "webrtc.ip");
     let out = tabagent(dir.path())
         .args(["serve", "--host", "0.0.0.0", "--port", "0"])
         .output()
