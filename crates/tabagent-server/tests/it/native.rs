@@ -260,7 +260,8 @@ async fn native_host_serves_the_api_streams_and_survives_bad_messages() {
     }
     assert!(acknowledged);
 
-    assert!(host.close().await.success());
+    let status = host.close().await;
+    assert!(status.success(), "the host exited with {status}");
 }
 
 #[tokio::test]
@@ -303,7 +304,8 @@ async fn replies_over_a_mebibyte_come_in_pieces() {
     assert!(data
         .iter()
         .all(|item| item["embedding"].as_array().unwrap().len() == 384));
-    assert!(host.close().await.success());
+    let status = host.close().await;
+    assert!(status.success(), "the host exited with {status}");
 }
 
 #[tokio::test]
@@ -335,7 +337,8 @@ async fn the_host_relays_to_a_running_server() {
             .any(|l| l.contains("/v1/chat/completions") && !l.starts_with('#')),
         "{metrics}"
     );
-    assert!(host.close().await.success());
+    let status = host.close().await;
+    assert!(status.success(), "the host exited with {status}");
 
     // Told to relay to a server that is not there: every request gets a 502 saying so.
     let mut host = Host::start(
@@ -348,7 +351,8 @@ async fn the_host_relays_to_a_running_server() {
     let reply = host.call(json!({"id": 1, "path": "/v1/models"})).await;
     assert_eq!(reply["status"], 502, "{reply}");
     assert_eq!(reply["body"]["error"]["code"], "server_unreachable");
-    assert!(host.close().await.success());
+    let status = host.close().await;
+    assert!(status.success(), "the host exited with {status}");
 }
 
 #[tokio::test]
