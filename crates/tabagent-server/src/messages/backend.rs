@@ -87,18 +87,12 @@ impl Backend {
                 built.extensions_mut().insert(caller.clone());
                 // The router's error type is Infallible: every failure is a response.
                 let Ok(response) = router.clone().oneshot(built).await;
-                let status = response.status().as_u16();
-                let content_type = content_type(response.headers());
-                let body = response
-                    .into_body()
-                    .into_data_stream()
-                    .map(|chunk| chunk.map_err(|err| err.to_string()))
-                    .boxed();
-                Ok(ApiReply {
-                    status,
-                    content_type,
-                    body,
-                })
+                let (parts, body) = response.into_parts();
+                Ok(ApiReply::new(
+                    parts.status,
+                    &parts.headers,
+                    body.into_data_stream(),
+                ))
             }
             Backend::Server {
                 client,
@@ -119,18 +113,25 @@ impl Backend {
                         url: url.clone(),
                         reason: err.to_string(),
                     })?;
-                let status = response.status().as_u16();
-                let content_type = content_type(response.headers());
-                let body = response
-                    .bytes_stream()
-                    .map(|chunk| chunk.map_err(|err| err.to_string()))
-                    .boxed();
-                Ok(ApiReply {
-                    status,
-                    content_type,
-                    body,
-                })
+                let (status, headers) = (response.status(), response.headers().clone());
+                Ok(ApiReply::new(status, &headers, response.bytes_stream()))
             }
+        }
+    }
+}
+
+impl ApiReply {
+    fn new<E: std::fmt::Display>(
+        status: axum::http::StatusCode,
+        headers: &HeaderMap,
+        body: impl futures_util::Stream<Item = Result<Bytes, E>> + Send + 'static,
+    ) -> ApiReply {
+        ApiReply {
+            status: status.as_u16(),
+            content_type: content_type(headers),
+            body: body
+                .map(|chunk| chunk.map_err(|err| err.to_string()))
+                .boxed(),
         }
     }
 }

@@ -508,13 +508,6 @@ fn extension_id(manifest: &Value) -> String {
         .collect()
 }
 
-fn chromium() -> PathBuf {
-    let Some(path) = std::env::var_os("TABAGENT_TEST_CHROMIUM") else {
-        panic!("TABAGENT_TEST_CHROMIUM is not set: run the tests with scripts/test, which installs Chromium");
-    };
-    PathBuf::from(path)
-}
-
 /// What the test extension asks.
 const PROMPT: &str = "What is the capital of France?";
 
@@ -547,25 +540,9 @@ async fn chromium_extension_streams_a_chat_over_native_messaging() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let (result_tx, result_rx) = tokio::sync::oneshot::channel::<String>();
-    let result_tx = std::sync::Arc::new(std::sync::Mutex::new(Some(result_tx)));
-    let app = axum::Router::new().route(
-        "/result",
-        axum::routing::post(move |body: String| {
-            let result_tx = result_tx.clone();
-            async move {
-                if let Some(tx) = result_tx.lock().unwrap().take() {
-                    let _ = tx.send(body);
-                }
-                "ok"
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let (port, result_rx) = crate::webrtc::report_listener().await;
     let config = json!({
-        "result_url": format!("http://127.0.0.1:{port}/result"),
+        "result_url": format!("http://127.0.0.1:{port}/report"),
         "model": MODEL,
         "prompt": PROMPT,
         "max_tokens": 24,
@@ -574,7 +551,7 @@ async fn chromium_extension_streams_a_chat_over_native_messaging() {
 
     // The host Chromium starts inherits this environment: tabagent's data, served in-process.
     let command = tabagent(&data);
-    let mut browser = std::process::Command::new(chromium());
+    let mut browser = std::process::Command::new(crate::webrtc::chromium());
     for (key, value) in command.get_envs() {
         match value {
             Some(value) => browser.env(key, value),

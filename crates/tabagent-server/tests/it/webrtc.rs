@@ -203,16 +203,15 @@ async fn http_mode_has_no_webrtc_and_webrtc_mode_only_signaling() {
     assert_eq!(status, 404);
 }
 
-fn chromium() -> PathBuf {
+pub fn chromium() -> PathBuf {
     let Some(path) = std::env::var_os("TABAGENT_TEST_CHROMIUM") else {
         panic!("TABAGENT_TEST_CHROMIUM is not set: run the tests with scripts/test, which installs Chromium");
     };
     PathBuf::from(path)
 }
 
-/// Opens `url` in headless Chromium (with a fake camera) and returns what the
-/// page POSTs to its `report` listener.
-pub async fn run_page(url_without_report: &str, extra_args: &[String]) -> Value {
+/// A loopback listener that takes one POST to `/report`: its port, and the body when it comes.
+pub async fn report_listener() -> (u16, tokio::sync::oneshot::Receiver<String>) {
     let (report_tx, report_rx) = tokio::sync::oneshot::channel::<String>();
     let report_tx = std::sync::Arc::new(std::sync::Mutex::new(Some(report_tx)));
     let app = axum::Router::new().route(
@@ -230,6 +229,13 @@ pub async fn run_page(url_without_report: &str, extra_args: &[String]) -> Value 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move { axum::serve(listener, app).await });
+    (port, report_rx)
+}
+
+/// Opens `url` in headless Chromium (with a fake camera) and returns what the
+/// page POSTs to its `report` listener.
+pub async fn run_page(url_without_report: &str, extra_args: &[String]) -> Value {
+    let (port, report_rx) = report_listener().await;
     let profile = tempfile::tempdir().unwrap();
     let url = format!("{url_without_report}&report=http://127.0.0.1:{port}/report");
     let mut chromium = tokio::process::Command::new(chromium())
