@@ -2,7 +2,7 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::mpsc::TrySendError;
 use std::sync::Arc;
 
 use llama_cpp_2::model::params::LlamaModelParams;
@@ -15,7 +15,7 @@ use tabagent_models::chat_template::ChatTemplate;
 use tokio::sync::mpsc;
 
 use crate::line::JobClass;
-use crate::scheduler::{self, Job};
+use crate::scheduler::{self, Job, SchedulerThread};
 use crate::{backend, sampler, EngineConfig, LoadError};
 
 /// Facts about a loaded model, for listings and health.
@@ -81,10 +81,12 @@ pub struct LlamaEngine {
     model: Arc<LlamaModel>,
     template: Option<ChatTemplate>,
     end_tokens: Arc<Vec<LlamaToken>>,
-    jobs: SyncSender<Job>,
     counters: Arc<Counters>,
     config: EngineConfig,
     facts: ModelFacts,
+    // Dropping it fails what is running and joins the thread (which holds its own `Arc` of the
+    // model), so no llama.cpp work outlives the engine.
+    scheduler: SchedulerThread,
 }
 
 impl std::fmt::Debug for LlamaEngine {
@@ -156,13 +158,11 @@ impl LlamaEngine {
         }
 
         let counters = Arc::new(Counters::default());
-        let (jobs, inbox) = sync_channel(config.queue_capacity);
-        scheduler::start(scheduler::Setup {
+        let scheduler = scheduler::start(scheduler::Setup {
             model: Arc::clone(&model),
             backend,
             config: config.clone(),
             counters: Arc::clone(&counters),
-            inbox,
         })
         .map_err(|message| LoadError::Llama {
             path: shown,
@@ -172,10 +172,10 @@ impl LlamaEngine {
             model,
             template,
             end_tokens: Arc::new(end_tokens),
-            jobs,
             counters,
             config,
             facts,
+            scheduler,
         })
     }
 
@@ -392,7 +392,7 @@ impl LlamaEngine {
             self.counters.queued.fetch_sub(1, Ordering::AcqRel);
             return Err(InferenceError::QueueFull { queued });
         }
-        match self.jobs.try_send(job) {
+        match self.scheduler.try_send(job) {
             Ok(()) => Ok(GenerationHandle {
                 prompt_tokens,
                 events,

@@ -6,9 +6,10 @@
 //! prefix (the usual multi-turn chat) skips re-evaluating it.
 
 use std::num::NonZeroU32;
-use std::sync::atomic::Ordering;
-use std::sync::mpsc::Receiver;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 
 use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::context::LlamaContext;
@@ -44,13 +45,48 @@ pub(crate) struct Setup {
     pub(crate) backend: &'static LlamaBackend,
     pub(crate) config: EngineConfig,
     pub(crate) counters: Arc<Counters>,
-    pub(crate) inbox: Receiver<Job>,
+}
+
+/// The running scheduler thread. Dropping it ends the thread and waits for it: its context is
+/// freed and its generations are failed before the model goes. A detached thread still decoding
+/// while the process exits crashes inside llama.cpp (and its OpenMP pool) as statics are torn
+/// down.
+pub(crate) struct SchedulerThread {
+    jobs: Option<SyncSender<Job>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl SchedulerThread {
+    /// Hands `job` to the thread without blocking.
+    pub(crate) fn try_send(&self, job: Job) -> Result<(), TrySendError<Job>> {
+        match &self.jobs {
+            Some(jobs) => jobs.try_send(job),
+            None => Err(TrySendError::Disconnected(job)),
+        }
+    }
+}
+
+impl Drop for SchedulerThread {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        // Closing the channel wakes the thread if it waits for work.
+        self.jobs = None;
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                tracing::error!("the llama scheduler thread panicked");
+            }
+        }
+    }
 }
 
 /// Starts the thread and waits until its context exists.
-pub(crate) fn start(setup: Setup) -> Result<(), String> {
+pub(crate) fn start(setup: Setup) -> Result<SchedulerThread, String> {
     let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
-    std::thread::Builder::new()
+    let (jobs, inbox) = sync_channel(setup.config.queue_capacity);
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopping = Arc::clone(&stop);
+    let thread = std::thread::Builder::new()
         .name("tabagent-llama".to_string())
         .spawn(move || {
             let model = Arc::clone(&setup.model);
@@ -67,7 +103,7 @@ pub(crate) fn start(setup: Setup) -> Result<(), String> {
             match created {
                 Ok(ctx) => {
                     let _ = ready_tx.send(Ok(()));
-                    Scheduler::new(&model, ctx, &setup).run(&setup.inbox);
+                    Scheduler::new(&model, ctx, &setup).run(&inbox, &stopping);
                 }
                 Err(err) => {
                     let _ = ready_tx.send(Err(format!(
@@ -77,9 +113,15 @@ pub(crate) fn start(setup: Setup) -> Result<(), String> {
             };
         })
         .map_err(|err| format!("cannot start the scheduler thread: {err}"))?;
+    let started = SchedulerThread {
+        jobs: Some(jobs),
+        stop,
+        thread: Some(thread),
+    };
     ready_rx
         .recv()
-        .map_err(|_| "the scheduler thread died while starting".to_string())?
+        .map_err(|_| "the scheduler thread died while starting".to_string())??;
+    Ok(started)
 }
 
 /// A sequence being generated.
@@ -140,13 +182,42 @@ impl<'m> Scheduler<'m> {
         }
     }
 
-    fn run(mut self, inbox: &Receiver<Job>) {
+    fn run(mut self, inbox: &Receiver<Job>, stop: &AtomicBool) {
         loop {
+            if stop.load(Ordering::Acquire) {
+                self.fail_all(inbox);
+                return;
+            }
             if !self.admit(inbox) {
                 return;
             }
             self.drop_cancelled();
             self.step();
+        }
+    }
+
+    /// The engine is going: every generation, running or waiting, ends with `Unavailable`.
+    fn fail_all(&mut self, inbox: &Receiver<Job>) {
+        while let Ok(job) = inbox.try_recv() {
+            let class = job.class.clone();
+            self.waiting.push(&class, job);
+        }
+        let unloaded = || {
+            GenerationEvent::Failed(InferenceError::Unavailable(
+                "the model was unloaded".to_string(),
+            ))
+        };
+        while let Some(job) = self.waiting.pop() {
+            self.counters.queued.fetch_sub(1, Ordering::Relaxed);
+            self.counters.failed.fetch_add(1, Ordering::Relaxed);
+            let _ = job.sink.send(unloaded());
+        }
+        for slot in &mut self.slots {
+            if let Some(active) = slot.active.take() {
+                self.counters.active.fetch_sub(1, Ordering::Relaxed);
+                self.counters.failed.fetch_add(1, Ordering::Relaxed);
+                let _ = active.job.sink.send(unloaded());
+            }
         }
     }
 

@@ -172,6 +172,43 @@ fn dropping_the_handle_cancels_and_frees_the_slot() {
 }
 
 #[test]
+fn dropping_the_engine_ends_its_generations_and_its_thread() {
+    let engine = load(EngineConfig {
+        parallel: 1,
+        ..small_config()
+    });
+    let mut endless = greedy(100_000);
+    endless.ignore_eos = true;
+    let mut running = engine
+        .complete("Once upon a time", endless.clone())
+        .unwrap();
+    let mut waiting = engine.complete("The sky is", endless).unwrap();
+    assert!(matches!(
+        running.events.blocking_recv(),
+        Some(GenerationEvent::Text(_))
+    ));
+    drop(engine);
+    // The drop returned, so the thread is gone: both streams end with `Unavailable` and close.
+    let last = |handle: &mut tabagent_llama::GenerationHandle| {
+        let mut last = None;
+        while let Some(event) = handle.events.blocking_recv() {
+            last = Some(event);
+        }
+        last
+    };
+    for handle in [&mut running, &mut waiting] {
+        let end = last(handle);
+        assert!(
+            matches!(
+                end,
+                Some(GenerationEvent::Failed(InferenceError::Unavailable(_)))
+            ),
+            "{end:?}"
+        );
+    }
+}
+
+#[test]
 fn a_full_queue_turns_requests_away() {
     let engine = load(EngineConfig {
         parallel: 1,
