@@ -2,7 +2,6 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::TrySendError;
 use std::sync::Arc;
 
 use llama_cpp_2::model::params::LlamaModelParams;
@@ -15,7 +14,7 @@ use tabagent_models::chat_template::ChatTemplate;
 use tokio::sync::mpsc;
 
 use crate::line::JobClass;
-use crate::scheduler::{self, Job, SchedulerThread};
+use crate::scheduler::{self, Job, Refused, SchedulerThread};
 use crate::{backend, sampler, EngineConfig, LoadError};
 
 /// Facts about a loaded model, for listings and health.
@@ -397,11 +396,11 @@ impl LlamaEngine {
                 prompt_tokens,
                 events,
             }),
-            Err(TrySendError::Full(_)) => {
+            Err(Refused::Full) => {
                 let queued = self.counters.queued.fetch_sub(1, Ordering::AcqRel) - 1;
                 Err(InferenceError::QueueFull { queued })
             }
-            Err(TrySendError::Disconnected(_)) => {
+            Err(Refused::Stopped) => {
                 self.counters.queued.fetch_sub(1, Ordering::Relaxed);
                 Err(InferenceError::Unavailable(
                     "the model's scheduler thread has stopped".to_string(),

@@ -57,13 +57,22 @@ pub(crate) struct SchedulerThread {
     thread: Option<JoinHandle<()>>,
 }
 
+/// Why the thread did not take a job (the job is dropped).
+pub(crate) enum Refused {
+    /// Its channel is full.
+    Full,
+    /// The thread has stopped.
+    Stopped,
+}
+
 impl SchedulerThread {
     /// Hands `job` to the thread without blocking.
-    pub(crate) fn try_send(&self, job: Job) -> Result<(), TrySendError<Job>> {
-        match &self.jobs {
-            Some(jobs) => jobs.try_send(job),
-            None => Err(TrySendError::Disconnected(job)),
-        }
+    pub(crate) fn try_send(&self, job: Job) -> Result<(), Refused> {
+        let jobs = self.jobs.as_ref().ok_or(Refused::Stopped)?;
+        jobs.try_send(job).map_err(|err| match err {
+            TrySendError::Full(_) => Refused::Full,
+            TrySendError::Disconnected(_) => Refused::Stopped,
+        })
     }
 }
 
