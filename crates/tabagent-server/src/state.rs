@@ -31,6 +31,9 @@ struct Inner {
     worker: OnceLock<tabagent_worker::Worker>,
     /// WebRTC sessions, when this server offers them (`--mode web`, `webrtc`, `all`).
     webrtc: OnceLock<Arc<tabagent_webrtc::Sessions>>,
+    /// The HTTP routes the in-process transports dispatch through (held by `serve`; weak here,
+    /// or the state would keep itself alive and its models would never be unloaded).
+    in_process_router: OnceLock<std::sync::Weak<axum::Router>>,
 }
 
 /// A handle on the state that does not keep it alive (for background tasks).
@@ -69,6 +72,7 @@ impl AppState {
                 callers,
                 worker: OnceLock::new(),
                 webrtc: OnceLock::new(),
+                in_process_router: OnceLock::new(),
             }),
         })
     }
@@ -109,6 +113,26 @@ impl AppState {
             .inner
             .webrtc
             .set(Arc::new(tabagent_webrtc::Sessions::new(settings)));
+    }
+
+    /// Makes `router` the one [`AppState::in_process_router`] gives, for as long as the caller
+    /// keeps it.
+    pub fn share_in_process_router(&self, router: &Arc<axum::Router>) {
+        let _ = self.inner.in_process_router.set(Arc::downgrade(router));
+    }
+
+    /// The HTTP routes, for a transport that dispatches requests in-process (a WebRTC data
+    /// channel, native messaging): the shared ones, else new ones. Building them takes 1 ms,
+    /// and up to 20 under load (the OpenAPI document and every route), too much per session.
+    pub fn in_process_router(&self) -> axum::Router {
+        self.inner
+            .in_process_router
+            .get()
+            .and_then(std::sync::Weak::upgrade)
+            .map_or_else(
+                || crate::http::router(self.clone()),
+                |router| (*router).clone(),
+            )
     }
 
     /// The WebRTC sessions, when this server offers them.

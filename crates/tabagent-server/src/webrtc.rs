@@ -53,7 +53,7 @@ impl ApiHooks {
         let config = state.config();
         Arc::new(ApiHooks {
             backend: Backend::InProcess {
-                router: crate::http::router(state.clone()),
+                router: state.in_process_router(),
                 caller,
             },
             limits: Limits {

@@ -137,6 +137,7 @@ impl Session {
         let mut outbound: StreamMap<ChannelId, ReceiverStream<Vec<u8>>> = StreamMap::new();
         let mut video: Option<VideoDecoder> = None;
         let mut connected = false;
+        let mut checked = CheckedSources::default();
         let mut last_activity = Instant::now();
         let started = Instant::now();
         loop {
@@ -262,11 +263,21 @@ impl Session {
                         destination: self.local,
                         contents,
                     });
-                    if self.rtc.accepts(&input) {
+                    let accepted = self.rtc.accepts(&input);
+                    if accepted && is_stun(buffer[0]) {
+                        checked.remember(source);
+                    }
+                    // str0m takes DTLS only from a pair whose check it has seen succeed; the
+                    // browser starts DTLS as soon as its own check succeeds, often first, and
+                    // a dropped ClientHello waits for Chromium's retransmit (50 ms). A source
+                    // that sent STUN signed with this session's ICE password is the browser.
+                    if accepted || (is_dtls(buffer[0]) && checked.contains(source)) {
                         self.rtc.handle_input(input)?;
                         if connected {
                             lock(&self.shared.info).remote_address.get_or_insert_with(|| source.to_string());
                         }
+                    } else {
+                        tracing::debug!(%source, bytes = n, "a WebRTC datagram from an unknown source was dropped");
                     }
                 }
                 () = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {
@@ -306,6 +317,34 @@ impl Session {
             }
         }
         Ok(wrote)
+    }
+}
+
+/// RFC 7983's demultiplexing by the first byte of a datagram.
+fn is_stun(first: u8) -> bool {
+    first <= 3
+}
+
+fn is_dtls(first: u8) -> bool {
+    (20..=63).contains(&first)
+}
+
+/// Addresses that sent STUN signed with this session's ICE password (a few: a browser checks from
+/// one address per local candidate).
+#[derive(Default)]
+struct CheckedSources(Vec<SocketAddr>);
+
+impl CheckedSources {
+    const MOST: usize = 16;
+
+    fn remember(&mut self, source: SocketAddr) {
+        if !self.0.contains(&source) && self.0.len() < Self::MOST {
+            self.0.push(source);
+        }
+    }
+
+    fn contains(&self, source: SocketAddr) -> bool {
+        self.0.contains(&source)
     }
 }
 

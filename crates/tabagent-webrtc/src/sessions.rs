@@ -39,8 +39,13 @@ static CRYPTO: Once = Once::new();
 impl Sessions {
     /// No sessions yet; they will follow `settings`.
     pub fn new(settings: Settings) -> Sessions {
-        // DTLS and SRTP through aws-lc-rs, the one crypto backend compiled in.
-        CRYPTO.call_once(|| str0m::crypto::from_feature_flags().install_process_default());
+        // DTLS and SRTP through aws-lc-rs, the one crypto backend compiled in. Its first
+        // certificate costs ~25 ms of one-time set-up (then 50 µs): paid here, not by an offer.
+        CRYPTO.call_once(|| {
+            let provider = str0m::crypto::from_feature_flags();
+            let _ = provider.dtls_provider.generate_certificate();
+            provider.install_process_default();
+        });
         Sessions {
             settings,
             table: Arc::new(Mutex::new(HashMap::new())),
@@ -142,16 +147,25 @@ impl Sessions {
         })
     }
 
-    /// Adds a candidate the browser trickled (`candidate:…` as `RTCIceCandidate.candidate`).
-    pub async fn add_candidate(&self, id: &str, candidate: &str) -> Result<(), WebRtcError> {
+    /// Adds a candidate the browser trickled (`candidate:…` as `RTCIceCandidate.candidate`);
+    /// says whether it was added. A host candidate named by an mDNS name (`….local`, which
+    /// browsers give unless the page may use the camera) is not: the session learns that
+    /// address from the browser's checks instead.
+    pub async fn add_candidate(&self, id: &str, candidate: &str) -> Result<bool, WebRtcError> {
         let text = candidate.trim();
         let text = text.strip_prefix("a=").unwrap_or(text);
+        let address = text.split_whitespace().nth(4);
+        if address.is_some_and(|address| address.to_ascii_lowercase().ends_with(".local")) {
+            self.control(id)?;
+            return Ok(false);
+        }
         let candidate = Candidate::from_sdp_string(text)
             .map_err(|err| WebRtcError::BadCandidate(err.to_string()))?;
         let control = self.control(id)?;
         control
             .send(Control::Candidate(candidate))
             .await
+            .map(|()| true)
             .map_err(|_| WebRtcError::NoSuchSession(id.to_string()))
     }
 

@@ -2,6 +2,7 @@
 
 use crate::memory_backend::MemoryBackend;
 use std::io::Write;
+use std::sync::Arc;
 
 use anyhow::Context;
 use axum::serve::ListenerExt;
@@ -96,6 +97,9 @@ pub async fn run(config: Config, mode: Mode) -> anyhow::Result<()> {
     if webrtc {
         state.enable_webrtc(config.webrtc_settings()?);
     }
+    // Built once for every data channel and the native host; dropped when serving ends.
+    let in_process_router = Arc::new(crate::http::router(state.clone()));
+    state.share_in_process_router(&in_process_router);
     let native_host = frames.map(|frames| {
         let state = state.clone();
         tokio::spawn(async move { crate::native::serve_state(&state, frames).await })
@@ -122,6 +126,7 @@ pub async fn run(config: Config, mode: Mode) -> anyhow::Result<()> {
             () = shutdown_signal() => {}
         }
     }
+    drop(in_process_router);
     runtime.shutdown().await;
     tracing::info!("tabagent stopped");
     Ok(())

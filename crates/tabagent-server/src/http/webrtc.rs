@@ -198,7 +198,7 @@ pub async fn offer(
     params(("id" = String, Path, description = "The session")),
     request_body = CandidateRequest,
     responses(
-        (status = 200, description = "`{added: true}` (or false for the end-of-candidates mark)"),
+        (status = 200, description = "`{added: true}`; false for the end-of-candidates mark and for an mDNS host name (`….local`), whose address the session learns from the browser's checks"),
         (status = 400, description = "Not a candidate", body = ErrorBody),
         (status = 404, description = "No such session", body = ErrorBody),
     )
@@ -214,11 +214,11 @@ pub async fn candidate(
     if request.candidate.trim().is_empty() {
         return Ok(Json(json!({"added": false})));
     }
-    sessions
+    let added = sessions
         .add_candidate(&id, &request.candidate)
         .await
         .map_err(failed)?;
-    Ok(Json(json!({"added": true})))
+    Ok(Json(json!({"added": added})))
 }
 
 /// This caller's open sessions.

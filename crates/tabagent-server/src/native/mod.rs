@@ -59,7 +59,7 @@ fn native_caller() -> Caller {
 /// Serves native messaging on stdin/`output` from an already started server's state.
 pub async fn serve_state(state: &AppState, output: FrameOutput) -> anyhow::Result<()> {
     let backend = Backend::InProcess {
-        router: crate::http::router(state.clone()),
+        router: state.in_process_router(),
         caller: native_caller(),
     };
     serve_stdio(backend, tokio::io::stdin(), output, limits(state.config())).await

@@ -107,6 +107,20 @@ async fn signaling_answers_offers_and_refuses_bad_ones() {
     )
     .await;
     assert_eq!((status, added["added"].clone()), (200, json!(true)));
+    // Chromium names its host candidates by mDNS unless the page may use the camera: not an
+    // error, but nothing the session can use (it learns the address from the checks).
+    let (status, added) = post(
+        &server,
+        &format!("/v1/webrtc/sessions/{id}/candidates"),
+        None,
+        &json!({"candidate": "candidate:3 1 udp 2113937151 0b5f2e1c-2a3d-4b6f-9c1e-7d8e9f0a1b2c.local 54321 typ host generation 0"}),
+    )
+    .await;
+    assert_eq!(
+        (status, added["added"].clone()),
+        (200, json!(false)),
+        "{added}"
+    );
 
     // max_sessions = 2.
     let (status, _) = post(&server, "/v1/webrtc/offer", None, &json!({"sdp": offer()})).await;
@@ -280,7 +294,7 @@ async fn chromium_streams_a_chat_over_a_data_channel_and_its_camera_reaches_the_
     let server = Server::start(&[]);
     let prompt = "Name a colour.";
     let page = format!(
-        "{}/webrtc?model={MODEL}&prompt={}&max_tokens=16&camera=1&frames=10",
+        "{}/webrtc?model={MODEL}&prompt={}&max_tokens=16&camera=1&frames=10&connections=2",
         server.url,
         prompt.replace(' ', "%20")
     );
@@ -308,6 +322,13 @@ async fn chromium_streams_a_chat_over_a_data_channel_and_its_camera_reaches_the_
     assert_eq!(
         outcome["finish_reason"],
         whole["choices"][0]["finish_reason"]
+    );
+    // Two more connections from the same page, each opened and closed before the chat.
+    let more = outcome["more_setups"].as_array().unwrap();
+    assert_eq!(more.len(), 2, "{outcome}");
+    assert!(
+        more.iter().all(|m| m["setup_ms"].as_f64().unwrap() > 0.0),
+        "{outcome}"
     );
     let video = &outcome["video"];
     assert!(video["frames_decoded"].as_u64().unwrap() >= 10, "{outcome}");
