@@ -183,12 +183,15 @@ def decode(image: "pb.Image") -> np.ndarray:
         raw = image.raw
         if raw.width == 0 or raw.height == 0:
             raise InvalidInput("a raw frame needs a width and a height")
-        if len(raw.rgb) != raw.width * raw.height * 3:
+        if max(raw.width, raw.height) > MAX_SIDE:
+            raise InvalidInput(f"the image is {raw.width}×{raw.height}; at most {MAX_SIDE} pixels a side")
+        pixels = _shared_frame(raw.shared_file) if raw.shared_file else raw.rgb
+        if len(pixels) != raw.width * raw.height * 3:
             raise InvalidInput(
                 f"a {raw.width}×{raw.height} RGB frame is {raw.width * raw.height * 3} bytes, "
-                f"not {len(raw.rgb)}"
+                f"not {len(pixels)}"
             )
-        rgb = np.frombuffer(raw.rgb, dtype=np.uint8).reshape(raw.height, raw.width, 3)
+        rgb = np.frombuffer(pixels, dtype=np.uint8).reshape(raw.height, raw.width, 3)
     else:
         raise InvalidInput("no image was given")
     height, width = rgb.shape[:2]

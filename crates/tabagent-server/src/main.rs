@@ -7,6 +7,7 @@ mod commands;
 mod config;
 mod hardware;
 mod http;
+mod images;
 mod keep_alive;
 mod memory_backend;
 mod messages;

@@ -132,12 +132,14 @@ impl Worker {
         .await
     }
 
-    /// Moves a big encoded frame of `request` into a file for the worker, if it can (else the
-    /// frame stays in the message). The file goes when the returned guard does.
+    /// Moves a big frame of `request` (encoded or raw) into a file for the worker, if it can
+    /// (else the frame stays in the message). The file goes when the returned guard does.
     fn share_frame(&self, request: &mut pb::VisionRequest) -> Option<SharedFrame> {
         let image = request.image.as_mut()?;
-        let Some(pb::image::Source::Encoded(bytes)) = &image.source else {
-            return None;
+        let bytes = match &image.source {
+            Some(pb::image::Source::Encoded(bytes)) => bytes,
+            Some(pb::image::Source::Raw(raw)) => &raw.rgb,
+            _ => return None,
         };
         if bytes.len() < SHARED_FRAME_FROM {
             return None;
@@ -153,7 +155,13 @@ impl Worker {
             let _ = std::fs::remove_file(&path);
             return None;
         }
-        image.source = Some(pb::image::Source::SharedFile(name));
+        match &mut image.source {
+            Some(pb::image::Source::Raw(raw)) => {
+                raw.rgb = Default::default();
+                raw.shared_file = name;
+            }
+            source => *source = Some(pb::image::Source::SharedFile(name)),
+        }
         Some(SharedFrame(path))
     }
 

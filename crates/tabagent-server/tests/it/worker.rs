@@ -100,6 +100,31 @@ fn astronaut() -> Vec<u8> {
     std::fs::read(env_path("TABAGENT_TEST_ASTRONAUT_PNG")).unwrap()
 }
 
+/// The astronaut encoded as `extension` (`.jpg`, `.webp`, or `.png` in grey), by the worker's
+/// own OpenCV.
+fn astronaut_as(extension: &str, grey: bool) -> Vec<u8> {
+    let script = r"
+import sys, cv2
+image = cv2.imread(sys.argv[1], cv2.IMREAD_GRAYSCALE if sys.argv[3] == '1' else cv2.IMREAD_COLOR)
+ok, encoded = cv2.imencode(sys.argv[2], image)
+assert ok
+sys.stdout.buffer.write(encoded.tobytes())
+";
+    let out = std::process::Command::new(prepared_worker_dir().join("venv/bin/python"))
+        .args(["-c", script])
+        .arg(env_path("TABAGENT_TEST_ASTRONAUT_PNG"))
+        .arg(extension)
+        .arg(if grey { "1" } else { "0" })
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 /// Waits (polling) until `check` holds; fails after 60 s.
 async fn until<F: std::future::Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
     let give_up = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -155,6 +180,22 @@ async fn mediapipe_finds_the_astronauts_face_mesh_pose_and_outline() {
     assert!((60..160).contains(&w) && (60..160).contains(&h), "{face}");
     assert!(face["score"].as_f64().unwrap() > 0.7, "{face}");
     assert_eq!(face["keypoints"].as_array().unwrap().len(), 6);
+
+    // PNGs are decoded by tabagent, other formats by the worker's OpenCV: the same face either
+    // way, within a few pixels (JPEG and WebP are lossy; grey has less to go on).
+    for (extension, grey) in [(".jpg", false), (".webp", false), (".png", true)] {
+        let (status, other) =
+            json_of(vision(&server, "face", astronaut_as(extension, grey), "").await).await;
+        assert_eq!(status, 200, "{extension}: {other}");
+        let found = &other["faces"][0]["box"];
+        for (key, expected) in [("x", x), ("y", y), ("width", w), ("height", h)] {
+            let got = found[key].as_i64().unwrap();
+            assert!(
+                (got - expected).abs() <= 8,
+                "{extension} grey={grey}: {other} vs {face}"
+            );
+        }
+    }
 
     // The same image as base64 JSON gives the same face.
     use base64::Engine as _;
@@ -248,6 +289,18 @@ async fn bad_images_audio_and_tasks_are_the_callers_mistake() {
             .as_str()
             .unwrap()
             .contains("decoded"),
+        "{body}"
+    );
+    // A PNG whose header claims 9000 × 512 pixels: refused from the header alone.
+    let mut huge = astronaut();
+    huge[16..20].copy_from_slice(&9000u32.to_be_bytes());
+    let crc = crc32fast::hash(&huge[12..29]);
+    huge[29..33].copy_from_slice(&crc.to_be_bytes());
+    let (status, body) = json_of(vision(&server, "face", huge, "").await).await;
+    let error = assert_error(status, &body, 400);
+    assert_eq!(error["param"], "image", "{body}");
+    assert!(
+        error["message"].as_str().unwrap().contains("9000×512"),
         "{body}"
     );
     let (status, body) = json_of(vision(&server, "x-ray", astronaut(), "").await).await;
