@@ -123,7 +123,7 @@ impl Session {
             Ok(reason) => reason,
             Err(err) => format!("failed: {err}"),
         };
-        self.rtc.disconnect();
+        self.close_politely().await;
         let mut info = lock(&self.shared.info);
         info.state = "closed";
         info.channels.clear();
@@ -294,6 +294,30 @@ impl Session {
                 },
             }
         }
+    }
+
+    /// Tells the browser the session is over (SCTP shutdown, DTLS close_notify), so that its
+    /// channels close now rather than when its connectivity checks give up, half a minute later.
+    /// Replies are not awaited.
+    async fn close_politely(&mut self) {
+        if self.rtc.close().is_err() {
+            self.rtc.disconnect();
+            return;
+        }
+        // Bounded: closing queues a handful of packets.
+        for _ in 0..64 {
+            match self.rtc.poll_output() {
+                Ok(Output::Transmit(packet)) => {
+                    let _ = self
+                        .socket
+                        .send_to(&packet.contents, packet.destination)
+                        .await;
+                }
+                Ok(Output::Event(_)) => {}
+                Ok(Output::Timeout(_)) | Err(_) => break,
+            }
+        }
+        self.rtc.disconnect();
     }
 
     /// Writes what waits on each channel, as far as SCTP takes it; says whether it wrote any.

@@ -165,6 +165,21 @@ async fn signaling_answers_offers_and_refuses_bad_ones() {
 }
 
 #[tokio::test]
+async fn an_idle_session_is_closed_and_the_browser_is_told() {
+    let server = Server::start_with(&[], &[("TABAGENT_WEBRTC__IDLE_TIMEOUT_SECS", "1")], |_| {});
+    // The page connects, then sends nothing and waits for its channel to close: only the
+    // server's idle timeout can close it (the browser stays up until the page reports).
+    let outcome = run_page(&format!("{}/webrtc?until_closed=1", server.url), &[]).await;
+    assert_eq!(outcome["errors"], json!([]), "{outcome}");
+    assert_eq!(outcome["done"], true, "{outcome}");
+    // Closed with a DTLS close_notify, not found out by failing connectivity checks.
+    assert_eq!(outcome["closed_by_server"]["dtls"], "closed", "{outcome}");
+    let id = outcome["session_id"].as_str().unwrap();
+    let (status, _) = get(&server, &format!("/v1/webrtc/sessions/{id}"), None).await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
 async fn sessions_belong_to_the_key_that_opened_them() {
     let alice = "alice-key-0123456789abcdef";
     let bob = "bob-key-0123456789abcdefgh";
