@@ -45,6 +45,21 @@ fn check_size(width: u32, height: u32) -> Result<(), ImageError> {
 }
 
 fn png_rgb(data: &[u8]) -> Result<Option<Rgb>, ImageError> {
+    // The size from the header chunk itself, so that no decoder limit or error can hand a
+    // claimed 60000 × 60000 on to OpenCV.
+    if let Some(b"IHDR") = data.get(12..16) {
+        let width = data
+            .get(16..20)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_be_bytes);
+        let height = data
+            .get(20..24)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_be_bytes);
+        if let (Some(width), Some(height)) = (width, height) {
+            check_size(width, height)?;
+        }
+    }
     let mut decoder = png::Decoder::new(std::io::Cursor::new(data));
     // Palettes and low bit depths become 8-bit channels, 16-bit ones 8-bit.
     decoder.set_transformations(Transformations::EXPAND | Transformations::STRIP_16);
@@ -52,7 +67,6 @@ fn png_rgb(data: &[u8]) -> Result<Option<Rgb>, ImageError> {
         return Ok(None);
     };
     let (width, height) = reader.info().size();
-    check_size(width, height)?;
     let Some(size) = reader.output_buffer_size() else {
         return Ok(None);
     };
@@ -200,13 +214,21 @@ mod tests {
 
     #[test]
     fn a_frame_too_big_is_refused_from_its_header() {
-        // A valid header for 9000 × 10 and no pixel data: refused before anything is decoded.
+        // A valid header for 9000 × 1 and no pixel data: refused before anything is decoded.
         let mut png = encode_png(1, 1, ColorType::Grayscale, BitDepth::Eight, &[0]);
         png[16..20].copy_from_slice(&9000u32.to_be_bytes());
         let ihdr_crc = crc32fast::hash(&png[12..29]);
         png[29..33].copy_from_slice(&ihdr_crc.to_be_bytes());
         let err = decode(&png).unwrap_err();
         assert!(err.to_string().contains("9000×1"), "{err}");
+        // And one claiming 60000 × 60000 (10 GB of pixels: past the decoder's own memory limit,
+        // which must not hand it on to OpenCV instead).
+        png[16..20].copy_from_slice(&60000u32.to_be_bytes());
+        png[20..24].copy_from_slice(&60000u32.to_be_bytes());
+        let ihdr_crc = crc32fast::hash(&png[12..29]);
+        png[29..33].copy_from_slice(&ihdr_crc.to_be_bytes());
+        let err = decode(&png).unwrap_err();
+        assert!(err.to_string().contains("60000×60000"), "{err}");
     }
 
     #[test]
