@@ -271,8 +271,8 @@ pub async fn analyze(
     Ok(Json(respond(&task_name, task, reply)).into_response())
 }
 
-/// The upload as the worker gets it: PNG and JPEG decoded here (faster than in the worker; a
-/// frame too big is refused from its header), anything else as it came.
+/// The upload as the worker gets it: a PNG decoded here (faster than in the worker), anything
+/// else as it came; a PNG or JPEG too big is refused from its header (`images::decode`).
 async fn frame_source(file: Bytes) -> Result<pb::image::Source, ApiError> {
     let encoded = file.clone();
     let decoded = tokio::task::spawn_blocking(move || crate::images::decode(&encoded))

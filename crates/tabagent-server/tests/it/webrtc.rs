@@ -32,6 +32,11 @@ async fn post(server: &Server, path: &str, key: Option<&str>, body: &Value) -> (
     (response.status().as_u16(), response.json().await.unwrap())
 }
 
+async fn add_candidate(server: &Server, session: &str, candidate: &str) -> (u16, Value) {
+    let path = format!("/v1/webrtc/sessions/{session}/candidates");
+    post(server, &path, None, &json!({ "candidate": candidate })).await
+}
+
 async fn get(server: &Server, path: &str, key: Option<&str>) -> (u16, Value) {
     let mut request = server.client.get(server.endpoint(path));
     if let Some(key) = key {
@@ -83,39 +88,17 @@ async fn signaling_answers_offers_and_refuses_bad_ones() {
             assert_eq!(error["error"]["param"], param, "{error}");
         }
     }
-    let (status, error) = post(
-        &server,
-        "/v1/webrtc/sessions/nope/candidates",
-        None,
-        &json!({"candidate": "candidate:1 1 udp 2122260223 127.0.0.1 5000 typ host"}),
-    )
-    .await;
+    let host = "candidate:1 1 udp 2122260223 127.0.0.1 5000 typ host";
+    let (status, error) = add_candidate(&server, "nope", host).await;
     assert_eq!(status, 404, "{error}");
-    let (status, error) = post(
-        &server,
-        &format!("/v1/webrtc/sessions/{id}/candidates"),
-        None,
-        &json!({"candidate": "candidate:garbage"}),
-    )
-    .await;
+    let (status, error) = add_candidate(&server, &id, "candidate:garbage").await;
     assert_eq!(status, 400, "{error}");
-    let (status, added) = post(
-        &server,
-        &format!("/v1/webrtc/sessions/{id}/candidates"),
-        None,
-        &json!({"candidate": "candidate:1 1 udp 2122260223 127.0.0.1 5000 typ host"}),
-    )
-    .await;
+    let (status, added) = add_candidate(&server, &id, host).await;
     assert_eq!((status, added["added"].clone()), (200, json!(true)));
     // Chromium names its host candidates by mDNS unless the page may use the camera: not an
     // error, but nothing the session can use (it learns the address from the checks).
-    let (status, added) = post(
-        &server,
-        &format!("/v1/webrtc/sessions/{id}/candidates"),
-        None,
-        &json!({"candidate": "candidate:3 1 udp 2113937151 0b5f2e1c-2a3d-4b6f-9c1e-7d8e9f0a1b2c.local 54321 typ host generation 0"}),
-    )
-    .await;
+    let mdns = "candidate:3 1 udp 2113937151 0b5f2e1c-2a3d-4b6f-9c1e-7d8e9f0a1b2c.local 54321 typ host generation 0";
+    let (status, added) = add_candidate(&server, &id, mdns).await;
     assert_eq!(
         (status, added["added"].clone()),
         (200, json!(false)),

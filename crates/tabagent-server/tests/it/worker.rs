@@ -100,21 +100,11 @@ fn astronaut() -> Vec<u8> {
     std::fs::read(env_path("TABAGENT_TEST_ASTRONAUT_PNG")).unwrap()
 }
 
-/// The astronaut encoded as `extension` (`.jpg`, `.webp`, or `.png` in grey), by the worker's
-/// own OpenCV.
-fn astronaut_as(extension: &str, grey: bool) -> Vec<u8> {
-    let script = r"
-import sys, cv2
-image = cv2.imread(sys.argv[1], cv2.IMREAD_GRAYSCALE if sys.argv[3] == '1' else cv2.IMREAD_COLOR)
-ok, encoded = cv2.imencode(sys.argv[2], image)
-assert ok
-sys.stdout.buffer.write(encoded.tobytes())
-";
+/// Runs `script` with the worker's own Python (its OpenCV) on `args`; its standard output.
+fn worker_python(script: &str, args: &[&std::ffi::OsStr]) -> Vec<u8> {
     let out = std::process::Command::new(prepared_worker_dir().join("venv/bin/python"))
         .args(["-c", script])
-        .arg(env_path("TABAGENT_TEST_ASTRONAUT_PNG"))
-        .arg(extension)
-        .arg(if grey { "1" } else { "0" })
+        .args(args)
         .output()
         .unwrap();
     assert!(
@@ -123,6 +113,23 @@ sys.stdout.buffer.write(encoded.tobytes())
         String::from_utf8_lossy(&out.stderr)
     );
     out.stdout
+}
+
+/// The astronaut encoded as `extension` (`.jpg`, `.webp`, or `.png` in grey), by OpenCV.
+fn astronaut_as(extension: &str, grey: bool) -> Vec<u8> {
+    let script = r"
+import sys, cv2
+image = cv2.imread(sys.argv[1], cv2.IMREAD_GRAYSCALE if sys.argv[3] == '1' else cv2.IMREAD_COLOR)
+ok, encoded = cv2.imencode(sys.argv[2], image)
+assert ok
+sys.stdout.buffer.write(encoded.tobytes())
+";
+    let png = env_path("TABAGENT_TEST_ASTRONAUT_PNG");
+    let grey = if grey { "1" } else { "0" };
+    worker_python(
+        script,
+        &[png.as_os_str(), extension.as_ref(), grey.as_ref()],
+    )
 }
 
 /// Waits (polling) until `check` holds; fails after 60 s.
@@ -783,8 +790,8 @@ async fn a_transformers_language_model_chats_through_the_same_endpoints() {
 }
 
 /// The astronaut as a one-frame Y4M video (Chromium's fake camera plays it in a loop), written
-/// with the worker's own OpenCV.
-fn astronaut_video(worker_dir: &std::path::Path, out: &std::path::Path) {
+/// by OpenCV.
+fn astronaut_video(out: &std::path::Path) {
     let script = r"
 import sys, cv2
 bgr = cv2.imread(sys.argv[1], cv2.IMREAD_COLOR)
@@ -795,13 +802,8 @@ with open(sys.argv[2], 'wb') as f:
     f.write(b'FRAME\n')
     f.write(yuv.tobytes())
 ";
-    let status = std::process::Command::new(worker_dir.join("venv/bin/python"))
-        .args(["-c", script])
-        .arg(env_path("TABAGENT_TEST_ASTRONAUT_PNG"))
-        .arg(out)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let png = env_path("TABAGENT_TEST_ASTRONAUT_PNG");
+    worker_python(script, &[png.as_os_str(), out.as_os_str()]);
 }
 
 #[tokio::test]
@@ -809,7 +811,7 @@ async fn faces_are_found_in_a_browsers_camera_over_webrtc() {
     let server = server();
     let video = tempfile::tempdir().unwrap();
     let y4m = video.path().join("astronaut.y4m");
-    astronaut_video(&prepared_worker_dir(), &y4m);
+    astronaut_video(&y4m);
     let page = format!("{}/webrtc?vision=face", server.url);
     let camera = format!("--use-file-for-fake-video-capture={}", y4m.display());
     let outcome = crate::webrtc::run_page(&page, &[camera]).await;
