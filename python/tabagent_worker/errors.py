@@ -31,8 +31,13 @@ class NotInstalled(WorkerError):
     code = grpc.StatusCode.FAILED_PRECONDITION
 
 
-def abort(context: grpc.ServicerContext, error: Exception):
-    """Ends the call with `error`'s status: a WorkerError's own, INTERNAL for anything else."""
+def status_of(error: Exception) -> "tuple[grpc.StatusCode, str]":
+    """`error`'s status: a WorkerError's own, INTERNAL for anything else."""
     if isinstance(error, WorkerError):
-        context.abort(error.code, error.message)
-    context.abort(grpc.StatusCode.INTERNAL, f"{type(error).__name__}: {error}")
+        return error.code, error.message
+    return grpc.StatusCode.INTERNAL, f"{type(error).__name__}: {error}"
+
+
+def abort(context: grpc.ServicerContext, error: Exception):
+    """Ends the call with `error`'s status."""
+    context.abort(*status_of(error))

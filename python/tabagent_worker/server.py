@@ -20,6 +20,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from . import speech, transformers_models, vision
 from .errors import abort
 from .files import FileProvider
+from .lane import Lane
 from .models import Registry
 from .protocol import pb, rpc
 
@@ -60,20 +61,20 @@ class Vision(rpc.VisionServicer):
     def __init__(self, registry: Registry):
         self.registry = registry
 
-    def _one(self, request):
+    def one(self, request):
         model = self.registry.get(request.model_id, pb.MODEL_KIND_MEDIAPIPE)
         return vision.analyze(model, request)
 
     def Analyze(self, request, context):
         try:
-            return self._one(request)
+            return self.one(request)
         except Exception as err:
             abort(context, err)
 
     def AnalyzeStream(self, requests, context):
         try:
             for request in requests:
-                yield self._one(request)
+                yield self.one(request)
         except Exception as err:
             abort(context, err)
 
@@ -121,10 +122,19 @@ LOADERS = {
 # Frames and audio files travel in one message each.
 MAX_MESSAGE = 64 * 1024 * 1024
 
+# Vision lane connections at once: tabagent keeps as many as the calls it sends at once
+# (--threads); the rest is room for connections whose callers went away, still being answered.
+LANE_CONNECTIONS = 256
 
-def serve(socket_path: str, files_socket: str, frames_dir: str, threads: int, grace: float) -> int:
+
+def serve(
+    socket_path: str,
+    lane_socket: str,
+    files_socket: str,
+    threads: int,
+    grace: float,
+) -> int:
     files = FileProvider(files_socket)
-    vision.frames_dir = frames_dir
     registry = Registry(files, LOADERS)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="call"),
@@ -134,7 +144,8 @@ def serve(socket_path: str, files_socket: str, frames_dir: str, threads: int, gr
         ],
     )
     rpc.add_ModelsServicer_to_server(Models(registry), server)
-    rpc.add_VisionServicer_to_server(Vision(registry), server)
+    vision_service = Vision(registry)
+    rpc.add_VisionServicer_to_server(vision_service, server)
     rpc.add_SpeechServicer_to_server(Speech(registry), server)
     rpc.add_TransformersServicer_to_server(Transformers(registry), server)
     health_service = health.HealthServicer()
@@ -142,6 +153,12 @@ def serve(socket_path: str, files_socket: str, frames_dir: str, threads: int, gr
     if server.add_insecure_port(f"unix://{socket_path}") == 0:
         log.error("could not listen on %s", socket_path)
         return 1
+    try:
+        lane = Lane(lane_socket, vision_service.one, MAX_MESSAGE, LANE_CONNECTIONS)
+    except OSError as err:
+        log.error("could not listen on %s: %s", lane_socket, err)
+        return 1
+    lane.start()
     server.start()
     stopping = threading.Event()
 
@@ -155,7 +172,9 @@ def serve(socket_path: str, files_socket: str, frames_dir: str, threads: int, gr
     log.info("serving on %s (pid %d)", socket_path, os.getpid())
     stopping.wait()
     health_service.enter_graceful_shutdown()
-    server.stop(grace).wait()
+    stopped = server.stop(grace)
+    lane.stop(grace)
+    stopped.wait()
     registry.close()
     files.close()
     return 0
@@ -164,10 +183,8 @@ def serve(socket_path: str, files_socket: str, frames_dir: str, threads: int, gr
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="tabagent_worker", description=__doc__)
     parser.add_argument("--socket", required=True, help="the Unix socket to serve on")
+    parser.add_argument("--lane-socket", required=True, help="the Unix socket for single frames")
     parser.add_argument("--files-socket", required=True, help="tabagent's ModelFiles socket")
-    parser.add_argument(
-        "--frames-dir", default="", help="where tabagent hands over big frames as files"
-    )
     parser.add_argument("--parent-pid", type=int, default=0, help="exit when this process goes")
     parser.add_argument("--threads", type=int, default=4, help="calls served at once")
     parser.add_argument("--grace", type=float, default=5.0, help="seconds calls get to finish on stop")
@@ -179,4 +196,6 @@ def main(argv=None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     die_with_parent(args.parent_pid)
-    return serve(args.socket, args.files_socket, args.frames_dir, args.threads, args.grace)
+    return serve(
+        args.socket, args.lane_socket, args.files_socket, args.threads, args.grace
+    )

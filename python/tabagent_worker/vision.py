@@ -7,7 +7,6 @@ runs one frame at a time (MediaPipe's tasks are not re-entrant), so each has its
 """
 
 import math
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -151,28 +150,11 @@ def _make_task(part: str, data: bytes, min_confidence: float, max_results: int):
     raise InvalidInput(f"unknown vision part {part!r}")
 
 
-# Where tabagent hands over big frames as files (`frames` beside the worker's socket); set at
-# start-up by the server.
-frames_dir = ""
-
-
-def _shared_frame(name: str) -> bytes:
-    """The bytes of the frame file `name`: a plain name in the frames directory, nothing else."""
-    if not frames_dir or not name or os.path.basename(name) != name or name.startswith("."):
-        raise InvalidInput("a shared frame must be a file name in the worker's frames directory")
-    try:
-        fd = os.open(os.path.join(frames_dir, name), os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError as err:
-        raise InvalidInput(f"the shared frame {name!r} cannot be read: {err.strerror}") from None
-    with os.fdopen(fd, "rb") as file:
-        return file.read()
-
-
 def decode(image: "pb.Image") -> np.ndarray:
     """The frame as an RGB array (height × width × 3, uint8)."""
     source = image.WhichOneof("source")
-    if source in ("encoded", "shared_file"):
-        encoded = image.encoded if source == "encoded" else _shared_frame(image.shared_file)
+    if source == "encoded":
+        encoded = image.encoded
         if not encoded:
             raise InvalidInput("the image is empty")
         bgr = cv2.imdecode(np.frombuffer(encoded, dtype=np.uint8), cv2.IMREAD_COLOR)
@@ -185,7 +167,7 @@ def decode(image: "pb.Image") -> np.ndarray:
             raise InvalidInput("a raw frame needs a width and a height")
         if max(raw.width, raw.height) > MAX_SIDE:
             raise InvalidInput(f"the image is {raw.width}×{raw.height}; at most {MAX_SIDE} pixels a side")
-        pixels = _shared_frame(raw.shared_file) if raw.shared_file else raw.rgb
+        pixels = raw.rgb
         if len(pixels) != raw.width * raw.height * 3:
             raise InvalidInput(
                 f"a {raw.width}×{raw.height} RGB frame is {raw.width * raw.height * 3} bytes, "

@@ -164,7 +164,6 @@ async fn analyse(
                 width: frame.width,
                 height: frame.height,
                 rgb: frame.rgb.clone().into(),
-                shared_file: String::new(),
             })),
         }),
         model_id: worker_model.id.clone(),

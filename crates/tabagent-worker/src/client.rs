@@ -13,12 +13,7 @@ use crate::supervisor::{Running, Shared};
 use crate::WorkerError;
 
 /// The most a reply or request may carry (a frame, an audio file, a segmentation PNG).
-const MAX_MESSAGE: usize = 64 * 1024 * 1024;
-
-/// Encoded frames from this size on go to the worker as a file in the private directory, not in
-/// the gRPC message: Python's gRPC server takes milliseconds to receive a megabyte (the
-/// benchmark's 791 KB PNG), the page cache a fraction of one.
-const SHARED_FRAME_FROM: usize = 64 * 1024;
+pub(crate) const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 
 /// A client of the supervised worker (cheap to clone).
 #[derive(Clone)]
@@ -94,75 +89,50 @@ impl Worker {
         }
     }
 
+    /// Makes `call` on the running worker, once more on the next one if this one dies under it.
     async fn call<T, F, Fut>(&self, call: F) -> Result<T, WorkerError>
+    where
+        F: Fn(Running) -> Fut,
+        Fut: Future<Output = Result<T, WorkerError>>,
+    {
+        let running = self.running(0).await?;
+        let generation = running.generation;
+        let _counted = InFlight::enter(&self.shared);
+        match call(running).await {
+            Err(error) if error.is_retryable() => {
+                tracing::warn!(error = %error, "the ML worker went away mid-call; trying once more");
+                call(self.running(generation).await?).await
+            }
+            answered => answered,
+        }
+    }
+
+    /// A unary gRPC call, made as [`Worker::call`] makes calls.
+    async fn grpc<T, F, Fut>(&self, call: F) -> Result<T, WorkerError>
     where
         F: Fn(Channel) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        let running = self.running(0).await?;
-        let _counted = InFlight::enter(&self.shared);
-        match call(running.channel).await {
-            Ok(reply) => Ok(reply.into_inner()),
-            Err(status) => {
-                let error = WorkerError::from_status(&status);
-                if !error.is_retryable() {
-                    return Err(error);
-                }
-                tracing::warn!(error = %error, "the ML worker went away mid-call; trying once more");
-                let again = self.running(running.generation).await?;
-                call(again.channel)
+        self.call(|running| {
+            let reply = call(running.channel);
+            async move {
+                reply
                     .await
                     .map(tonic::Response::into_inner)
                     .map_err(|s| WorkerError::from_status(&s))
             }
-        }
-    }
-
-    /// Runs a vision task on a frame.
-    pub async fn analyze(
-        &self,
-        mut request: pb::VisionRequest,
-    ) -> Result<pb::VisionReply, WorkerError> {
-        // Removed when the call is over, answered or not.
-        let _shared = self.share_frame(&mut request);
-        self.call(|channel| {
-            let request = request.clone();
-            async move { vision(channel).analyze(request).await }
         })
         .await
     }
 
-    /// Moves a big frame of `request` (encoded or raw) into a file for the worker, if it can
-    /// (else the frame stays in the message). The file goes when the returned guard does.
-    fn share_frame(&self, request: &mut pb::VisionRequest) -> Option<SharedFrame> {
-        let image = request.image.as_mut()?;
-        let bytes = match &image.source {
-            Some(pb::image::Source::Encoded(bytes)) => bytes,
-            Some(pb::image::Source::Raw(raw)) => &raw.rgb,
-            _ => return None,
-        };
-        if bytes.len() < SHARED_FRAME_FROM {
-            return None;
-        }
-        let name = format!(
-            "{}.frame",
-            self.shared.next_frame.fetch_add(1, Ordering::Relaxed)
-        );
-        let path = self.shared.frames.join(&name);
-        // A write into the page cache, shorter than handing it to a blocking thread would be.
-        if let Err(err) = std::fs::write(&path, bytes) {
-            tracing::debug!(error = %err, "the frame goes in the message instead of a file");
-            let _ = std::fs::remove_file(&path);
-            return None;
-        }
-        match &mut image.source {
-            Some(pb::image::Source::Raw(raw)) => {
-                raw.rgb = Default::default();
-                raw.shared_file = name;
-            }
-            source => *source = Some(pb::image::Source::SharedFile(name)),
-        }
-        Some(SharedFrame(path))
+    /// Runs a vision task on a frame, through the worker's vision lane.
+    pub async fn analyze(
+        &self,
+        request: pb::VisionRequest,
+    ) -> Result<pb::VisionReply, WorkerError> {
+        let request = &request;
+        self.call(|running| async move { running.lane.analyze(request).await })
+            .await
     }
 
     /// Runs vision tasks on a stream of frames: one reply per frame, in order. Not tried again
@@ -190,7 +160,7 @@ impl Worker {
         &self,
         request: pb::TranscribeRequest,
     ) -> Result<pb::TranscribeReply, WorkerError> {
-        self.call(|channel| {
+        self.grpc(|channel| {
             let request = request.clone();
             async move {
                 pb::speech_client::SpeechClient::new(channel)
@@ -205,7 +175,7 @@ impl Worker {
 
     /// Embeds texts with a sentence-transformers model.
     pub async fn embed(&self, request: pb::EmbedRequest) -> Result<pb::EmbedReply, WorkerError> {
-        self.call(|channel| {
+        self.grpc(|channel| {
             let request = request.clone();
             async move {
                 pb::transformers_client::TransformersClient::new(channel)
@@ -240,7 +210,7 @@ impl Worker {
 
     /// Loads a model (a no-op when it is loaded): what it holds.
     pub async fn load(&self, request: pb::LoadRequest) -> Result<pb::LoadedModel, WorkerError> {
-        self.call(|channel| {
+        self.grpc(|channel| {
             let request = request.clone();
             async move {
                 pb::models_client::ModelsClient::new(channel)
@@ -257,7 +227,7 @@ impl Worker {
             model_id: model_id.to_string(),
         };
         let reply = self
-            .call(|channel| {
+            .grpc(|channel| {
                 let request = request.clone();
                 async move {
                     pb::models_client::ModelsClient::new(channel)
@@ -272,7 +242,7 @@ impl Worker {
     /// The models the worker holds.
     pub async fn models(&self) -> Result<Vec<pb::LoadedModel>, WorkerError> {
         let reply = self
-            .call(|channel| async move {
+            .grpc(|channel| async move {
                 pb::models_client::ModelsClient::new(channel)
                     .list(pb::ListRequest {})
                     .await
@@ -286,15 +256,6 @@ fn vision(channel: Channel) -> pb::vision_client::VisionClient<Channel> {
     pb::vision_client::VisionClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE)
-}
-
-/// A frame file handed to the worker, removed when dropped.
-struct SharedFrame(std::path::PathBuf);
-
-impl Drop for SharedFrame {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
 }
 
 /// Counts a call in flight while it lives.

@@ -30,6 +30,10 @@ const SOURCES: &[(&str, &str)] = &[
         include_str!("../../../python/tabagent_worker/files.py"),
     ),
     (
+        "tabagent_worker/lane.py",
+        include_str!("../../../python/tabagent_worker/lane.py"),
+    ),
+    (
         "tabagent_worker/models.py",
         include_str!("../../../python/tabagent_worker/models.py"),
     ),

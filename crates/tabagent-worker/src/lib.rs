@@ -9,12 +9,14 @@
 //!   group, waits for gRPC health to say SERVING, forwards its log lines into `tracing`,
 //!   restarts it with backoff when it dies and stops it with SIGTERM, then SIGKILL.
 //! - [`Worker`]: the client: each call waits for a running worker and is tried once more if the
-//!   worker died under it (every call is idempotent: the worker keeps no state).
+//!   worker died under it (every call is idempotent: the worker keeps no state). Single vision
+//!   frames take the worker's vision lane (a plain Unix socket, see `lane`), everything else gRPC.
 
 mod client;
 mod environment;
 mod error;
 mod files;
+mod lane;
 mod supervisor;
 
 /// The generated protobuf messages, services and clients.

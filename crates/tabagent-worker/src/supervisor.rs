@@ -1,7 +1,8 @@
 //! Runs the worker and keeps it running.
 //!
-//! The worker listens on `worker.sock` in a private directory (mode 0700, so no other user can
-//! reach it; never a TCP port), beside tabagent's own `files.sock` serving it model files. It
+//! The worker listens on `worker.sock` (gRPC) and `vision.sock` (its vision lane) in a private
+//! directory (mode 0700, so no other user can reach them; never a TCP port), beside tabagent's
+//! own `files.sock` serving it model files. It
 //! runs in a process group of its own, so signals reach it and not tabagent, and it asks Linux
 //! to end it when tabagent goes (the parent-death signal), so it is never orphaned, even when
 //! tabagent is killed with SIGKILL.
@@ -18,7 +19,9 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
+use crate::client::MAX_MESSAGE;
 use crate::files::{ModelFiles, ModelRoots};
+use crate::lane::Lane;
 use crate::{pb, Environment, EnvironmentConfig, Worker, WorkerError};
 
 /// How the worker is run.
@@ -61,6 +64,8 @@ impl SupervisorConfig {
 #[derive(Clone)]
 pub(crate) struct Running {
     pub channel: Channel,
+    /// Its vision lane (single frames, beside gRPC).
+    pub lane: Lane,
     pub pid: u32,
     pub generation: u64,
     /// From spawning it to gRPC health saying SERVING.
@@ -76,10 +81,6 @@ pub(crate) struct Shared {
     pub restarts: std::sync::atomic::AtomicU64,
     /// Calls sent and not yet answered.
     pub in_flight: std::sync::atomic::AtomicUsize,
-    /// Where big frames are handed to the worker as files (`<private dir>/frames`).
-    pub frames: PathBuf,
-    /// Names the next frame file.
-    pub next_frame: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
@@ -103,8 +104,6 @@ pub struct Supervisor {
     task: Option<tokio::task::JoinHandle<()>>,
     files_server: tokio::task::JoinHandle<()>,
     _dir: tempfile::TempDir,
-    /// Where frames are handed over, when on tmpfs (else inside `_dir`).
-    _frames: Option<tempfile::TempDir>,
 }
 
 impl Supervisor {
@@ -139,19 +138,6 @@ impl Supervisor {
                 tracing::error!(error = %err, "the ML worker's file service stopped");
             }
         });
-        // Frames go through tmpfs when there is one: a file there costs a copy into memory; on a
-        // disk filesystem (ext4 under /tmp here) also block reservation, and its removal. The
-        // directory is private (0700) like the sockets', and names its owner the same way.
-        let shm = private_frames_dir();
-        let frames = match &shm {
-            Some(shm) => shm.path().to_path_buf(),
-            None => {
-                let frames = dir.path().join(FRAMES);
-                std::fs::create_dir(&frames)
-                    .map_err(|e| WorkerError::Environment(format!("{}: {e}", frames.display())))?;
-                frames
-            }
-        };
         let (ready, _) = watch::channel(None);
         let shared = Arc::new(Shared {
             ready,
@@ -159,8 +145,6 @@ impl Supervisor {
             call_wait: config.call_wait,
             restarts: std::sync::atomic::AtomicU64::new(0),
             in_flight: std::sync::atomic::AtomicUsize::new(0),
-            frames,
-            next_frame: std::sync::atomic::AtomicU64::new(0),
         });
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(supervise(
@@ -175,7 +159,6 @@ impl Supervisor {
             task: Some(task),
             files_server,
             _dir: dir,
-            _frames: shm,
         })
     }
 
@@ -187,11 +170,6 @@ impl Supervisor {
     /// The worker's socket (for tools that talk to it directly, such as benchmarks).
     pub fn socket(&self) -> PathBuf {
         self._dir.path().join("worker.sock")
-    }
-
-    /// Where big frames are handed to the worker (on tmpfs when the machine has one).
-    pub fn frames_dir(&self) -> PathBuf {
-        self.shared.frames.clone()
     }
 
     /// The running worker's process id, if it is running.
@@ -221,37 +199,18 @@ impl Drop for Supervisor {
 
 const DIR_PREFIX: &str = "tabagent-worker-";
 const OWNER: &str = "owner.pid";
-/// The directory (beside the sockets) where big frames are handed over as files.
-const FRAMES: &str = "frames";
+/// The worker's vision lane, beside its gRPC socket.
+const LANE_SOCKET: &str = "vision.sock";
 
 /// Only the owner may enter: rwx------.
 fn private_mode() -> std::fs::Permissions {
     std::os::unix::fs::PermissionsExt::from_mode(0o700)
 }
 
-/// Where frames go when the machine has tmpfs at the usual place.
-const SHM: &str = "/dev/shm";
-
-/// A private directory for frames on tmpfs, if there is one to make.
-fn private_frames_dir() -> Option<tempfile::TempDir> {
-    let dir = tempfile::Builder::new()
-        .prefix(DIR_PREFIX)
-        .permissions(private_mode())
-        .tempdir_in(SHM)
-        .ok()?;
-    std::fs::write(dir.path().join(OWNER), std::process::id().to_string()).ok()?;
-    Some(dir)
-}
-
 /// Removes private directories that tabagents killed with SIGKILL left behind (this user's,
-/// whose owner process is gone), in the temporary directory and on tmpfs.
+/// whose owner process is gone).
 fn remove_stale_directories() {
-    remove_stale_directories_in(&std::env::temp_dir());
-    remove_stale_directories_in(Path::new(SHM));
-}
-
-fn remove_stale_directories_in(root: &Path) {
-    let Ok(entries) = std::fs::read_dir(root) else {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
         return;
     };
     let me = rustix::process::geteuid().as_raw();
@@ -320,7 +279,7 @@ async fn supervise(
         }
         generation += 1;
         let started = Instant::now();
-        match start_worker(&config, &environment, &dir, &shared.frames).await {
+        match start_worker(&config, &environment, &dir).await {
             Ok(mut child) => {
                 let pid = child.id().unwrap_or_default();
                 let socket = dir.join("worker.sock");
@@ -338,6 +297,11 @@ async fn supervise(
                         shared.set_error(None);
                         shared.ready.send_replace(Some(Running {
                             channel,
+                            lane: Lane::new(
+                                dir.join(LANE_SOCKET),
+                                config.threads.max(1) as usize,
+                                MAX_MESSAGE,
+                            ),
                             pid,
                             generation,
                             startup: started.elapsed(),
@@ -402,19 +366,19 @@ async fn start_worker(
     config: &SupervisorConfig,
     environment: &Environment,
     dir: &Path,
-    frames: &Path,
 ) -> Result<Child, WorkerError> {
     let socket = dir.join("worker.sock");
-    // A socket left by a worker that died.
+    // Sockets left by a worker that died.
     let _ = std::fs::remove_file(&socket);
+    let _ = std::fs::remove_file(dir.join(LANE_SOCKET));
     let mut command = Command::new(&environment.python);
     command
         .args(["-m", "tabagent_worker", "--socket"])
         .arg(&socket)
+        .arg("--lane-socket")
+        .arg(dir.join(LANE_SOCKET))
         .arg("--files-socket")
         .arg(dir.join("files.sock"))
-        .arg("--frames-dir")
-        .arg(frames)
         .arg("--parent-pid")
         .arg(std::process::id().to_string())
         .arg("--threads")

@@ -1,11 +1,12 @@
 //! The supervisor and client against the real worker (the environment and models scripts/test
-//! prepares): frames streamed through MediaPipe, and private directories left by killed runs
-//! cleaned up.
+//! prepares): frames streamed through MediaPipe and sent one by one on the vision lane, and
+//! private directories left by killed runs cleaned up.
 
 // Tests state their expectations with unwrap/expect/panic: a failure is the point.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeMap;
+use std::future::Future as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -45,6 +46,20 @@ fn frame(image: &[u8]) -> pb::VisionRequest {
         min_confidence: 0.5,
         max_results: 2,
         ..Default::default()
+    }
+}
+
+/// A black frame of raw RGB pixels (no face in it).
+fn raw_frame(width: u32, height: u32) -> pb::VisionRequest {
+    pb::VisionRequest {
+        image: Some(pb::Image {
+            source: Some(pb::image::Source::Raw(pb::RawFrame {
+                width,
+                height,
+                rgb: vec![0; (width * height * 3) as usize].into(),
+            })),
+        }),
+        ..frame(b"")
     }
 }
 
@@ -117,39 +132,60 @@ async fn frames_stream_through_the_worker_in_order_and_stale_directories_go() {
         "{replies:?}"
     );
 
-    // A big frame goes to the worker as a file in the private directory, gone after the reply.
+    // Single frames take the vision lane: answers and errors as Vision.Analyze gives them.
     let reply = worker.analyze(frame(&astronaut)).await.unwrap();
     assert_eq!(reply.faces.len(), 1);
-    let frames_dir = supervisor.frames_dir();
-    // The frames and the sockets are this user's alone.
-    for private in [
-        frames_dir.clone(),
-        supervisor.socket().parent().unwrap().to_path_buf(),
-    ] {
-        let mode = std::os::unix::fs::PermissionsExt::mode(
-            &std::fs::metadata(&private).unwrap().permissions(),
-        );
-        assert_eq!(mode & 0o777, 0o700, "{}", private.display());
+    let refused = worker.analyze(frame(b"no image")).await;
+    assert!(
+        matches!(refused, Err(WorkerError::InvalidInput(_))),
+        "{refused:?}"
+    );
+    let mut unknown = frame(&astronaut);
+    unknown.model_id = "no-such-model".into();
+    let refused = worker.analyze(unknown).await;
+    assert!(
+        matches!(refused, Err(WorkerError::ModelNotFound(_))),
+        "{refused:?}"
+    );
+    // The sockets are this user's alone.
+    let private = supervisor.socket().parent().unwrap().to_path_buf();
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&private).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o700, "{}", private.display());
+    assert!(private.join("vision.sock").exists());
+
+    // Callers that go away leave nothing behind on the connection for the next call: one while
+    // its frame is being sent (773 KB do not fit in the socket's buffer), one while it waits
+    // for its answer. The next calls each get their own frame's answer, not a stale one, and
+    // are not stuck behind half a request (the timeout turns that into a failure).
+    for abandoned in [frame(&astronaut), raw_frame(40, 20)] {
+        {
+            let mut call = std::pin::pin!(worker.analyze(abandoned));
+            let _ = std::future::poll_fn(|cx| std::task::Poll::Ready(call.as_mut().poll(cx))).await;
+        }
+        for (width, height) in [(64, 32), (48, 16)] {
+            let call = worker.analyze(raw_frame(width, height));
+            let reply = tokio::time::timeout(std::time::Duration::from_secs(60), call)
+                .await
+                .expect("the call was answered")
+                .unwrap();
+            assert_eq!((reply.width, reply.height), (width, height));
+        }
     }
-    // Nothing but the owner's pid is left.
-    let left: Vec<_> = std::fs::read_dir(&frames_dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .filter(|name| name.to_string_lossy().ends_with(".frame"))
-        .collect();
-    assert!(left.is_empty(), "{left:?}");
-    // The worker reads only plain names in that directory: nothing beside or above it.
-    for name in ["../owner.pid", "/etc/passwd", ".hidden", "missing.frame"] {
-        let mut request = frame(&astronaut);
-        request.image = Some(pb::Image {
-            source: Some(pb::image::Source::SharedFile(name.to_string())),
+
+    // More calls at once than the worker serves at once: each waits its turn and is answered.
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..12 {
+        let worker = worker.clone();
+        let (width, height) = (16 + i, 8 + i);
+        calls.spawn(async move {
+            let reply = worker.analyze(raw_frame(width, height)).await.unwrap();
+            assert_eq!((reply.width, reply.height), (width, height));
         });
-        let refused = worker.analyze(request).await;
-        assert!(
-            matches!(refused, Err(WorkerError::InvalidInput(_))),
-            "{name}: {refused:?}"
-        );
     }
+    let answered = calls.join_all().await;
+    assert_eq!(answered.len(), 12);
 
     let pid = worker.pid().unwrap();
     supervisor.shutdown().await;

@@ -284,7 +284,6 @@ async fn frame_source(file: Bytes) -> Result<pb::image::Source, ApiError> {
             width: rgb.width,
             height: rgb.height,
             rgb: rgb.pixels.into(),
-            shared_file: String::new(),
         }),
         None => pb::image::Source::Encoded(file),
     })
