@@ -1,6 +1,6 @@
 """The vision lane: single frames from tabagent on a plain Unix socket beside the gRPC one.
 
-Python's gRPC server costs about 0.6 ms a call on two cores, however small the call: its polling
+Python's gRPC server costs about 0.5 ms a call on two cores, however small the call: its polling
 thread hands every call to a pool thread and back twice. A camera frame's whole budget for
 getting from tabagent to MediaPipe is about that. So tabagent sends single frames here instead,
 with the same messages and the same errors as `Vision.Analyze`:
@@ -9,8 +9,9 @@ with the same messages and the same errors as `Vision.Analyze`:
 - an answer is a 4-byte little-endian length, then a `LaneReply` (the `VisionReply`, or the
   gRPC status code and message `Vision.Analyze` would have ended with).
 
-tabagent keeps a few connections open and sends one request at a time on each; each connection
-has a thread here, blocked in `recv` between requests (which holds no lock). The socket is in
+tabagent keeps a few connections open (as many as the frames it sends at once, `--threads`) and
+sends one request at a time on each; each connection has a thread here, blocked in `recv`
+between requests (which holds no lock). The socket is in
 the worker's private directory, like the gRPC one. Everything else (models, streams, speech,
 Transformers, health) stays on gRPC."""
 
@@ -75,9 +76,14 @@ class Lane:
                 log.warning("vision lane: too many connections; one refused")
                 connection.close()
                 continue
-            threading.Thread(
-                target=self._serve, args=(connection,), name="lane-call", daemon=True
-            ).start()
+            try:
+                threading.Thread(
+                    target=self._serve, args=(connection,), name="lane-call", daemon=True
+                ).start()
+            except Exception as err:  # noqa: BLE001 - no thread: this connection only is lost
+                log.error("vision lane: no thread for a connection: %s", err)
+                self.slots.release()
+                connection.close()
 
     def _serve(self, connection: socket.socket):
         try:
@@ -98,8 +104,10 @@ class Lane:
                             self.busy -= 1
                             self.idle.notify_all()
         except OSError as err:
-            # tabagent dropped the connection (its caller went away) or is gone.
+            # tabagent closed the connection or is gone.
             log.debug("vision lane: connection ended: %s", err)
+        except Exception:  # noqa: BLE001 - a bug here ends this connection, not the lane
+            log.exception("vision lane: connection failed")
         finally:
             self.slots.release()
 

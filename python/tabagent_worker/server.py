@@ -122,9 +122,9 @@ LOADERS = {
 # Frames and audio files travel in one message each.
 MAX_MESSAGE = 64 * 1024 * 1024
 
-# Vision lane connections at once: tabagent keeps as many as the calls it sends at once
-# (--threads); the rest is room for connections whose callers went away, still being answered.
-LANE_CONNECTIONS = 256
+# Vision lane connections at once: tabagent opens as many as the frames it sends at once
+# (--threads); more would be a bug, refused rather than given a thread each.
+LANE_CONNECTIONS = 64
 
 
 def serve(

@@ -208,9 +208,15 @@ fn private_mode() -> std::fs::Permissions {
 }
 
 /// Removes private directories that tabagents killed with SIGKILL left behind (this user's,
-/// whose owner process is gone).
+/// whose owner process is gone): beside the sockets, and on tmpfs, where earlier versions
+/// handed frames over as files (memory, not disk, until removed).
 fn remove_stale_directories() {
-    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+    remove_stale_directories_in(&std::env::temp_dir());
+    remove_stale_directories_in(Path::new("/dev/shm"));
+}
+
+fn remove_stale_directories_in(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(root) else {
         return;
     };
     let me = rustix::process::geteuid().as_raw();

@@ -155,14 +155,16 @@ async fn frames_stream_through_the_worker_in_order_and_stale_directories_go() {
     assert_eq!(mode & 0o777, 0o700, "{}", private.display());
     assert!(private.join("vision.sock").exists());
 
-    // Callers that go away leave nothing behind on the connection for the next call: one while
-    // its frame is being sent (773 KB do not fit in the socket's buffer), one while it waits
-    // for its answer. The next calls each get their own frame's answer, not a stale one, and
-    // are not stuck behind half a request (the timeout turns that into a failure).
+    // Callers that go away, one while its frame is being sent (773 KB do not fit in the
+    // socket's buffer), one while it waits for its answer, leave nothing behind for the calls
+    // after them: each of those gets its own frame's answer, not a stale one, and is not stuck
+    // behind half a request (the timeout turns that into a failure).
     for abandoned in [frame(&astronaut), raw_frame(40, 20)] {
         {
             let mut call = std::pin::pin!(worker.analyze(abandoned));
-            let _ = std::future::poll_fn(|cx| std::task::Poll::Ready(call.as_mut().poll(cx))).await;
+            let first_poll =
+                std::future::poll_fn(|cx| std::task::Poll::Ready(call.as_mut().poll(cx))).await;
+            assert!(first_poll.is_pending(), "answered within one poll");
         }
         for (width, height) in [(64, 32), (48, 16)] {
             let call = worker.analyze(raw_frame(width, height));
@@ -174,7 +176,8 @@ async fn frames_stream_through_the_worker_in_order_and_stale_directories_go() {
         }
     }
 
-    // More calls at once than the worker serves at once: each waits its turn and is answered.
+    // Three times as many calls at once as the worker serves at once: each is answered, with
+    // its own frame's answer.
     let mut calls = tokio::task::JoinSet::new();
     for i in 0..12 {
         let worker = worker.clone();
