@@ -97,7 +97,6 @@ impl Worker {
     {
         let running = self.running(0).await?;
         let generation = running.generation;
-        let _counted = InFlight::enter(&self.shared);
         match call(running).await {
             Err(error) if error.is_retryable() => {
                 tracing::warn!(error = %error, "the ML worker went away mid-call; trying once more");
@@ -114,8 +113,10 @@ impl Worker {
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         self.call(|running| {
+            let counted = InFlight::enter(&self.shared);
             let reply = call(running.channel);
             async move {
+                let _counted = counted;
                 reply
                     .await
                     .map(tonic::Response::into_inner)
@@ -131,8 +132,11 @@ impl Worker {
         request: pb::VisionRequest,
     ) -> Result<pb::VisionReply, WorkerError> {
         let request = &request;
-        self.call(|running| async move { running.lane.analyze(request).await })
-            .await
+        self.call(|running| async move {
+            let counted = InFlight::enter(&self.shared);
+            running.lane.analyze(request, counted).await
+        })
+        .await
     }
 
     /// Runs vision tasks on a stream of frames: one reply per frame, in order. Not tried again
@@ -258,17 +262,18 @@ fn vision(channel: Channel) -> pb::vision_client::VisionClient<Channel> {
         .max_encoding_message_size(MAX_MESSAGE)
 }
 
-/// Counts a call in flight while it lives.
-struct InFlight<'a>(&'a Shared);
+/// Counts a call in flight while it lives (a frame whose caller went away, until the worker
+/// has answered it).
+struct InFlight(Arc<Shared>);
 
-impl<'a> InFlight<'a> {
-    fn enter(shared: &'a Shared) -> Self {
+impl InFlight {
+    fn enter(shared: &Arc<Shared>) -> Self {
         shared.in_flight.fetch_add(1, Ordering::Relaxed);
-        Self(shared)
+        Self(Arc::clone(shared))
     }
 }
 
-impl Drop for InFlight<'_> {
+impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }

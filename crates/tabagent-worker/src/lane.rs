@@ -43,10 +43,12 @@ impl Lane {
         }))
     }
 
-    /// What `Vision.Analyze` would answer.
+    /// What `Vision.Analyze` would answer. `held` is dropped once the worker's answer is read,
+    /// even if the caller went away before.
     pub async fn analyze(
         &self,
         request: &pb::VisionRequest,
+        held: impl Send + 'static,
     ) -> Result<pb::VisionReply, WorkerError> {
         let length = request.encoded_len();
         if length > self.0.max_message {
@@ -68,7 +70,7 @@ impl Lane {
         let lane = self.clone();
         let answer = FinishedAnyway::new(async move {
             let answer = lane.exchange(&message).await;
-            drop(permit);
+            drop((permit, held));
             answer
         })
         .run()
