@@ -19,6 +19,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::UnixStream;
 use tokio::sync::Semaphore;
 
+use crate::client::MAX_MESSAGE;
 use crate::{pb, WorkerError};
 
 /// The connections to one worker's lane (a new worker gets a new `Lane`).
@@ -30,16 +31,14 @@ struct Inner {
     idle: Mutex<Vec<UnixStream>>,
     /// Requests sent at once: as many as the worker serves at once.
     calls: Arc<Semaphore>,
-    max_message: usize,
 }
 
 impl Lane {
-    pub fn new(socket: PathBuf, calls: usize, max_message: usize) -> Self {
+    pub fn new(socket: PathBuf, calls: usize) -> Self {
         Self(Arc::new(Inner {
             socket,
             idle: Mutex::new(Vec::new()),
             calls: Arc::new(Semaphore::new(calls.max(1))),
-            max_message,
         }))
     }
 
@@ -51,10 +50,9 @@ impl Lane {
         held: impl Send + 'static,
     ) -> Result<pb::VisionReply, WorkerError> {
         let length = request.encoded_len();
-        if length > self.0.max_message {
+        if length > MAX_MESSAGE {
             return Err(WorkerError::InvalidInput(format!(
-                "the request is {length} bytes; at most {} are taken",
-                self.0.max_message
+                "the request is {length} bytes; at most {MAX_MESSAGE} are taken"
             )));
         }
         let mut message = Vec::with_capacity(4 + length);
@@ -117,7 +115,7 @@ impl Lane {
         let mut header = [0u8; 4];
         connection.read_exact(&mut header).await.map_err(broken)?;
         let length = u32::from_le_bytes(header) as usize;
-        if length > self.0.max_message {
+        if length > MAX_MESSAGE {
             return Err(WorkerError::Failed(format!(
                 "an answer of {length} bytes is over the limit"
             )));

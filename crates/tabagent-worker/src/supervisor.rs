@@ -19,7 +19,6 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
-use crate::client::MAX_MESSAGE;
 use crate::files::{ModelFiles, ModelRoots};
 use crate::lane::Lane;
 use crate::{pb, Environment, EnvironmentConfig, Worker, WorkerError};
@@ -303,11 +302,7 @@ async fn supervise(
                         shared.set_error(None);
                         shared.ready.send_replace(Some(Running {
                             channel,
-                            lane: Lane::new(
-                                dir.join(LANE_SOCKET),
-                                config.threads.max(1) as usize,
-                                MAX_MESSAGE,
-                            ),
+                            lane: Lane::new(dir.join(LANE_SOCKET), config.threads.max(1) as usize),
                             pid,
                             generation,
                             startup: started.elapsed(),

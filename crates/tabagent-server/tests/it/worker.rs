@@ -84,16 +84,22 @@ fn worker_server(
 
 /// `tabagent worker link NAME DIR`, which must succeed.
 fn link(data_dir: &std::path::Path, name: &str, dir: &std::path::Path) {
-    let out = crate::server::tabagent(data_dir)
-        .args(["worker", "link", name])
-        .arg(dir)
-        .output()
-        .unwrap();
+    succeeded(
+        crate::server::tabagent(data_dir)
+            .args(["worker", "link", name])
+            .arg(dir),
+    );
+}
+
+/// Runs `command`, which must succeed; its standard output.
+fn succeeded(command: &mut std::process::Command) -> Vec<u8> {
+    let out = command.output().unwrap();
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    out.stdout
 }
 
 fn astronaut() -> Vec<u8> {
@@ -102,17 +108,11 @@ fn astronaut() -> Vec<u8> {
 
 /// Runs `script` with the worker's own Python (its OpenCV) on `args`; its standard output.
 fn worker_python(script: &str, args: &[&std::ffi::OsStr]) -> Vec<u8> {
-    let out = std::process::Command::new(prepared_worker_dir().join("venv/bin/python"))
-        .args(["-c", script])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
+    succeeded(
+        std::process::Command::new(prepared_worker_dir().join("venv/bin/python"))
+            .args(["-c", script])
+            .args(args),
+    )
 }
 
 /// The astronaut encoded as `extension` (`.jpg`, `.webp`, or `.png` in grey), by OpenCV.
