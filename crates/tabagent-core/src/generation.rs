@@ -66,6 +66,39 @@ pub struct GenerationParams {
     pub constraint: OutputConstraint,
     /// Keep generating past end-of-generation tokens (benchmarks).
     pub ignore_eos: bool,
+    /// Tools the model is offered (chat only).
+    pub tools: crate::tools::Tools,
+    /// Report each generated token's log probability, with this many of the likeliest
+    /// alternatives (at most [`MAX_TOP_LOGPROBS`]); `None` reports none.
+    pub logprobs: Option<u8>,
+}
+
+/// Most alternatives a token's log probability may list (OpenAI's limit).
+pub const MAX_TOP_LOGPROBS: u8 = 20;
+
+/// One token's log probability.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenLogprob {
+    /// The token's text (bytes that are not whole UTF-8 characters replaced).
+    pub token: String,
+    /// The token's bytes.
+    pub bytes: Vec<u8>,
+    /// Natural log of its probability.
+    pub logprob: f32,
+    /// The likeliest tokens at its position, most likely first (the chosen one among them when
+    /// it is likely enough).
+    pub top: Vec<TopLogprob>,
+}
+
+/// An alternative at one position.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopLogprob {
+    /// Its text.
+    pub token: String,
+    /// Its bytes.
+    pub bytes: Vec<u8>,
+    /// Natural log of its probability.
+    pub logprob: f32,
 }
 
 /// Why a generation ended.
@@ -75,7 +108,7 @@ pub enum FinishReason {
     Stop,
     /// `max_tokens` or the context window was reached.
     Length,
-    /// The model called tools (a remote engine's answer carrying `tool_calls`).
+    /// The model called tools.
     ToolCalls,
     /// A remote engine's content filter stopped it.
     ContentFilter,
@@ -125,15 +158,13 @@ impl Usage {
 pub enum GenerationEvent {
     /// More output text (never a partial UTF-8 character, never part of a stop string).
     Text(String),
-    /// Parts of a remote engine's answer other than text, passed on to the client as the
-    /// engine sent them: one chunk's `delta` fields besides `content` and `role` (`tool_calls`,
-    /// `refusal`, ...) and its `logprobs`.
-    Extra {
-        /// The delta's other fields (may be empty).
-        delta: serde_json::Map<String, serde_json::Value>,
-        /// The chunk's `logprobs`, when it has some.
-        logprobs: Option<serde_json::Value>,
-    },
+    /// A piece of a tool call.
+    ToolCall(crate::tools::ToolCallDelta),
+    /// Log probabilities of the tokens generated since the last ones (sent before the text
+    /// they belong to, which a stop string or a tool call may still hold back or take).
+    Logprobs(Vec<TokenLogprob>),
+    /// More of a refusal a remote engine's safety system wrote instead of an answer.
+    Refusal(String),
     /// The generation ended normally.
     Finished {
         /// Why it ended.

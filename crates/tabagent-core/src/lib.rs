@@ -19,9 +19,12 @@ pub mod chat;
 pub mod error;
 pub mod generation;
 pub mod stop;
+pub mod tools;
 
-pub use chat::{ChatMessage, Role};
+pub use chat::{ChatMessage, ImagePart, Role, ToolCall};
 pub use error::InferenceError;
 pub use generation::{
-    FinishReason, GenerationEvent, GenerationParams, OutputConstraint, SamplingParams, Usage,
+    FinishReason, GenerationEvent, GenerationParams, OutputConstraint, SamplingParams,
+    TokenLogprob, TopLogprob, Usage, MAX_TOP_LOGPROBS,
 };
+pub use tools::{ToolCallAssembler, ToolCallDelta, ToolChoice, ToolSpec, Tools};

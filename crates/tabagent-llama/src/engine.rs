@@ -8,9 +8,11 @@ use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 use tabagent_core::{
-    ChatMessage, GenerationEvent, GenerationParams, InferenceError, OutputConstraint,
+    ChatMessage, GenerationEvent, GenerationParams, InferenceError, OutputConstraint, Tools,
+    MAX_TOP_LOGPROBS,
 };
 use tabagent_models::chat_template::ChatTemplate;
+use tabagent_models::tool_calls::{self, ToolCallParser, ToolFormat};
 use tokio::sync::mpsc;
 
 use crate::line::JobClass;
@@ -275,15 +277,39 @@ impl LlamaEngine {
     /// The prompt text `messages` render to with the model's chat template, as
     /// [`LlamaEngine::chat`] tokenizes it.
     pub fn chat_prompt(&self, messages: &[ChatMessage]) -> Result<String, InferenceError> {
+        self.chat_prompt_with(messages, &Tools::default())
+    }
+
+    /// How this model's template has it write tool calls (`None` without a template).
+    pub fn tool_format(&self) -> Option<ToolFormat> {
+        self.template.as_ref().map(ChatTemplate::tool_format)
+    }
+
+    /// [`LlamaEngine::chat_prompt`] offering `tools`: through the template when it reads
+    /// `tools`, else described in the system message (tool turns written as text).
+    pub fn chat_prompt_with(
+        &self,
+        messages: &[ChatMessage],
+        tools: &Tools,
+    ) -> Result<String, InferenceError> {
         let template = self.template.as_ref().ok_or_else(|| {
             InferenceError::unsupported(
                 "messages",
                 "this model has no chat template (it is a base model); use /v1/completions with a raw prompt",
             )
         })?;
-        let prompt = template
-            .render(messages, true)
-            .map_err(|err| InferenceError::invalid("messages", err.to_string()))?;
+        let offered: &[tabagent_core::ToolSpec] = match tools.active() {
+            true => &tools.specs,
+            false => &[],
+        };
+        let rendered = match template.tool_format() {
+            ToolFormat::Unsupported if tools.active() || messages.iter().any(|m| !m.is_text()) => {
+                template.render(&tool_calls::plain_turns(messages, tools), true)
+            }
+            _ => template.render_with_tools(messages, offered, true),
+        };
+        let prompt =
+            rendered.map_err(|err| InferenceError::invalid("messages", err.to_string()))?;
         // Templates write the BOS token as text; tokenization adds it too when the model wants one.
         let bos = special_text(&self.model, self.model.vocab().bos());
         Ok(match prompt.strip_prefix(bos.as_str()) {
@@ -312,8 +338,15 @@ impl LlamaEngine {
         params: GenerationParams,
         class: JobClass,
     ) -> Result<GenerationHandle, InferenceError> {
-        let prompt = self.chat_prompt(messages)?;
-        self.submit(&prompt, params, class)
+        if messages.iter().any(|m| !m.images.is_empty()) {
+            return Err(InferenceError::unsupported(
+                "messages",
+                "this model takes text only: it has no multimodal projector for images",
+            ));
+        }
+        let prompt = self.chat_prompt_with(messages, &params.tools)?;
+        let format = self.tool_format();
+        self.submit(&prompt, params, format, class)
     }
 
     /// Starts generating a continuation of the raw `prompt`.
@@ -338,19 +371,34 @@ impl LlamaEngine {
                 "prompt must not be empty",
             ));
         }
-        self.submit(prompt, params, class)
+        if params.tools.active() {
+            return Err(InferenceError::invalid(
+                "tools",
+                "tools need a chat request: a raw prompt has no template to show them",
+            ));
+        }
+        self.submit(prompt, params, None, class)
     }
 
     fn submit(
         &self,
         text: &str,
         params: GenerationParams,
+        tool_format: Option<ToolFormat>,
         class: JobClass,
     ) -> Result<GenerationHandle, InferenceError> {
-        if params.ignore_eos && params.constraint != OutputConstraint::None {
+        if params.ignore_eos
+            && (params.constraint != OutputConstraint::None || params.tools.forced())
+        {
             return Err(InferenceError::unsupported(
                 "ignore_eos",
-                "ignore_eos cannot be combined with response_format",
+                "ignore_eos cannot be combined with response_format or a forced tool call",
+            ));
+        }
+        if params.logprobs.is_some_and(|n| n > MAX_TOP_LOGPROBS) {
+            return Err(InferenceError::invalid(
+                "top_logprobs",
+                format!("`top_logprobs` must be between 0 and {MAX_TOP_LOGPROBS}"),
             ));
         }
         // Special tokens in the text are parsed, as llama-server does: templates emit them as text.
@@ -371,14 +419,20 @@ impl LlamaEngine {
         }
         let room = limit - prompt_tokens;
         let max_tokens = params.max_tokens.map_or(room, |max| max.min(room));
-        let grammar = sampler::grammar_for(&params.constraint)?;
-        let sampler = sampler::build(&self.model, &params, grammar.as_deref(), &self.end_tokens)?;
+        let grammar = sampler::grammar(&params, tool_format)?;
+        let sampler = sampler::build(&self.model, &params, grammar.as_ref(), &self.end_tokens)?;
+        let tool_calls = match (tool_format, params.tools.active()) {
+            (Some(_), true) => Some(ToolCallParser::for_tools(&params.tools)),
+            _ => None,
+        };
         let (sink, events) = mpsc::unbounded_channel();
         let job = Job {
             prompt,
             max_tokens,
             stop: params.stop,
             ignore_eos: params.ignore_eos,
+            tool_calls,
+            logprobs: params.logprobs,
             sampler,
             sink,
             span: tracing::Span::current(),

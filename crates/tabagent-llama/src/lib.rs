@@ -15,6 +15,7 @@ mod backend;
 mod config;
 mod engine;
 mod line;
+mod logprobs;
 mod sampler;
 mod scheduler;
 mod schema;

@@ -4,9 +4,99 @@ use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::logit_bias::LlamaLogitBias;
 use llama_cpp_2::token::LlamaToken;
-use tabagent_core::{GenerationParams, InferenceError, OutputConstraint};
+use tabagent_core::{GenerationParams, InferenceError, OutputConstraint, Tools};
+use tabagent_models::tool_calls::{self, ToolFormat};
 
 use crate::schema::check_enforceable;
+
+/// A grammar the output is held to.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Grammar {
+    /// From the first token.
+    Strict(String),
+    /// From the moment the output contains `trigger` (the text that opens a tool call), which
+    /// the grammar's root starts with.
+    Lazy {
+        /// The GBNF grammar.
+        grammar: String,
+        /// What wakes it.
+        trigger: &'static str,
+    },
+}
+
+/// The rule each tool call of a tool grammar matches (a name no generated rule takes: those
+/// are made of `root`, property names and JSON's primitives).
+const CALL_RULE: &str = "tabagent-tool-call";
+
+/// The grammar for a request's output: forced tool calls (`required` or a named function)
+/// match the calls' schemas from the first token; with `auto`, a format with an opening tag
+/// gets the same grammar lazily, once the model opens a call, unless `response_format` holds
+/// the text; otherwise the `response_format` grammar, or none.
+pub(crate) fn grammar(
+    params: &GenerationParams,
+    format: Option<ToolFormat>,
+) -> Result<Option<Grammar>, InferenceError> {
+    let tools = &params.tools;
+    if let (Some(format), true) = (format, tools.active()) {
+        if tools.forced() {
+            return tool_grammar(format, tools).map(|g| Some(Grammar::Strict(g)));
+        }
+        if let (Some(trigger), OutputConstraint::None) = (format.trigger(), &params.constraint) {
+            let grammar = tool_grammar(format, tools)?;
+            return Ok(Some(Grammar::Lazy { grammar, trigger }));
+        }
+    }
+    Ok(grammar_for(&params.constraint)?.map(Grammar::Strict))
+}
+
+/// Calls to the callable tools, framed as `format` writes them. A tool whose parameters use
+/// keywords the grammar cannot enforce gets any JSON object as arguments, unless it is
+/// `strict`, which is refused.
+fn tool_grammar(format: ToolFormat, tools: &Tools) -> Result<String, InferenceError> {
+    let loose = serde_json::json!({"type": "object"});
+    let mut specs = Vec::new();
+    for spec in tools.callable() {
+        let parameters = match check_enforceable(&spec.parameters) {
+            Ok(()) => &spec.parameters,
+            Err(reason) if spec.strict => {
+                return Err(InferenceError::unsupported(
+                    "tools",
+                    format!(
+                        "tool `{}` is strict but its parameters cannot be enforced: {reason}",
+                        spec.name
+                    ),
+                ))
+            }
+            Err(_) => &loose,
+        };
+        specs.push((spec.name.as_str(), parameters));
+    }
+    if specs.is_empty() {
+        return Err(InferenceError::invalid(
+            "tool_choice",
+            "`tool_choice` names a function that is not among `tools`",
+        ));
+    }
+    let schema = tool_calls::call_schema(specs.into_iter());
+    let calls = llama_cpp_2::json_schema_to_grammar(&schema).map_err(|err| {
+        InferenceError::unsupported(
+            "tools",
+            format!("the tools' parameters cannot be turned into a grammar: {err}"),
+        )
+    })?;
+    // The schema's root becomes the call rule; the format's frame becomes the root.
+    let mut grammar = String::with_capacity(calls.len() + 128);
+    for line in calls.lines() {
+        match line.strip_prefix("root ::=") {
+            Some(body) => grammar.push_str(&format!("{CALL_RULE} ::={body}")),
+            None => grammar.push_str(line),
+        }
+        grammar.push('\n');
+    }
+    grammar.push_str(&format.grammar_root(CALL_RULE, tools.parallel));
+    grammar.push('\n');
+    Ok(grammar)
+}
 
 /// The grammar that enforces `constraint`, or `None` for free text.
 pub(crate) fn grammar_for(constraint: &OutputConstraint) -> Result<Option<String>, InferenceError> {
@@ -37,7 +127,7 @@ pub(crate) fn grammar_for(constraint: &OutputConstraint) -> Result<Option<String
 pub(crate) fn build(
     model: &LlamaModel,
     params: &GenerationParams,
-    grammar: Option<&str>,
+    grammar: Option<&Grammar>,
     end_tokens: &[LlamaToken],
 ) -> Result<LlamaSampler, InferenceError> {
     let sampling = &params.sampling;
@@ -49,14 +139,24 @@ pub(crate) fn build(
             .collect();
         chain.push(LlamaSampler::logit_bias(model.n_vocab(), &biases));
     }
-    if let Some(grammar) = grammar {
-        let sampler = LlamaSampler::grammar(model, grammar, "root").map_err(|err| {
-            InferenceError::unsupported(
-                "response_format",
-                format!("the output grammar does not compile: {err}"),
-            )
-        })?;
-        chain.push(sampler);
+    let refused = |err: llama_cpp_2::GrammarError| {
+        let param = match params.tools.active() {
+            true => "tools",
+            false => "response_format",
+        };
+        InferenceError::unsupported(param, format!("the output grammar does not compile: {err}"))
+    };
+    match grammar {
+        Some(Grammar::Strict(grammar)) => {
+            chain.push(LlamaSampler::grammar(model, grammar, "root").map_err(refused)?);
+        }
+        Some(Grammar::Lazy { grammar, trigger }) => {
+            chain.push(
+                LlamaSampler::grammar_lazy(model, grammar, "root", [trigger.as_bytes()], &[])
+                    .map_err(refused)?,
+            );
+        }
+        None => {}
     }
     let penalize = sampling.repeat_penalty != 1.0
         || sampling.frequency_penalty != 0.0

@@ -19,7 +19,8 @@ use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 use tabagent_core::stop::StopMatcher;
-use tabagent_core::{FinishReason, GenerationEvent, InferenceError, Usage};
+use tabagent_core::{FinishReason, GenerationEvent, InferenceError, ToolCallDelta, Usage};
+use tabagent_models::tool_calls::{Parsed, ToolCallParser};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::engine::Counters;
@@ -32,6 +33,10 @@ pub(crate) struct Job {
     pub(crate) max_tokens: u32,
     pub(crate) stop: Vec<String>,
     pub(crate) ignore_eos: bool,
+    /// Finds tool calls in the output, when the request offers tools.
+    pub(crate) tool_calls: Option<ToolCallParser>,
+    /// Report log probabilities with this many alternatives.
+    pub(crate) logprobs: Option<u8>,
     pub(crate) sampler: LlamaSampler,
     pub(crate) sink: UnboundedSender<GenerationEvent>,
     pub(crate) span: tracing::Span,
@@ -143,8 +148,46 @@ struct Active {
     generated: u32,
     decoder: Utf8Decoder,
     stop: StopMatcher,
+    /// Tool calls sent so far.
+    calls: usize,
     /// Index of this slot's logits in the batch just decoded.
     logits_at: Option<i32>,
+}
+
+impl Active {
+    /// Sends `text` that passed the stop strings: through the tool-call parser when there is
+    /// one.
+    fn send_text(&mut self, text: String) {
+        let parsed = match self.job.tool_calls.as_mut() {
+            Some(parser) => parser.push(&text),
+            None => {
+                if !text.is_empty() {
+                    let _ = self.job.sink.send(GenerationEvent::Text(text));
+                }
+                return;
+            }
+        };
+        self.send_parsed(parsed);
+    }
+
+    fn send_parsed(&mut self, parsed: Vec<Parsed>) {
+        for piece in parsed {
+            let event = match piece {
+                Parsed::Text(text) => GenerationEvent::Text(text),
+                Parsed::Call(call) => {
+                    let index = self.calls;
+                    self.calls += 1;
+                    GenerationEvent::ToolCall(ToolCallDelta {
+                        index,
+                        id: Some(crate::logprobs::call_id()),
+                        name: Some(call.name),
+                        arguments: call.arguments,
+                    })
+                }
+            };
+            let _ = self.job.sink.send(event);
+        }
+    }
 }
 
 struct Slot {
@@ -311,6 +354,7 @@ impl<'m> Scheduler<'m> {
             generated: 0,
             decoder: Utf8Decoder::default(),
             stop,
+            calls: 0,
             logits_at: None,
         });
     }
@@ -421,6 +465,13 @@ impl<'m> Scheduler<'m> {
             self.finish(index, FinishReason::Stop, false);
             return;
         }
+        if let Some(top) = active.job.logprobs {
+            let logprobs = crate::logprobs::at(self.model, self.ctx.get_logits_ith(at), token, top);
+            let _ = active
+                .job
+                .sink
+                .send(GenerationEvent::Logprobs(vec![logprobs]));
+        }
         active.generated += 1;
         self.counters.generated.fetch_add(1, Ordering::Relaxed);
         self.piece.clear();
@@ -429,9 +480,7 @@ impl<'m> Scheduler<'m> {
             .token_to_piece_into(token, &mut self.piece, false, None);
         let text = active.decoder.push(&self.piece);
         let step = active.stop.push(&text);
-        if !step.emit.is_empty() {
-            let _ = active.job.sink.send(GenerationEvent::Text(step.emit));
-        }
+        active.send_text(step.emit);
         let full = self.slots[index].cached.len() + 1 >= self.config.ctx_per_slot as usize;
         let Some(active) = self.slots[index].active.as_mut() else {
             return;
@@ -452,10 +501,16 @@ impl<'m> Scheduler<'m> {
         if !stopped_on_string {
             let mut rest = active.decoder.flush();
             rest = format!("{}{}", active.stop.push(&rest).emit, active.stop.flush());
-            if !rest.is_empty() {
-                let _ = active.job.sink.send(GenerationEvent::Text(rest));
-            }
+            active.send_text(rest);
         }
+        if let Some(parsed) = active.job.tool_calls.as_mut().map(ToolCallParser::finish) {
+            active.send_parsed(parsed);
+        }
+        // A cut-off answer stays `length`; one that ended after calling tools says so.
+        let reason = match reason {
+            FinishReason::Stop if active.calls > 0 => FinishReason::ToolCalls,
+            other => other,
+        };
         let usage = Usage {
             prompt_tokens: u32::try_from(active.job.prompt.len()).unwrap_or(u32::MAX),
             completion_tokens: active.generated,

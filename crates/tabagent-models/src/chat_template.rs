@@ -8,7 +8,9 @@
 
 use minijinja::{Environment, Error, ErrorKind, Value};
 use serde::Serialize;
-use tabagent_core::ChatMessage;
+use tabagent_core::{ChatMessage, ToolSpec};
+
+use crate::tool_calls::ToolFormat;
 
 /// Instructions a single render may execute; real templates use a few thousand per message.
 const FUEL: u64 = 5_000_000;
@@ -31,6 +33,7 @@ pub struct ChatTemplate {
     env: Environment<'static>,
     bos_token: String,
     eos_token: String,
+    tool_format: ToolFormat,
 }
 
 impl std::fmt::Debug for ChatTemplate {
@@ -44,10 +47,63 @@ impl std::fmt::Debug for ChatTemplate {
 
 #[derive(Serialize)]
 struct Context<'a> {
-    messages: &'a [ChatMessage],
+    messages: Vec<TemplateMessage<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tools: Option<Vec<serde_json::Value>>,
     add_generation_prompt: bool,
     bos_token: &'a str,
     eos_token: &'a str,
+}
+
+/// A message as Hugging Face's renderer hands it to a template: tool calls in OpenAI's shape
+/// with their arguments as an object (templates write them with `tojson`), fields a turn does
+/// not have left out (templates test them with `is defined`).
+#[derive(Serialize)]
+struct TemplateMessage<'a> {
+    role: &'static str,
+    content: &'a str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tool_calls: Vec<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_call_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+}
+
+impl<'a> From<&'a ChatMessage> for TemplateMessage<'a> {
+    fn from(message: &'a ChatMessage) -> Self {
+        let tool_calls = message
+            .tool_calls
+            .iter()
+            .map(|call| {
+                let arguments = serde_json::from_str::<serde_json::Value>(&call.arguments)
+                    .unwrap_or_else(|_| serde_json::Value::String(call.arguments.clone()));
+                serde_json::json!({
+                    "id": call.id,
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": arguments},
+                })
+            })
+            .collect();
+        Self {
+            role: message.role.as_str(),
+            content: &message.content,
+            tool_calls,
+            tool_call_id: message.tool_call_id.as_deref(),
+            name: message.name.as_deref(),
+        }
+    }
+}
+
+/// A tool in the shape templates read (`tool.function.name`, or `tool | tojson`).
+pub fn tool_json(spec: &ToolSpec) -> serde_json::Value {
+    let mut function = serde_json::Map::new();
+    function.insert("name".into(), spec.name.clone().into());
+    if let Some(description) = &spec.description {
+        function.insert("description".into(), description.clone().into());
+    }
+    function.insert("parameters".into(), spec.parameters.clone());
+    serde_json::json!({"type": "function", "function": function})
 }
 
 impl ChatTemplate {
@@ -60,13 +116,21 @@ impl ChatTemplate {
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", strftime_now);
+        env.add_filter("tojson", tojson);
         env.add_template_owned("chat", source.to_string())
             .map_err(|err| TemplateError::Compile(describe(&err)))?;
         Ok(Self {
             env,
             bos_token: bos_token.to_string(),
             eos_token: eos_token.to_string(),
+            tool_format: ToolFormat::detect(source),
         })
+    }
+
+    /// How this template's model writes tool calls (and whether the template shows tools at
+    /// all).
+    pub fn tool_format(&self) -> ToolFormat {
+        self.tool_format
     }
 
     /// Renders `messages`, ending with the assistant's prompt when `add_generation_prompt`.
@@ -75,12 +139,25 @@ impl ChatTemplate {
         messages: &[ChatMessage],
         add_generation_prompt: bool,
     ) -> Result<String, TemplateError> {
+        self.render_with_tools(messages, &[], add_generation_prompt)
+    }
+
+    /// [`ChatTemplate::render`] offering `tools` (when not empty) to a template that reads
+    /// `tools`; tool turns are passed as they are (see [`crate::tool_calls::plain_turns`] for
+    /// templates without tool support).
+    pub fn render_with_tools(
+        &self,
+        messages: &[ChatMessage],
+        tools: &[ToolSpec],
+        add_generation_prompt: bool,
+    ) -> Result<String, TemplateError> {
         let template = self
             .env
             .get_template("chat")
             .map_err(|err| TemplateError::Compile(describe(&err)))?;
         let context = Context {
-            messages,
+            messages: messages.iter().map(TemplateMessage::from).collect(),
+            tools: (!tools.is_empty()).then(|| tools.iter().map(tool_json).collect()),
             add_generation_prompt,
             bos_token: &self.bos_token,
             eos_token: &self.eos_token,
@@ -95,6 +172,96 @@ fn describe(err: &Error) -> String {
     match err.detail() {
         Some(detail) if err.kind() == ErrorKind::InvalidOperation => detail.to_string(),
         _ => err.to_string(),
+    }
+}
+
+/// Widest `indent` a template may ask `tojson` for (a larger one only costs memory).
+const MAX_JSON_INDENT: usize = 16;
+
+/// `tojson` as Hugging Face's renderer has it (Python's `json.dumps`): `", "` and `": "`
+/// between items, keys in their order, non-ASCII and `<>&'` written as they are; `indent`
+/// and `sort_keys` as Python takes them. minijinja's own writes compact, HTML-escaped JSON,
+/// which is not the text the model was trained on.
+fn tojson(
+    value: &Value,
+    indent: Option<Value>,
+    kwargs: minijinja::value::Kwargs,
+) -> Result<Value, Error> {
+    let indent = match indent {
+        Some(indent) => Some(indent),
+        None => kwargs.get::<Option<Value>>("indent")?,
+    };
+    let sort_keys = kwargs.get::<Option<bool>>("sort_keys")?.unwrap_or(false);
+    let _: Option<Value> = kwargs.get("ensure_ascii")?;
+    let _: Option<Value> = kwargs.get("separators")?;
+    kwargs.assert_all_used()?;
+    let indent = match indent {
+        None => None,
+        Some(indent) if indent.is_none() => None,
+        Some(indent) => {
+            let width = usize::try_from(indent.clone()).map_err(|_| {
+                Error::new(
+                    ErrorKind::InvalidOperation,
+                    "tojson's indent must be a number",
+                )
+            })?;
+            Some(width.min(MAX_JSON_INDENT))
+        }
+    };
+    let json = serde_json::to_value(value)
+        .map_err(|err| Error::new(ErrorKind::InvalidOperation, err.to_string()))?;
+    let mut out = String::new();
+    write_python_json(&mut out, &json, indent, sort_keys, 0);
+    Ok(Value::from_safe_string(out))
+}
+
+/// `value` as Python's `json.dumps(value, ensure_ascii=False, indent=indent)` writes it.
+fn write_python_json(
+    out: &mut String,
+    value: &serde_json::Value,
+    indent: Option<usize>,
+    sort_keys: bool,
+    depth: usize,
+) {
+    let newline = |out: &mut String, depth: usize| {
+        if let Some(width) = indent {
+            out.push('\n');
+            out.push_str(&" ".repeat(width * depth));
+        }
+    };
+    let separator = if indent.is_some() { "," } else { ", " };
+    match value {
+        serde_json::Value::Array(items) if !items.is_empty() => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(separator);
+                }
+                newline(out, depth + 1);
+                write_python_json(out, item, indent, sort_keys, depth + 1);
+            }
+            newline(out, depth);
+            out.push(']');
+        }
+        serde_json::Value::Object(object) if !object.is_empty() => {
+            let mut entries: Vec<_> = object.iter().collect();
+            if sort_keys {
+                entries.sort_by(|a, b| a.0.cmp(b.0));
+            }
+            out.push('{');
+            for (i, (key, item)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push_str(separator);
+                }
+                newline(out, depth + 1);
+                out.push_str(&serde_json::Value::String(key.clone()).to_string());
+                out.push_str(": ");
+                write_python_json(out, item, indent, sort_keys, depth + 1);
+            }
+            newline(out, depth);
+            out.push('}');
+        }
+        other => out.push_str(&other.to_string()),
     }
 }
 
@@ -189,7 +356,17 @@ fn civil_from_days(days: u64) -> (i64, u32, u32) {
 
 #[cfg(test)]
 mod tests {
-    use super::format_utc;
+    use super::{format_utc, ChatTemplate};
+
+    #[test]
+    fn tojson_writes_what_pythons_json_dumps_writes() {
+        let source = "{{ {'b': [1, 'é<'], 'a': none, 'c': {}} | tojson }}|{{ {'b': [1], 'a': 2} | tojson(indent=2, sort_keys=true) }}";
+        let template = ChatTemplate::new(source, "", "").unwrap();
+        assert_eq!(
+            template.render(&[], false).unwrap(),
+            "{\"b\": [1, \"é<\"], \"a\": null, \"c\": {}}|{\n  \"a\": 2,\n  \"b\": [\n    1\n  ]\n}"
+        );
+    }
 
     #[test]
     fn strftime_matches_known_dates() {

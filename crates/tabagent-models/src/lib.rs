@@ -15,3 +15,4 @@
 pub mod chat_template;
 pub mod gguf;
 pub mod store;
+pub mod tool_calls;

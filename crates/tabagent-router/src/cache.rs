@@ -576,12 +576,7 @@ mod tests {
     #[test]
     fn only_deterministic_requests_have_keys_and_every_field_counts() {
         let cache = ResponseCache::new(CacheConfig::default()).unwrap();
-        let m = |c: &str| {
-            vec![ChatMessage {
-                role: tabagent_core::Role::User,
-                content: c.into(),
-            }]
-        };
+        let m = |c: &str| vec![ChatMessage::new(tabagent_core::Role::User, c)];
         assert!(cache.key("x", &m("hi"), &params(0.7, None)).is_none());
         let a = cache.key("x", &m("hi"), &params(0.0, None)).unwrap();
         assert_eq!(

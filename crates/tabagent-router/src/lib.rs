@@ -28,8 +28,8 @@ pub use config::{
     RouteConfig, RouterConfig, Tier,
 };
 pub use health::{BreakerPolicy, BreakerState, Ewma, Health, Unavailable};
-pub use openai::{pass_through, request_body, ChunkParser, OpenAiProvider};
-pub use provider::{BoxFuture, ChatRequest, EventStream, Passthrough, Provider, TryError};
+pub use openai::{message_json, request_body, ChunkParser, OpenAiProvider};
+pub use provider::{BoxFuture, ChatRequest, EventStream, Needs, Provider, TryError};
 pub use router::{Plan, ProviderStatus, RouteError, Routed, Router, Target};
 pub use scheduler::{
     CallerLimits, Permits, Priority, Refused, Scheduler, SchedulerConfig, Ticket, ANONYMOUS,

@@ -9,7 +9,7 @@ use crate::provider::{BoxFuture, ChatRequest, EventStream, Provider, TryError};
 use serde_json::{json, Value};
 use tabagent_core::{
     ChatMessage, FinishReason, GenerationEvent, GenerationParams, InferenceError, OutputConstraint,
-    Usage,
+    TokenLogprob, ToolCallDelta, ToolChoice, Tools, TopLogprob, Usage,
 };
 
 /// How long an active health probe may take.
@@ -47,32 +47,96 @@ impl OpenAiProvider {
     }
 }
 
-/// Puts what the caller sent for the engine itself into `body`: its own messages, and fields
-/// the core request cannot carry (never the model, `stream` or `stream_options`).
-pub fn pass_through(body: &mut Value, passthrough: &crate::provider::Passthrough) {
-    let Some(obj) = body.as_object_mut() else {
-        return;
-    };
-    if let Some(messages) = &passthrough.messages {
-        obj.insert("messages".into(), messages.clone());
-    }
-    for (name, value) in &passthrough.fields {
-        if !matches!(
-            name.as_str(),
-            "model" | "stream" | "stream_options" | "messages"
-        ) {
-            obj.insert(name.clone(), value.clone());
+/// One message in OpenAI's shape: text content, or content parts when it has images; tool
+/// calls and the call a tool result answers.
+pub fn message_json(message: &ChatMessage) -> Value {
+    let mut obj = serde_json::Map::new();
+    obj.insert("role".into(), json!(message.role.as_str()));
+    let content = if message.images.is_empty() {
+        match (message.content.is_empty(), message.tool_calls.is_empty()) {
+            // An assistant turn that only called tools.
+            (true, false) => Value::Null,
+            _ => json!(message.content),
         }
+    } else {
+        let mut parts = Vec::new();
+        let mut from = 0;
+        for image in &message.images {
+            let at = image.offset.min(message.content.len());
+            if at > from {
+                parts.push(json!({"type": "text", "text": &message.content[from..at]}));
+            }
+            let mut url = json!({"url": image.url});
+            if let Some(detail) = &image.detail {
+                url["detail"] = json!(detail);
+            }
+            parts.push(json!({"type": "image_url", "image_url": url}));
+            from = from.max(at);
+        }
+        if from < message.content.len() {
+            parts.push(json!({"type": "text", "text": &message.content[from..]}));
+        }
+        Value::Array(parts)
+    };
+    obj.insert("content".into(), content);
+    if !message.tool_calls.is_empty() {
+        let calls: Vec<Value> = message
+            .tool_calls
+            .iter()
+            .map(|call| {
+                json!({"id": call.id, "type": "function",
+                       "function": {"name": call.name, "arguments": call.arguments}})
+            })
+            .collect();
+        obj.insert("tool_calls".into(), Value::Array(calls));
+    }
+    if let Some(id) = &message.tool_call_id {
+        obj.insert("tool_call_id".into(), json!(id));
+    }
+    if let Some(name) = &message.name {
+        obj.insert("name".into(), json!(name));
+    }
+    Value::Object(obj)
+}
+
+/// `tools`, `tool_choice` and `parallel_tool_calls` in OpenAI's shape, into `obj`.
+fn insert_tools(obj: &mut serde_json::Map<String, Value>, tools: &Tools) {
+    if tools.specs.is_empty() {
+        return;
+    }
+    let specs: Vec<Value> = tools
+        .specs
+        .iter()
+        .map(|spec| {
+            let mut function = serde_json::Map::new();
+            function.insert("name".into(), json!(spec.name));
+            if let Some(description) = &spec.description {
+                function.insert("description".into(), json!(description));
+            }
+            function.insert("parameters".into(), spec.parameters.clone());
+            if spec.strict {
+                function.insert("strict".into(), json!(true));
+            }
+            json!({"type": "function", "function": function})
+        })
+        .collect();
+    obj.insert("tools".into(), Value::Array(specs));
+    let choice = match &tools.choice {
+        ToolChoice::Auto => json!("auto"),
+        ToolChoice::None => json!("none"),
+        ToolChoice::Required => json!("required"),
+        ToolChoice::Function(name) => json!({"type": "function", "function": {"name": name}}),
+    };
+    obj.insert("tool_choice".into(), choice);
+    if !tools.parallel {
+        obj.insert("parallel_tool_calls".into(), json!(false));
     }
 }
 
 /// The JSON body for `model`.
 pub fn request_body(model: &str, messages: &[ChatMessage], params: &GenerationParams) -> Value {
     let s = &params.sampling;
-    let messages: Vec<Value> = messages
-        .iter()
-        .map(|m| json!({"role": m.role.as_str(), "content": m.content}))
-        .collect();
+    let messages: Vec<Value> = messages.iter().map(message_json).collect();
     let mut obj = serde_json::Map::new();
     obj.insert("model".into(), json!(model));
     obj.insert("messages".into(), Value::Array(messages));
@@ -94,6 +158,13 @@ pub fn request_body(model: &str, messages: &[ChatMessage], params: &GenerationPa
     }
     if s.presence_penalty != 0.0 {
         obj.insert("presence_penalty".into(), json!(s.presence_penalty));
+    }
+    insert_tools(&mut obj, &params.tools);
+    if let Some(top) = params.logprobs {
+        obj.insert("logprobs".into(), json!(true));
+        if top > 0 {
+            obj.insert("top_logprobs".into(), json!(top));
+        }
     }
     match &params.constraint {
         OutputConstraint::None => {}
@@ -142,9 +213,6 @@ impl Provider for OpenAiProvider {
     ) -> BoxFuture<'a, Result<EventStream, TryError>> {
         Box::pin(async move {
             let mut body = request_body(model, &request.messages, &request.params);
-            if let Some(passthrough) = &request.passthrough {
-                pass_through(&mut body, passthrough);
-            }
             let url = match (&request.prompt, body.as_object_mut()) {
                 (Some(prompt), Some(obj)) => {
                     obj.remove("messages");
@@ -175,6 +243,15 @@ impl Provider for OpenAiProvider {
                 let text = response.text().await.unwrap_or_default();
                 let message = upstream_message(&text).unwrap_or_else(|| status.to_string());
                 return Err(classify(&self.name, status.as_u16(), message, retry_after));
+            }
+            let whole = response
+                .headers()
+                .get(reqwest::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.trim_start().starts_with("application/json"));
+            if whole {
+                // Some servers answer `stream: true` with one JSON body: that is the whole reply.
+                return Ok(whole_answer(self.name.clone(), response));
             }
             Ok(events(self.name.clone(), response))
         })
@@ -223,6 +300,79 @@ fn classify(name: &str, status: u16, message: String, retry_after: Option<Durati
             retry_after,
         },
     }
+}
+
+/// An answer sent as one JSON body (`chat.completion` or `text_completion`) as generation
+/// events, read when the caller first polls: its text, tool calls and log probabilities, then
+/// the finish with the usage.
+fn whole_answer(name: String, response: reqwest::Response) -> EventStream {
+    use futures_util::StreamExt as _;
+    let read = async move {
+        let mut body = Vec::new();
+        let mut response = response;
+        loop {
+            match response.chunk().await {
+                Ok(Some(bytes)) => {
+                    if body.len() + bytes.len() > MAX_LINE {
+                        return Err(format!(
+                            "{name}: the answer is larger than {MAX_LINE} bytes"
+                        ));
+                    }
+                    body.extend_from_slice(&bytes);
+                }
+                Ok(None) => break,
+                Err(e) => return Err(format!("{name}: the answer broke off: {}", without_url(&e))),
+            }
+        }
+        answer_events(&body).map_err(|message| format!("{name}: {message}"))
+    };
+    Box::pin(
+        futures_util::stream::once(async move {
+            match read.await {
+                Ok(events) => events,
+                Err(message) => vec![GenerationEvent::Failed(InferenceError::Unavailable(
+                    message,
+                ))],
+            }
+        })
+        .flat_map(futures_util::stream::iter),
+    )
+}
+
+/// The events of a whole (non-streamed) OpenAI answer.
+pub fn answer_events(body: &[u8]) -> Result<Vec<GenerationEvent>, String> {
+    let answer: Value =
+        serde_json::from_slice(body).map_err(|e| format!("the answer is not JSON: {e}"))?;
+    if let Some(message) = answer.pointer("/error/message").and_then(Value::as_str) {
+        return Err(format!("failed: {message}"));
+    }
+    let choice = answer
+        .pointer("/choices/0")
+        .ok_or("the answer has no choices")?;
+    // The same events its chunks would have made: the message as one delta.
+    let mut chunk = serde_json::json!({"choices": [{
+        "delta": choice.get("message").cloned().unwrap_or(Value::Null),
+        "logprobs": choice.get("logprobs").cloned().unwrap_or(Value::Null),
+        "finish_reason": choice.get("finish_reason").cloned().unwrap_or(Value::Null),
+    }]});
+    if let Some(text) = choice.get("text") {
+        chunk["choices"][0]["text"] = text.clone();
+    }
+    if let Some(calls) = chunk
+        .pointer_mut("/choices/0/delta/tool_calls")
+        .and_then(Value::as_array_mut)
+    {
+        for (index, call) in calls.iter_mut().enumerate() {
+            call["index"] = serde_json::json!(index);
+        }
+    }
+    if let Some(usage) = answer.get("usage") {
+        chunk["usage"] = usage.clone();
+    }
+    let mut parser = ChunkParser::default();
+    let mut events = parser.data(&chunk.to_string())?;
+    events.extend(parser.data("[DONE]")?);
+    Ok(events)
 }
 
 /// The upstream's server-sent events as generation events, parsed as the caller reads them:
@@ -306,6 +456,42 @@ impl SseReader {
     }
 }
 
+/// One `logprobs.content` entry.
+fn token_logprob(entry: &Value) -> TokenLogprob {
+    let token = entry
+        .get("token")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let bytes = |entry: &Value, token: &str| match entry.get("bytes").and_then(Value::as_array) {
+        Some(bytes) => bytes
+            .iter()
+            .filter_map(|b| b.as_u64().and_then(|b| u8::try_from(b).ok()))
+            .collect(),
+        None => token.as_bytes().to_vec(),
+    };
+    let logprob =
+        |entry: &Value| entry.get("logprob").and_then(Value::as_f64).unwrap_or(0.0) as f32;
+    TokenLogprob {
+        token: token.to_string(),
+        bytes: bytes(entry, token),
+        logprob: logprob(entry),
+        top: entry
+            .get("top_logprobs")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .map(|alt| {
+                let token = alt.get("token").and_then(Value::as_str).unwrap_or_default();
+                TopLogprob {
+                    token: token.to_string(),
+                    bytes: bytes(alt, token),
+                    logprob: logprob(alt),
+                }
+            })
+            .collect(),
+    }
+}
+
 /// Turns `data:` payloads into events; the finish is held until the usage chunk (or `[DONE]`).
 #[derive(Default)]
 pub struct ChunkParser {
@@ -346,21 +532,37 @@ impl ChunkParser {
                     events.push(GenerationEvent::Text(text.to_string()));
                 }
             }
-            // Whatever else the delta carries (tool calls, a refusal) and log probabilities go
-            // to the caller as they are.
-            let delta: serde_json::Map<String, Value> = choice
-                .get("delta")
-                .and_then(Value::as_object)
-                .map(|d| {
-                    d.iter()
-                        .filter(|(k, v)| !matches!(k.as_str(), "content" | "role") && !v.is_null())
-                        .map(|(k, v)| (k.clone(), v.clone()))
-                        .collect()
-                })
-                .unwrap_or_default();
-            let logprobs = choice.get("logprobs").filter(|l| !l.is_null()).cloned();
-            if !delta.is_empty() || logprobs.is_some() {
-                events.push(GenerationEvent::Extra { delta, logprobs });
+            // Log probabilities come before the text they belong to, as the local engine sends
+            // them.
+            if let Some(entries) = choice
+                .pointer("/logprobs/content")
+                .and_then(Value::as_array)
+            {
+                let logprobs: Vec<TokenLogprob> = entries.iter().map(token_logprob).collect();
+                if !logprobs.is_empty() {
+                    let at = events.len().saturating_sub(1);
+                    events.insert(at, GenerationEvent::Logprobs(logprobs));
+                }
+            }
+            if let Some(refusal) = choice.pointer("/delta/refusal").and_then(Value::as_str) {
+                if !refusal.is_empty() {
+                    events.push(GenerationEvent::Refusal(refusal.to_string()));
+                }
+            }
+            let calls = choice
+                .pointer("/delta/tool_calls")
+                .and_then(Value::as_array);
+            for (position, call) in calls.into_iter().flatten().enumerate() {
+                let text = |pointer: &str| call.pointer(pointer).and_then(Value::as_str);
+                events.push(GenerationEvent::ToolCall(ToolCallDelta {
+                    index: call
+                        .get("index")
+                        .and_then(Value::as_u64)
+                        .map_or(position, |i| usize::try_from(i).unwrap_or(usize::MAX)),
+                    id: text("/id").map(str::to_string),
+                    name: text("/function/name").map(str::to_string),
+                    arguments: text("/function/arguments").unwrap_or_default().to_string(),
+                }));
             }
             if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
                 self.reason = Some(FinishReason::parse(reason));
@@ -417,10 +619,7 @@ mod tests {
             ..GenerationParams::default()
         };
         params.sampling.seed = Some(7);
-        let messages = [ChatMessage {
-            role: tabagent_core::Role::User,
-            content: "hi".into(),
-        }];
+        let messages = [ChatMessage::new(tabagent_core::Role::User, "hi")];
         let body = request_body("m", &messages, &params);
         assert_eq!(body["model"], "m");
         assert_eq!(body["messages"], json!([{"role": "user", "content": "hi"}]));
@@ -462,39 +661,45 @@ mod tests {
 }
 
 #[cfg(test)]
-mod passthrough_tests {
+mod typed_parts_tests {
     use super::*;
+    use tabagent_core::{ImagePart, Role, ToolCall, ToolSpec};
 
     #[test]
-    fn tool_call_deltas_and_logprobs_pass_through_and_the_finish_says_tool_calls() {
+    fn tool_call_deltas_and_logprobs_become_typed_events_and_the_finish_says_tool_calls() {
         let mut p = ChunkParser::default();
         let mut all = Vec::new();
         for data in [
             r#"{"choices":[{"delta":{"role":"assistant","content":null,"tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"get_weather","arguments":""}}]}}]}"#,
             r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"city\":"}}]}}]}"#,
-            r#"{"choices":[{"delta":{"content":"x"},"logprobs":{"content":[{"token":"x","logprob":-0.5}]}}]}"#,
+            r#"{"choices":[{"delta":{"content":"x"},"logprobs":{"content":[{"token":"x","logprob":-0.5,"bytes":[120],"top_logprobs":[{"token":"x","logprob":-0.5},{"token":"y","logprob":-1.5}]}]}}]}"#,
             r#"{"choices":[{"delta":{},"finish_reason":"tool_calls"}]}"#,
             "[DONE]",
         ] {
             all.extend(p.data(data).unwrap());
         }
         assert_eq!(all.len(), 5, "{all:?}");
-        match &all[0] {
-            GenerationEvent::Extra { delta, logprobs } => {
-                assert_eq!(delta["tool_calls"][0]["id"], "call_1");
-                assert!(!delta.contains_key("role") && !delta.contains_key("content"));
-                assert!(logprobs.is_none());
+        assert_eq!(
+            all[0],
+            GenerationEvent::ToolCall(ToolCallDelta {
+                index: 0,
+                id: Some("call_1".into()),
+                name: Some("get_weather".into()),
+                arguments: String::new(),
+            })
+        );
+        assert!(
+            matches!(&all[1], GenerationEvent::ToolCall(d) if d.id.is_none() && d.arguments == "{\"city\":")
+        );
+        match &all[2] {
+            GenerationEvent::Logprobs(entries) => {
+                assert_eq!(entries[0].bytes, b"x");
+                assert_eq!(entries[0].logprob, -0.5);
+                assert_eq!(entries[0].top[1].token, "y");
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(all[2], GenerationEvent::Text("x".into()));
-        match &all[3] {
-            GenerationEvent::Extra { delta, logprobs } => {
-                assert!(delta.is_empty());
-                assert_eq!(logprobs.as_ref().unwrap()["content"][0]["logprob"], -0.5);
-            }
-            other => panic!("{other:?}"),
-        }
+        assert_eq!(all[3], GenerationEvent::Text("x".into()));
         assert!(matches!(
             all[4],
             GenerationEvent::Finished {
@@ -505,23 +710,99 @@ mod passthrough_tests {
     }
 
     #[test]
-    fn passed_through_fields_never_replace_the_model_or_streaming() {
-        let mut body = request_body("m", &[], &GenerationParams::default());
-        let passthrough = crate::provider::Passthrough {
-            messages: Some(json!([{"role": "tool", "tool_call_id": "c", "content": "17"}])),
-            fields: [
-                ("tools".to_string(), json!([{"type": "function"}])),
-                ("model".to_string(), json!("other")),
-                ("stream".to_string(), json!(false)),
-            ]
-            .into_iter()
-            .collect(),
-            ..Default::default()
+    fn typed_turns_tools_and_images_are_written_as_openai_reads_them() {
+        let params = GenerationParams {
+            tools: Tools {
+                specs: vec![ToolSpec {
+                    name: "add".into(),
+                    description: Some("Adds".into()),
+                    parameters: json!({"type": "object"}),
+                    strict: true,
+                }],
+                choice: ToolChoice::Function("add".into()),
+                parallel: false,
+            },
+            logprobs: Some(3),
+            ..GenerationParams::default()
         };
-        pass_through(&mut body, &passthrough);
-        assert_eq!(body["model"], "m");
+        let mut user = ChatMessage::new(Role::User, "before after");
+        user.images.push(ImagePart {
+            offset: 7,
+            url: "data:image/png;base64,AAAA".into(),
+            detail: None,
+        });
+        let messages = [
+            user,
+            ChatMessage::assistant_calls(
+                "",
+                vec![ToolCall {
+                    id: "c1".into(),
+                    name: "add".into(),
+                    arguments: "{}".into(),
+                }],
+            ),
+            ChatMessage::tool_result("c1", "17"),
+        ];
+        let body = request_body("m", &messages, &params);
+        assert_eq!(
+            body["messages"][0]["content"],
+            json!([{"type": "text", "text": "before "},
+                   {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+                   {"type": "text", "text": "after"}])
+        );
+        assert_eq!(body["messages"][1]["content"], Value::Null);
+        assert_eq!(
+            body["messages"][1]["tool_calls"][0]["function"]["name"],
+            "add"
+        );
+        assert_eq!(
+            body["messages"][2],
+            json!({"role": "tool", "content": "17", "tool_call_id": "c1"})
+        );
+        assert_eq!(body["tools"][0]["function"]["strict"], true);
+        assert_eq!(body["tool_choice"]["function"]["name"], "add");
+        assert_eq!(body["parallel_tool_calls"], false);
+        assert_eq!(
+            (body["logprobs"].clone(), body["top_logprobs"].clone()),
+            (json!(true), json!(3))
+        );
         assert_eq!(body["stream"], true);
-        assert_eq!(body["tools"], json!([{"type": "function"}]));
-        assert_eq!(body["messages"][0]["role"], "tool");
+    }
+
+    #[test]
+    fn a_whole_json_answer_makes_the_events_its_chunks_would_have() {
+        let body = br#"{"id":"x","object":"chat.completion","choices":[{"index":0,
+            "message":{"role":"assistant","content":null,"tool_calls":[
+              {"id":"c9","type":"function","function":{"name":"add","arguments":"{\"a\":1}"}}]},
+            "finish_reason":"tool_calls"}],
+            "usage":{"prompt_tokens":9,"completion_tokens":4,"total_tokens":13}}"#;
+        let events = answer_events(body).unwrap();
+        assert_eq!(
+            events,
+            vec![
+                GenerationEvent::ToolCall(ToolCallDelta {
+                    index: 0,
+                    id: Some("c9".into()),
+                    name: Some("add".into()),
+                    arguments: r#"{"a":1}"#.into(),
+                }),
+                GenerationEvent::Finished {
+                    reason: FinishReason::ToolCalls,
+                    usage: Usage {
+                        prompt_tokens: 9,
+                        completion_tokens: 4
+                    }
+                },
+            ]
+        );
+        let text = br#"{"choices":[{"message":{"role":"assistant","content":"Hi"},"finish_reason":"stop"}]}"#;
+        assert_eq!(
+            answer_events(text).unwrap()[0],
+            GenerationEvent::Text("Hi".into())
+        );
+        assert!(answer_events(b"{}").is_err());
+        assert!(answer_events(br#"{"error":{"message":"nope"}}"#)
+            .unwrap_err()
+            .contains("nope"));
     }
 }

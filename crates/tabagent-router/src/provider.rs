@@ -25,9 +25,6 @@ pub struct ChatRequest {
     pub params: GenerationParams,
     /// The trace it belongs to, continued on remote engines (`traceparent`).
     pub trace: Option<crate::trace::TraceParent>,
-    /// What only a remote engine can take, sent to it as the caller wrote it (such a request
-    /// is never routed to the in-process engine).
-    pub passthrough: Option<Passthrough>,
     /// The sampling settings the caller gave itself (wire names: `temperature`, `max_tokens`,
     /// ...), which a route's parameter set leaves alone.
     pub fixed: std::collections::BTreeSet<&'static str>,
@@ -35,19 +32,39 @@ pub struct ChatRequest {
     pub ticket: Option<crate::scheduler::Ticket>,
 }
 
-/// Parts of a request sent on to a remote engine as they are.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Passthrough {
-    /// The messages as the caller sent them (tool calls and results, images), instead of the
-    /// text-only conversation.
-    pub messages: Option<serde_json::Value>,
-    /// More body fields: `tools`, `tool_choice`, `parallel_tool_calls`, `logprobs`,
-    /// `top_logprobs`.
-    pub fields: serde_json::Map<String, serde_json::Value>,
-    /// It needs a provider with the `tools` capability.
-    pub needs_tools: bool,
-    /// It needs a provider with the `vision` capability.
-    pub needs_vision: bool,
+impl ChatRequest {
+    /// What a provider must be able to do to take it.
+    pub fn needs(&self) -> Needs {
+        Self::needs_of(&self.messages, &self.params)
+    }
+
+    /// What a provider must be able to do to take `messages` with `params`.
+    pub fn needs_of(messages: &[ChatMessage], params: &GenerationParams) -> Needs {
+        Needs {
+            tools: !params.tools.specs.is_empty()
+                || messages
+                    .iter()
+                    .any(|m| !m.tool_calls.is_empty() || m.role == tabagent_core::Role::Tool),
+            vision: messages.iter().any(|m| !m.images.is_empty()),
+        }
+    }
+}
+
+/// What a request needs of the provider that takes it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Needs {
+    /// Tools offered, or tool turns in the conversation: a remote engine with the `tools`
+    /// capability, or the in-process engine (which calls tools through the model's template).
+    pub tools: bool,
+    /// Images: a remote engine with the `vision` capability.
+    pub vision: bool,
+}
+
+impl Needs {
+    /// Whether it is plain text.
+    pub fn is_empty(&self) -> bool {
+        !self.tools && !self.vision
+    }
 }
 
 /// Why a try did not start.

@@ -94,14 +94,20 @@ impl Plan {
         self.candidates.is_empty()
     }
 
-    /// Keeps only providers that can take `passthrough`: remote ones (the in-process engine
-    /// takes text only) with the capabilities it needs.
-    pub fn restrict(mut self, router: &Router, passthrough: &crate::provider::Passthrough) -> Plan {
+    /// Keeps only providers that can take a request with `needs`: remote ones with the
+    /// capabilities it needs, and the in-process engine for tools (not images: it has no
+    /// multimodal model yet).
+    pub fn restrict(mut self, router: &Router, needs: crate::provider::Needs) -> Plan {
         self.candidates.retain(|choice| {
             let entry = &router.entries[choice.i];
-            entry.models.is_some()
-                && (!passthrough.needs_tools || entry.capabilities.tools)
-                && (!passthrough.needs_vision || entry.capabilities.vision)
+            match entry.models {
+                // The in-process engine.
+                None => !needs.vision,
+                Some(_) => {
+                    (!needs.tools || entry.capabilities.tools)
+                        && (!needs.vision || entry.capabilities.vision)
+                }
+            }
         });
         self
     }
@@ -777,7 +783,10 @@ impl Stream for Committed {
             },
         };
         match &event {
-            GenerationEvent::Text(_) | GenerationEvent::Extra { .. } => {}
+            GenerationEvent::Text(_)
+            | GenerationEvent::ToolCall(_)
+            | GenerationEvent::Logprobs(_)
+            | GenerationEvent::Refusal(_) => {}
             GenerationEvent::Finished { .. } => this.record(Some(true)),
             GenerationEvent::Failed(_) => this.record(Some(false)),
         }

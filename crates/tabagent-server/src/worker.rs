@@ -185,6 +185,21 @@ pub async fn generate(
             message: format!("`{}` cannot ignore its end-of-text token", model.id),
         });
     }
+    let unsupported = |param: &str, what: &str| {
+        Err(InferenceError::unsupported(
+            param,
+            format!(
+                "`{}` runs on Transformers in the ML worker, which takes text turns only ({what}); use a GGUF model",
+                model.id
+            ),
+        ))
+    };
+    if !params.tools.specs.is_empty() || messages.iter().any(|m| !m.is_text()) {
+        return unsupported("tools", "no tools, tool turns or images");
+    }
+    if params.logprobs.is_some() {
+        return unsupported("logprobs", "no log probabilities");
+    }
     let request = pb::GenerateRequest {
         model_id: model.id.clone(),
         messages: messages

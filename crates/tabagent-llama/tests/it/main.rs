@@ -1,9 +1,11 @@
-//! Engine tests on the real SmolLM2 GGUF (path in `TABAGENT_TEST_SMOLLM2_GGUF`; `scripts/test` sets it).
+//! Engine tests on the real SmolLM2 GGUF (path in `TABAGENT_TEST_SMOLLM2_GGUF`; `scripts/test` sets it)
+//! and, for tool calling, Qwen2.5-Coder (`TABAGENT_TEST_QWEN_GGUF`).
 
 // Tests state their expectations with unwrap/expect/panic: a failure is the point.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod engine;
+mod tools;
 
 use std::path::PathBuf;
 
@@ -65,7 +67,8 @@ pub(crate) fn collect(mut handle: GenerationHandle) -> Outcome {
                 }
             }
             GenerationEvent::Failed(err) => panic!("generation failed: {err}"),
-            GenerationEvent::Extra { .. } => panic!("the local engine sent a remote-only event"),
+            GenerationEvent::ToolCall(_) | GenerationEvent::Logprobs(_) => {}
+            GenerationEvent::Refusal(_) => panic!("the local engine sent a remote-only event"),
         }
     }
     panic!("the event stream ended without Finished");

@@ -37,13 +37,9 @@ fn router(providers: Vec<ProviderConfig>, tweak: impl FnOnce(&mut RouterConfig))
 
 fn hello() -> ChatRequest {
     ChatRequest {
-        messages: vec![ChatMessage {
-            role: Role::User,
-            content: "hello".to_string(),
-        }],
+        messages: vec![ChatMessage::new(Role::User, "hello")],
         params: GenerationParams::default(),
         trace: None,
-        passthrough: None,
         fixed: Default::default(),
         prompt: None,
         ticket: None,

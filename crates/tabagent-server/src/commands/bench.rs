@@ -110,7 +110,10 @@ fn first_text(mut handle: GenerationHandle) -> anyhow::Result<(Duration, Duratio
     let mut first = None;
     while let Some(event) = handle.events.blocking_recv() {
         match event {
-            GenerationEvent::Text(_) | GenerationEvent::Extra { .. } => {
+            GenerationEvent::Text(_)
+            | GenerationEvent::ToolCall(_)
+            | GenerationEvent::Logprobs(_)
+            | GenerationEvent::Refusal(_) => {
                 first.get_or_insert_with(|| started.elapsed());
             }
             GenerationEvent::Finished { usage, .. } => {

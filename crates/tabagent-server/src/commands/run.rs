@@ -120,8 +120,10 @@ async fn print_stream(mut handle: GenerationHandle) -> anyhow::Result<String> {
                 stdout.flush()?;
                 reply.push_str(&text);
             }
-            // Only remote engines send these; `run` talks to the local one.
-            GenerationEvent::Extra { .. } => {}
+            // `run` offers no tools and asks for no log probabilities.
+            GenerationEvent::ToolCall(_)
+            | GenerationEvent::Logprobs(_)
+            | GenerationEvent::Refusal(_) => {}
             GenerationEvent::Finished { .. } => {
                 writeln!(stdout)?;
                 return Ok(reply);

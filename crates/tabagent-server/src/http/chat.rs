@@ -7,7 +7,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use axum::Json;
-use tabagent_core::FinishReason;
+use tabagent_core::{FinishReason, TokenLogprob, ToolCallDelta};
 use tabagent_router::{ArmId, CachedAnswer, ChatRequest};
 
 use super::error::{ApiError, ErrorBody};
@@ -15,7 +15,7 @@ use super::generate::{self, ChunkFormat, Events};
 use super::json::ApiJson;
 use super::wire::{
     ChatChoice, ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, ChunkChoice,
-    ChunkDelta, ResponseMessage, WireUsage,
+    ChunkDelta, ResponseMessage, WireLogprobs, WireToolCall, WireToolCallDelta, WireUsage,
 };
 use super::{admission, context, conversation, convert, sessions};
 use crate::callers::Caller;
@@ -57,26 +57,16 @@ pub async fn chat_completions(
     // once the answer is complete.
     let session = match sessions::requested(&headers, caller.as_deref())? {
         Some(sessions::Requested { id, key }) => {
-            if job.passthrough.as_ref().is_some_and(|(p, _)| p.needs_tools) {
+            if !job.params.tools.specs.is_empty() || job.messages.iter().any(|m| !m.is_text()) {
                 return Err(ApiError::bad_request(
                     Some(sessions::HEADER),
-                    "a session keeps text turns only: send a conversation with tools or tool \
-                     results whole, without X-TabAgent-Session",
+                    "a session keeps text turns only: send a conversation with tools, tool \
+                     results or images whole, without X-TabAgent-Session",
                 ));
             }
             let kept = state.cache().session(&key).await.unwrap_or_default();
             let new_turns = sessions::turns(&job.messages);
             let mut messages = sessions::history(&kept);
-            if let Some(Some(serde_json::Value::Array(raw))) =
-                job.passthrough.as_mut().map(|(p, _)| p.messages.as_mut())
-            {
-                let earlier: Vec<serde_json::Value> = kept
-                    .messages
-                    .iter()
-                    .map(|m| serde_json::json!({"role": m.role, "content": m.content}))
-                    .collect();
-                raw.splice(0..0, earlier);
-            }
             messages.append(&mut job.messages);
             job.messages = messages;
             let mut updated = kept;
@@ -87,19 +77,17 @@ pub async fn chat_completions(
     };
     // Before the cache key: an answer depends on the context it was given.
     let context_records = match context::wanted(&state, &job.model, &headers)? {
-        Some(config) => {
-            let passthrough = job.passthrough.as_mut().map(|(p, _)| p);
-            Some(context::enhance(&state, &config, &mut job.messages, passthrough).await?)
-        }
+        Some(config) => Some(context::enhance(&state, &config, &mut job.messages).await?),
         None => None,
     };
-    let passthrough = job.passthrough.take();
-    // Tool calls and log probabilities are not in a cached answer: such requests are not cached;
-    // nor are those to a route whose parameter sets are being tuned.
-    let cache_key = match passthrough {
-        Some(_) => None,
-        None if crate::routing::tunes(&state, &job.model) => None,
-        None => state
+    let needs = tabagent_router::ChatRequest::needs_of(&job.messages, &job.params);
+    // A cached answer is text: requests with tools, tool turns, images or log probabilities
+    // are not cached; nor are those to a route whose parameter sets are being tuned.
+    let cacheable = needs.is_empty() && job.params.logprobs.is_none();
+    let cache_key = match cacheable {
+        false => None,
+        true if crate::routing::tunes(&state, &job.model) => None,
+        true => state
             .cache()
             .key(&job.model, &job.messages, &job.params)
             .map(Arc::<str>::from),
@@ -156,17 +144,15 @@ pub async fn chat_completions(
         Some(_) => None,
         None => crate::routing::plan(&state, &job.model),
     };
-    let (plan, passthrough) = match (plan, passthrough, state.router()) {
-        (Some(plan), Some((passthrough, _)), Some(router)) => {
-            let plan = plan.restrict(router, &passthrough);
+    let plan = match (plan, state.router()) {
+        (Some(plan), Some(router)) if !needs.is_empty() => {
+            let plan = plan.restrict(router, needs);
             if plan.is_empty() {
-                return Err(no_capable_provider(&job.model, &passthrough));
+                return Err(no_capable_provider(&job.model, needs));
             }
-            (Some(plan), Some(passthrough))
+            Some(plan)
         }
-        // Only remote engines take these; a local model answers as before.
-        (_, Some((_, refusal)), _) => return Err(refusal),
-        (plan, None, _) => (plan, None),
+        (plan, _) => plan,
     };
     let (handle, arm) = match (hit, plan, state.router()) {
         (Some(hit), _, _) => (replay(&hit), ArmId::new("cache", &job.model)),
@@ -176,7 +162,6 @@ pub async fn chat_completions(
                 prompt: None,
                 params,
                 trace: Some(admission::trace(&headers)),
-                passthrough,
                 fixed: std::mem::take(&mut job.fixed),
                 ticket: None,
             };
@@ -304,12 +289,12 @@ pub async fn chat_completions(
             message: ResponseMessage {
                 role: "assistant",
                 content: (!out.text.is_empty() || out.tool_calls.is_empty()).then_some(out.text),
-                tool_calls: (!out.tool_calls.is_empty()).then_some(out.tool_calls),
+                tool_calls: (!out.tool_calls.is_empty())
+                    .then(|| out.tool_calls.into_iter().map(WireToolCall::from).collect()),
+                refusal: out.refusal,
             },
             finish_reason: out.reason.as_str(),
-            logprobs: out
-                .logprobs
-                .map(|content| serde_json::json!({ "content": content })),
+            logprobs: out.logprobs.as_deref().map(WireLogprobs::from_entries),
         }],
         usage: generate::wire_usage(out.usage),
     };
@@ -349,17 +334,14 @@ async fn semantic_vector(state: &AppState, question: &str) -> Option<Vec<f32>> {
 }
 
 /// 400: nothing serving `model` can take what the request needs.
-fn no_capable_provider(model: &str, passthrough: &tabagent_router::Passthrough) -> ApiError {
-    let (param, capability) = if passthrough.needs_tools {
-        ("tools", "tools")
-    } else if passthrough.needs_vision {
-        ("messages", "vision")
-    } else {
-        ("logprobs", "remote")
+fn no_capable_provider(model: &str, needs: tabagent_router::Needs) -> ApiError {
+    let (param, capability) = match needs.vision {
+        true => ("messages", "vision"),
+        false => ("tools", "tools"),
     };
     ApiError::bad_request(
         Some(param),
-        format!("no provider serving `{model}` can take this request: it needs a remote engine{} (router.providers[].capabilities)", if capability == "remote" { String::new() } else { format!(" with the `{capability}` capability") }),
+        format!("no provider serving `{model}` can take this request: it needs the in-process engine or a remote engine with the `{capability}` capability (router.providers[].capabilities)"),
     )
 }
 
@@ -388,6 +370,7 @@ impl ChatChunks {
     fn chunk(
         &self,
         delta: ChunkDelta<'_>,
+        logprobs: Option<WireLogprobs>,
         finish_reason: Option<&'static str>,
         usage: Option<WireUsage>,
     ) -> String {
@@ -397,6 +380,7 @@ impl ChatChunks {
             vec![ChunkChoice {
                 index: 0,
                 delta,
+                logprobs,
                 finish_reason,
             }]
         };
@@ -412,64 +396,46 @@ impl ChatChunks {
     }
 }
 
+/// A delta carrying nothing but what `fill` sets.
+fn delta<'a>(fill: impl FnOnce(&mut ChunkDelta<'a>)) -> ChunkDelta<'a> {
+    let mut delta = ChunkDelta {
+        role: None,
+        content: None,
+        tool_calls: None,
+        refusal: None,
+    };
+    fill(&mut delta);
+    delta
+}
+
 impl ChunkFormat for ChatChunks {
-    fn extra(
-        &self,
-        delta: &serde_json::Map<String, serde_json::Value>,
-        logprobs: Option<&serde_json::Value>,
-    ) -> Option<String> {
-        let mut choice = serde_json::json!({"index": 0, "delta": delta, "finish_reason": null});
-        if let Some(logprobs) = logprobs {
-            choice["logprobs"] = logprobs.clone();
-        }
-        let chunk = serde_json::json!({
-            "id": self.id, "object": "chat.completion.chunk", "created": self.created,
-            "model": self.model, "choices": [choice],
-        });
-        Some(chunk.to_string())
+    fn tool_call(&self, call: &ToolCallDelta) -> Option<String> {
+        let delta = delta(|d| d.tool_calls = Some(vec![WireToolCallDelta::from(call)]));
+        Some(self.chunk(delta, None, None, None))
+    }
+
+    fn refusal(&self, text: &str) -> Option<String> {
+        Some(self.chunk(delta(|d| d.refusal = Some(text)), None, None, None))
     }
 
     fn opening(&self) -> Option<String> {
-        Some(self.chunk(
-            ChunkDelta {
-                role: Some("assistant"),
-                content: Some(""),
-            },
-            None,
-            None,
-        ))
+        let delta = delta(|d| {
+            d.role = Some("assistant");
+            d.content = Some("");
+        });
+        Some(self.chunk(delta, None, None, None))
     }
 
-    fn text(&self, text: &str) -> String {
-        self.chunk(
-            ChunkDelta {
-                role: None,
-                content: Some(text),
-            },
-            None,
-            None,
-        )
+    fn text(&self, text: &str, logprobs: &[TokenLogprob]) -> String {
+        let logprobs = (!logprobs.is_empty()).then(|| WireLogprobs::from_entries(logprobs));
+        self.chunk(delta(|d| d.content = Some(text)), logprobs, None, None)
     }
 
     fn finish(&self, reason: FinishReason) -> String {
-        self.chunk(
-            ChunkDelta {
-                role: None,
-                content: None,
-            },
-            Some(reason.as_str()),
-            None,
-        )
+        self.chunk(delta(|_| {}), None, Some(reason.as_str()), None)
     }
 
     fn usage(&self, usage: WireUsage) -> String {
-        self.chunk(
-            ChunkDelta {
-                role: None,
-                content: None,
-            },
-            None,
-            Some(usage),
-        )
+        self.chunk(delta(|_| {}), None, None, Some(usage))
     }
 }

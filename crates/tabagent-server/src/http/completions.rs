@@ -155,7 +155,7 @@ impl ChunkFormat for CompletionChunks {
         None
     }
 
-    fn text(&self, text: &str) -> String {
+    fn text(&self, text: &str, _logprobs: &[tabagent_core::TokenLogprob]) -> String {
         self.chunk(text, None, None)
     }
 

@@ -5,10 +5,9 @@
 //! Sources are `ContextSource`s; the memory is the one there is.
 
 use axum::http::HeaderMap;
-use serde_json::Value;
 use tabagent_core::{ChatMessage, Role};
 use tabagent_memory::{Filter, MemoryApi, Mode, SearchRequest, Store};
-use tabagent_router::{ContextConfig, ContextSource, Passthrough};
+use tabagent_router::{ContextConfig, ContextSource};
 
 use super::error::ApiError;
 use super::memory::{embed, memory};
@@ -48,13 +47,12 @@ pub fn wanted(
     }
 }
 
-/// Adds what `config`'s source finds for the last user message to `messages` (and to the
-/// caller's own messages a remote engine will get); the number of records added.
+/// Adds what `config`'s source finds for the last user message to `messages`; the number of
+/// records added.
 pub async fn enhance(
     state: &AppState,
     config: &ContextConfig,
     messages: &mut Vec<ChatMessage>,
-    passthrough: Option<&mut Passthrough>,
 ) -> Result<usize, ApiError> {
     let Some(question) = messages
         .iter()
@@ -87,16 +85,7 @@ pub async fn enhance(
         Some(first) if first.role == Role::System => {
             first.content = format!("{}\n\n{context}", first.content);
         }
-        _ => messages.insert(0, ChatMessage::new(Role::System, context.clone())),
-    }
-    if let Some(Value::Array(raw)) = passthrough.and_then(|p| p.messages.as_mut()) {
-        match raw.first_mut() {
-            Some(first) if first["role"] == "system" && first["content"].is_string() => {
-                let had = first["content"].as_str().unwrap_or_default().to_string();
-                first["content"] = Value::String(format!("{had}\n\n{context}"));
-            }
-            _ => raw.insert(0, serde_json::json!({"role": "system", "content": context})),
-        }
+        _ => messages.insert(0, ChatMessage::new(Role::System, context)),
     }
     Ok(added)
 }

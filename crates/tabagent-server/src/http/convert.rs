@@ -1,11 +1,15 @@
 //! Wire requests → domain types, with every range check naming its field.
 
 use serde_json::Value;
-use tabagent_core::{ChatMessage, GenerationParams, OutputConstraint, Role, SamplingParams};
+use tabagent_core::{
+    ChatMessage, GenerationParams, ImagePart, OutputConstraint, Role, SamplingParams, ToolCall,
+    ToolChoice, ToolSpec, Tools, MAX_TOP_LOGPROBS,
+};
 
 use super::error::ApiError;
 use super::wire::{
-    ChatCompletionRequest, CompletionRequest, MessageContent, SamplingFields, StopSpec, WireMessage,
+    ChatCompletionRequest, CompletionRequest, ContentPart, MessageContent, SamplingFields,
+    StopSpec, WireMessage,
 };
 use crate::keep_alive::KeepAlive;
 
@@ -33,9 +37,6 @@ pub struct ChatJob {
     pub keep_alive: Option<KeepAlive>,
     /// The conversation to record the exchange in.
     pub conversation: Option<String>,
-    /// What only a remote engine can take (tools, tool messages, images, log probabilities),
-    /// with the refusal to answer if the request is not routed to one.
-    pub passthrough: Option<(tabagent_router::Passthrough, ApiError)>,
     /// The sampling settings the request gave (a route's parameter set leaves them alone).
     pub fixed: std::collections::BTreeSet<&'static str>,
 }
@@ -59,14 +60,14 @@ pub struct CompletionJob {
     pub fixed: std::collections::BTreeSet<&'static str>,
 }
 
-/// Checks and converts a conversation.
-pub fn messages(wire: &[WireMessage]) -> Result<Vec<ChatMessage>, ApiError> {
-    messages_with(wire, false)
-}
+/// Most tools a request may offer.
+const MAX_TOOLS: usize = 128;
+/// Most images in one request.
+const MAX_IMAGES: usize = 16;
 
-/// Converts a conversation; `remote_only` (a request only a remote engine will see) keeps the
-/// text of what the in-process engine cannot take (tool turns, images) instead of refusing it.
-fn messages_with(wire: &[WireMessage], remote_only: bool) -> Result<Vec<ChatMessage>, ApiError> {
+/// Checks and converts a conversation: text, images (as `data:` or `http(s)` URLs; only remote
+/// engines fetch the latter), tool calls and tool results.
+pub fn messages(wire: &[WireMessage]) -> Result<Vec<ChatMessage>, ApiError> {
     if wire.is_empty() {
         return Err(ApiError::bad_request(
             Some("messages"),
@@ -74,79 +75,282 @@ fn messages_with(wire: &[WireMessage], remote_only: bool) -> Result<Vec<ChatMess
         ));
     }
     let mut messages = Vec::with_capacity(wire.len());
+    let mut images = 0;
     for (index, message) in wire.iter().enumerate() {
         let at = format!("messages[{index}]");
         let role = match message.role.as_str() {
             "system" | "developer" => Role::System,
             "user" => Role::User,
             "assistant" => Role::Assistant,
-            "tool" | "function" if remote_only => Role::User,
-            "tool" | "function" => {
-                return Err(ApiError::bad_request(
-                    Some(&format!("{at}.role")),
-                    "tool messages are not available yet in this server",
-                ))
-            }
+            "tool" | "function" => Role::Tool,
             other => {
                 return Err(ApiError::bad_request(
                     Some(&format!("{at}.role")),
                     format!(
-                    "unknown role `{other}` in {at}; expected system, developer, user or assistant"
-                ),
+                        "unknown role `{other}` in {at}; expected system, developer, user, assistant or tool"
+                    ),
                 ))
             }
         };
-        if !remote_only
-            && (message
-                .tool_calls
-                .as_ref()
-                .is_some_and(|calls| !calls.is_empty())
-                || message.tool_call_id.is_some())
-        {
-            return Err(ApiError::bad_request(
-                Some(&format!("{at}.tool_calls")),
-                "tool calls are not available yet in this server",
-            ));
-        }
-        let content = match &message.content {
-            Some(MessageContent::Text(text)) => text.clone(),
+        let mut turn = ChatMessage::new(role, String::new());
+        match &message.content {
+            Some(MessageContent::Text(text)) => turn.content.clone_from(text),
             Some(MessageContent::Parts(parts)) => {
-                let mut text = String::new();
                 for (part_index, part) in parts.iter().enumerate() {
+                    let part_at = format!("{at}.content[{part_index}]");
                     match (part.kind.as_str(), &part.text) {
-                        ("text", Some(part_text)) => text.push_str(part_text),
-                        _ if remote_only => {}
+                        ("text", Some(text)) => turn.content.push_str(text),
+                        ("image_url", _) if role == Role::User => {
+                            images += 1;
+                            if images > MAX_IMAGES {
+                                return Err(ApiError::bad_request(
+                                    Some(&part_at),
+                                    format!("at most {MAX_IMAGES} images are allowed in one request"),
+                                ));
+                            }
+                            turn.images.push(image_part(part, turn.content.len(), &part_at)?);
+                        }
                         (kind, _) => {
                             return Err(ApiError::bad_request(
-                                Some(&format!("{at}.content[{part_index}]")),
-                                format!("content parts of type `{kind}` are not supported by this model; send `text` parts"),
+                                Some(&part_at),
+                                format!("content parts of type `{kind}` are not supported here; send `text` parts (and `image_url` parts in user turns)"),
                             ))
                         }
                     }
                 }
-                text
             }
             // An assistant turn that only called tools.
-            None if remote_only => String::new(),
+            None if role == Role::Assistant
+                && message.tool_calls.as_ref().is_some_and(|c| !c.is_empty()) => {}
             None => {
                 return Err(ApiError::bad_request(
                     Some(&format!("{at}.content")),
                     format!("{at} has no content"),
                 ))
             }
-        };
-        messages.push(ChatMessage::new(role, content));
+        }
+        if let Some(calls) = message.tool_calls.as_ref().filter(|c| !c.is_empty()) {
+            if role != Role::Assistant {
+                return Err(ApiError::bad_request(
+                    Some(&format!("{at}.tool_calls")),
+                    "only assistant turns carry `tool_calls`",
+                ));
+            }
+            for (call_index, call) in calls.iter().enumerate() {
+                turn.tool_calls
+                    .push(tool_call(call, &format!("{at}.tool_calls[{call_index}]"))?);
+            }
+        }
+        if role == Role::Tool {
+            turn.tool_call_id = message.tool_call_id.clone();
+            turn.name = message.name.clone();
+            if turn.tool_call_id.is_none() && message.role == "tool" {
+                return Err(ApiError::bad_request(
+                    Some(&format!("{at}.tool_call_id")),
+                    "a tool message needs the `tool_call_id` of the call it answers",
+                ));
+            }
+        }
+        messages.push(turn);
     }
     Ok(messages)
+}
+
+/// An `image_url` part: `{"image_url": {"url", "detail"}}` or `{"image_url": "url"}`.
+fn image_part(part: &ContentPart, offset: usize, at: &str) -> Result<ImagePart, ApiError> {
+    let value = part.other.get("image_url");
+    let (url, detail) = match value {
+        Some(Value::String(url)) => (url.clone(), None),
+        Some(Value::Object(object)) => (
+            object
+                .get("url")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            object
+                .get("detail")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+        ),
+        _ => (String::new(), None),
+    };
+    let scheme_ok =
+        url.starts_with("data:image/") || url.starts_with("https://") || url.starts_with("http://");
+    if !scheme_ok {
+        return Err(ApiError::bad_request(
+            Some(&format!("{at}.image_url.url")),
+            "an image must be a `data:image/...;base64,...` URL (or an http(s) URL for a remote engine)",
+        ));
+    }
+    Ok(ImagePart {
+        offset,
+        url,
+        detail,
+    })
+}
+
+/// One call of an assistant turn: `{"id", "type": "function", "function": {"name", "arguments"}}`.
+fn tool_call(call: &Value, at: &str) -> Result<ToolCall, ApiError> {
+    let name = call.pointer("/function/name").and_then(Value::as_str);
+    let Some(name) = name.filter(|n| !n.is_empty()) else {
+        return Err(ApiError::bad_request(
+            Some(&format!("{at}.function.name")),
+            "a tool call needs `function.name`",
+        ));
+    };
+    // Arguments are JSON text; an object is taken as the text it would be.
+    let arguments = match call.pointer("/function/arguments") {
+        Some(Value::String(text)) => text.clone(),
+        None | Some(Value::Null) => "{}".to_string(),
+        Some(other) => other.to_string(),
+    };
+    Ok(ToolCall {
+        id: call
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+        name: name.to_string(),
+        arguments,
+    })
+}
+
+/// `tools`, `tool_choice` and `parallel_tool_calls`.
+fn tools(request: &ChatCompletionRequest) -> Result<Tools, ApiError> {
+    let bad = |param: &str, message: String| ApiError::bad_request(Some(param), message);
+    let wire = request.tools.as_deref().unwrap_or_default();
+    if wire.len() > MAX_TOOLS {
+        return Err(bad(
+            "tools",
+            format!("at most {MAX_TOOLS} tools are allowed"),
+        ));
+    }
+    let mut specs: Vec<ToolSpec> = Vec::with_capacity(wire.len());
+    for (index, tool) in wire.iter().enumerate() {
+        let at = format!("tools[{index}]");
+        let kind = tool
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("function");
+        if kind != "function" {
+            return Err(bad(
+                &format!("{at}.type"),
+                format!("tools of type `{kind}` are not supported; send `function` tools"),
+            ));
+        }
+        let function = tool
+            .get("function")
+            .ok_or_else(|| bad(&format!("{at}.function"), "a tool needs `function`".into()))?;
+        let name = function
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let valid = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.');
+        if !valid {
+            return Err(bad(
+                &format!("{at}.function.name"),
+                "a function name is 1 to 64 letters, digits, `_`, `-` or `.`".into(),
+            ));
+        }
+        if specs.iter().any(|s| s.name == name) {
+            return Err(bad(
+                &format!("{at}.function.name"),
+                format!("two tools are named `{name}`"),
+            ));
+        }
+        let parameters = match function.get("parameters") {
+            None | Some(Value::Null) => serde_json::json!({"type": "object", "properties": {}}),
+            Some(schema @ Value::Object(_)) => schema.clone(),
+            Some(_) => {
+                return Err(bad(
+                    &format!("{at}.function.parameters"),
+                    "`parameters` must be a JSON Schema object".into(),
+                ))
+            }
+        };
+        specs.push(ToolSpec {
+            name: name.to_string(),
+            description: function
+                .get("description")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            parameters,
+            strict: function
+                .get("strict")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+        });
+    }
+    let choice = match &request.tool_choice {
+        None | Some(Value::Null) => ToolChoice::Auto,
+        Some(Value::String(choice)) => match choice.as_str() {
+            "auto" => ToolChoice::Auto,
+            "none" => ToolChoice::None,
+            "required" | "any" => ToolChoice::Required,
+            other => return Err(bad("tool_choice", format!("unknown `tool_choice` `{other}`; expected `auto`, `none`, `required` or a function"))),
+        },
+        Some(named) => match named.pointer("/function/name").and_then(Value::as_str) {
+            Some(name) => ToolChoice::Function(name.to_string()),
+            None => return Err(bad("tool_choice", "`tool_choice` must be `auto`, `none`, `required` or {\"type\": \"function\", \"function\": {\"name\": ...}}".into())),
+        },
+    };
+    match &choice {
+        ToolChoice::Auto | ToolChoice::Required | ToolChoice::Function(_)
+            if specs.is_empty() && request.tool_choice.as_ref().is_some_and(|c| !c.is_null()) =>
+        {
+            return Err(bad("tool_choice", "`tool_choice` needs `tools`".into()))
+        }
+        ToolChoice::Function(name) if !specs.iter().any(|s| &s.name == name) => {
+            return Err(bad(
+                "tool_choice",
+                format!("`tool_choice` names `{name}`, which is not among `tools`"),
+            ))
+        }
+        _ => {}
+    }
+    Ok(Tools {
+        specs,
+        choice,
+        parallel: request.parallel_tool_calls.unwrap_or(true),
+    })
+}
+
+/// `logprobs` and `top_logprobs`: `None` when not asked for.
+fn logprobs(request: &ChatCompletionRequest) -> Result<Option<u8>, ApiError> {
+    let top = match request.top_logprobs {
+        None => 0,
+        Some(top) => u8::try_from(top)
+            .ok()
+            .filter(|top| *top <= MAX_TOP_LOGPROBS)
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    Some("top_logprobs"),
+                    format!("`top_logprobs` must be between 0 and {MAX_TOP_LOGPROBS}"),
+                )
+            })?,
+    };
+    match request.logprobs {
+        Some(true) => Ok(Some(top)),
+        _ if request.top_logprobs.is_some_and(|t| t > 0) => Err(ApiError::bad_request(
+            Some("logprobs"),
+            "`top_logprobs` needs `logprobs: true`",
+        )),
+        _ => Ok(None),
+    }
 }
 
 /// Validates a chat request.
 pub fn chat(request: ChatCompletionRequest) -> Result<ChatJob, ApiError> {
     check_model(&request.model)?;
-    let passthrough = passthrough(&request)?;
-    let messages = messages_with(&request.messages, passthrough.is_some())?;
+    let messages = messages(&request.messages)?;
     let mut params = generation(&request.sampling, request.max_completion_tokens, None)?;
     params.constraint = response_format(request.response_format.as_ref())?;
+    params.tools = tools(&request)?;
+    params.logprobs = logprobs(&request)?;
     let (stream, include_usage) = streaming(&request.sampling);
     Ok(ChatJob {
         keep_alive: keep_alive(request.sampling.keep_alive.as_ref())?,
@@ -156,7 +360,6 @@ pub fn chat(request: ChatCompletionRequest) -> Result<ChatJob, ApiError> {
         stream,
         include_usage,
         conversation: request.conversation_id,
-        passthrough,
         fixed: fixed(&request.sampling, request.max_completion_tokens),
     })
 }
@@ -182,98 +385,6 @@ fn fixed(
     .into_iter()
     .filter_map(|(name, given)| given.then_some(name))
     .collect()
-}
-
-/// What of `request` only a remote engine can take, and the error the in-process engine would
-/// answer it with (the first such part): `None` when it is plain text.
-fn passthrough(
-    request: &ChatCompletionRequest,
-) -> Result<Option<(tabagent_router::Passthrough, ApiError)>, ApiError> {
-    let mut refusal: Option<ApiError> = None;
-    let mut refuse = |param: &str, message: &str| {
-        refusal.get_or_insert_with(|| ApiError::bad_request(Some(param), message));
-    };
-    let mut fields = serde_json::Map::new();
-    let tools = request.tools.as_ref().is_some_and(|t| !t.is_empty());
-    if tools {
-        refuse(
-            "tools",
-            "tool calling needs a remote engine with the `tools` capability; the in-process engine does not call tools yet",
-        );
-        fields.insert(
-            "tools".into(),
-            Value::from(request.tools.clone().unwrap_or_default()),
-        );
-    }
-    if let Some(choice) = &request.tool_choice {
-        if choice != &Value::String("none".into()) {
-            if !tools {
-                return Err(ApiError::bad_request(
-                    Some("tool_choice"),
-                    "`tool_choice` needs `tools`",
-                ));
-            }
-            fields.insert("tool_choice".into(), choice.clone());
-        }
-    }
-    if let Some(parallel) = request.parallel_tool_calls.filter(|_| tools) {
-        fields.insert("parallel_tool_calls".into(), Value::Bool(parallel));
-    }
-    if request.logprobs == Some(true) || request.top_logprobs.is_some() {
-        if !(0..=20).contains(&request.top_logprobs.unwrap_or(0)) {
-            return Err(ApiError::bad_request(
-                Some("top_logprobs"),
-                "`top_logprobs` must be between 0 and 20",
-            ));
-        }
-        refuse(
-            "logprobs",
-            "log probabilities come from remote engines only; the in-process engine does not report them yet",
-        );
-        fields.insert("logprobs".into(), Value::Bool(true));
-        if let Some(top) = request.top_logprobs {
-            fields.insert("top_logprobs".into(), Value::from(top));
-        }
-    }
-    let mut tool_turns = false;
-    let mut images = false;
-    for (index, message) in request.messages.iter().enumerate() {
-        if matches!(message.role.as_str(), "tool" | "function")
-            || message.tool_calls.as_ref().is_some_and(|c| !c.is_empty())
-            || message.tool_call_id.is_some()
-        {
-            tool_turns = true;
-            refuse(
-                &format!("messages[{index}].tool_calls"),
-                "tool calls need a remote engine with the `tools` capability; the in-process engine does not call tools yet",
-            );
-        }
-        if let Some(MessageContent::Parts(parts)) = &message.content {
-            if let Some(at) = parts.iter().position(|p| p.kind != "text") {
-                images = true;
-                refuse(
-                    &format!("messages[{index}].content[{at}]"),
-                    &format!("content parts of type `{}` need a remote engine with the `vision` capability; this model takes `text` parts", parts[at].kind),
-                );
-            }
-        }
-    }
-    let Some(refusal) = refusal else {
-        return Ok(None);
-    };
-    let messages = (tool_turns || images)
-        .then(|| serde_json::to_value(&request.messages))
-        .transpose()
-        .map_err(ApiError::internal)?;
-    Ok(Some((
-        tabagent_router::Passthrough {
-            messages,
-            fields,
-            needs_tools: tools || tool_turns,
-            needs_vision: images,
-        },
-        refusal,
-    )))
 }
 
 /// Validates a completion request.
@@ -464,6 +575,7 @@ fn generation(
         stop,
         constraint: OutputConstraint::None,
         ignore_eos: fields.ignore_eos.unwrap_or(false),
+        ..GenerationParams::default()
     })
 }
 

@@ -9,7 +9,10 @@ use std::task::{ready, Context, Poll};
 
 use axum::response::sse::{Event, Sse};
 use futures_util::Stream;
-use tabagent_core::{FinishReason, GenerationEvent, InferenceError, Usage};
+use tabagent_core::{
+    FinishReason, GenerationEvent, InferenceError, TokenLogprob, ToolCall, ToolCallAssembler,
+    ToolCallDelta, Usage,
+};
 use tabagent_llama::{GenerationHandle, LlamaEngine};
 
 use super::error::ApiError;
@@ -110,10 +113,12 @@ impl Events {
 pub struct Collected {
     /// All text.
     pub text: String,
-    /// Tool calls a remote engine streamed, put together.
-    pub tool_calls: Vec<serde_json::Value>,
-    /// Per-token log probabilities a remote engine sent (its `logprobs.content` entries).
-    pub logprobs: Option<Vec<serde_json::Value>>,
+    /// The tools it called.
+    pub tool_calls: Vec<ToolCall>,
+    /// Each token's log probability, when they were asked for.
+    pub logprobs: Option<Vec<TokenLogprob>>,
+    /// A remote engine's refusal, when it refused.
+    pub refusal: Option<String>,
     /// Why it ended.
     pub reason: FinishReason,
     /// Token counts.
@@ -124,35 +129,33 @@ pub struct Collected {
 pub async fn collect(events: impl Into<Events>, mut watch: Watch) -> Result<Collected, ApiError> {
     let mut events = events.into();
     let mut text = String::new();
-    let mut tool_calls = Vec::new();
-    let mut logprobs: Option<Vec<serde_json::Value>> = None;
+    let mut tool_calls = ToolCallAssembler::default();
+    let mut logprobs: Option<Vec<TokenLogprob>> = None;
+    let mut refusal: Option<String> = None;
     while let Some(event) = events.next().await {
         match event {
             GenerationEvent::Text(piece) => {
                 watch.text();
                 text.push_str(&piece);
             }
-            GenerationEvent::Extra {
-                delta,
-                logprobs: more,
-            } => {
+            GenerationEvent::ToolCall(delta) => {
                 watch.text();
-                if let Some(calls) = delta.get("tool_calls").and_then(|c| c.as_array()) {
-                    merge_tool_calls(&mut tool_calls, calls);
-                }
-                if let Some(more) = more {
-                    let entries = more.get("content").and_then(|c| c.as_array());
-                    logprobs
-                        .get_or_insert_with(Vec::new)
-                        .extend(entries.into_iter().flatten().cloned());
-                }
+                tool_calls.push(&delta);
+            }
+            GenerationEvent::Logprobs(more) => {
+                logprobs.get_or_insert_with(Vec::new).extend(more);
+            }
+            GenerationEvent::Refusal(more) => {
+                watch.text();
+                refusal.get_or_insert_with(String::new).push_str(&more);
             }
             GenerationEvent::Finished { reason, usage } => {
                 watch.finished(usage);
                 return Ok(Collected {
                     text,
-                    tool_calls,
+                    tool_calls: tool_calls.finish(),
                     logprobs,
+                    refusal,
                     reason,
                     usage,
                 });
@@ -165,53 +168,23 @@ pub async fn collect(events: impl Into<Events>, mut watch: Watch) -> Result<Coll
     ))
 }
 
-/// Puts streamed tool-call deltas together: each names its call by `index`; the first brings
-/// its `id`, `type` and function name, later ones more of its `arguments`.
-pub fn merge_tool_calls(calls: &mut Vec<serde_json::Value>, deltas: &[serde_json::Value]) {
-    use serde_json::{json, Value};
-    for delta in deltas {
-        let index = delta.get("index").and_then(Value::as_u64).unwrap_or(0) as usize;
-        // An engine's index is trusted only as far as the next new call.
-        let index = index.min(calls.len());
-        if index == calls.len() {
-            calls.push(
-                json!({"id": "", "type": "function", "function": {"name": "", "arguments": ""}}),
-            );
-        }
-        let call = &mut calls[index];
-        for key in ["id", "type"] {
-            if let Some(value) = delta.get(key).filter(|v| v.is_string()) {
-                call[key] = value.clone();
-            }
-        }
-        if let Some(function) = delta.get("function") {
-            for key in ["name", "arguments"] {
-                if let Some(piece) = function.get(key).and_then(Value::as_str) {
-                    let joined = format!("{}{piece}", call["function"][key].as_str().unwrap_or(""));
-                    call["function"][key] = Value::String(joined);
-                }
-            }
-        }
-    }
-}
-
 /// How a stream's chunks are written for one endpoint.
 pub trait ChunkFormat: Send + Unpin + 'static {
     /// A chunk sent before any text (chat sends the role), if any.
     fn opening(&self) -> Option<String>;
-    /// A chunk carrying new text.
-    fn text(&self, text: &str) -> String;
+    /// A chunk carrying new text, with the log probabilities of the tokens since the last
+    /// chunk (empty unless they were asked for).
+    fn text(&self, text: &str, logprobs: &[TokenLogprob]) -> String;
     /// The chunk carrying the finish reason.
     fn finish(&self, reason: FinishReason) -> String;
     /// The usage chunk.
     fn usage(&self, usage: WireUsage) -> String;
-    /// A chunk carrying a remote engine's other parts (tool calls, log probabilities), if the
-    /// endpoint has a place for them.
-    fn extra(
-        &self,
-        _delta: &serde_json::Map<String, serde_json::Value>,
-        _logprobs: Option<&serde_json::Value>,
-    ) -> Option<String> {
+    /// A chunk carrying a piece of a tool call, if the endpoint has a place for them.
+    fn tool_call(&self, _delta: &ToolCallDelta) -> Option<String> {
+        None
+    }
+    /// A chunk carrying more of a refusal, if the endpoint has a place for it.
+    fn refusal(&self, _text: &str) -> Option<String> {
         None
     }
 }
@@ -259,6 +232,7 @@ pub fn stream_then(
         ended: false,
         span: tracing::Span::current(),
         text: String::new(),
+        logprobs: Vec::new(),
         on_finish,
         finishing: None,
         watch,
@@ -277,6 +251,8 @@ struct EventStream<F> {
     span: tracing::Span,
     /// All text so far, kept only for `on_finish`.
     text: String,
+    /// Log probabilities not yet sent: they go with the next text.
+    logprobs: Vec<TokenLogprob>,
     on_finish: Option<OnFinish>,
     /// `on_finish` running, and how the generation ended.
     finishing: Option<(Finishing, FinishReason, Usage)>,
@@ -289,14 +265,25 @@ impl<F: ChunkFormat> EventStream<F> {
         self.ended = true;
     }
 
-    /// The finish chunk; the usage chunk and `[DONE]` queued after it.
+    /// The finish chunk (after one with log probabilities no text took); the usage chunk and
+    /// `[DONE]` queued after it.
     fn finished(&mut self, reason: FinishReason, usage: Usage) -> String {
         let usage = self
             .include_usage
             .then(|| self.format.usage(wire_usage(usage)));
         let finish = self.format.finish(reason);
-        self.end_with(usage.into_iter().chain(["[DONE]".to_string()]));
-        finish
+        if self.logprobs.is_empty() {
+            self.end_with(usage.into_iter().chain(["[DONE]".to_string()]));
+            return finish;
+        }
+        let logprobs = self.format.text("", &std::mem::take(&mut self.logprobs));
+        self.end_with(
+            [finish]
+                .into_iter()
+                .chain(usage)
+                .chain(["[DONE]".to_string()]),
+        );
+        logprobs
     }
 }
 
@@ -328,44 +315,52 @@ impl<F: ChunkFormat + Unpin> Stream for EventStream<F> {
             };
             return Poll::Ready(Some(Ok(Event::default().data(data))));
         }
-        let data = match ready!(this.events.poll_next(cx)) {
-            Some(GenerationEvent::Extra { delta, logprobs }) => {
-                this.watch.text();
-                match this.format.extra(&delta, logprobs.as_ref()) {
-                    Some(chunk) => chunk,
-                    None => {
+        let data = loop {
+            match ready!(this.events.poll_next(cx)) {
+                Some(GenerationEvent::Logprobs(more)) => this.logprobs.extend(more),
+                Some(GenerationEvent::ToolCall(delta)) => {
+                    this.watch.text();
+                    if let Some(chunk) = this.format.tool_call(&delta) {
+                        break chunk;
+                    }
+                }
+                Some(GenerationEvent::Refusal(text)) => {
+                    this.watch.text();
+                    if let Some(chunk) = this.format.refusal(&text) {
+                        break chunk;
+                    }
+                }
+                Some(GenerationEvent::Text(text)) => {
+                    this.watch.text();
+                    if this.on_finish.is_some() {
+                        this.text.push_str(&text);
+                    }
+                    break this.format.text(&text, &std::mem::take(&mut this.logprobs));
+                }
+                Some(GenerationEvent::Finished { reason, usage }) => {
+                    this.watch.finished(usage);
+                    if let Some(on_finish) = this.on_finish.take() {
+                        let work = on_finish(std::mem::take(&mut this.text), reason, usage);
+                        this.finishing = Some((work, reason, usage));
                         cx.waker().wake_by_ref();
                         return Poll::Pending;
                     }
+                    break this.finished(reason, usage);
                 }
-            }
-            Some(GenerationEvent::Text(text)) => {
-                this.watch.text();
-                if this.on_finish.is_some() {
-                    this.text.push_str(&text);
+                Some(GenerationEvent::Failed(err)) => {
+                    this.ended = true;
+                    break ApiError::from(err).to_json();
                 }
-                this.format.text(&text)
-            }
-            Some(GenerationEvent::Finished { reason, usage }) => {
-                this.watch.finished(usage);
-                if let Some(on_finish) = this.on_finish.take() {
-                    let work = on_finish(std::mem::take(&mut this.text), reason, usage);
-                    this.finishing = Some((work, reason, usage));
-                    cx.waker().wake_by_ref();
-                    return Poll::Pending;
+                None => {
+                    this.span.in_scope(|| {
+                        tracing::error!("the engine dropped a generation without finishing it")
+                    });
+                    this.ended = true;
+                    break ApiError::internal(
+                        "the engine dropped a generation without finishing it",
+                    )
+                    .to_json();
                 }
-                this.finished(reason, usage)
-            }
-            Some(GenerationEvent::Failed(err)) => {
-                this.ended = true;
-                ApiError::from(err).to_json()
-            }
-            None => {
-                this.span.in_scope(|| {
-                    tracing::error!("the engine dropped a generation without finishing it")
-                });
-                this.ended = true;
-                ApiError::internal("the engine dropped a generation without finishing it").to_json()
             }
         };
         Poll::Ready(Some(Ok(Event::default().data(data))))

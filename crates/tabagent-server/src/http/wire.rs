@@ -192,10 +192,141 @@ pub struct ResponseMessage {
     pub role: &'static str,
     /// The generated text (null when the answer is only tool calls).
     pub content: Option<String>,
-    /// The tools the model called (from remote engines).
-    #[schema(value_type = Option<Vec<Object>>)]
+    /// The tools the model called.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub tool_calls: Option<Vec<Value>>,
+    pub tool_calls: Option<Vec<WireToolCall>>,
+    /// A remote engine's refusal instead of an answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<String>,
+}
+
+/// A tool call in a response.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct WireToolCall {
+    /// Its id, which the tool's result names.
+    pub id: String,
+    /// Always `function`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// The function and its arguments.
+    pub function: WireFunctionCall,
+}
+
+/// The function a tool call calls.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct WireFunctionCall {
+    /// Its name.
+    pub name: String,
+    /// Its arguments: JSON text.
+    pub arguments: String,
+}
+
+impl From<tabagent_core::ToolCall> for WireToolCall {
+    fn from(call: tabagent_core::ToolCall) -> Self {
+        WireToolCall {
+            id: call.id,
+            kind: "function",
+            function: WireFunctionCall {
+                name: call.name,
+                arguments: call.arguments,
+            },
+        }
+    }
+}
+
+/// A piece of a tool call in a stream.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct WireToolCallDelta<'a> {
+    /// Which call.
+    pub index: usize,
+    /// Its id, on its first piece.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<&'a str>,
+    /// `function`, on its first piece.
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<&'static str>,
+    /// The name (first piece) and more of the arguments.
+    pub function: WireFunctionDelta<'a>,
+}
+
+/// The function part of a streamed tool call.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct WireFunctionDelta<'a> {
+    /// Its name, on its first piece.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<&'a str>,
+    /// More of its arguments.
+    pub arguments: &'a str,
+}
+
+impl<'a> From<&'a tabagent_core::ToolCallDelta> for WireToolCallDelta<'a> {
+    fn from(delta: &'a tabagent_core::ToolCallDelta) -> Self {
+        WireToolCallDelta {
+            index: delta.index,
+            id: delta.id.as_deref(),
+            kind: delta.id.as_ref().map(|_| "function"),
+            function: WireFunctionDelta {
+                name: delta.name.as_deref(),
+                arguments: &delta.arguments,
+            },
+        }
+    }
+}
+
+/// `logprobs` of a choice: one entry per generated token.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct WireLogprobs {
+    /// The tokens of the content.
+    pub content: Vec<WireTokenLogprob>,
+}
+
+/// One token's log probability.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct WireTokenLogprob {
+    /// The token's text.
+    pub token: String,
+    /// Natural log of its probability.
+    pub logprob: f32,
+    /// Its UTF-8 bytes.
+    pub bytes: Vec<u8>,
+    /// The likeliest tokens at its position.
+    pub top_logprobs: Vec<WireTopLogprob>,
+}
+
+/// An alternative at one position.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct WireTopLogprob {
+    /// Its text.
+    pub token: String,
+    /// Natural log of its probability.
+    pub logprob: f32,
+    /// Its UTF-8 bytes.
+    pub bytes: Vec<u8>,
+}
+
+impl WireLogprobs {
+    /// The wire form of `entries`.
+    pub fn from_entries(entries: &[tabagent_core::TokenLogprob]) -> Self {
+        WireLogprobs {
+            content: entries
+                .iter()
+                .map(|entry| WireTokenLogprob {
+                    token: entry.token.clone(),
+                    logprob: entry.logprob,
+                    bytes: entry.bytes.clone(),
+                    top_logprobs: entry
+                        .top
+                        .iter()
+                        .map(|alt| WireTopLogprob {
+                            token: alt.token.clone(),
+                            logprob: alt.logprob,
+                            bytes: alt.bytes.clone(),
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
 }
 
 /// One choice of a chat completion.
@@ -207,9 +338,8 @@ pub struct ChatChoice {
     pub message: ResponseMessage,
     /// `stop`, `length`, `tool_calls` or `content_filter`.
     pub finish_reason: &'static str,
-    /// `{"content": [...]}` when log probabilities were asked for (remote engines).
-    #[schema(value_type = Option<Object>)]
-    pub logprobs: Option<Value>,
+    /// `{"content": [...]}` when log probabilities were asked for.
+    pub logprobs: Option<WireLogprobs>,
 }
 
 /// `POST /v1/chat/completions` response.
@@ -238,6 +368,12 @@ pub struct ChunkDelta<'a> {
     /// New text.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub content: Option<&'a str>,
+    /// Pieces of tool calls.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<WireToolCallDelta<'a>>>,
+    /// More of a refusal.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<&'a str>,
 }
 
 /// One choice of a streamed chat chunk.
@@ -247,6 +383,9 @@ pub struct ChunkChoice<'a> {
     pub index: u32,
     /// What is new.
     pub delta: ChunkDelta<'a>,
+    /// The log probabilities of the tokens of this chunk, when asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<WireLogprobs>,
     /// Set in the last content chunk.
     pub finish_reason: Option<&'static str>,
 }

@@ -65,8 +65,30 @@ async fn each_bad_request_gets_a_clear_4xx() {
         ),
         (
             json!({"model": MODEL, "messages": [{"role": "user", "content": "hi"}],
-                   "tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}),
-            "tools",
+                   "tools": [{"type": "function", "function": {"name": "no spaces", "parameters": {}}}]}),
+            "tools[0].function.name",
+        ),
+        (
+            json!({"model": MODEL, "messages": [{"role": "user", "content": "hi"}],
+                   "tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}],
+                   "tool_choice": {"type": "function", "function": {"name": "g"}}}),
+            "not among `tools`",
+        ),
+        (
+            json!({"model": MODEL, "messages": [{"role": "user", "content": "hi"}],
+                   "tools": [{"type": "function", "function": {"name": "f", "strict": true,
+                       "parameters": {"type": "object", "properties": {"n": {"type": "number", "multipleOf": 3}}}}}],
+                   "tool_choice": "required"}),
+            "multipleOf",
+        ),
+        (
+            json!({"model": MODEL, "messages": [{"role": "user", "content": "hi"}],
+                   "logprobs": true, "top_logprobs": 21}),
+            "top_logprobs",
+        ),
+        (
+            json!({"model": MODEL, "messages": [{"role": "tool", "content": "17"}]}),
+            "tool_call_id",
         ),
         (
             json!({"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "tool_choice": "auto"}),

@@ -1,6 +1,6 @@
-//! Requests only remote engines can take (tools, tool turns, images, log probabilities) are sent
-//! on as the caller wrote them, to providers with the capability, and the answers' tool calls
-//! and log probabilities come back in OpenAI's shape.
+//! Requests with tools, tool turns, images or log probabilities go to remote engines with the
+//! capability, written as OpenAI's API has them, and the answers' tool calls and log
+//! probabilities come back in OpenAI's shape.
 
 use serde_json::{json, Value};
 use tabagent_testhub::engine::{Behaviour, FakeEngine};
@@ -143,9 +143,24 @@ capabilities = {{ tools = true, vision = true }}
         "{body}"
     );
 
-    // A local model still refuses tools (it cannot call them yet) instead of ignoring them.
+    // A local model takes the same conversation in process (its template has no tools, so
+    // they are described to it), with a log probability for every token it generated.
     let mut local = weather_request();
     local["model"] = json!(crate::server::MODEL);
-    let (status, body) = server.post_json("/v1/chat/completions", &local).await;
-    assert_eq!(assert_error(status, &body, 400)["param"], "tools");
+    local["max_tokens"] = json!(12);
+    local["temperature"] = json!(0);
+    let (status, reply) = server.post_json("/v1/chat/completions", &local).await;
+    assert_eq!(status, 200, "{reply}");
+    let entries = reply["choices"][0]["logprobs"]["content"]
+        .as_array()
+        .unwrap();
+    assert_eq!(
+        entries.len() as u64,
+        reply["usage"]["completion_tokens"].as_u64().unwrap(),
+        "{reply}"
+    );
+    assert!(entries
+        .iter()
+        .all(|e| e["top_logprobs"].as_array().unwrap().len() == 2));
+    assert_eq!(capable.bodies().len(), 3, "the local model answered it");
 }
