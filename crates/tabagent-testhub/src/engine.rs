@@ -41,6 +41,9 @@ pub enum Behaviour {
     /// OpenAI does: the id, type and name, then the arguments piece by piece, each token with
     /// its log probability when asked), finishing with `tool_calls`.
     CallTool(Vec<&'static str>),
+    /// Answers these pieces as one `application/json` body even when asked to stream (some
+    /// OpenAI-compatible servers ignore `stream: true`).
+    Whole(Vec<&'static str>),
 }
 
 #[derive(Default)]
@@ -209,6 +212,8 @@ async fn respond(
             answer(&script, &pieces, streamed, kind)
         }
         Behaviour::Answer(pieces) => answer(&script, &pieces, streamed, kind),
+        // Injected fault: `stream` ignored.
+        Behaviour::Whole(pieces) => answer(&script, &pieces, false, kind),
         Behaviour::DropAfter(pieces) => {
             let parts: Vec<Result<Bytes, std::io::Error>> =
                 pieces.iter().map(|p| Ok(chunk(p))).collect();

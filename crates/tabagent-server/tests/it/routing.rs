@@ -101,6 +101,49 @@ big = "big-model"
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_engine_that_answers_a_stream_with_one_json_body_is_read_not_failed() {
+    // Regression: such an answer failed every request ("the stream ended before the answer
+    // did") and opened the provider's circuit.
+    let whole = FakeEngine::start(vec![Behaviour::Whole(vec!["whole ", "answer"])])
+        .await
+        .unwrap();
+    let (_config, server) = server_with_router(&format!(
+        r#"
+[[router.providers]]
+name = "whole"
+base_url = "{}"
+models = ["plain-json"]
+"#,
+        whole.base_url
+    ));
+    for _ in 0..4 {
+        let (status, reply) = server
+            .post_json("/v1/chat/completions", &ask("plain-json"))
+            .await;
+        assert_eq!(status, 200, "{reply}");
+        assert_eq!(reply["choices"][0]["message"]["content"], "whole answer");
+        assert_eq!(reply["usage"]["completion_tokens"], 2);
+    }
+    let mut streamed = ask("plain-json");
+    streamed["stream"] = json!(true);
+    let body = server
+        .post("/v1/chat/completions", &streamed)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(body.contains("\"content\":\"whole answer\""), "{body}");
+    assert!(body.trim_end().ends_with("data: [DONE]"), "{body}");
+    assert!(
+        whole.bodies().iter().all(|b| b["stream"] == true),
+        "it was asked to stream each time"
+    );
+    let (_, router) = server.get_json("/v1/router").await;
+    let provider = crate::server::find(&router["providers"], "name", "whole");
+    assert_eq!(provider["breaker"], "closed", "{router}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn when_no_provider_can_answer_the_caller_hears_why_or_when_to_come_back() {
     let broken = FakeEngine::start(vec![Behaviour::Status(500)])
         .await
