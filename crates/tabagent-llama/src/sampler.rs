@@ -1,7 +1,10 @@
 //! Building a llama.cpp sampler chain from [`GenerationParams`].
 
+use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::data::LlamaTokenData;
+use llama_cpp_2::token::data_array::LlamaTokenDataArray;
 use llama_cpp_2::token::logit_bias::LlamaLogitBias;
 use llama_cpp_2::token::LlamaToken;
 use tabagent_core::{GenerationParams, InferenceError, OutputConstraint, Tools};
@@ -123,13 +126,59 @@ pub(crate) fn grammar_for(constraint: &OutputConstraint) -> Result<Option<String
         })
 }
 
-/// A sampler chain for one sequence; fails closed if the grammar does not compile.
+/// The sampler of one sequence: its chain, and its grammar kept apart. The grammar is asked
+/// only whether the chain's pick is allowed, and shapes the candidates only when it is not (as
+/// llama.cpp's own server samples): checking every token of a 150,000-token vocabulary against
+/// the grammar at every step costs more than the decode.
+pub(crate) struct TokenSampler {
+    chain: LlamaSampler,
+    grammar: Option<LlamaSampler>,
+}
+
+impl TokenSampler {
+    /// Draws the next token from the logits at batch index `at`, and accepts it.
+    pub(crate) fn sample(&mut self, ctx: &LlamaContext<'_>, at: i32) -> LlamaToken {
+        let Some(grammar) = self.grammar.as_mut() else {
+            return self.chain.sample(ctx, at);
+        };
+        let mut candidates = ctx.token_data_array_ith(at);
+        self.chain.apply(&mut candidates);
+        let picked = candidates.selected_token();
+        let token = match picked {
+            Some(token) if allowed(grammar, token) => token,
+            _ => {
+                let mut candidates = ctx.token_data_array_ith(at);
+                grammar.apply(&mut candidates);
+                self.chain.apply(&mut candidates);
+                match (candidates.selected_token(), picked) {
+                    (Some(token), _) | (None, Some(token)) => token,
+                    // Neither pass picked anything: only an empty vocabulary does that.
+                    (None, None) => LlamaToken(0),
+                }
+            }
+        };
+        grammar.accept(token);
+        self.chain.accept(token);
+        token
+    }
+}
+
+/// Whether `grammar` allows `token` next (it sets a refused token's logit to minus infinity).
+fn allowed(grammar: &mut LlamaSampler, token: LlamaToken) -> bool {
+    let mut one = LlamaTokenDataArray::new(vec![LlamaTokenData::new(token, 1.0, 0.0)], false);
+    grammar.apply(&mut one);
+    one.data
+        .first()
+        .is_some_and(|data| data.logit().is_finite())
+}
+
+/// A sampler for one sequence; fails closed if the grammar does not compile.
 pub(crate) fn build(
     model: &LlamaModel,
     params: &GenerationParams,
     grammar: Option<&Grammar>,
     end_tokens: &[LlamaToken],
-) -> Result<LlamaSampler, InferenceError> {
+) -> Result<TokenSampler, InferenceError> {
     let sampling = &params.sampling;
     let mut chain = Vec::new();
     if params.ignore_eos && !end_tokens.is_empty() {
@@ -146,18 +195,16 @@ pub(crate) fn build(
         };
         InferenceError::unsupported(param, format!("the output grammar does not compile: {err}"))
     };
-    match grammar {
+    let grammar = match grammar {
         Some(Grammar::Strict(grammar)) => {
-            chain.push(LlamaSampler::grammar(model, grammar, "root").map_err(refused)?);
+            Some(LlamaSampler::grammar(model, grammar, "root").map_err(refused)?)
         }
-        Some(Grammar::Lazy { grammar, trigger }) => {
-            chain.push(
-                LlamaSampler::grammar_lazy(model, grammar, "root", [trigger.as_bytes()], &[])
-                    .map_err(refused)?,
-            );
-        }
-        None => {}
-    }
+        Some(Grammar::Lazy { grammar, trigger }) => Some(
+            LlamaSampler::grammar_lazy(model, grammar, "root", [trigger.as_bytes()], &[])
+                .map_err(refused)?,
+        ),
+        None => None,
+    };
     let penalize = sampling.repeat_penalty != 1.0
         || sampling.frequency_penalty != 0.0
         || sampling.presence_penalty != 0.0;
@@ -187,7 +234,10 @@ pub(crate) fn build(
         chain.push(LlamaSampler::temp(sampling.temperature));
         chain.push(LlamaSampler::dist(sampling.seed.unwrap_or_else(fresh_seed)));
     }
-    Ok(LlamaSampler::chain_simple(chain))
+    Ok(TokenSampler {
+        chain: LlamaSampler::chain_simple(chain),
+        grammar,
+    })
 }
 
 fn fresh_seed() -> u32 {

@@ -16,7 +16,6 @@ use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
-use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 use tabagent_core::stop::StopMatcher;
 use tabagent_core::{FinishReason, GenerationEvent, InferenceError, ToolCallDelta, Usage};
@@ -37,7 +36,7 @@ pub(crate) struct Job {
     pub(crate) tool_calls: Option<ToolCallParser>,
     /// Report log probabilities with this many alternatives.
     pub(crate) logprobs: Option<u8>,
-    pub(crate) sampler: LlamaSampler,
+    pub(crate) sampler: crate::sampler::TokenSampler,
     pub(crate) sink: UnboundedSender<GenerationEvent>,
     pub(crate) span: tracing::Span,
     /// Its place in the waiting line.

@@ -94,12 +94,7 @@ capabilities = {{ tools = true, vision = true }}
     // Streamed: the tool-call deltas arrive as the engine sent them.
     let mut streamed = weather_request();
     streamed["stream"] = json!(true);
-    let body = server
-        .post("/v1/chat/completions", &streamed)
-        .await
-        .text()
-        .await
-        .unwrap();
+    let body = server.post_text("/v1/chat/completions", &streamed).await;
     let chunks: Vec<Value> = body
         .lines()
         .filter_map(|l| l.strip_prefix("data: "))

@@ -62,12 +62,7 @@ big = "big-model"
 
     let mut streamed = ask("up/big-model");
     streamed["stream"] = json!(true);
-    let body = server
-        .post("/v1/chat/completions", &streamed)
-        .await
-        .text()
-        .await
-        .unwrap();
+    let body = server.post_text("/v1/chat/completions", &streamed).await;
     let text: String = body
         .lines()
         .filter_map(|l| l.strip_prefix("data: "))
@@ -126,12 +121,7 @@ models = ["plain-json"]
     }
     let mut streamed = ask("plain-json");
     streamed["stream"] = json!(true);
-    let body = server
-        .post("/v1/chat/completions", &streamed)
-        .await
-        .text()
-        .await
-        .unwrap();
+    let body = server.post_text("/v1/chat/completions", &streamed).await;
     assert!(body.contains("\"content\":\"whole answer\""), "{body}");
     assert!(body.trim_end().ends_with("data: [DONE]"), "{body}");
     assert!(

@@ -147,6 +147,11 @@ impl Server {
             .unwrap()
     }
 
+    /// The whole body of a response, as text (a stream's events).
+    pub async fn post_text(&self, path: &str, body: &Value) -> String {
+        self.post(path, body).await.text().await.unwrap()
+    }
+
     pub async fn post_json(&self, path: &str, body: &Value) -> (u16, Value) {
         let response = self.post(path, body).await;
         let status = response.status().as_u16();
