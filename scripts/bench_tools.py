@@ -200,8 +200,13 @@ def main():
     p.add_argument("--ctx", type=int, default=4096)
     p.add_argument("--cases", type=int, default=len(CASES))
     p.add_argument("--timeout", type=float, default=300)
+    p.add_argument("--streams", choices=["both", "whole", "streamed"], default="both")
     a = p.parse_args()
     cases = CASES[: a.cases]
+    streams = {"both": (False, True), "whole": (False,), "streamed": (True,)}[a.streams]
+    n = len(cases)
+    print(f"tool calls, {n} cases, {a.model}, {a.threads} threads, greedy, {time.strftime('%Y-%m-%d')}")
+    print(f"{'mode':24} {'side':13} {'right':>7} {'well-formed':>12} {'tokens/s':>9}", flush=True)
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)
         data = work / "tabagent-data"
@@ -224,25 +229,24 @@ def main():
                 server.wait_ready(a.timeout)
             results = {}
             for choice in ("auto", "required"):
-                for stream in (False, True):
+                for stream in streams:
                     for side, server in servers.items():
                         other = [s for n, s in servers.items() if n != side][0]
                         other.pause()
                         server.resume()
                         log(f"{side}: tool_choice={choice} stream={stream}")
-                        results[(choice, stream, side)] = run_side(ports[side], cases, choice, stream, a.timeout)
+                        r = run_side(ports[side], cases, choice, stream, a.timeout)
+                        results[(choice, stream, side)] = r
+                        # Each row as soon as it is known: a run cut short keeps what it measured.
+                        mode = f"{choice}, {'streamed' if stream else 'whole'}"
+                        rate = r["tokens"] / r["seconds"] if r["seconds"] else 0
+                        print(f"{mode:24} {side:13} {r['right'] / n:7.0%} {r['formed'] / n:12.0%} {rate:9.1f}",
+                              flush=True)
                     for server in servers.values():
                         server.resume()
         finally:
             for server in servers.values():
                 server.stop()
-    n = len(cases)
-    print(f"tool calls, {n} cases, {a.model}, {a.threads} threads, greedy, {time.strftime('%Y-%m-%d')}")
-    print(f"{'mode':24} {'side':13} {'right':>7} {'well-formed':>12} {'tokens/s':>9}")
-    for (choice, stream, side), r in results.items():
-        mode = f"{choice}, {'streamed' if stream else 'whole'}"
-        rate = r["tokens"] / r["seconds"] if r["seconds"] else 0
-        print(f"{mode:24} {side:13} {r['right'] / n:7.0%} {r['formed'] / n:12.0%} {rate:9.1f}")
     for (choice, stream, side), r in results.items():
         for prompt, calls, content in r["misses"]:
             log(f"miss [{side} {choice} stream={stream}] {prompt!r}: calls={calls} content={content!r}")
