@@ -10,7 +10,7 @@
 //! out to be a call, which is held until it is decided.
 
 use serde_json::{Map, Value};
-use tabagent_core::{ChatMessage, Role, ToolSpec, Tools};
+use tabagent_core::{ChatMessage, Role, Tools};
 
 /// How a template shows tools and how its model is taught to call them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -592,15 +592,6 @@ fn checked_call(name: &str, arguments: Value, names: &[String]) -> Option<Parsed
         name: name.to_string(),
         arguments: arguments.to_string(),
     })
-}
-
-/// The specs' names and parameter schemas, for [`call_schema`].
-pub fn schemas(specs: &[&ToolSpec]) -> String {
-    call_schema(
-        specs
-            .iter()
-            .map(|spec| (spec.name.as_str(), &spec.parameters)),
-    )
 }
 
 #[cfg(test)]

@@ -55,9 +55,12 @@ pub async fn chat_completions(
     let started = std::time::Instant::now();
     // A session's earlier turns come first; this request's turns and the answer are added to it
     // once the answer is complete.
+    // What the request needs of an engine: a session's earlier turns are text, so they do not
+    // change it.
+    let needs = tabagent_router::ChatRequest::needs_of(&job.messages, &job.params);
     let session = match sessions::requested(&headers, caller.as_deref())? {
         Some(sessions::Requested { id, key }) => {
-            if !job.params.tools.specs.is_empty() || job.messages.iter().any(|m| !m.is_text()) {
+            if !needs.is_empty() {
                 return Err(ApiError::bad_request(
                     Some(sessions::HEADER),
                     "a session keeps text turns only: send a conversation with tools, tool \
@@ -80,7 +83,6 @@ pub async fn chat_completions(
         Some(config) => Some(context::enhance(&state, &config, &mut job.messages).await?),
         None => None,
     };
-    let needs = tabagent_router::ChatRequest::needs_of(&job.messages, &job.params);
     // A cached answer is text: requests with tools, tool turns, images or log probabilities
     // are not cached; nor are those to a route whose parameter sets are being tuned.
     let cacheable = needs.is_empty() && job.params.logprobs.is_none();
