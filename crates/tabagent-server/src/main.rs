@@ -5,6 +5,9 @@ mod catalog;
 mod cli;
 mod commands;
 mod config;
+mod embedding;
+mod error;
+mod generation;
 mod hardware;
 mod http;
 mod images;
@@ -17,6 +20,7 @@ mod recommended;
 mod registry;
 mod routing;
 mod state;
+mod summaries;
 mod webrtc;
 mod worker;
 

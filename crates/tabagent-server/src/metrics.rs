@@ -280,29 +280,14 @@ pub struct Watch {
     labels: GenerationLabels,
     started: Instant,
     first_token: Option<Instant>,
-    charge: Option<crate::http::Charge>,
+    charge: Option<Charge>,
     /// Pieces of text seen (about one token each), charged when no usage arrives.
     pieces: u64,
 }
 
 impl Watch {
-    /// A watch that records nothing (internal generations).
-    pub fn none() -> Watch {
-        Watch {
-            metrics: None,
-            labels: GenerationLabels {
-                model: String::new(),
-                provider: String::new(),
-            },
-            started: Instant::now(),
-            first_token: None,
-            charge: None,
-            pieces: 0,
-        }
-    }
-
     /// Charges the tokens of the generation, when it finishes, to a caller's budgets.
-    pub fn charging(mut self, charge: crate::http::Charge) -> Watch {
+    pub fn charging(mut self, charge: Charge) -> Watch {
         self.charge = Some(charge);
         self
     }
@@ -390,4 +375,27 @@ pub async fn serve(
         )],
         state.metrics().render(&state),
     )
+}
+
+/// What a finished generation charges to its caller's token budgets.
+pub struct Charge {
+    state: crate::state::AppState,
+    caller: std::sync::Arc<str>,
+}
+
+impl Charge {
+    /// Charges to `ticket`'s caller.
+    pub fn new(state: &crate::state::AppState, ticket: &tabagent_router::Ticket) -> Charge {
+        Charge {
+            state: state.clone(),
+            caller: std::sync::Arc::clone(&ticket.caller),
+        }
+    }
+
+    /// `tokens` were used.
+    pub fn tokens(&self, tokens: u64) {
+        self.state
+            .scheduler()
+            .charge(&self.caller, tokens, std::time::Instant::now());
+    }
 }

@@ -525,6 +525,20 @@ impl ModelRegistry {
         self.lock().get(name).map(|slot| slot.keep_alive)
     }
 
+    /// How long until `name` is unloaded for idleness: `None` when it is not loaded, `Some(None)`
+    /// when it stays (kept forever, or in use now: its keep-alive counts from its last request).
+    pub fn unloads_in(&self, name: &str) -> Option<Option<Duration>> {
+        let models = self.lock();
+        let slot = models.get(name)?;
+        match slot.keep_alive {
+            KeepAlive::For(keep_alive) if idle(slot) => {
+                let idle_for = Instant::now().saturating_duration_since(slot.last_used);
+                Some(Some(keep_alive.saturating_sub(idle_for)))
+            }
+            _ => Some(None),
+        }
+    }
+
     /// Loaded models and their engines, by id. Never waits for a load in progress.
     pub fn loaded(&self) -> Vec<(String, Engine)> {
         let models = self.lock();

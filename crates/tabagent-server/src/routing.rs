@@ -10,6 +10,8 @@ use std::sync::Arc;
 use tabagent_core::InferenceError;
 use tabagent_router::{BoxFuture, ChatRequest, EventStream, Provider, Router, TryError};
 
+use crate::error::ServiceError;
+use crate::generation::local;
 use crate::registry::RegistryError;
 use crate::state::{AppState, WeakAppState};
 
@@ -71,68 +73,40 @@ impl Provider for LocalProvider {
                 .acquire(model, None)
                 .await
                 .map_err(refused)?;
-            let engine = match acquired.engine {
-                crate::registry::Engine::Worker(model)
-                    if model.kind == crate::catalog::ModelKind::TextGeneration =>
-                {
-                    return crate::worker::generate(
-                        model,
-                        &request.messages,
-                        request.prompt.clone(),
-                        &request.params,
-                    )
-                    .await
-                    .map_err(|e| match e {
-                        InferenceError::Unavailable(_) => TryError::Provider {
-                            message: format!("local: {e}"),
-                            retry_after: None,
-                        },
-                        caller => TryError::Caller(caller),
-                    });
-                }
-                engine => engine.llama(&acquired.id).map_err(refused)?,
+            let input = match &request.prompt {
+                Some(prompt) => local::Input::Prompt(prompt.clone()),
+                None => local::Input::Chat(request.messages.clone()),
             };
-            let (messages, prompt) = (request.messages.clone(), request.prompt.clone());
-            let params = request.params.clone();
-            let class = request.ticket.as_ref().map(job_class).unwrap_or_default();
-            let span = tracing::Span::current();
-            let handle = tokio::task::spawn_blocking(move || {
-                span.in_scope(|| match prompt {
-                    Some(prompt) => engine.complete_as(&prompt, params, class),
-                    None => engine.chat_as(&messages, params, class),
-                })
-            })
-            .await
-            .map_err(|e| TryError::Provider {
-                message: format!("local: {e}"),
-                retry_after: None,
-            })?
-            .map_err(|e| match e {
-                InferenceError::QueueFull { .. } => TryError::Provider {
-                    message: format!("local: {e}"),
-                    retry_after: Some(std::time::Duration::from_secs(1)),
-                },
-                InferenceError::Unavailable(_) | InferenceError::Internal(_) => {
-                    TryError::Provider {
-                        message: format!("local: {e}"),
-                        retry_after: None,
-                    }
-                }
-                caller => TryError::Caller(caller),
-            })?;
-            let mut events = handle.events;
-            Ok(Box::pin(futures_util::stream::poll_fn(move |cx| {
-                events.poll_recv(cx)
-            })) as EventStream)
+            let class = request
+                .ticket
+                .as_ref()
+                .map(local::job_class)
+                .unwrap_or_default();
+            let events = local::start(acquired, input, request.params.clone(), class)
+                .await
+                .map_err(failed)?;
+            Ok(Box::pin(events) as EventStream)
         })
     }
 }
 
-/// Where a request with `ticket` waits in a local engine's line.
-pub fn job_class(ticket: &tabagent_router::Ticket) -> tabagent_llama::JobClass {
-    tabagent_llama::JobClass {
-        batch: ticket.priority == tabagent_router::Priority::Batch,
-        caller: Some(std::sync::Arc::clone(&ticket.caller)),
+/// A local failure as a try's: the caller's mistakes end the request; a full queue, a missing
+/// engine or a broken one let the router try another provider.
+fn failed(err: ServiceError) -> TryError {
+    let provider = |err: &dyn std::fmt::Display, retry_after| TryError::Provider {
+        message: format!("{}: {err}", tabagent_router::LOCAL),
+        retry_after,
+    };
+    match err {
+        ServiceError::Registry(err) => refused(err),
+        ServiceError::Inference(err @ InferenceError::QueueFull { .. }) => {
+            provider(&err, Some(std::time::Duration::from_secs(1)))
+        }
+        ServiceError::Inference(
+            err @ (InferenceError::Unavailable(_) | InferenceError::Internal(_)),
+        ) => provider(&err, None),
+        ServiceError::Inference(caller) => TryError::Caller(caller),
+        other => provider(&other, None),
     }
 }
 

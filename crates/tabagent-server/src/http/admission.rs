@@ -3,7 +3,6 @@
 //! (`X-TabAgent-Timeout: SECONDS`), and whether the caller's rate limits and token budgets
 //! allow it now (429 with Retry-After when not).
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::http::HeaderMap;
@@ -84,27 +83,4 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, Api
                 .map_err(|_| ApiError::bad_request(Some(name), format!("{name} is not text")))
         })
         .transpose()
-}
-
-/// What a finished generation charges to its caller's token budgets.
-pub struct Charge {
-    state: AppState,
-    caller: Arc<str>,
-}
-
-impl Charge {
-    /// Charges to `ticket`'s caller.
-    pub fn new(state: &AppState, ticket: &Ticket) -> Charge {
-        Charge {
-            state: state.clone(),
-            caller: Arc::clone(&ticket.caller),
-        }
-    }
-
-    /// `tokens` were used.
-    pub fn tokens(&self, tokens: u64) {
-        self.state
-            .scheduler()
-            .charge(&self.caller, tokens, Instant::now());
-    }
 }

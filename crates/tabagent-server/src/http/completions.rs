@@ -13,10 +13,8 @@ use super::json::ApiJson;
 use super::wire::{CompletionChoice, CompletionRequest, CompletionResponse, WireUsage};
 use super::{admission, convert};
 use crate::callers::Caller;
-use crate::catalog::ModelKind;
-use crate::registry::Engine;
+use crate::generation::{self, ChatJob};
 use crate::state::AppState;
-use tabagent_router::ChatRequest;
 
 /// Continues a raw prompt.
 #[utoipa::path(
@@ -37,73 +35,26 @@ pub async fn completions(
     headers: HeaderMap,
     ApiJson(request): ApiJson<CompletionRequest>,
 ) -> Result<Response, ApiError> {
-    let job = convert::completion(request)?;
+    let wire = convert::completion(request)?;
     let ticket = admission::admit(&state, &headers, caller.as_deref())?;
-    let started = std::time::Instant::now();
-    let local = tabagent_router::LOCAL;
-    let (handle, provider) = match (crate::routing::plan(&state, &job.model), state.router()) {
-        (Some(plan), Some(router)) => {
-            let request = ChatRequest {
-                prompt: Some(job.prompt),
-                params: job.params,
-                trace: Some(admission::trace(&headers)),
-                fixed: job.fixed,
-                ..ChatRequest::default()
-            };
-            let routed = router.dispatch(plan, request, &ticket).await?;
-            (
-                generate::Events::stream(routed.events),
-                routed.target.provider,
-            )
-        }
-        _ => {
-            // The registry first: only a model that exists gets a gate, under its canonical id.
-            let acquired = state.registry().acquire(&job.model, job.keep_alive).await?;
-            let permits = state
-                .scheduler()
-                .enter(&ticket, local, &acquired.id)
-                .await?;
-            let (prompt, params) = (job.prompt, job.params);
-            let events = match acquired.engine {
-                Engine::Worker(model) if model.kind == ModelKind::TextGeneration => {
-                    generate::Events::stream(
-                        crate::worker::generate(model, &[], Some(prompt), &params).await?,
-                    )
-                }
-                engine => {
-                    let engine = engine.llama(&acquired.id)?;
-                    let class = crate::routing::job_class(&ticket);
-                    let handle = generate::submit(&engine, move |engine| {
-                        engine.complete_as(&prompt, params, class)
-                    })
-                    .await?;
-                    generate::Events::from(handle)
-                }
-            };
-            let events = events.held(permits, ticket.deadline);
-            (events, local.to_string())
-        }
-    };
-    let watch = state
-        .metrics()
-        .watch(&job.model, &provider, started)
-        .charging(admission::Charge::new(&state, &ticket));
+    let mut job = ChatJob::prompt(wire.model, wire.prompt, wire.params, ticket);
+    job.fixed = wire.fixed;
+    job.keep_alive = wire.keep_alive;
+    job.trace = Some(admission::trace(&headers));
+    let model = job.model.clone();
+    let generation = generation::generate(&state, job).await?;
     let id = generate::response_id("cmpl");
     let created = generate::unix_now();
-    if job.stream {
-        let format = CompletionChunks {
-            id,
-            created,
-            model: job.model,
-        };
-        return Ok(generate::stream(handle, format, job.include_usage, watch).into_response());
+    if wire.stream {
+        let format = CompletionChunks { id, created, model };
+        return Ok(generate::stream(generation.events, format, wire.include_usage).into_response());
     }
-    let out = generate::collect(handle, watch).await?;
+    let out = generation::collect(generation.events).await?;
     let response = CompletionResponse {
         id: &id,
         object: "text_completion",
         created,
-        model: &job.model,
+        model: &model,
         choices: vec![CompletionChoice {
             text: &out.text,
             index: 0,

@@ -22,7 +22,7 @@ const COMPLETIONS_DEFAULT_MAX_TOKENS: u32 = 16;
 
 /// A validated chat request.
 #[derive(Debug)]
-pub struct ChatJob {
+pub struct ParsedChat {
     /// The model.
     pub model: String,
     /// The conversation.
@@ -43,7 +43,7 @@ pub struct ChatJob {
 
 /// A validated completion request.
 #[derive(Debug)]
-pub struct CompletionJob {
+pub struct ParsedCompletion {
     /// The model.
     pub model: String,
     /// The raw prompt.
@@ -215,10 +215,24 @@ fn tool_call(call: &Value, at: &str) -> Result<ToolCall, ApiError> {
     })
 }
 
+/// How a dialect writes a function tool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ToolShape {
+    /// `{"type": "function", "function": {"name", "description", "parameters", "strict"}}`
+    /// (chat completions, Ollama).
+    Nested,
+    /// `{"type": "function", "name", "description", "parameters", "strict"}` (Responses).
+    Flat,
+}
+
 /// `tools`, `tool_choice` and `parallel_tool_calls`.
-fn tools(request: &ChatCompletionRequest) -> Result<Tools, ApiError> {
+pub fn tools(
+    wire: &[Value],
+    tool_choice: Option<&Value>,
+    parallel: Option<bool>,
+    shape: ToolShape,
+) -> Result<Tools, ApiError> {
     let bad = |param: &str, message: String| ApiError::bad_request(Some(param), message);
-    let wire = request.tools.as_deref().unwrap_or_default();
     if wire.len() > MAX_TOOLS {
         return Err(bad(
             "tools",
@@ -238,9 +252,15 @@ fn tools(request: &ChatCompletionRequest) -> Result<Tools, ApiError> {
                 format!("tools of type `{kind}` are not supported; send `function` tools"),
             ));
         }
-        let function = tool
-            .get("function")
-            .ok_or_else(|| bad(&format!("{at}.function"), "a tool needs `function`".into()))?;
+        let (function, at) = match shape {
+            ToolShape::Nested => (
+                tool.get("function").ok_or_else(|| {
+                    bad(&format!("{at}.function"), "a tool needs `function`".into())
+                })?,
+                format!("{at}.function"),
+            ),
+            ToolShape::Flat => (tool, at),
+        };
         let name = function
             .get("name")
             .and_then(Value::as_str)
@@ -252,13 +272,13 @@ fn tools(request: &ChatCompletionRequest) -> Result<Tools, ApiError> {
                 .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.');
         if !valid {
             return Err(bad(
-                &format!("{at}.function.name"),
+                &format!("{at}.name"),
                 "a function name is 1 to 64 letters, digits, `_`, `-` or `.`".into(),
             ));
         }
         if specs.iter().any(|s| s.name == name) {
             return Err(bad(
-                &format!("{at}.function.name"),
+                &format!("{at}.name"),
                 format!("two tools are named `{name}`"),
             ));
         }
@@ -267,7 +287,7 @@ fn tools(request: &ChatCompletionRequest) -> Result<Tools, ApiError> {
             Some(schema @ Value::Object(_)) => schema.clone(),
             Some(_) => {
                 return Err(bad(
-                    &format!("{at}.function.parameters"),
+                    &format!("{at}.parameters"),
                     "`parameters` must be a JSON Schema object".into(),
                 ))
             }
@@ -285,7 +305,7 @@ fn tools(request: &ChatCompletionRequest) -> Result<Tools, ApiError> {
                 .unwrap_or(false),
         });
     }
-    let choice = match &request.tool_choice {
+    let choice = match tool_choice {
         None | Some(Value::Null) => ToolChoice::Auto,
         Some(Value::String(choice)) => match choice.as_str() {
             "auto" => ToolChoice::Auto,
@@ -293,14 +313,18 @@ fn tools(request: &ChatCompletionRequest) -> Result<Tools, ApiError> {
             "required" | "any" => ToolChoice::Required,
             other => return Err(bad("tool_choice", format!("unknown `tool_choice` `{other}`; expected `auto`, `none`, `required` or a function"))),
         },
-        Some(named) => match named.pointer("/function/name").and_then(Value::as_str) {
+        Some(named) => match named
+            .pointer("/function/name")
+            .or_else(|| named.get("name"))
+            .and_then(Value::as_str)
+        {
             Some(name) => ToolChoice::Function(name.to_string()),
             None => return Err(bad("tool_choice", "`tool_choice` must be `auto`, `none`, `required` or {\"type\": \"function\", \"function\": {\"name\": ...}}".into())),
         },
     };
     match &choice {
         ToolChoice::Auto | ToolChoice::Required | ToolChoice::Function(_)
-            if specs.is_empty() && request.tool_choice.as_ref().is_some_and(|c| !c.is_null()) =>
+            if specs.is_empty() && tool_choice.is_some_and(|c| !c.is_null()) =>
         {
             return Err(bad("tool_choice", "`tool_choice` needs `tools`".into()))
         }
@@ -315,7 +339,7 @@ fn tools(request: &ChatCompletionRequest) -> Result<Tools, ApiError> {
     Ok(Tools {
         specs,
         choice,
-        parallel: request.parallel_tool_calls.unwrap_or(true),
+        parallel: parallel.unwrap_or(true),
     })
 }
 
@@ -344,15 +368,20 @@ fn logprobs(request: &ChatCompletionRequest) -> Result<Option<u8>, ApiError> {
 }
 
 /// Validates a chat request.
-pub fn chat(request: ChatCompletionRequest) -> Result<ChatJob, ApiError> {
+pub fn chat(request: ChatCompletionRequest) -> Result<ParsedChat, ApiError> {
     check_model(&request.model)?;
     let messages = messages(&request.messages)?;
     let mut params = generation(&request.sampling, request.max_completion_tokens, None)?;
     params.constraint = response_format(request.response_format.as_ref())?;
-    params.tools = tools(&request)?;
+    params.tools = tools(
+        request.tools.as_deref().unwrap_or_default(),
+        request.tool_choice.as_ref(),
+        request.parallel_tool_calls,
+        ToolShape::Nested,
+    )?;
     params.logprobs = logprobs(&request)?;
     let (stream, include_usage) = streaming(&request.sampling);
-    Ok(ChatJob {
+    Ok(ParsedChat {
         keep_alive: keep_alive(request.sampling.keep_alive.as_ref())?,
         model: request.model,
         messages,
@@ -388,7 +417,7 @@ fn fixed(
 }
 
 /// Validates a completion request.
-pub fn completion(request: CompletionRequest) -> Result<CompletionJob, ApiError> {
+pub fn completion(request: CompletionRequest) -> Result<ParsedCompletion, ApiError> {
     check_model(&request.model)?;
     if request.echo == Some(true) {
         return Err(ApiError::bad_request(
@@ -444,7 +473,7 @@ pub fn completion(request: CompletionRequest) -> Result<CompletionJob, ApiError>
         Some(COMPLETIONS_DEFAULT_MAX_TOKENS),
     )?;
     let (stream, include_usage) = streaming(&request.sampling);
-    Ok(CompletionJob {
+    Ok(ParsedCompletion {
         fixed: fixed(&request.sampling, None),
         keep_alive: keep_alive(request.sampling.keep_alive.as_ref())?,
         model: request.model,
@@ -485,7 +514,7 @@ fn streaming(fields: &SamplingFields) -> (bool, bool) {
     (stream, include_usage)
 }
 
-fn generation(
+pub fn generation(
     fields: &SamplingFields,
     max_completion_tokens: Option<i64>,
     default_max: Option<u32>,

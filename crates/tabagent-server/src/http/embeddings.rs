@@ -5,22 +5,18 @@
 //! (`usage` counts what was embedded); `"truncate": false` makes them a 400 instead. Token-id
 //! inputs are embedded as given: include the model's special tokens (`/v1/tokenize` adds them).
 
-use std::sync::Arc;
-
 use axum::extract::State;
 use axum::Json;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tabagent_onnx::{Encoded, EncoderModel};
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
 use super::json::ApiJson;
-use crate::catalog::ModelKind;
-use crate::registry::{Engine, WorkerModel};
+use crate::embedding::{embed, Input};
+use crate::registry::Engine;
 use crate::state::AppState;
-use tabagent_worker::pb;
 
 /// `POST /v1/embeddings` body.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -149,46 +145,6 @@ pub async fn embeddings(
     }))
 }
 
-/// Embeds `input` with the model `engine` runs: the one place that chooses between ONNX Runtime
-/// in-process and sentence-transformers in the ML worker (the registry chose the engine from
-/// the model's files).
-pub async fn embed(
-    engine: Engine,
-    id: &str,
-    input: Input,
-    truncate: bool,
-) -> Result<Embedded, ApiError> {
-    match engine {
-        Engine::Worker(model) if model.kind == ModelKind::SentenceTransformers => {
-            embed_in_worker(&model, input, truncate).await
-        }
-        engine => {
-            let encoder = engine.encoder(id)?;
-            let encoded = tokenize(&encoder, input, truncate).await?;
-            let tokens: usize = encoded.iter().map(|e| e.ids.len()).sum();
-            let vectors = encoder
-                .encode(encoded)
-                .await
-                .map_err(|e| ApiError::unavailable("model_unavailable", e.to_string()))?;
-            Ok(Embedded {
-                vectors,
-                tokens,
-                normalized: encoder.info().normalized,
-            })
-        }
-    }
-}
-
-/// Vectors and what they cost.
-pub struct Embedded {
-    /// One per input.
-    pub vectors: Vec<Vec<f32>>,
-    /// Tokens embedded.
-    pub tokens: usize,
-    /// Whether the model gives unit vectors (cut ones are then re-normalised).
-    pub normalized: bool,
-}
-
 /// `dimensions` checked against the model's `width`: what to keep of each vector.
 fn check_dimensions(dimensions: Option<u64>, width: usize, model: &str) -> Result<usize, ApiError> {
     match dimensions {
@@ -199,53 +155,6 @@ fn check_dimensions(dimensions: Option<u64>, width: usize, model: &str) -> Resul
             format!("`dimensions` must be between 1 and {width} for `{model}`, not {d}"),
         )),
     }
-}
-
-/// Texts embedded by a sentence-transformers model in the ML worker (its own tokenizer,
-/// pooling and normalisation, as the model's modules say).
-async fn embed_in_worker(
-    model: &WorkerModel,
-    input: Input,
-    truncate: bool,
-) -> Result<Embedded, ApiError> {
-    let Input::Texts(texts) = input else {
-        return Err(ApiError::bad_request(
-            Some("input"),
-            format!(
-                "`{}` runs in the ML worker, which takes texts, not token ids",
-                model.id
-            ),
-        ));
-    };
-    let reply = model
-        .worker
-        .embed(pb::EmbedRequest {
-            model_id: model.id.clone(),
-            texts,
-            normalize: false,
-            refuse_over_long: !truncate,
-        })
-        .await?;
-    let vectors: Vec<Vec<f32>> = reply.vectors.into_iter().map(|v| v.values).collect();
-    // sentence-transformers normalises when the model ends in a Normalize module: unit vectors
-    // tell.
-    let normalized = vectors.iter().all(|v| {
-        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-        (norm - 1.0).abs() < 1e-3
-    });
-    Ok(Embedded {
-        vectors,
-        tokens: reply.prompt_tokens as usize,
-        normalized,
-    })
-}
-
-/// What a request asked to embed.
-pub enum Input {
-    /// Texts, tokenized by the model.
-    Texts(Vec<String>),
-    /// Token ids, used as given.
-    Tokens(Vec<Vec<i64>>),
 }
 
 /// Reads `input`: a string, strings, ids or lists of ids; none empty, at most `limit`.
@@ -310,59 +219,4 @@ fn token_ids(items: &[Value], at: Option<usize>) -> Result<Vec<i64>, ApiError> {
             })
         })
         .collect()
-}
-
-/// Tokenizes texts (off the async threads), or checks token ids against the vocabulary; cuts
-/// or refuses inputs over the model's limit.
-pub async fn tokenize(
-    encoder: &Arc<EncoderModel>,
-    input: Input,
-    truncate: bool,
-) -> Result<Vec<Encoded>, ApiError> {
-    let max = encoder.info().max_tokens;
-    let encoded = match input {
-        Input::Texts(texts) => {
-            let encoder = Arc::clone(encoder);
-            tokio::task::spawn_blocking(move || {
-                texts
-                    .iter()
-                    .map(|t| encoder.tokenizer().encode(t))
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .await
-            .map_err(ApiError::internal)?
-            .map_err(|e| ApiError::bad_request(Some("input"), e.to_string()))?
-        }
-        Input::Tokens(lists) => {
-            let vocab = encoder.tokenizer().vocab_size() as i64;
-            lists
-                .into_iter()
-                .enumerate()
-                .map(|(i, mut ids)| {
-                    if let Some(bad) = ids.iter().find(|&&id| id >= vocab) {
-                        return Err(ApiError::bad_request(
-                            Some("input"),
-                            format!("`input[{i}]` holds token id {bad}, outside the vocabulary (0..{vocab})"),
-                        ));
-                    }
-                    let truncated = ids.len() > max;
-                    ids.truncate(max);
-                    Ok(Encoded {
-                        type_ids: vec![0; ids.len()],
-                        ids,
-                        truncated,
-                    })
-                })
-                .collect::<Result<_, _>>()?
-        }
-    };
-    if !truncate {
-        if let Some(at) = encoded.iter().position(|e| e.truncated) {
-            return Err(ApiError::bad_request(
-                Some("input"),
-                format!("`input[{at}]` is longer than the model's {max} tokens; shorten it or send `\"truncate\": true`"),
-            ));
-        }
-    }
-    Ok(encoded)
 }

@@ -187,6 +187,11 @@ impl ApiError {
         }
     }
 
+    /// What went wrong, in words.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
     /// The body as a JSON string, for SSE error events.
     pub fn to_json(&self) -> String {
         serde_json::to_string(&self.body())
@@ -420,6 +425,26 @@ impl From<tabagent_worker::WorkerError> for ApiError {
             E::NotInstalled(_) => Self::unavailable("worker_feature_not_installed", message),
             E::Environment(_) => Self::unavailable("worker_not_set_up", message),
             E::Failed(_) => Self::internal(message),
+        }
+    }
+}
+
+impl From<crate::error::ServiceError> for ApiError {
+    fn from(err: crate::error::ServiceError) -> Self {
+        use crate::error::ServiceError as E;
+        match err {
+            E::Invalid { param, message } => Self::bad_request(param.as_deref(), message),
+            no @ E::NoCapableProvider { param, .. } => {
+                Self::bad_request(Some(param), no.to_string())
+            }
+            E::Unavailable { code, message } => Self::unavailable(code, message),
+            E::Registry(err) => err.into(),
+            E::Inference(err) => err.into(),
+            E::Route(err) => err.into(),
+            E::Refused(err) => err.into(),
+            E::Memory(err) => err.into(),
+            E::Worker(err) => err.into(),
+            E::Internal(detail) => Self::internal(detail),
         }
     }
 }

@@ -15,8 +15,9 @@ use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
 use super::json::ApiJson;
-use super::llm_task;
-use super::memory::{embed, memory};
+use super::memory::memory;
+use crate::embedding::for_memory as embed;
+use crate::generation::tasks as llm_task;
 use crate::state::AppState;
 
 /// An entity to create, or to fold into the one that has its name.
@@ -591,7 +592,7 @@ pub async fn extract(
                 source: body.source.clone(),
                 ..Default::default()
             };
-            let records = super::memory::embed_records(&state, vec![passage]).await?;
+            let records = crate::embedding::records(&state, vec![passage]).await?;
             let mut inserted = memory
                 .apply(
                     records

@@ -16,7 +16,6 @@ use tabagent_memory::{
 };
 use utoipa::ToSchema;
 
-use super::embeddings::Input;
 use super::error::{ApiError, ErrorBody};
 use super::json::ApiJson;
 use crate::memory_backend::MemoryBackend;
@@ -257,34 +256,6 @@ fn store(name: &str) -> Result<Store, ApiError> {
     Store::parse(name).map_err(|e| ApiError::not_found("store_not_found", "store", e.to_string()))
 }
 
-/// Vectors for `texts` from the configured embedding model, and its id (the space).
-pub(super) async fn embed(
-    state: &AppState,
-    texts: Vec<String>,
-) -> Result<Option<(String, Vec<Vec<f32>>)>, ApiError> {
-    let Some(model) = state.config().memory.embedding_model.clone() else {
-        return Ok(None);
-    };
-    if texts.is_empty() {
-        return Ok(Some((model, Vec::new())));
-    }
-    embed_with(state, &model, texts).await.map(Some)
-}
-
-/// Vectors for `texts` from `model`, and its id (the space).
-pub(super) async fn embed_with(
-    state: &AppState,
-    model: &str,
-    texts: Vec<String>,
-) -> Result<(String, Vec<Vec<f32>>), ApiError> {
-    let acquired = state.registry().acquire(model, None).await?;
-    // The same dispatch as `/v1/embeddings`: ONNX Runtime here, or sentence-transformers in the
-    // worker.
-    let embedded =
-        super::embeddings::embed(acquired.engine, &acquired.id, Input::Texts(texts), true).await?;
-    Ok((acquired.id, embedded.vectors))
-}
-
 /// Turns requests into records, embedding the texts that need it in one batch.
 async fn records(
     state: &AppState,
@@ -306,7 +277,7 @@ async fn records(
     }
     let texts = wanted.iter().map(|&i| requests[i].text.clone()).collect();
     let mut embedded: Vec<Option<Embedding>> = vec![None; requests.len()];
-    if let Some((space, vectors)) = embed(state, texts).await? {
+    if let Some((space, vectors)) = crate::embedding::for_memory(state, texts).await? {
         for (i, vector) in wanted.into_iter().zip(vectors) {
             embedded[i] = Some(Embedding {
                 space: space.clone(),
@@ -333,27 +304,6 @@ async fn records(
             },
         })
         .collect())
-}
-
-/// Embeds the text of `records` that have no vector, in one batch, when
-/// `memory.embedding_model` is set.
-pub(super) async fn embed_records(
-    state: &AppState,
-    mut records: Vec<NewRecord>,
-) -> Result<Vec<NewRecord>, ApiError> {
-    let wanted: Vec<usize> = (0..records.len())
-        .filter(|&i| records[i].embedding.is_none() && !records[i].text.trim().is_empty())
-        .collect();
-    let texts = wanted.iter().map(|&i| records[i].text.clone()).collect();
-    if let Some((space, vectors)) = embed(state, texts).await? {
-        for (i, vector) in wanted.into_iter().zip(vectors) {
-            records[i].embedding = Some(Embedding {
-                space: space.clone(),
-                vector,
-            });
-        }
-    }
-    Ok(records)
 }
 
 /// Write a record.
@@ -547,11 +497,13 @@ pub async fn search(
     let query = body.query.filter(|q| !q.trim().is_empty());
     let vector = match (vector, &query, mode) {
         (Some(v), _, _) => Some(v),
-        (None, Some(q), Mode::Hybrid | Mode::Vector) => embed(&state, vec![q.clone()])
-            .await?
-            .and_then(|(space, mut vectors)| {
-                vectors.pop().map(|vector| Embedding { space, vector })
-            }),
+        (None, Some(q), Mode::Hybrid | Mode::Vector) => {
+            crate::embedding::for_memory(&state, vec![q.clone()])
+                .await?
+                .and_then(|(space, mut vectors)| {
+                    vectors.pop().map(|vector| Embedding { space, vector })
+                })
+        }
         _ => None,
     };
     let stores = body

@@ -1,6 +1,8 @@
 //! The HTTP API: one [`router`] over [`AppState`].
 //!
-//! **Boundary:** the only place that knows OpenAI's JSON (`wire`) and HTTP status codes (`error`).
+//! **Boundary:** the only place that knows OpenAI's JSON (`wire`), Ollama's (`ollama`) and HTTP
+//! status codes (`error`). Handlers parse their dialect into the services' types
+//! (`generation::ChatJob`) and write the answer back in it.
 
 mod admission;
 mod audio;
@@ -16,12 +18,13 @@ mod generate;
 mod graph;
 mod health;
 mod json;
-mod llm_task;
 mod memory;
 mod models;
+mod ollama;
 mod onnx;
 mod pull;
 mod rerank;
+mod responses;
 mod security;
 mod sessions;
 mod tokenize;
@@ -43,7 +46,6 @@ use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::state::AppState;
-pub use admission::Charge;
 use error::ApiError;
 
 /// The OpenAPI description, generated from the handlers and wire types.
@@ -210,7 +212,13 @@ pub fn router_for(state: AppState, surface: Surface) -> Router {
                 .put(sessions::put_session)
                 .delete(sessions::delete_session),
         )
-        .route("/metrics", get(crate::metrics::serve));
+        .route("/v1/responses", post(responses::create))
+        .route(
+            "/v1/responses/{id}",
+            get(responses::retrieve).delete(responses::delete),
+        )
+        .route("/metrics", get(crate::metrics::serve))
+        .merge(ollama::routes());
     let signaling = Router::new()
         .route("/v1/webrtc/offer", post(webrtc::offer))
         .route("/v1/webrtc/sessions", get(webrtc::list))
@@ -259,6 +267,6 @@ pub fn router_for(state: AppState, surface: Surface) -> Router {
 /// Starts the background work the HTTP API relies on (the conversation summarizer).
 pub fn start_summarizer(state: &AppState) {
     if state.memory().is_some() {
-        conversation::start(state);
+        crate::summaries::start(state);
     }
 }

@@ -85,8 +85,41 @@ pub async fn pull(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<PullRequest>,
 ) -> Result<Response, ApiError> {
-    let spec = ModelSpec::parse(&request.model)?;
-    let (revision, client) = hub_request(&state, request.revision.as_deref())?;
+    let receiver = start(&state, &request.model, request.revision.as_deref()).await?;
+    if request.stream == Some(false) {
+        let mut receiver = receiver;
+        while let Some(status) = receiver.recv().await {
+            let status = status?;
+            if status.status == "success" {
+                return Ok(Json(status).into_response());
+            }
+        }
+        return Err(ApiError::internal("the pull task ended without a result"));
+    }
+    let stream = UnboundedReceiverStream::new(receiver).map(|status| {
+        let data = match status {
+            Ok(status) => serde_json::to_string(&status).unwrap_or_default(),
+            Err(err) => err.to_json(),
+        };
+        Ok::<_, Infallible>(Event::default().data(data))
+    });
+    Ok(Sse::new(stream).into_response())
+}
+
+/// Progress of a pull, ending in `success` or an error.
+pub type PullProgress = mpsc::UnboundedReceiver<Result<PullStatus, ApiError>>;
+
+/// Starts downloading `model` (`OWNER/REPO[:QUANT|:FILE]`) at `revision`: the file is resolved
+/// first (its errors come back here), then the download runs on its own, reporting to the
+/// receiver; a client that goes away leaves it to finish (a later pull finds it in the cache,
+/// or resumes it).
+pub async fn start(
+    state: &AppState,
+    model: &str,
+    revision: Option<&str>,
+) -> Result<PullProgress, ApiError> {
+    let spec = ModelSpec::parse(model)?;
+    let (revision, client) = hub_request(state, revision)?;
     // Resolving the file happens before the response starts, so its errors are real statuses.
     // An encoder repository (no GGUF) brings the files read beside its weights, from one commit.
     let mut companions = Vec::new();
@@ -105,8 +138,6 @@ pub async fn pull(
     };
     let (events, receiver) = mpsc::unbounded_channel::<Result<PullStatus, ApiError>>();
     let catalog = state.registry().catalog().clone();
-    // The download runs on its own: a client that goes away leaves it to finish (a later pull
-    // finds it in the cache, or resumes it).
     tokio::spawn(async move {
         let shown = file.to_string();
         let reporter = Reporter::new(events.clone(), shown.clone());
@@ -154,25 +185,7 @@ pub async fn pull(
         };
         let _ = events.send(outcome);
     });
-
-    if request.stream == Some(false) {
-        let mut receiver = receiver;
-        while let Some(status) = receiver.recv().await {
-            let status = status?;
-            if status.status == "success" {
-                return Ok(Json(status).into_response());
-            }
-        }
-        return Err(ApiError::internal("the pull task ended without a result"));
-    }
-    let stream = UnboundedReceiverStream::new(receiver).map(|status| {
-        let data = match status {
-            Ok(status) => serde_json::to_string(&status).unwrap_or_default(),
-            Err(err) => err.to_json(),
-        };
-        Ok::<_, Infallible>(Event::default().data(data))
-    });
-    Ok(Sse::new(stream).into_response())
+    Ok(receiver)
 }
 
 /// The revision a request names (default `main`) and a Hub client from the server's settings.
@@ -261,6 +274,14 @@ pub async fn delete_model(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = remove(&state, id).await?;
+    Ok(Json(
+        serde_json::json!({ "id": id, "object": "model", "deleted": true }),
+    ))
+}
+
+/// Removes the model `id` names from this machine (refused while it is loaded); its id.
+pub async fn remove(state: &AppState, id: String) -> Result<String, ApiError> {
     let catalog = state.registry().catalog().clone();
     let wanted = id.clone();
     let model = tokio::task::spawn_blocking(move || catalog.resolve(&wanted))
@@ -283,9 +304,7 @@ pub async fn delete_model(
         .await
         .map_err(ApiError::internal)?
         .map_err(|err| ApiError::unavailable("model_cache_error", err.to_string()))?;
-    Ok(Json(
-        serde_json::json!({ "id": model.id, "object": "model", "deleted": true }),
-    ))
+    Ok(model.id)
 }
 
 /// `POST /v1/models/{id}/load` body (optional).

@@ -11,9 +11,9 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::embeddings::{tokenize, Input};
 use super::error::{ApiError, ErrorBody};
 use super::json::ApiJson;
+use crate::embedding::{tokenize, Input};
 use crate::state::AppState;
 
 /// `POST /v1/rerank` body.

@@ -7,13 +7,13 @@
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::{Extension, Json};
-use tabagent_core::{ChatMessage, Role};
+use tabagent_router::Session;
 use tabagent_router::ANONYMOUS;
-use tabagent_router::{Session, SessionMessage};
 
 use super::error::{ApiError, ErrorBody};
 use super::json::ApiJson;
 use crate::callers::Caller;
+use crate::generation::SessionRef;
 use crate::state::AppState;
 
 /// The header naming a chat request's session.
@@ -43,17 +43,11 @@ fn scoped(caller: Option<&Caller>, id: &str) -> String {
     format!("{caller}/{id}")
 }
 
-/// A session a chat request names: its id as the client gave it, and where it is kept.
-pub struct Requested {
-    pub id: String,
-    pub key: String,
-}
-
 /// The session a chat request names, if any, scoped to its caller.
 pub fn requested(
     headers: &HeaderMap,
     caller: Option<&Caller>,
-) -> Result<Option<Requested>, ApiError> {
+) -> Result<Option<SessionRef>, ApiError> {
     let Some(value) = headers.get(HEADER) else {
         return Ok(None);
     };
@@ -64,34 +58,7 @@ pub fn requested(
         .to_string();
     check_id(&id, HEADER)?;
     let key = scoped(caller, &id);
-    Ok(Some(Requested { id, key }))
-}
-
-/// A session's turns as a conversation.
-pub fn history(session: &Session) -> Vec<ChatMessage> {
-    session
-        .messages
-        .iter()
-        .map(|m| {
-            let role = match m.role.as_str() {
-                "system" => Role::System,
-                "assistant" => Role::Assistant,
-                _ => Role::User,
-            };
-            ChatMessage::new(role, m.content.clone())
-        })
-        .collect()
-}
-
-/// `turns` as session messages.
-pub fn turns(messages: &[ChatMessage]) -> Vec<SessionMessage> {
-    messages
-        .iter()
-        .map(|m| SessionMessage {
-            role: m.role.as_str().to_string(),
-            content: m.content.clone(),
-        })
-        .collect()
+    Ok(Some(SessionRef { id, key }))
 }
 
 /// A session, or 404.

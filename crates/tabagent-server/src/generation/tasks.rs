@@ -1,11 +1,17 @@
-//! Work the server gives the language model on its own account (extracting a knowledge graph,
-//! summarizing a conversation), as opposed to a caller's chat request.
+//! Work the server gives a language model on its own account (extracting a knowledge graph,
+//! summarizing a conversation), as opposed to a caller's chat request. It goes through the same
+//! service as a caller's, in the batch class, so it waits behind interactive requests and never
+//! runs past the scheduler's limits.
 
 use tabagent_core::{ChatMessage, GenerationParams, OutputConstraint, SamplingParams};
+use tabagent_router::{Priority, Ticket};
 
-use super::error::ApiError;
-use super::generate::{self, Collected};
+use super::{collect, generate, ChatJob, Collected};
+use crate::error::ServiceError;
 use crate::state::AppState;
+
+/// The caller the server's own work is counted as.
+pub const CALLER: &str = "tabagent";
 
 /// The model for memory's own work: the one named, else `memory.llm`, else the default model.
 pub fn model(state: &AppState, named: Option<String>) -> String {
@@ -21,9 +27,7 @@ pub async fn run(
     messages: Vec<ChatMessage>,
     schema: Option<serde_json::Value>,
     max_tokens: u32,
-) -> Result<Collected, ApiError> {
-    let acquired = state.registry().acquire(model, None).await?;
-    let engine = acquired.engine.llama(&acquired.id)?;
+) -> Result<Collected, ServiceError> {
     let params = GenerationParams {
         sampling: SamplingParams {
             temperature: 0.0,
@@ -33,6 +37,12 @@ pub async fn run(
         constraint: schema.map_or(OutputConstraint::None, OutputConstraint::JsonSchema),
         ..Default::default()
     };
-    let handle = generate::submit(&engine, move |engine| engine.chat(&messages, params)).await?;
-    generate::collect(handle, generate::Watch::none()).await
+    let ticket = Ticket {
+        priority: Priority::Batch,
+        ..Ticket::new(CALLER)
+    };
+    let mut job = ChatJob::chat(model, messages, params, ticket);
+    job.cacheable = false;
+    let generation = generate(state, job).await?;
+    collect(generation.events).await
 }
