@@ -15,8 +15,8 @@ use tabagent_models::chat_template::ChatTemplate;
 use tabagent_models::tool_calls::{self, ToolCallParser, ToolFormat};
 use tokio::sync::mpsc;
 
-use crate::line::JobClass;
-use crate::scheduler::{self, Job, Refused, SchedulerThread};
+use crate::batcher::{self, Batcher, Job, Refused};
+use crate::queue::JobClass;
 use crate::{backend, sampler, EngineConfig, LoadError};
 
 /// Facts about a loaded model, for listings and health.
@@ -87,7 +87,7 @@ pub struct LlamaEngine {
     facts: ModelFacts,
     // Dropping it fails what is running and joins the thread (which holds its own `Arc` of the
     // model), so no llama.cpp work outlives the engine.
-    scheduler: SchedulerThread,
+    scheduler: Batcher,
 }
 
 impl std::fmt::Debug for LlamaEngine {
@@ -159,7 +159,7 @@ impl LlamaEngine {
         }
 
         let counters = Arc::new(Counters::default());
-        let scheduler = scheduler::start(scheduler::Setup {
+        let scheduler = batcher::start(batcher::Setup {
             model: Arc::clone(&model),
             backend,
             config: config.clone(),

@@ -12,18 +12,18 @@
 #![deny(missing_docs)]
 
 mod backend;
+mod batcher;
 mod config;
 mod engine;
-mod line;
 mod logprobs;
+mod queue;
 mod sampler;
-mod scheduler;
 mod schema;
 mod text;
 
 pub use config::EngineConfig;
 pub use engine::{EngineStats, GenerationHandle, LlamaEngine, ModelFacts};
-pub use line::JobClass;
+pub use queue::JobClass;
 
 /// Why a model could not be loaded.
 #[derive(Debug, thiserror::Error)]

@@ -240,23 +240,21 @@ impl Metrics {
                 self.queued.get_or_create(&labels).set(stats.queued as i64);
             }
         }
-        if let Some(router) = state.router() {
-            for provider in router.status() {
-                let labels = ProviderLabels {
-                    provider: provider.name,
-                };
-                let state = match provider.breaker {
-                    "closed" => 0,
-                    "half_open" => 1,
-                    _ => 2,
-                };
-                self.breaker.get_or_create(&labels).set(state);
-                if let Some(ttft) = provider.ttft_seconds {
-                    self.provider_ttft.get_or_create(&labels).set(ttft);
-                }
-                if let Some(errors) = provider.error_rate {
-                    self.provider_errors.get_or_create(&labels).set(errors);
-                }
+        for provider in state.router().status() {
+            let labels = ProviderLabels {
+                provider: provider.name,
+            };
+            let state = match provider.breaker {
+                "closed" => 0,
+                "half_open" => 1,
+                _ => 2,
+            };
+            self.breaker.get_or_create(&labels).set(state);
+            if let Some(ttft) = provider.ttft_seconds {
+                self.provider_ttft.get_or_create(&labels).set(ttft);
+            }
+            if let Some(errors) = provider.error_rate {
+                self.provider_errors.get_or_create(&labels).set(errors);
             }
         }
         self.cache_redis_errors

@@ -10,23 +10,16 @@ use std::sync::Arc;
 use tabagent_core::InferenceError;
 use tabagent_router::{BoxFuture, ChatRequest, EventStream, Provider, Router, TryError};
 
+use crate::config::Config;
 use crate::error::ServiceError;
 use crate::generation::local;
-use crate::registry::RegistryError;
-use crate::state::{AppState, WeakAppState};
+use crate::registry::{ModelRegistry, RegistryError};
+use crate::state::AppState;
 
 /// The in-process engine, seen by the router.
 pub struct LocalProvider {
-    state: WeakAppState,
-}
-
-impl LocalProvider {
-    /// The engine of the server `state` belongs to (held weakly: the router lives in it).
-    pub fn new(state: &AppState) -> Self {
-        Self {
-            state: state.downgrade(),
-        }
-    }
+    registry: Arc<ModelRegistry>,
+    default_model: String,
 }
 
 fn refused(err: RegistryError) -> TryError {
@@ -47,15 +40,11 @@ impl Provider for LocalProvider {
     }
 
     fn serves(&self, model: &str) -> bool {
-        self.state
-            .upgrade()
-            .is_some_and(|state| matches!(state.registry().catalog().resolve(model), Ok(Some(_))))
+        matches!(self.registry.catalog().resolve(model), Ok(Some(_)))
     }
 
     fn default_model(&self) -> Option<String> {
-        self.state
-            .upgrade()
-            .map(|state| state.config().models.default.clone())
+        Some(self.default_model.clone())
     }
 
     fn start<'a>(
@@ -64,15 +53,7 @@ impl Provider for LocalProvider {
         request: &'a ChatRequest,
     ) -> BoxFuture<'a, Result<EventStream, TryError>> {
         Box::pin(async move {
-            let state = self.state.upgrade().ok_or_else(|| TryError::Provider {
-                message: "the server is stopping".to_string(),
-                retry_after: None,
-            })?;
-            let acquired = state
-                .registry()
-                .acquire(model, None)
-                .await
-                .map_err(refused)?;
+            let acquired = self.registry.acquire(model, None).await.map_err(refused)?;
             let input = match &request.prompt {
                 Some(prompt) => local::Input::Prompt(prompt.clone()),
                 None => local::Input::Chat(request.messages.clone()),
@@ -110,33 +91,32 @@ fn failed(err: ServiceError) -> TryError {
     }
 }
 
-/// The router for `state`: the configured remote providers and the local engine.
-pub fn router(state: &AppState) -> Result<Router, tabagent_router::ConfigError> {
+/// The router for `config`: the configured remote providers and the local engine over
+/// `registry`, its gates in `scheduler`.
+pub fn router(
+    config: &Config,
+    registry: &Arc<ModelRegistry>,
+    scheduler: &Arc<tabagent_router::Scheduler>,
+) -> Result<Router, tabagent_router::ConfigError> {
     let client = reqwest::Client::builder()
         .tcp_nodelay(true)
         .pool_max_idle_per_host(64)
         .build()
         .map_err(|e| tabagent_router::ConfigError(format!("HTTP client: {e}")))?;
-    Router::new(
-        state.config().router.clone(),
-        Some(Arc::new(LocalProvider::new(state))),
-        client,
-    )?
-    .with_scheduler(Arc::clone(state.scheduler()))
-    .with_analytics_file(
-        state
-            .config()
-            .storage
-            .data_dir
-            .join("router-analytics.json"),
-    )
+    let local = LocalProvider {
+        registry: Arc::clone(registry),
+        default_model: config.models.default.clone(),
+    };
+    Router::new(config.router.clone(), Some(Arc::new(local)), client)?
+        .with_scheduler(Arc::clone(scheduler))
+        .with_analytics_file(config.storage.data_dir.join("router-analytics.json"))
 }
 
 /// The router's plan for a chat request naming `model`, or `None` when it goes straight to the
 /// local engine: a model the router names (an alias, a route, `provider/model`) or only remote
 /// providers serve is routed; a local model is served directly.
 pub fn plan(state: &AppState, model: &str) -> Option<tabagent_router::Plan> {
-    let router = state.router()?;
+    let router = state.router();
     let config = &state.config().router;
     let named_by_router = config.aliases.contains_key(model)
         || config.routes.contains_key(model)
@@ -174,7 +154,7 @@ pub fn tunes(state: &AppState, model: &str) -> bool {
 /// Probes the remote providers every `router.probe_interval_secs` (the first time at once, so a
 /// provider that is down is known before the first request), until the server stops.
 pub fn start_probes(state: &AppState) {
-    let Some(period) = state.router().and_then(|r| r.probe_interval()) else {
+    let Some(period) = state.router().probe_interval() else {
         return;
     };
     if state.config().router.providers.is_empty() {
@@ -187,9 +167,7 @@ pub fn start_probes(state: &AppState) {
         loop {
             ticks.tick().await;
             let Some(state) = weak.upgrade() else { return };
-            if let Some(router) = state.router() {
-                router.probe().await;
-            }
+            state.router().probe().await;
         }
     });
 }

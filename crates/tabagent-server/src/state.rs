@@ -14,26 +14,26 @@ pub struct AppState {
 
 struct Inner {
     config: Config,
-    registry: ModelRegistry,
+    registry: Arc<ModelRegistry>,
     memory: Option<crate::memory_backend::MemoryBackend>,
     ready: AtomicBool,
     startup_error: Mutex<Option<String>>,
     /// Conversations due a summary, for the background summarizer.
-    summaries_due: OnceLock<tokio::sync::mpsc::UnboundedSender<String>>,
-    /// Routes chat requests to remote engines (set once, after the state exists, because its
-    /// local provider refers back to it).
-    router: OnceLock<tabagent_router::Router>,
+    summaries_due: tokio::sync::mpsc::UnboundedSender<String>,
+    /// Routes chat requests to remote engines and the local one.
+    router: tabagent_router::Router,
     metrics: Arc<crate::metrics::Metrics>,
     cache: tabagent_router::ResponseCache,
     scheduler: Arc<tabagent_router::Scheduler>,
     callers: crate::callers::Callers,
     /// The Python ML worker's client, when it runs.
-    worker: OnceLock<tabagent_worker::Worker>,
+    worker: Option<tabagent_worker::Worker>,
     /// WebRTC sessions, when this server offers them (`--mode web`, `webrtc`, `all`).
-    webrtc: OnceLock<Arc<tabagent_webrtc::Sessions>>,
-    /// The HTTP routes the in-process transports dispatch through (held by `serve`; weak here,
-    /// or the state would keep itself alive and its models would never be unloaded).
-    in_process_router: OnceLock<std::sync::Weak<axum::Router>>,
+    webrtc: Option<Arc<tabagent_webrtc::Sessions>>,
+    /// The HTTP app the in-process transports dispatch through. It is built from the state, so
+    /// it cannot be part of it: `serve` shares it once built, and it is held weakly here, or the
+    /// state would keep itself alive and its models would never be unloaded.
+    in_process_app: OnceLock<std::sync::Weak<axum::Router>>,
 }
 
 /// A handle on the state that does not keep it alive (for background tasks).
@@ -47,34 +47,82 @@ impl WeakAppState {
     }
 }
 
-impl AppState {
-    /// State for `config` over `registry`.
-    pub fn new(
-        config: Config,
-        registry: ModelRegistry,
-        memory: Option<crate::memory_backend::MemoryBackend>,
-    ) -> Result<Self, tabagent_router::ConfigError> {
+/// The parts of an [`AppState`], put together in one pass by [`AppStateBuilder::build`].
+pub struct AppStateBuilder {
+    config: Config,
+    registry: ModelRegistry,
+    memory: Option<crate::memory_backend::MemoryBackend>,
+    worker: Option<tabagent_worker::Worker>,
+    webrtc: Option<tabagent_webrtc::Settings>,
+}
+
+impl AppStateBuilder {
+    /// The memory stores (none: `memory.enabled` is off).
+    pub fn memory(mut self, memory: Option<crate::memory_backend::MemoryBackend>) -> Self {
+        self.memory = memory;
+        self
+    }
+
+    /// The ML worker's client, when it runs.
+    pub fn worker(mut self, worker: Option<tabagent_worker::Worker>) -> Self {
+        self.worker = worker;
+        self
+    }
+
+    /// Offer WebRTC sessions with `settings`.
+    pub fn webrtc(mut self, settings: Option<tabagent_webrtc::Settings>) -> Self {
+        self.webrtc = settings;
+        self
+    }
+
+    /// The state, and the queue of conversations due a summary (for `summaries::start`).
+    pub fn build(
+        self,
+    ) -> Result<
+        (AppState, tokio::sync::mpsc::UnboundedReceiver<String>),
+        tabagent_router::ConfigError,
+    > {
+        let config = self.config;
         let cache = tabagent_router::ResponseCache::new(config.response_cache.clone())?;
         let scheduler = Arc::new(config.scheduler());
         let callers = crate::callers::Callers::from_config(&config)?;
-        Ok(Self {
+        let registry = Arc::new(self.registry.with_worker(self.worker.clone()));
+        let router = crate::routing::router(&config, &registry, &scheduler)?;
+        let (summaries_due, due) = tokio::sync::mpsc::unbounded_channel();
+        let state = AppState {
             inner: Arc::new(Inner {
                 config,
                 registry,
-                memory,
+                memory: self.memory,
                 ready: AtomicBool::new(false),
                 startup_error: Mutex::new(None),
-                summaries_due: OnceLock::new(),
-                router: OnceLock::new(),
+                summaries_due,
+                router,
                 metrics: Arc::default(),
                 cache,
                 scheduler,
                 callers,
-                worker: OnceLock::new(),
-                webrtc: OnceLock::new(),
-                in_process_router: OnceLock::new(),
+                worker: self.worker,
+                webrtc: self
+                    .webrtc
+                    .map(|settings| Arc::new(tabagent_webrtc::Sessions::new(settings))),
+                in_process_app: OnceLock::new(),
             }),
-        })
+        };
+        Ok((state, due))
+    }
+}
+
+impl AppState {
+    /// The state for `config` over `registry`, once the builder has the rest.
+    pub fn builder(config: Config, registry: ModelRegistry) -> AppStateBuilder {
+        AppStateBuilder {
+            config,
+            registry,
+            memory: None,
+            worker: None,
+            webrtc: None,
+        }
     }
 
     /// A handle that does not keep the state alive.
@@ -82,9 +130,10 @@ impl AppState {
         WeakAppState(Arc::downgrade(&self.inner))
     }
 
-    /// Where conversations due a summary are sent; set once, by the summarizer.
-    pub fn summaries_due(&self) -> &OnceLock<tokio::sync::mpsc::UnboundedSender<String>> {
-        &self.inner.summaries_due
+    /// Tells the summarizer `conversation` grew.
+    pub fn summary_due(&self, conversation: String) {
+        // The summarizer is gone only when the server is stopping.
+        let _ = self.inner.summaries_due.send(conversation);
     }
 
     /// The response cache.
@@ -107,48 +156,31 @@ impl AppState {
         &self.inner.metrics
     }
 
-    /// Starts offering WebRTC sessions.
-    pub fn enable_webrtc(&self, settings: tabagent_webrtc::Settings) {
-        let _ = self
-            .inner
-            .webrtc
-            .set(Arc::new(tabagent_webrtc::Sessions::new(settings)));
-    }
-
-    /// Makes `router` the one [`AppState::in_process_router`] gives, for as long as the caller
+    /// Makes `app` the one [`AppState::in_process_app`] gives, for as long as the caller
     /// keeps it.
-    pub fn share_in_process_router(&self, router: &Arc<axum::Router>) {
-        let _ = self.inner.in_process_router.set(Arc::downgrade(router));
+    pub fn share_in_process_app(&self, app: &Arc<axum::Router>) {
+        let _ = self.inner.in_process_app.set(Arc::downgrade(app));
     }
 
     /// The HTTP routes, for a transport that dispatches requests in-process (a WebRTC data
     /// channel, native messaging): the shared ones, else new ones. Building them takes 1 ms,
     /// and up to 20 under load (the OpenAPI document and every route), too much per session.
-    pub fn in_process_router(&self) -> axum::Router {
+    pub fn in_process_app(&self) -> axum::Router {
         self.inner
-            .in_process_router
+            .in_process_app
             .get()
             .and_then(std::sync::Weak::upgrade)
-            .map_or_else(
-                || crate::http::router(self.clone()),
-                |router| (*router).clone(),
-            )
+            .map_or_else(|| crate::http::app(self.clone()), |app| (*app).clone())
     }
 
     /// The WebRTC sessions, when this server offers them.
     pub fn webrtc(&self) -> Option<&Arc<tabagent_webrtc::Sessions>> {
-        self.inner.webrtc.get()
-    }
-
-    /// Sets the ML worker's client (once), for the registry's worker models too.
-    pub fn set_worker(&self, worker: tabagent_worker::Worker) {
-        self.inner.registry.set_worker(worker.clone());
-        let _ = self.inner.worker.set(worker);
+        self.inner.webrtc.as_ref()
     }
 
     /// The ML worker's client, or a 503 saying why there is none.
     pub fn worker(&self) -> Result<&tabagent_worker::Worker, crate::http::error::ApiError> {
-        self.inner.worker.get().ok_or_else(|| {
+        self.inner.worker.as_ref().ok_or_else(|| {
             let why = match self.config().worker.mode {
                 crate::config::WorkerMode::Off => "the ML worker is off (worker.mode = \"off\")",
                 _ => "the ML worker is not set up: run `tabagent worker setup` (or set worker.mode = \"on\")",
@@ -157,14 +189,9 @@ impl AppState {
         })
     }
 
-    /// The router, once set.
-    pub fn router(&self) -> Option<&tabagent_router::Router> {
-        self.inner.router.get()
-    }
-
-    /// Sets the router (once; later calls are ignored).
-    pub fn set_router(&self, router: tabagent_router::Router) {
-        let _ = self.inner.router.set(router);
+    /// The router: remote providers and the local engine.
+    pub fn router(&self) -> &tabagent_router::Router {
+        &self.inner.router
     }
 
     /// The effective configuration.

@@ -133,11 +133,11 @@ pub async fn summarize(
     Ok(Some(stored))
 }
 
-/// Starts the background summarizer: conversations are summarized one at a time, each once
-/// however many times it was reported while waiting.
-pub fn start(state: &AppState) {
-    let (sender, mut due) = tokio::sync::mpsc::unbounded_channel::<String>();
-    if state.summaries_due().set(sender).is_err() {
+/// Starts the background summarizer on the conversations `due` (`AppState::summary_due`
+/// sends them): one at a time, each once however many times it was reported while waiting.
+/// Without memory there is nothing to summarize, and `due` is dropped.
+pub fn start(state: &AppState, mut due: tokio::sync::mpsc::UnboundedReceiver<String>) {
+    if state.memory().is_none() {
         return;
     }
     let weak = state.downgrade();

@@ -53,7 +53,7 @@ impl ApiHooks {
         let config = state.config();
         Arc::new(ApiHooks {
             backend: Backend::InProcess {
-                router: state.in_process_router(),
+                app: state.in_process_app(),
                 caller,
             },
             limits: Limits {

@@ -16,8 +16,8 @@ mod client;
 mod environment;
 mod error;
 mod files;
-mod lane;
 mod supervisor;
+mod vision_socket;
 
 /// The generated protobuf messages, services and clients.
 #[allow(missing_docs, clippy::all, clippy::unwrap_used)]

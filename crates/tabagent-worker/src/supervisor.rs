@@ -20,7 +20,7 @@ use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
 use crate::files::{ModelFiles, ModelRoots};
-use crate::lane::Lane;
+use crate::vision_socket::VisionSocket;
 use crate::{pb, Environment, EnvironmentConfig, Worker, WorkerError};
 
 /// How the worker is run.
@@ -64,7 +64,7 @@ impl SupervisorConfig {
 pub(crate) struct Running {
     pub channel: Channel,
     /// Its vision lane (single frames, beside gRPC).
-    pub lane: Lane,
+    pub lane: VisionSocket,
     pub pid: u32,
     pub generation: u64,
     /// From spawning it to gRPC health saying SERVING.
@@ -302,7 +302,10 @@ async fn supervise(
                         shared.set_error(None);
                         shared.ready.send_replace(Some(Running {
                             channel,
-                            lane: Lane::new(dir.join(LANE_SOCKET), config.threads.max(1) as usize),
+                            lane: VisionSocket::new(
+                                dir.join(LANE_SOCKET),
+                                config.threads.max(1) as usize,
+                            ),
                             pid,
                             generation,
                             startup: started.elapsed(),

@@ -22,7 +22,11 @@ pub struct Runtime {
 impl Runtime {
     /// Opens the catalog and memory, starts the router's probes, the summarizer, the worker and
     /// the idle-model expiry; loads the default model in the background when `preload`.
-    pub async fn start(config: &Config, preload: bool) -> anyhow::Result<Runtime> {
+    pub async fn start(
+        config: &Config,
+        preload: bool,
+        webrtc: Option<tabagent_webrtc::Settings>,
+    ) -> anyhow::Result<Runtime> {
         let catalog = config.catalog()?;
         // The default model is pinned under its canonical id (`owner/name:q4_1` → `:Q4_1`).
         let pinned = catalog
@@ -44,14 +48,14 @@ impl Runtime {
         } else {
             None
         };
-        let state = AppState::new(config.clone(), registry, memory)?;
-        state.set_router(crate::routing::router(&state)?);
-        crate::routing::start_probes(&state);
-        crate::http::start_summarizer(&state);
         let worker = crate::worker::start(config);
-        if let Some(supervisor) = &worker {
-            state.set_worker(supervisor.worker());
-        }
+        let (state, summaries_due) = AppState::builder(config.clone(), registry)
+            .memory(memory)
+            .worker(worker.as_ref().map(|supervisor| supervisor.worker()))
+            .webrtc(webrtc)
+            .build()?;
+        crate::routing::start_probes(&state);
+        crate::summaries::start(&state, summaries_due);
         tokio::spawn(expire_idle_models(state.clone()));
         if preload && config.models.preload {
             tokio::spawn(self::preload(state.clone()));
@@ -92,14 +96,15 @@ pub async fn run(config: Config, mode: Mode) -> anyhow::Result<()> {
         Some(_) => Some(bind(&config).await?),
         None => None,
     };
-    let runtime = Runtime::start(&config, true).await?;
+    let webrtc = match webrtc {
+        true => Some(config.webrtc_settings()?),
+        false => None,
+    };
+    let runtime = Runtime::start(&config, true, webrtc).await?;
     let state = runtime.state.clone();
-    if webrtc {
-        state.enable_webrtc(config.webrtc_settings()?);
-    }
     // Built once for every data channel and the native host; dropped when serving ends.
-    let in_process_router = Arc::new(crate::http::router(state.clone()));
-    state.share_in_process_router(&in_process_router);
+    let in_process_app = Arc::new(crate::http::app(state.clone()));
+    state.share_in_process_app(&in_process_app);
     let native_host = frames.map(|frames| {
         let state = state.clone();
         tokio::spawn(async move { crate::native::serve_state(&state, frames).await })
@@ -117,7 +122,7 @@ pub async fn run(config: Config, mode: Mode) -> anyhow::Result<()> {
             }
         });
         let surface = surface.unwrap_or(Surface::Full);
-        axum::serve(listener, crate::http::router_for(state, surface))
+        axum::serve(listener, crate::http::app_for(state, surface))
             .with_graceful_shutdown(shutdown_signal())
             .await?;
     } else if let Some(host) = native_host {
@@ -126,7 +131,7 @@ pub async fn run(config: Config, mode: Mode) -> anyhow::Result<()> {
             () = shutdown_signal() => {}
         }
     }
-    drop(in_process_router);
+    drop(in_process_app);
     runtime.shutdown().await;
     tracing::info!("tabagent stopped");
     Ok(())

@@ -130,9 +130,7 @@ pub struct Generation {
 impl Generation {
     /// Credits feedback on the answer called `id` (`POST /v1/feedback`) to who gave it.
     pub fn answers_as(&self, state: &AppState, id: &str) {
-        if let Some(router) = state.router() {
-            router.analytics().answered(id, &self.arm);
-        }
+        state.router().analytics().answered(id, &self.arm);
     }
 }
 
@@ -223,7 +221,8 @@ async fn dispatch(
     needs: Needs,
 ) -> Result<(Events, ArmId), ServiceError> {
     let plan = crate::routing::plan(state, &job.model);
-    if let (Some(plan), Some(router)) = (plan, state.router()) {
+    if let Some(plan) = plan {
+        let router = state.router();
         let plan = match needs.is_empty() {
             true => plan,
             false => plan.restrict(router, needs),

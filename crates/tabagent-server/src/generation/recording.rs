@@ -87,9 +87,7 @@ impl Recording {
             .collect();
         self.memory.apply(changes).await?;
         if state.config().memory.summarize_after > 0 {
-            if let Some(due) = state.summaries_due().get() {
-                let _ = due.send(self.conversation);
-            }
+            state.summary_due(self.conversation);
         }
         Ok(())
     }

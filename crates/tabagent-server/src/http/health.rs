@@ -120,7 +120,7 @@ pub async fn config(State(state): State<AppState>) -> Json<serde_json::Value> {
     responses((status = 200, description = "`{\"providers\": [{name, breaker, ttft_seconds, latency_seconds, error_rate}]}`"))
 )]
 pub async fn router_status(State(state): State<AppState>) -> Json<serde_json::Value> {
-    let providers = state.router().map(|r| r.status()).unwrap_or_default();
+    let providers = state.router().status();
     Json(serde_json::json!({ "providers": providers }))
 }
 
@@ -134,8 +134,8 @@ pub async fn router_status(State(state): State<AppState>) -> Json<serde_json::Va
 pub async fn analytics(State(state): State<AppState>) -> Json<serde_json::Value> {
     let arms: Vec<serde_json::Value> = state
         .router()
-        .map(|r| r.analytics().arms())
-        .unwrap_or_default()
+        .analytics()
+        .arms()
         .into_iter()
         .map(|arm| {
             let mean = arm.mean();
@@ -195,9 +195,7 @@ pub async fn optimize(
             ),
         ));
     };
-    let best = state
-        .router()
-        .and_then(|r| r.analytics().best_for_task(&query.task));
+    let best = state.router().analytics().best_for_task(&query.task);
     let set = best
         .as_ref()
         .and_then(|arm| {
@@ -245,9 +243,11 @@ pub async fn feedback(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     use tabagent_router::FeedbackError;
     // Saving the posteriors syncs a file: off the async threads.
-    let outcome = tokio::task::spawn_blocking(move || match state.router() {
-        Some(router) => router.analytics().feedback(&feedback.id, feedback.score),
-        None => Err(FeedbackError::UnknownAnswer(feedback.id)),
+    let outcome = tokio::task::spawn_blocking(move || {
+        state
+            .router()
+            .analytics()
+            .feedback(&feedback.id, feedback.score)
     })
     .await
     .map_err(ApiError::internal)?;

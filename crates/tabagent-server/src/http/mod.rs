@@ -121,12 +121,12 @@ pub enum Surface {
 }
 
 /// All routes with their guards, tracing and limits.
-pub fn router(state: AppState) -> Router {
-    router_for(state, Surface::Full)
+pub fn app(state: AppState) -> Router {
+    app_for(state, Surface::Full)
 }
 
 /// The routes of `surface`, with their guards, tracing and limits.
-pub fn router_for(state: AppState, surface: Surface) -> Router {
+pub fn app_for(state: AppState, surface: Surface) -> Router {
     let server = &state.config().server;
     let cors = CorsLayer::new()
         .allow_origin(AllowOrigin::list(
@@ -262,11 +262,4 @@ pub fn router_for(state: AppState, surface: Surface) -> Router {
             .layer(PropagateRequestIdLayer::new(REQUEST_ID))
             .layer(cors),
     )
-}
-
-/// Starts the background work the HTTP API relies on (the conversation summarizer).
-pub fn start_summarizer(state: &AppState) {
-    if state.memory().is_some() {
-        crate::summaries::start(state);
-    }
 }

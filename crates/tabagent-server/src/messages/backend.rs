@@ -48,10 +48,7 @@ pub struct TrustedTransport;
 #[derive(Clone)]
 pub enum Backend {
     /// The API's router, in this process, and who the requests count against.
-    InProcess {
-        router: axum::Router,
-        caller: Caller,
-    },
+    InProcess { app: axum::Router, caller: Caller },
     /// A running server's HTTP API.
     Server {
         client: reqwest::Client,
@@ -72,7 +69,7 @@ impl Backend {
 
     pub async fn send(&self, request: ApiRequest) -> Result<ApiReply, BackendError> {
         match self {
-            Backend::InProcess { router, caller } => {
+            Backend::InProcess { app, caller } => {
                 let mut built = Request::builder()
                     .method(request.method)
                     .uri(&request.path)
@@ -85,8 +82,8 @@ impl Backend {
                 );
                 built.extensions_mut().insert(TrustedTransport);
                 built.extensions_mut().insert(caller.clone());
-                // The router's error type is Infallible: every failure is a response.
-                let Ok(response) = router.clone().oneshot(built).await;
+                // The app's error type is Infallible: every failure is a response.
+                let Ok(response) = app.clone().oneshot(built).await;
                 let (parts, body) = response.into_parts();
                 Ok(ApiReply::new(
                     parts.status,

@@ -59,7 +59,7 @@ fn native_caller() -> Caller {
 /// Serves native messaging on stdin/`output` from an already started server's state.
 pub async fn serve_state(state: &AppState, output: FrameOutput) -> anyhow::Result<()> {
     let backend = Backend::InProcess {
-        router: state.in_process_router(),
+        app: state.in_process_app(),
         caller: native_caller(),
     };
     serve_stdio(backend, tokio::io::stdin(), output, limits(state.config())).await
@@ -144,9 +144,9 @@ pub async fn run(config: Config, origin: Option<String>) -> anyhow::Result<()> {
         tracing::info!(backend = %backend.describe(), "serving native messages");
         return serve_stdio(backend, tokio::io::stdin(), output, limits).await;
     }
-    let runtime = crate::commands::serve::Runtime::start(&config, false).await?;
+    let runtime = crate::commands::serve::Runtime::start(&config, false, None).await?;
     let backend = Backend::InProcess {
-        router: crate::http::router(runtime.state.clone()),
+        app: crate::http::app(runtime.state.clone()),
         caller: native_caller(),
     };
     tracing::info!(backend = %backend.describe(), "serving native messages");

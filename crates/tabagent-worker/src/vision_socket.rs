@@ -22,9 +22,9 @@ use tokio::sync::Semaphore;
 use crate::client::MAX_MESSAGE;
 use crate::{pb, WorkerError};
 
-/// The connections to one worker's lane (a new worker gets a new `Lane`).
+/// The connections to one worker's lane (a new worker gets a new `VisionSocket`).
 #[derive(Clone)]
-pub(crate) struct Lane(Arc<Inner>);
+pub(crate) struct VisionSocket(Arc<Inner>);
 
 struct Inner {
     socket: PathBuf,
@@ -33,7 +33,7 @@ struct Inner {
     calls: Arc<Semaphore>,
 }
 
-impl Lane {
+impl VisionSocket {
     pub fn new(socket: PathBuf, calls: usize) -> Self {
         Self(Arc::new(Inner {
             socket,

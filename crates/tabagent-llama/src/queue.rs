@@ -16,7 +16,7 @@ pub struct JobClass {
 }
 
 /// Jobs by class and caller.
-pub(crate) struct Line<J> {
+pub(crate) struct FairQueue<J> {
     classes: [Turns<J>; 2],
 }
 
@@ -34,7 +34,7 @@ impl<J> Default for Turns<J> {
     }
 }
 
-impl<J> Default for Line<J> {
+impl<J> Default for FairQueue<J> {
     fn default() -> Self {
         Self {
             classes: [Turns::default(), Turns::default()],
@@ -42,7 +42,7 @@ impl<J> Default for Line<J> {
     }
 }
 
-impl<J> Line<J> {
+impl<J> FairQueue<J> {
     /// Puts `job` at the back of its caller's queue in its class.
     pub(crate) fn push(&mut self, class: &JobClass, job: J) {
         let turns = &mut self.classes[usize::from(class.batch)];
@@ -81,7 +81,7 @@ mod tests {
 
     #[test]
     fn interactive_first_then_callers_in_turn() {
-        let mut line = Line::default();
+        let mut line = FairQueue::default();
         let class = |batch, caller: &str| JobClass {
             batch,
             caller: Some(Arc::from(caller)),

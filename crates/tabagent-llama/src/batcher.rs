@@ -40,7 +40,7 @@ pub(crate) struct Job {
     pub(crate) sink: UnboundedSender<GenerationEvent>,
     pub(crate) span: tracing::Span,
     /// Its place in the waiting line.
-    pub(crate) class: crate::line::JobClass,
+    pub(crate) class: crate::queue::JobClass,
 }
 
 /// What the scheduler thread needs.
@@ -55,7 +55,7 @@ pub(crate) struct Setup {
 /// freed and its generations are failed before the model goes. A detached thread still decoding
 /// while the process exits crashes inside llama.cpp (and its OpenMP pool) as statics are torn
 /// down.
-pub(crate) struct SchedulerThread {
+pub(crate) struct Batcher {
     jobs: Option<SyncSender<Job>>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -69,7 +69,7 @@ pub(crate) enum Refused {
     Stopped,
 }
 
-impl SchedulerThread {
+impl Batcher {
     /// Hands `job` to the thread without blocking.
     pub(crate) fn try_send(&self, job: Job) -> Result<(), Refused> {
         let jobs = self.jobs.as_ref().ok_or(Refused::Stopped)?;
@@ -80,7 +80,7 @@ impl SchedulerThread {
     }
 }
 
-impl Drop for SchedulerThread {
+impl Drop for Batcher {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Release);
         // Closing the channel wakes the thread if it waits for work.
@@ -94,7 +94,7 @@ impl Drop for SchedulerThread {
 }
 
 /// Starts the thread and waits until its context exists.
-pub(crate) fn start(setup: Setup) -> Result<SchedulerThread, String> {
+pub(crate) fn start(setup: Setup) -> Result<Batcher, String> {
     let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
     let (jobs, inbox) = sync_channel(setup.config.queue_capacity);
     let stop = Arc::new(AtomicBool::new(false));
@@ -126,7 +126,7 @@ pub(crate) fn start(setup: Setup) -> Result<SchedulerThread, String> {
             };
         })
         .map_err(|err| format!("cannot start the scheduler thread: {err}"))?;
-    let started = SchedulerThread {
+    let started = Batcher {
         jobs: Some(jobs),
         stop,
         thread: Some(thread),
@@ -206,7 +206,7 @@ struct Scheduler<'m> {
     reuse_prefix: bool,
     piece: Vec<u8>,
     /// Jobs received and waiting for a slot.
-    waiting: crate::line::Line<Job>,
+    waiting: crate::queue::FairQueue<Job>,
 }
 
 impl<'m> Scheduler<'m> {
@@ -229,7 +229,7 @@ impl<'m> Scheduler<'m> {
             // Recurrent and hybrid memories cannot drop a suffix of a sequence.
             reuse_prefix: !model.is_recurrent() && !model.is_hybrid(),
             piece: Vec::with_capacity(32),
-            waiting: crate::line::Line::default(),
+            waiting: crate::queue::FairQueue::default(),
         }
     }
 
