@@ -8,7 +8,8 @@ schema and equal to the expected values (strings compared without case or surrou
 It runs each case with `tool_choice` `auto` and `required`, streamed and not, on each side
 (the servers take turns: the other is SIGSTOPped), and prints per mode: right answers, calls
 that are well-formed (JSON arguments valid against the schema), and completion tokens per
-second of wall time. Python stdlib plus jsonschema (the SDK tests' venv has it).
+second of wall time; streamed, also the prompt's tokens (each side renders its own), prefill
+speed (to the first piece of the answer) and decode speed (after it). Python stdlib plus jsonschema (the SDK tests' venv has it).
 """
 import argparse, http.client, json, os, sys, tempfile, time
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 import jsonschema
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "lib"))
-from bench_common import Server, free_port, log  # noqa: E402
+from bench_common import Server, exit_on_signals, free_port, log  # noqa: E402
 
 CACHE = Path(os.environ.get("TABAGENT_CACHE", str(Path.home() / ".cache/tabagent")))
 
@@ -105,21 +106,25 @@ CASES = [
 
 
 def post(port, body, timeout):
-    """One chat request: (calls [(name, arguments text)], completion tokens)."""
+    """One chat request: (calls [(name, arguments text)], completion tokens, content, timing).
+    `timing` (streamed only): prompt tokens, seconds to the first piece of the answer, and from
+    it to the last."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    sent = time.monotonic()
     conn.request("POST", "/v1/chat/completions", json.dumps(body), {"content-type": "application/json"})
     response = conn.getresponse()
     if response.status != 200:
         text = response.read().decode(errors="replace")
         conn.close()
-        return None, 0, f"HTTP {response.status}: {text[:200]}"
+        return None, 0, f"HTTP {response.status}: {text[:200]}", None
     if not body.get("stream"):
         reply = json.loads(response.read())
         conn.close()
         message = reply["choices"][0]["message"]
         calls = [(c["function"]["name"], c["function"]["arguments"]) for c in message.get("tool_calls") or []]
-        return calls, reply.get("usage", {}).get("completion_tokens", 0), message.get("content")
-    calls, tokens, content = {}, 0, ""
+        return calls, reply.get("usage", {}).get("completion_tokens", 0), message.get("content"), None
+    calls, tokens, content, prompt_tokens = {}, 0, "", 0
+    first = last = None
     for raw in response:
         line = raw.decode(errors="replace").strip()
         if not line.startswith("data:") or line == "data: [DONE]":
@@ -127,8 +132,12 @@ def post(port, body, timeout):
         chunk = json.loads(line[5:])
         if chunk.get("usage"):
             tokens = chunk["usage"].get("completion_tokens", tokens)
+            prompt_tokens = chunk["usage"].get("prompt_tokens", prompt_tokens)
         for choice in chunk.get("choices") or []:
             delta = choice.get("delta") or {}
+            if delta.get("content") or delta.get("tool_calls"):
+                last = time.monotonic()
+                first = first or last
             content += delta.get("content") or ""
             for piece in delta.get("tool_calls") or []:
                 call = calls.setdefault(piece.get("index", 0), ["", ""])
@@ -136,7 +145,8 @@ def post(port, body, timeout):
                 call[0] += function.get("name") or ""
                 call[1] += function.get("arguments") or ""
     conn.close()
-    return [tuple(c) for _, c in sorted(calls.items())], tokens, content
+    timing = (prompt_tokens, first - sent, last - first) if first else None
+    return [tuple(c) for _, c in sorted(calls.items())], tokens, content, timing
 
 
 def same(expected, actual):
@@ -171,6 +181,9 @@ def judge(case, calls):
 
 def run_side(port, cases, choice, stream, timeout):
     right = formed = tokens = 0
+    # Streamed: prompt tokens and the seconds to the first piece (prefill), and the tokens after
+    # the first and the seconds they took (decode).
+    prefill_tokens = prefill_seconds = decode_tokens = decode_seconds = 0
     misses = []
     started = time.monotonic()
     for case in cases:
@@ -180,15 +193,23 @@ def run_side(port, cases, choice, stream, timeout):
                 "tools": [TOOLS[t] for t in offered], "tool_choice": choice}
         if stream:
             body["stream_options"] = {"include_usage": True}
-        calls, used, content = post(port, body, timeout)
+        calls, used, content, timing = post(port, body, timeout)
         tokens += used
+        if timing:
+            prefill_tokens += timing[0]
+            prefill_seconds += timing[1]
+            decode_tokens += max(used - 1, 0)
+            decode_seconds += timing[2]
         ok_formed, ok_right = judge(case, calls or [])
         formed += ok_formed
         right += ok_right
         if not ok_right and len(misses) < 3:
             misses.append((prompt, calls, (content or "")[:120]))
     elapsed = time.monotonic() - started
-    return {"right": right, "formed": formed, "tokens": tokens, "seconds": elapsed, "misses": misses}
+    return {"right": right, "formed": formed, "tokens": tokens, "seconds": elapsed, "misses": misses,
+            "prompt": prefill_tokens / len(cases),
+            "prefill": prefill_tokens / prefill_seconds if prefill_seconds else None,
+            "decode": decode_tokens / decode_seconds if decode_seconds else None}
 
 
 def main():
@@ -202,11 +223,13 @@ def main():
     p.add_argument("--timeout", type=float, default=300)
     p.add_argument("--streams", choices=["both", "whole", "streamed"], default="both")
     a = p.parse_args()
+    exit_on_signals()
     cases = CASES[: a.cases]
     streams = {"both": (False, True), "whole": (False,), "streamed": (True,)}[a.streams]
     n = len(cases)
     print(f"tool calls, {n} cases, {a.model}, {a.threads} threads, greedy, {time.strftime('%Y-%m-%d')}")
-    print(f"{'mode':24} {'side':13} {'right':>7} {'well-formed':>12} {'tokens/s':>9}", flush=True)
+    print(f"{'mode':24} {'side':13} {'right':>7} {'well-formed':>12} {'tokens/s':>9} "
+          f"{'prompt':>7} {'prefill t/s':>12} {'decode t/s':>11}", flush=True)
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)
         data = work / "tabagent-data"
@@ -240,7 +263,9 @@ def main():
                         # Each row as soon as it is known: a run cut short keeps what it measured.
                         mode = f"{choice}, {'streamed' if stream else 'whole'}"
                         rate = r["tokens"] / r["seconds"] if r["seconds"] else 0
-                        print(f"{mode:24} {side:13} {r['right'] / n:7.0%} {r['formed'] / n:12.0%} {rate:9.1f}",
+                        speeds = (f"{r['prompt']:7.0f} {r['prefill']:12.1f} {r['decode']:11.1f}"
+                                  if r["decode"] else f"{'':7} {'':12} {'':11}")
+                        print(f"{mode:24} {side:13} {r['right'] / n:7.0%} {r['formed'] / n:12.0%} {rate:9.1f} {speeds}",
                               flush=True)
                     for server in servers.values():
                         server.resume()

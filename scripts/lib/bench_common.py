@@ -13,6 +13,15 @@ def die(msg, tool=None):
     sys.exit(1)
 
 
+def exit_on_signals():
+    """SIGTERM and SIGHUP end the run as Ctrl-C does, so `finally` blocks stop the servers (they
+    run in process groups of their own, which a signal to the benchmark does not reach)."""
+    def handler(signum, _frame):
+        raise SystemExit(128 + signum)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, handler)
+
+
 def free_port():
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))

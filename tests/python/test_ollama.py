@@ -6,6 +6,8 @@ import os
 import re
 import subprocess
 import tempfile
+import urllib.error
+import urllib.request
 
 import jsonschema
 import ollama
@@ -125,7 +127,7 @@ def test_show_and_ps_describe_the_models(client):
     assert TOOLS_MODEL not in {m.model for m in client.ps().models}
 
 
-def test_mistakes_are_clear_errors(client):
+def test_mistakes_are_clear_errors(client, server_url):
     with pytest.raises(ollama.ResponseError) as missing:
         client.chat(model="no-such-model", messages=[{"role": "user", "content": "Hi"}])
     assert missing.value.status_code == 404 and "no-such-model" in missing.value.error
@@ -136,6 +138,13 @@ def test_mistakes_are_clear_errors(client):
     with pytest.raises(ollama.ResponseError) as unknown:
         client.chat(model=MODEL, messages=[{"role": "wizard", "content": "Hi"}])
     assert unknown.value.status_code == 400 and "wizard" in unknown.value.error
+    # A body that is not JSON gets Ollama's error shape too.
+    broken = urllib.request.Request(server_url + "/api/chat", data=b'{"model": ', method="POST",
+                                    headers={"content-type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(broken)
+    assert refused.value.code == 400
+    assert "not valid JSON" in json.load(refused.value)["error"]
 
 
 @pytest.fixture()

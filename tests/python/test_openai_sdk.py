@@ -81,6 +81,23 @@ def test_legacy_completions(client):
     assert reply.usage.completion_tokens > 0
 
 
+def test_legacy_completions_give_logprobs_in_their_own_shape(client):
+    reply = client.completions.create(model=MODEL, prompt="The capital of France is", max_tokens=6,
+                                      temperature=0, logprobs=3)
+    logprobs = reply.choices[0].logprobs
+    assert len(logprobs.tokens) == reply.usage.completion_tokens
+    assert "".join(logprobs.tokens) == reply.choices[0].text
+    assert all(p <= 0 for p in logprobs.token_logprobs)
+    assert all(len(top) == 3 for top in logprobs.top_logprobs)
+    # Each token's offset is where it starts in the text.
+    assert logprobs.text_offset == [len("".join(logprobs.tokens[:i])) for i in range(len(logprobs.tokens))]
+    streamed = [chunk.choices[0] for chunk in client.completions.create(
+        model=MODEL, prompt="The capital of France is", max_tokens=6, temperature=0, logprobs=3,
+        stream=True) if chunk.choices and chunk.choices[0].logprobs]
+    assert [t for c in streamed for t in c.logprobs.tokens] == logprobs.tokens
+    assert [o for c in streamed for o in c.logprobs.text_offset] == logprobs.text_offset
+
+
 def test_unknown_model_raises_not_found(client):
     with pytest.raises(openai.NotFoundError) as err:
         client.chat.completions.create(model="no-such-model",

@@ -292,6 +292,13 @@ impl LlamaEngine {
         messages: &[ChatMessage],
         tools: &Tools,
     ) -> Result<String, InferenceError> {
+        // Checked here, so counting a prompt (`/v1/tokenize`) refuses images as chat does.
+        if messages.iter().any(|m| !m.images.is_empty()) {
+            return Err(InferenceError::unsupported(
+                "messages",
+                "this model takes text only: it has no multimodal projector for images",
+            ));
+        }
         let template = self.template.as_ref().ok_or_else(|| {
             InferenceError::unsupported(
                 "messages",
@@ -338,12 +345,6 @@ impl LlamaEngine {
         params: GenerationParams,
         class: JobClass,
     ) -> Result<GenerationHandle, InferenceError> {
-        if messages.iter().any(|m| !m.images.is_empty()) {
-            return Err(InferenceError::unsupported(
-                "messages",
-                "this model takes text only: it has no multimodal projector for images",
-            ));
-        }
         let prompt = self.chat_prompt_with(messages, &params.tools)?;
         let format = self.tool_format();
         self.submit(&prompt, params, format, class)

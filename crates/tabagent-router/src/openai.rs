@@ -217,6 +217,11 @@ impl Provider for OpenAiProvider {
                 (Some(prompt), Some(obj)) => {
                     obj.remove("messages");
                     obj.insert("prompt".into(), json!(prompt));
+                    // Legacy completions count alternatives in `logprobs` itself.
+                    if let Some(top) = request.params.logprobs {
+                        obj.remove("top_logprobs");
+                        obj.insert("logprobs".into(), json!(top));
+                    }
                     &self.completions_url
                 }
                 _ => &self.url,
@@ -456,6 +461,43 @@ impl SseReader {
     }
 }
 
+/// Legacy completions' `logprobs` (`tokens`, `token_logprobs`, `top_logprobs` as
+/// token → log probability objects), when the choice has them.
+fn legacy_logprobs(logprobs: &Value) -> Option<Vec<TokenLogprob>> {
+    let tokens = logprobs.get("tokens")?.as_array()?;
+    let values = logprobs.get("token_logprobs").and_then(Value::as_array);
+    let tops = logprobs.get("top_logprobs").and_then(Value::as_array);
+    Some(
+        tokens
+            .iter()
+            .enumerate()
+            .map(|(i, token)| {
+                let token = token.as_str().unwrap_or_default();
+                let top = tops
+                    .and_then(|t| t.get(i))
+                    .and_then(Value::as_object)
+                    .into_iter()
+                    .flatten()
+                    .map(|(alt, logprob)| TopLogprob {
+                        token: alt.clone(),
+                        bytes: alt.as_bytes().to_vec(),
+                        logprob: logprob.as_f64().unwrap_or(0.0) as f32,
+                    })
+                    .collect();
+                TokenLogprob {
+                    token: token.to_string(),
+                    bytes: token.as_bytes().to_vec(),
+                    logprob: values
+                        .and_then(|v| v.get(i))
+                        .and_then(Value::as_f64)
+                        .unwrap_or(0.0) as f32,
+                    top,
+                }
+            })
+            .collect(),
+    )
+}
+
 /// One `logprobs.content` entry.
 fn token_logprob(entry: &Value) -> TokenLogprob {
     let token = entry
@@ -534,11 +576,15 @@ impl ChunkParser {
             }
             // Log probabilities come before the text they belong to, as the local engine sends
             // them.
-            if let Some(entries) = choice
+            let logprobs = match choice
                 .pointer("/logprobs/content")
                 .and_then(Value::as_array)
             {
-                let logprobs: Vec<TokenLogprob> = entries.iter().map(token_logprob).collect();
+                Some(entries) => Some(entries.iter().map(token_logprob).collect()),
+                None => choice.get("logprobs").and_then(legacy_logprobs),
+            };
+            if let Some(logprobs) = logprobs {
+                let logprobs: Vec<TokenLogprob> = logprobs;
                 if !logprobs.is_empty() {
                     let at = events.len().saturating_sub(1);
                     events.insert(at, GenerationEvent::Logprobs(logprobs));
@@ -707,6 +753,29 @@ mod typed_parts_tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn legacy_completion_logprobs_become_typed_entries_before_their_text() {
+        let mut p = ChunkParser::default();
+        let events = p
+            .data(r#"{"choices":[{"text":"Hi","logprobs":{"tokens":["Hi"],"token_logprobs":[-0.25],"top_logprobs":[{"Hi":-0.25,"Hello":-1.75}],"text_offset":[0]}}]}"#)
+            .unwrap();
+        match events.as_slice() {
+            [GenerationEvent::Logprobs(entries), GenerationEvent::Text(text)] => {
+                assert_eq!(text, "Hi");
+                assert_eq!(entries[0].token, "Hi");
+                assert_eq!(entries[0].logprob, -0.25);
+                let mut top: Vec<_> = entries[0]
+                    .top
+                    .iter()
+                    .map(|t| (t.token.as_str(), t.logprob))
+                    .collect();
+                top.sort_by(|a, b| b.1.total_cmp(&a.1));
+                assert_eq!(top, [("Hi", -0.25), ("Hello", -1.75)]);
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

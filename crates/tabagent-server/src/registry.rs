@@ -276,8 +276,8 @@ pub struct ModelRegistry {
     engine_config: EngineConfig,
     encoders: EncoderLoading,
     lifecycle: Lifecycle,
-    /// The ML worker, for the models it runs, when it runs.
-    worker: Option<tabagent_worker::Worker>,
+    /// The ML worker, for the models it runs (set once it is started).
+    worker: std::sync::OnceLock<tabagent_worker::Worker>,
     models: Mutex<HashMap<String, Slot>>,
     /// Serialises admission decisions (which model to unload for which), not loads themselves.
     admission: tokio::sync::Mutex<()>,
@@ -301,7 +301,7 @@ impl ModelRegistry {
             engine_config,
             encoders: EncoderLoading::default(),
             lifecycle,
-            worker: None,
+            worker: std::sync::OnceLock::new(),
             models: Mutex::new(HashMap::new()),
             admission: tokio::sync::Mutex::new(()),
             keep_alive_changed: tokio::sync::Notify::new(),
@@ -314,10 +314,10 @@ impl ModelRegistry {
         self
     }
 
-    /// Serves the worker's kinds of models with `worker`.
-    pub fn with_worker(mut self, worker: Option<tabagent_worker::Worker>) -> Self {
-        self.worker = worker;
-        self
+    /// Serves the worker's kinds of models with `worker` (once: the worker starts after the
+    /// registry exists, since the router's local provider holds the registry).
+    pub fn set_worker(&self, worker: tabagent_worker::Worker) {
+        let _ = self.worker.set(worker);
     }
 
     /// How encoders are loaded.
@@ -425,7 +425,7 @@ impl ModelRegistry {
         let id = entry.id.clone();
         let worker = self
             .worker
-            .as_ref()
+            .get()
             .ok_or_else(|| RegistryError::NoWorker(id.clone()))?;
         let kind = WorkerModel::worker_kind(entry.kind)
             .ok_or_else(|| RegistryError::Interrupted(id.clone()))?;

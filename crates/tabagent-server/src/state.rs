@@ -47,10 +47,18 @@ impl WeakAppState {
     }
 }
 
-/// The parts of an [`AppState`], put together in one pass by [`AppStateBuilder::build`].
+/// The parts of an [`AppState`]: what the configuration alone decides is made (and checked) by
+/// [`AppState::builder`], before any process starts; the rest is given, then [`build`] puts it
+/// together in one pass.
+///
+/// [`build`]: AppStateBuilder::build
 pub struct AppStateBuilder {
     config: Config,
-    registry: ModelRegistry,
+    registry: Arc<ModelRegistry>,
+    router: tabagent_router::Router,
+    cache: tabagent_router::ResponseCache,
+    scheduler: Arc<tabagent_router::Scheduler>,
+    callers: crate::callers::Callers,
     memory: Option<crate::memory_backend::MemoryBackend>,
     worker: Option<tabagent_worker::Worker>,
     webrtc: Option<tabagent_webrtc::Settings>,
@@ -76,32 +84,24 @@ impl AppStateBuilder {
     }
 
     /// The state, and the queue of conversations due a summary (for `summaries::start`).
-    pub fn build(
-        self,
-    ) -> Result<
-        (AppState, tokio::sync::mpsc::UnboundedReceiver<String>),
-        tabagent_router::ConfigError,
-    > {
-        let config = self.config;
-        let cache = tabagent_router::ResponseCache::new(config.response_cache.clone())?;
-        let scheduler = Arc::new(config.scheduler());
-        let callers = crate::callers::Callers::from_config(&config)?;
-        let registry = Arc::new(self.registry.with_worker(self.worker.clone()));
-        let router = crate::routing::router(&config, &registry, &scheduler)?;
+    pub fn build(self) -> (AppState, tokio::sync::mpsc::UnboundedReceiver<String>) {
+        if let Some(worker) = &self.worker {
+            self.registry.set_worker(worker.clone());
+        }
         let (summaries_due, due) = tokio::sync::mpsc::unbounded_channel();
         let state = AppState {
             inner: Arc::new(Inner {
-                config,
-                registry,
+                config: self.config,
+                registry: self.registry,
                 memory: self.memory,
                 ready: AtomicBool::new(false),
                 startup_error: Mutex::new(None),
                 summaries_due,
-                router,
+                router: self.router,
                 metrics: Arc::default(),
-                cache,
-                scheduler,
-                callers,
+                cache: self.cache,
+                scheduler: self.scheduler,
+                callers: self.callers,
                 worker: self.worker,
                 webrtc: self
                     .webrtc
@@ -109,20 +109,34 @@ impl AppStateBuilder {
                 in_process_app: OnceLock::new(),
             }),
         };
-        Ok((state, due))
+        (state, due)
     }
 }
 
 impl AppState {
-    /// The state for `config` over `registry`, once the builder has the rest.
-    pub fn builder(config: Config, registry: ModelRegistry) -> AppStateBuilder {
-        AppStateBuilder {
+    /// The state for `config` over `registry`: the caches, scheduler, callers and router made
+    /// now (a configuration error ends here, before any process starts), the rest given to the
+    /// builder.
+    pub fn builder(
+        config: Config,
+        registry: ModelRegistry,
+    ) -> Result<AppStateBuilder, tabagent_router::ConfigError> {
+        let cache = tabagent_router::ResponseCache::new(config.response_cache.clone())?;
+        let scheduler = Arc::new(config.scheduler());
+        let callers = crate::callers::Callers::from_config(&config)?;
+        let registry = Arc::new(registry);
+        let router = crate::routing::router(&config, &registry, &scheduler)?;
+        Ok(AppStateBuilder {
             config,
             registry,
+            router,
+            cache,
+            scheduler,
+            callers,
             memory: None,
             worker: None,
             webrtc: None,
-        }
+        })
     }
 
     /// A handle that does not keep the state alive.

@@ -48,12 +48,13 @@ impl Runtime {
         } else {
             None
         };
+        let builder = AppState::builder(config.clone(), registry)?;
         let worker = crate::worker::start(config);
-        let (state, summaries_due) = AppState::builder(config.clone(), registry)
+        let (state, summaries_due) = builder
             .memory(memory)
             .worker(worker.as_ref().map(|supervisor| supervisor.worker()))
             .webrtc(webrtc)
-            .build()?;
+            .build();
         crate::routing::start_probes(&state);
         crate::summaries::start(&state, summaries_due);
         tokio::spawn(expire_idle_models(state.clone()));

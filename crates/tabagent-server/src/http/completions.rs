@@ -5,7 +5,8 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use axum::Json;
-use tabagent_core::FinishReason;
+use serde_json::{json, Map, Value};
+use tabagent_core::{FinishReason, TokenLogprob};
 
 use super::error::{ApiError, ErrorBody};
 use super::generate::{self, ChunkFormat};
@@ -46,7 +47,12 @@ pub async fn completions(
     let id = generate::response_id("cmpl");
     let created = generate::unix_now();
     if wire.stream {
-        let format = CompletionChunks { id, created, model };
+        let format = CompletionChunks {
+            id,
+            created,
+            model,
+            sent: std::cell::Cell::new(0),
+        };
         return Ok(generate::stream(generation.events, format, wire.include_usage).into_response());
     }
     let out = generation::collect(generation.events).await?;
@@ -59,23 +65,49 @@ pub async fn completions(
             text: &out.text,
             index: 0,
             finish_reason: Some(out.reason.as_str()),
-            logprobs: None,
+            logprobs: out.logprobs.as_deref().map(|l| legacy_logprobs(l, 0)),
         }],
         usage: Some(generate::wire_usage(out.usage)),
     };
     Ok(Json(response).into_response())
 }
 
+/// Legacy completions' log probabilities: parallel lists of the tokens, their log
+/// probabilities, their alternatives (token → log probability) and where each starts in the
+/// completion (in characters, from `offset`).
+fn legacy_logprobs(entries: &[TokenLogprob], offset: usize) -> Value {
+    let mut at = offset;
+    let text_offset: Vec<usize> = entries
+        .iter()
+        .map(|entry| {
+            let start = at;
+            at += entry.token.chars().count();
+            start
+        })
+        .collect();
+    json!({
+        "tokens": entries.iter().map(|e| e.token.as_str()).collect::<Vec<_>>(),
+        "token_logprobs": entries.iter().map(|e| e.logprob).collect::<Vec<_>>(),
+        "top_logprobs": entries.iter().map(|e| {
+            e.top.iter().map(|alt| (alt.token.clone(), json!(alt.logprob))).collect::<Map<String, Value>>()
+        }).collect::<Vec<_>>(),
+        "text_offset": text_offset,
+    })
+}
+
 struct CompletionChunks {
     id: String,
     created: u64,
     model: String,
+    /// Characters of the completion sent so far (where the next token's `text_offset` is).
+    sent: std::cell::Cell<usize>,
 }
 
 impl CompletionChunks {
     fn chunk(
         &self,
         text: &str,
+        logprobs: Option<Value>,
         finish_reason: Option<&'static str>,
         usage: Option<WireUsage>,
     ) -> String {
@@ -86,7 +118,7 @@ impl CompletionChunks {
                 text,
                 index: 0,
                 finish_reason,
-                logprobs: None,
+                logprobs,
             }]
         };
         let chunk = CompletionResponse {
@@ -106,15 +138,17 @@ impl ChunkFormat for CompletionChunks {
         None
     }
 
-    fn text(&self, text: &str, _logprobs: &[tabagent_core::TokenLogprob]) -> String {
-        self.chunk(text, None, None)
+    fn text(&self, text: &str, logprobs: &[TokenLogprob]) -> String {
+        let logprobs = (!logprobs.is_empty()).then(|| legacy_logprobs(logprobs, self.sent.get()));
+        self.sent.set(self.sent.get() + text.chars().count());
+        self.chunk(text, logprobs, None, None)
     }
 
     fn finish(&self, reason: FinishReason) -> String {
-        self.chunk("", Some(reason.as_str()), None)
+        self.chunk("", None, Some(reason.as_str()), None)
     }
 
     fn usage(&self, usage: WireUsage) -> String {
-        self.chunk("", None, Some(usage))
+        self.chunk("", None, None, Some(usage))
     }
 }

@@ -431,12 +431,16 @@ pub fn completion(request: CompletionRequest) -> Result<ParsedCompletion, ApiErr
             "`suffix` is not supported",
         ));
     }
-    if request.logprobs.is_some() {
-        return Err(ApiError::bad_request(
-            Some("logprobs"),
-            "logprobs are not supported yet",
-        ));
-    }
+    let logprobs = match request.logprobs {
+        None => None,
+        Some(n) if (0..=i64::from(MAX_TOP_LOGPROBS)).contains(&n) => Some(n as u8),
+        Some(n) => {
+            return Err(ApiError::bad_request(
+                Some("logprobs"),
+                format!("`logprobs` must be between 0 and {MAX_TOP_LOGPROBS}, got {n}"),
+            ))
+        }
+    };
     if request.best_of.is_some_and(|n| n != 1) {
         return Err(ApiError::bad_request(
             Some("best_of"),
@@ -467,11 +471,12 @@ pub fn completion(request: CompletionRequest) -> Result<ParsedCompletion, ApiErr
             "`prompt` must not be empty",
         ));
     }
-    let params = generation(
+    let mut params = generation(
         &request.sampling,
         None,
         Some(COMPLETIONS_DEFAULT_MAX_TOKENS),
     )?;
+    params.logprobs = logprobs;
     let (stream, include_usage) = streaming(&request.sampling);
     Ok(ParsedCompletion {
         fixed: fixed(&request.sampling, None),

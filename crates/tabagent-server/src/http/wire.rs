@@ -92,7 +92,7 @@ pub struct ChatCompletionRequest {
     pub tool_choice: Option<Value>,
     /// Whether the model may call several tools at once (with `tools`).
     pub parallel_tool_calls: Option<bool>,
-    /// Log probabilities: from remote engines (the in-process engine answers 400).
+    /// Each generated token's log probability (with `top_logprobs` alternatives, at most 20).
     pub logprobs: Option<bool>,
     /// Alternatives per token, with `logprobs`.
     pub top_logprobs: Option<i64>,
@@ -165,7 +165,7 @@ pub struct CompletionRequest {
     pub echo: Option<bool>,
     /// Not supported.
     pub suffix: Option<String>,
-    /// Not supported.
+    /// Each token's log probability, with this many alternatives (0 to 20).
     pub logprobs: Option<i64>,
     /// Only 1 is supported.
     pub best_of: Option<i64>,
@@ -417,7 +417,7 @@ pub struct CompletionChoice<'a> {
     pub index: u32,
     /// `stop`, `length`, or null while streaming.
     pub finish_reason: Option<&'static str>,
-    /// Always null.
+    /// `{tokens, token_logprobs, top_logprobs, text_offset}` when asked for, else null.
     #[schema(value_type = Option<Object>)]
     pub logprobs: Option<Value>,
 }

@@ -123,6 +123,26 @@ async fn each_bad_request_gets_a_clear_4xx() {
         .post_json("/v1/completions", &json!({"model": MODEL, "prompt": ""}))
         .await;
     assert_error(status, &body, 400);
+    let (status, body) = server
+        .post_json(
+            "/v1/completions",
+            &json!({"model": MODEL, "prompt": "Hi", "logprobs": 21}),
+        )
+        .await;
+    assert_eq!(assert_error(status, &body, 400)["param"], "logprobs");
+
+    // A text-only model is not asked to count an image either.
+    let with_image = json!({"model": MODEL, "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "What is this?"},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]}]});
+    for path in ["/v1/chat/completions", "/v1/tokenize"] {
+        let (status, body) = server.post_json(path, &with_image).await;
+        let error = assert_error(status, &body, 400);
+        assert!(
+            error["message"].as_str().unwrap().contains("image"),
+            "{path}: {body}"
+        );
+    }
 }
 
 #[tokio::test]

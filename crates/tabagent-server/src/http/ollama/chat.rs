@@ -16,9 +16,8 @@ use tabagent_core::{
 };
 
 use super::super::convert::{self, ToolShape};
-use super::super::json::ApiJson;
 use super::super::{admission, chat::ResponseHeaders};
-use super::{json_line, model_name, ndjson, now_rfc3339, options, OllamaError};
+use super::{json_line, model_name, ndjson, now_rfc3339, options, OllamaError, OllamaJson};
 use crate::callers::Caller;
 use crate::generation::{self, ChatJob, Events};
 use crate::keep_alive::KeepAlive;
@@ -81,7 +80,7 @@ pub async fn chat(
     State(state): State<AppState>,
     caller: Option<Extension<Caller>>,
     headers: HeaderMap,
-    ApiJson(body): ApiJson<ChatBody>,
+    OllamaJson(body): OllamaJson<ChatBody>,
 ) -> Result<Response, OllamaError> {
     let started = Instant::now();
     let model = model_name(&body.model);
@@ -116,7 +115,7 @@ pub async fn generate(
     State(state): State<AppState>,
     caller: Option<Extension<Caller>>,
     headers: HeaderMap,
-    ApiJson(body): ApiJson<GenerateBody>,
+    OllamaJson(body): OllamaJson<GenerateBody>,
 ) -> Result<Response, OllamaError> {
     let started = Instant::now();
     let model = model_name(&body.model);

@@ -47,6 +47,22 @@ async fn version() -> axum::Json<serde_json::Value> {
     axum::Json(serde_json::json!({ "version": OLLAMA_API_VERSION }))
 }
 
+/// A JSON body whose rejections are in Ollama's shape too.
+pub struct OllamaJson<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned> axum::extract::FromRequest<AppState> for OllamaJson<T> {
+    type Rejection = OllamaError;
+
+    async fn from_request(
+        request: axum::extract::Request,
+        state: &AppState,
+    ) -> Result<Self, OllamaError> {
+        let super::json::ApiJson(body) =
+            super::json::ApiJson::<T>::from_request(request, state).await?;
+        Ok(OllamaJson(body))
+    }
+}
+
 /// An error in Ollama's shape: `{"error": "..."}`, with the status tabagent gives it.
 pub struct OllamaError(ApiError);
 

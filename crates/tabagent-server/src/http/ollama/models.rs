@@ -13,8 +13,7 @@ use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::super::error::ApiError;
-use super::super::json::ApiJson;
-use super::{json_line, model_name, ndjson, options, rfc3339, OllamaError};
+use super::{json_line, model_name, ndjson, options, rfc3339, OllamaError, OllamaJson};
 use crate::catalog::{LocalModel, ModelKind};
 use crate::embedding::{self, Input};
 use crate::registry::RegistryError;
@@ -89,7 +88,7 @@ pub async fn ps(State(state): State<AppState>) -> Result<Json<Value>, OllamaErro
 /// `POST /api/show`: a model's details, template and capabilities.
 pub async fn show(
     State(state): State<AppState>,
-    ApiJson(body): ApiJson<ModelBody>,
+    OllamaJson(body): OllamaJson<ModelBody>,
 ) -> Result<Json<Value>, OllamaError> {
     let model = find(&state, &body.model()?).await?;
     let mut shown = Map::new();
@@ -159,7 +158,7 @@ pub async fn show(
 /// progress as NDJSON (`"stream": false`: the last status only).
 pub async fn pull(
     State(state): State<AppState>,
-    ApiJson(body): ApiJson<ModelBody>,
+    OllamaJson(body): OllamaJson<ModelBody>,
 ) -> Result<Response, OllamaError> {
     let mut progress = super::super::pull::start(&state, &body.model()?, None).await?;
     let status = |status: super::super::pull::PullStatus| {
@@ -198,7 +197,7 @@ pub async fn pull(
 /// `DELETE /api/delete`.
 pub async fn delete(
     State(state): State<AppState>,
-    ApiJson(body): ApiJson<ModelBody>,
+    OllamaJson(body): OllamaJson<ModelBody>,
 ) -> Result<StatusCode, OllamaError> {
     super::super::pull::remove(&state, body.model()?).await?;
     Ok(StatusCode::OK)
@@ -218,7 +217,7 @@ pub struct EmbedBody {
 /// `POST /api/embed`: unit vectors for a text or texts.
 pub async fn embed(
     State(state): State<AppState>,
-    ApiJson(body): ApiJson<EmbedBody>,
+    OllamaJson(body): OllamaJson<EmbedBody>,
 ) -> Result<Json<Value>, OllamaError> {
     let started = std::time::Instant::now();
     let texts = match &body.input {
@@ -297,7 +296,7 @@ pub struct EmbeddingsBody {
 /// `POST /api/embeddings`: one vector, as the model gives it.
 pub async fn embeddings(
     State(state): State<AppState>,
-    ApiJson(body): ApiJson<EmbeddingsBody>,
+    OllamaJson(body): OllamaJson<EmbeddingsBody>,
 ) -> Result<Json<Value>, OllamaError> {
     options::params(body.options.as_ref())?;
     let keep_alive = options::keep_alive(body.keep_alive.as_ref())?;
