@@ -8,8 +8,9 @@ schema and equal to the expected values (strings compared without case or surrou
 It runs each case with `tool_choice` `auto` and `required`, streamed and not, on each side
 (the servers take turns: the other is SIGSTOPped), and prints per mode: right answers, calls
 that are well-formed (JSON arguments valid against the schema), and completion tokens per
-second of wall time; streamed, also the prompt's tokens (each side renders its own), prefill
-speed (to the first piece of the answer) and decode speed (after it). Python stdlib plus jsonschema (the SDK tests' venv has it).
+second of wall time, with the completion tokens and seconds per answer; streamed, also the
+prompt's tokens (each side renders its own) and the seconds to the first piece of the answer
+(tabagent sends a call whole once the model has written it; llama-server streams text as it comes). Python stdlib plus jsonschema (the SDK tests' venv has it).
 """
 import argparse, http.client, json, os, sys, tempfile, time
 from pathlib import Path
@@ -107,8 +108,7 @@ CASES = [
 
 def post(port, body, timeout):
     """One chat request: (calls [(name, arguments text)], completion tokens, content, timing).
-    `timing` (streamed only): prompt tokens, seconds to the first piece of the answer, and from
-    it to the last."""
+    `timing` (streamed only): prompt tokens and seconds to the first piece of the answer."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     sent = time.monotonic()
     conn.request("POST", "/v1/chat/completions", json.dumps(body), {"content-type": "application/json"})
@@ -145,7 +145,7 @@ def post(port, body, timeout):
                 call[0] += function.get("name") or ""
                 call[1] += function.get("arguments") or ""
     conn.close()
-    timing = (prompt_tokens, first - sent, last - first) if first else None
+    timing = (prompt_tokens, first - sent) if first else None
     return [tuple(c) for _, c in sorted(calls.items())], tokens, content, timing
 
 
@@ -181,9 +181,8 @@ def judge(case, calls):
 
 def run_side(port, cases, choice, stream, timeout):
     right = formed = tokens = 0
-    # Streamed: prompt tokens and the seconds to the first piece (prefill), and the tokens after
-    # the first and the seconds they took (decode).
-    prefill_tokens = prefill_seconds = decode_tokens = decode_seconds = 0
+    # Streamed: prompt tokens, and the seconds to the first piece of the answer.
+    prompt_tokens = first_seconds = timed = 0
     misses = []
     started = time.monotonic()
     for case in cases:
@@ -196,10 +195,9 @@ def run_side(port, cases, choice, stream, timeout):
         calls, used, content, timing = post(port, body, timeout)
         tokens += used
         if timing:
-            prefill_tokens += timing[0]
-            prefill_seconds += timing[1]
-            decode_tokens += max(used - 1, 0)
-            decode_seconds += timing[2]
+            prompt_tokens += timing[0]
+            first_seconds += timing[1]
+            timed += 1
         ok_formed, ok_right = judge(case, calls or [])
         formed += ok_formed
         right += ok_right
@@ -207,9 +205,8 @@ def run_side(port, cases, choice, stream, timeout):
             misses.append((prompt, calls, (content or "")[:120]))
     elapsed = time.monotonic() - started
     return {"right": right, "formed": formed, "tokens": tokens, "seconds": elapsed, "misses": misses,
-            "prompt": prefill_tokens / len(cases),
-            "prefill": prefill_tokens / prefill_seconds if prefill_seconds else None,
-            "decode": decode_tokens / decode_seconds if decode_seconds else None}
+            "prompt": prompt_tokens / timed if timed else None,
+            "first": first_seconds / timed if timed else None}
 
 
 def main():
@@ -229,7 +226,7 @@ def main():
     n = len(cases)
     print(f"tool calls, {n} cases, {a.model}, {a.threads} threads, greedy, {time.strftime('%Y-%m-%d')}")
     print(f"{'mode':24} {'side':13} {'right':>7} {'well-formed':>12} {'tokens/s':>9} "
-          f"{'prompt':>7} {'prefill t/s':>12} {'decode t/s':>11}", flush=True)
+          f"{'tokens/answer':>14} {'s/answer':>9} {'prompt':>7} {'first piece s':>14}", flush=True)
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)
         data = work / "tabagent-data"
@@ -263,10 +260,10 @@ def main():
                         # Each row as soon as it is known: a run cut short keeps what it measured.
                         mode = f"{choice}, {'streamed' if stream else 'whole'}"
                         rate = r["tokens"] / r["seconds"] if r["seconds"] else 0
-                        speeds = (f"{r['prompt']:7.0f} {r['prefill']:12.1f} {r['decode']:11.1f}"
-                                  if r["decode"] else f"{'':7} {'':12} {'':11}")
-                        print(f"{mode:24} {side:13} {r['right'] / n:7.0%} {r['formed'] / n:12.0%} {rate:9.1f} {speeds}",
-                              flush=True)
+                        streamed = (f"{r['prompt']:7.0f} {r['first']:14.2f}" if r["first"] is not None
+                                    else f"{'':7} {'':14}")
+                        print(f"{mode:24} {side:13} {r['right'] / n:7.0%} {r['formed'] / n:12.0%} {rate:9.1f} "
+                              f"{r['tokens'] / n:14.1f} {r['seconds'] / n:9.2f} {streamed}", flush=True)
                     for server in servers.values():
                         server.resume()
         finally:
