@@ -10,7 +10,10 @@ It runs each case with `tool_choice` `auto` and `required`, streamed and not, on
 that are well-formed (JSON arguments valid against the schema), and completion tokens per
 second of wall time, with the completion tokens and seconds per answer; streamed, also the
 prompt's tokens (each side renders its own) and the seconds to the first piece of the answer
-(tabagent sends a call whole once the model has written it; llama-server streams text as it comes). Python stdlib plus jsonschema (the SDK tests' venv has it).
+(tabagent sends a call whole once the model has written it; llama-server streams text as it comes);
+and the prompt and decode speed each server reports of itself (`timings`, llama.cpp server's
+shape, which tabagent also sends: prompt tokens over the time to the first token, generated
+tokens over the time from the first token to the last), summed over the set. Python stdlib plus jsonschema (the SDK tests' venv has it).
 """
 import argparse, http.client, json, os, sys, tempfile, time
 from pathlib import Path
@@ -107,8 +110,9 @@ CASES = [
 
 
 def post(port, body, timeout):
-    """One chat request: (calls [(name, arguments text)], completion tokens, content, timing).
-    `timing` (streamed only): prompt tokens and seconds to the first piece of the answer."""
+    """One chat request: (calls [(name, arguments text)], completion tokens, content, (timing,
+    server)). `timing` (streamed only): prompt tokens and seconds to the first piece of the
+    answer; `server`: the server's own `timings` (llama.cpp server's shape), when it sends them."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     sent = time.monotonic()
     conn.request("POST", "/v1/chat/completions", json.dumps(body), {"content-type": "application/json"})
@@ -116,20 +120,22 @@ def post(port, body, timeout):
     if response.status != 200:
         text = response.read().decode(errors="replace")
         conn.close()
-        return None, 0, f"HTTP {response.status}: {text[:200]}", None
+        return None, 0, f"HTTP {response.status}: {text[:200]}", (None, None)
     if not body.get("stream"):
         reply = json.loads(response.read())
         conn.close()
         message = reply["choices"][0]["message"]
         calls = [(c["function"]["name"], c["function"]["arguments"]) for c in message.get("tool_calls") or []]
-        return calls, reply.get("usage", {}).get("completion_tokens", 0), message.get("content"), None
+        return calls, reply.get("usage", {}).get("completion_tokens", 0), message.get("content"), \
+            (None, reply.get("timings"))
     calls, tokens, content, prompt_tokens = {}, 0, "", 0
-    first = last = None
+    first = last = server = None
     for raw in response:
         line = raw.decode(errors="replace").strip()
         if not line.startswith("data:") or line == "data: [DONE]":
             continue
         chunk = json.loads(line[5:])
+        server = chunk.get("timings") or server
         if chunk.get("usage"):
             tokens = chunk["usage"].get("completion_tokens", tokens)
             prompt_tokens = chunk["usage"].get("prompt_tokens", prompt_tokens)
@@ -146,7 +152,7 @@ def post(port, body, timeout):
                 call[1] += function.get("arguments") or ""
     conn.close()
     timing = (prompt_tokens, first - sent) if first else None
-    return [tuple(c) for _, c in sorted(calls.items())], tokens, content, timing
+    return [tuple(c) for _, c in sorted(calls.items())], tokens, content, (timing, server)
 
 
 def same(expected, actual):
@@ -183,6 +189,8 @@ def run_side(port, cases, choice, stream, timeout):
     right = formed = tokens = 0
     # Streamed: prompt tokens, and the seconds to the first piece of the answer.
     prompt_tokens = first_seconds = timed = 0
+    # The servers' own clocks: prompt and decode tokens and milliseconds.
+    server = {"prompt_n": 0, "prompt_ms": 0.0, "predicted_n": 0, "predicted_ms": 0.0}
     misses = []
     started = time.monotonic()
     for case in cases:
@@ -192,8 +200,10 @@ def run_side(port, cases, choice, stream, timeout):
                 "tools": [TOOLS[t] for t in offered], "tool_choice": choice}
         if stream:
             body["stream_options"] = {"include_usage": True}
-        calls, used, content, timing = post(port, body, timeout)
+        calls, used, content, (timing, reported) = post(port, body, timeout)
         tokens += used
+        for key in server if reported else ():
+            server[key] += reported.get(key) or 0
         if timing:
             prompt_tokens += timing[0]
             first_seconds += timing[1]
@@ -206,7 +216,9 @@ def run_side(port, cases, choice, stream, timeout):
     elapsed = time.monotonic() - started
     return {"right": right, "formed": formed, "tokens": tokens, "seconds": elapsed, "misses": misses,
             "prompt": prompt_tokens / timed if timed else None,
-            "first": first_seconds / timed if timed else None}
+            "first": first_seconds / timed if timed else None,
+            "prompt_tps": server["prompt_n"] / server["prompt_ms"] * 1000 if server["prompt_ms"] else None,
+            "decode_tps": server["predicted_n"] / server["predicted_ms"] * 1000 if server["predicted_ms"] else None}
 
 
 def main():
@@ -226,7 +238,8 @@ def main():
     n = len(cases)
     print(f"tool calls, {n} cases, {a.model}, {a.threads} threads, greedy, {time.strftime('%Y-%m-%d')}")
     print(f"{'mode':24} {'side':13} {'right':>7} {'well-formed':>12} {'tokens/s':>9} "
-          f"{'tokens/answer':>14} {'s/answer':>9} {'prompt':>7} {'first piece s':>14}", flush=True)
+          f"{'tokens/answer':>14} {'s/answer':>9} {'prompt':>7} {'first piece s':>14} "
+          f"{'prompt t/s':>11} {'decode t/s':>11}", flush=True)
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)
         data = work / "tabagent-data"
@@ -262,8 +275,9 @@ def main():
                         rate = r["tokens"] / r["seconds"] if r["seconds"] else 0
                         streamed = (f"{r['prompt']:7.0f} {r['first']:14.2f}" if r["first"] is not None
                                     else f"{'':7} {'':14}")
+                        own = " ".join(f"{r[k]:11.1f}" if r[k] else f"{'-':>11}" for k in ("prompt_tps", "decode_tps"))
                         print(f"{mode:24} {side:13} {r['right'] / n:7.0%} {r['formed'] / n:12.0%} {rate:9.1f} "
-                              f"{r['tokens'] / n:14.1f} {r['seconds'] / n:9.2f} {streamed}", flush=True)
+                              f"{r['tokens'] / n:14.1f} {r['seconds'] / n:9.2f} {streamed} {own}", flush=True)
                     for server in servers.values():
                         server.resume()
         finally:

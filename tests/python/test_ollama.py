@@ -44,6 +44,8 @@ def test_chat_streamed_adds_up_to_the_whole_answer(client):
     whole = client.chat(model=MODEL, messages=messages, options=GREEDY)
     assert whole.done and whole.done_reason == "length"
     assert whole.eval_count == 12 and whole.prompt_eval_count > 5
+    # The engine's own times; the total holds both.
+    assert 0 < whole.prompt_eval_duration + whole.eval_duration <= whole.total_duration
     assert whole.message.role == "assistant" and whole.message.content
     parts = list(client.chat(model=f"{MODEL}:latest", messages=messages, options=GREEDY, stream=True))
     assert [p.done for p in parts].count(True) == 1 and parts[-1].done

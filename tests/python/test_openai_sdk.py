@@ -50,6 +50,24 @@ def test_streaming_chunks_add_up_and_report_usage(client):
     assert usage is not None and usage.completion_tokens > 0
 
 
+def test_the_engine_reports_its_timings_as_llama_server_does(client):
+    reply = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Name a colour."}],
+        max_tokens=12, temperature=0)
+    timings = reply.model_extra["timings"]
+    assert timings["prompt_n"] == reply.usage.prompt_tokens
+    assert timings["predicted_n"] == reply.usage.completion_tokens
+    assert timings["prompt_ms"] > 0 and timings["predicted_ms"] > 0
+    assert timings["predicted_per_second"] > 0
+    # (Another question: the same one again would be the cache's answer, which has no times.)
+    finishing = [chunk for chunk in client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Name a fruit."}],
+        max_tokens=12, temperature=0, stream=True) if chunk.choices and chunk.choices[0].finish_reason]
+    (last,) = finishing
+    assert last.model_extra["timings"]["predicted_n"] > 0
+    assert last.model_extra["timings"]["predicted_ms"] > 0
+
+
 def test_max_tokens_gives_finish_reason_length(client):
     reply = client.chat.completions.create(
         model=MODEL, messages=[{"role": "user", "content": "Write a long story about a dragon."}],

@@ -137,13 +137,26 @@ impl FinishReason {
     }
 }
 
-/// Token counts of one generation.
+/// Token counts of one generation, and its times when the engine measured them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Usage {
     /// Tokens in the prompt, after templating.
     pub prompt_tokens: u32,
     /// Tokens the model generated (stop strings included, end-of-generation tokens not).
     pub completion_tokens: u32,
+    /// How long the engine took over the prompt and the answer (the in-process engine's own
+    /// clock; `None` from engines that do not say).
+    pub timings: Option<Timings>,
+}
+
+/// Where an engine spent a generation's time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Timings {
+    /// From the job's start in its slot to its first token: the prompt (what the slot's cache
+    /// did not hold) and the first sample.
+    pub prompt: std::time::Duration,
+    /// From the first token to the last.
+    pub decode: std::time::Duration,
 }
 
 impl Usage {

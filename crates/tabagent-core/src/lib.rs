@@ -24,7 +24,7 @@ pub mod tools;
 pub use chat::{ChatMessage, ImagePart, Role, ToolCall};
 pub use error::InferenceError;
 pub use generation::{
-    FinishReason, GenerationEvent, GenerationParams, OutputConstraint, SamplingParams,
+    FinishReason, GenerationEvent, GenerationParams, OutputConstraint, SamplingParams, Timings,
     TokenLogprob, TopLogprob, Usage, MAX_TOP_LOGPROBS,
 };
 pub use tools::{ToolCallAssembler, ToolCallDelta, ToolChoice, ToolSpec, Tools};

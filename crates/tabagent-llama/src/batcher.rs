@@ -18,7 +18,7 @@ use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 use tabagent_core::stop::StopMatcher;
-use tabagent_core::{FinishReason, GenerationEvent, InferenceError, ToolCallDelta, Usage};
+use tabagent_core::{FinishReason, GenerationEvent, InferenceError, Timings, ToolCallDelta, Usage};
 use tabagent_models::tool_calls::{Parsed, ToolCallParser};
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -151,6 +151,9 @@ struct Active {
     calls: usize,
     /// Index of this slot's logits in the batch just decoded.
     logits_at: Option<i32>,
+    /// When it took its slot, and when its first token was sampled.
+    started: std::time::Instant,
+    first_token: Option<std::time::Instant>,
 }
 
 impl Active {
@@ -355,6 +358,8 @@ impl<'m> Scheduler<'m> {
             stop,
             calls: 0,
             logits_at: None,
+            started: std::time::Instant::now(),
+            first_token: None,
         });
     }
 
@@ -472,6 +477,9 @@ impl<'m> Scheduler<'m> {
                 .send(GenerationEvent::Logprobs(vec![logprobs]));
         }
         active.generated += 1;
+        active
+            .first_token
+            .get_or_insert_with(std::time::Instant::now);
         self.counters.generated.fetch_add(1, Ordering::Relaxed);
         self.piece.clear();
         self.model
@@ -510,9 +518,15 @@ impl<'m> Scheduler<'m> {
             FinishReason::Stop if active.calls > 0 => FinishReason::ToolCalls,
             other => other,
         };
+        let now = std::time::Instant::now();
+        let first = active.first_token.unwrap_or(now);
         let usage = Usage {
             prompt_tokens: u32::try_from(active.job.prompt.len()).unwrap_or(u32::MAX),
             completion_tokens: active.generated,
+            timings: Some(Timings {
+                prompt: first - active.started,
+                decode: now - first,
+            }),
         };
         active.job.span.in_scope(|| {
             tracing::debug!(

@@ -143,6 +143,7 @@ impl CachedAnswer {
         Usage {
             prompt_tokens: self.prompt_tokens,
             completion_tokens: self.completion_tokens,
+            timings: None,
         }
     }
 }

@@ -561,6 +561,7 @@ impl ChunkParser {
             self.usage = Usage {
                 prompt_tokens: count("prompt_tokens"),
                 completion_tokens: count("completion_tokens"),
+                timings: None,
             };
         }
         if let Some(choice) = chunk.pointer("/choices/0") {
@@ -644,7 +645,8 @@ mod tests {
                     reason: FinishReason::Length,
                     usage: Usage {
                         prompt_tokens: 7,
-                        completion_tokens: 2
+                        completion_tokens: 2,
+                        timings: None,
                     }
                 }
             ]
@@ -859,7 +861,8 @@ mod typed_parts_tests {
                     reason: FinishReason::ToolCalls,
                     usage: Usage {
                         prompt_tokens: 9,
-                        completion_tokens: 4
+                        completion_tokens: 4,
+                        timings: None,
                     }
                 },
             ]

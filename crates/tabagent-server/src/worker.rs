@@ -263,6 +263,7 @@ pub async fn generate(
                         usage: Usage {
                             prompt_tokens: chunk.prompt_tokens,
                             completion_tokens: chunk.completion_tokens,
+                            timings: None,
                         },
                     });
                 }

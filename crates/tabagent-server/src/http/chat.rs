@@ -12,7 +12,8 @@ use super::generate::{self, ChunkFormat};
 use super::json::ApiJson;
 use super::wire::{
     ChatChoice, ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, ChunkChoice,
-    ChunkDelta, ResponseMessage, WireLogprobs, WireToolCall, WireToolCallDelta, WireUsage,
+    ChunkDelta, ResponseMessage, WireLogprobs, WireTimings, WireToolCall, WireToolCallDelta,
+    WireUsage,
 };
 use super::{admission, context, conversation, convert, sessions};
 use crate::callers::Caller;
@@ -77,6 +78,7 @@ pub async fn chat_completions(
             logprobs: out.logprobs.as_deref().map(WireLogprobs::from_entries),
         }],
         usage: generate::wire_usage(out.usage),
+        timings: WireTimings::of(&out.usage),
     };
     Ok(headers.on(Json(response).into_response()))
 }
@@ -139,6 +141,17 @@ impl ChatChunks {
         finish_reason: Option<&'static str>,
         usage: Option<WireUsage>,
     ) -> String {
+        self.chunk_with(delta, logprobs, finish_reason, usage, None)
+    }
+
+    fn chunk_with(
+        &self,
+        delta: ChunkDelta<'_>,
+        logprobs: Option<WireLogprobs>,
+        finish_reason: Option<&'static str>,
+        usage: Option<WireUsage>,
+        timings: Option<WireTimings>,
+    ) -> String {
         let choices = if usage.is_some() {
             Vec::new()
         } else {
@@ -156,6 +169,7 @@ impl ChatChunks {
             model: &self.model,
             choices,
             usage,
+            timings,
         };
         serde_json::to_string(&chunk).unwrap_or_default()
     }
@@ -196,8 +210,9 @@ impl ChunkFormat for ChatChunks {
         self.chunk(delta(|d| d.content = Some(text)), logprobs, None, None)
     }
 
-    fn finish(&self, reason: FinishReason) -> String {
-        self.chunk(delta(|_| {}), None, Some(reason.as_str()), None)
+    fn finish(&self, reason: FinishReason, usage: &tabagent_core::Usage) -> String {
+        let timings = WireTimings::of(usage);
+        self.chunk_with(delta(|_| {}), None, Some(reason.as_str()), None, timings)
     }
 
     fn usage(&self, usage: WireUsage) -> String {

@@ -144,7 +144,7 @@ impl ChunkFormat for CompletionChunks {
         self.chunk(text, logprobs, None, None)
     }
 
-    fn finish(&self, reason: FinishReason) -> String {
+    fn finish(&self, reason: FinishReason, _usage: &tabagent_core::Usage) -> String {
         self.chunk("", None, Some(reason.as_str()), None)
     }
 

@@ -20,8 +20,9 @@ pub trait ChunkFormat: Send + Unpin + 'static {
     /// A chunk carrying new text, with the log probabilities of the tokens since the last
     /// chunk (empty unless they were asked for).
     fn text(&self, text: &str, logprobs: &[TokenLogprob]) -> String;
-    /// The chunk carrying the finish reason.
-    fn finish(&self, reason: FinishReason) -> String;
+    /// The chunk carrying the finish reason (and, where the endpoint has a place for them,
+    /// the times in `usage`).
+    fn finish(&self, reason: FinishReason, usage: &Usage) -> String;
     /// The usage chunk.
     fn usage(&self, usage: WireUsage) -> String;
     /// A chunk carrying a piece of a tool call, if the endpoint has a place for them.
@@ -82,10 +83,10 @@ impl<F: ChunkFormat> EventStream<F> {
     /// The finish chunk (after one with log probabilities no text took); the usage chunk and
     /// `[DONE]` queued after it.
     fn finished(&mut self, reason: FinishReason, usage: Usage) -> String {
+        let finish = self.format.finish(reason, &usage);
         let usage = self
             .include_usage
             .then(|| self.format.usage(wire_usage(usage)));
-        let finish = self.format.finish(reason);
         if self.logprobs.is_empty() {
             self.end_with(usage.into_iter().chain(["[DONE]".to_string()]));
             return finish;

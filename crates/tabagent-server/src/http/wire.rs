@@ -357,6 +357,51 @@ pub struct ChatCompletionResponse {
     pub choices: Vec<ChatChoice>,
     /// Token counts.
     pub usage: WireUsage,
+    /// Where the in-process engine spent the time (llama.cpp server's `timings`), when it
+    /// answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timings: Option<WireTimings>,
+}
+
+/// An answer's times, as llama.cpp's server reports them (an extension to OpenAI's shape).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct WireTimings {
+    /// Prompt tokens.
+    pub prompt_n: u32,
+    /// Milliseconds from the job's start in its slot to its first token.
+    pub prompt_ms: f64,
+    /// Prompt tokens per second over that time.
+    pub prompt_per_second: f64,
+    /// Tokens generated.
+    pub predicted_n: u32,
+    /// Milliseconds from the first token to the last.
+    pub predicted_ms: f64,
+    /// Tokens after the first per second of that time.
+    pub predicted_per_second: f64,
+}
+
+impl WireTimings {
+    /// The wire form of `usage`'s timings, when it has them.
+    pub fn of(usage: &tabagent_core::Usage) -> Option<WireTimings> {
+        let timings = usage.timings?;
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+        let rate = |n: u32, d: std::time::Duration| {
+            let secs = d.as_secs_f64();
+            if secs > 0.0 {
+                f64::from(n) / secs
+            } else {
+                0.0
+            }
+        };
+        Some(WireTimings {
+            prompt_n: usage.prompt_tokens,
+            prompt_ms: ms(timings.prompt),
+            prompt_per_second: rate(usage.prompt_tokens, timings.prompt),
+            predicted_n: usage.completion_tokens,
+            predicted_ms: ms(timings.decode),
+            predicted_per_second: rate(usage.completion_tokens.saturating_sub(1), timings.decode),
+        })
+    }
 }
 
 /// The delta of a streamed chat chunk.
@@ -406,6 +451,9 @@ pub struct ChatCompletionChunk<'a> {
     /// Null except in the usage chunk when `stream_options.include_usage`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<WireUsage>,
+    /// The answer's times, in the chunk with the finish reason (in-process engine only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timings: Option<WireTimings>,
 }
 
 /// One choice of a text completion (also the streamed form).

@@ -202,20 +202,23 @@ struct Timing {
 }
 
 impl Timing {
+    /// The counts and durations: the engine's own times when it measured them, else what this
+    /// end saw (to the first piece, and after it).
     fn stats(&self, usage: Usage) -> Map<String, Value> {
         let now = Instant::now();
         let first = self.first.unwrap_or(now);
+        let (prompt, decode) = match usage.timings {
+            Some(timings) => (timings.prompt, timings.decode),
+            None => (first - self.started, now - first),
+        };
         let nanos = |d: std::time::Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         let mut stats = Map::new();
         stats.insert("total_duration".into(), json!(nanos(now - self.started)));
         stats.insert("load_duration".into(), json!(0));
         stats.insert("prompt_eval_count".into(), json!(usage.prompt_tokens));
-        stats.insert(
-            "prompt_eval_duration".into(),
-            json!(nanos(first - self.started)),
-        );
+        stats.insert("prompt_eval_duration".into(), json!(nanos(prompt)));
         stats.insert("eval_count".into(), json!(usage.completion_tokens));
-        stats.insert("eval_duration".into(), json!(nanos(now - first)));
+        stats.insert("eval_duration".into(), json!(nanos(decode)));
         stats
     }
 }

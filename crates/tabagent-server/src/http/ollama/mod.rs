@@ -6,8 +6,8 @@
 //! What differs from Ollama: model names are tabagent's (`GET /api/tags` lists them; a
 //! `:latest` tag is accepted and dropped), pulls take Hugging Face names (`OWNER/REPO:QUANT`),
 //! and `options` that size the runner (`num_ctx`, `num_gpu`, `num_thread`...) are accepted and
-//! left to the server's configuration. Errors are Ollama's `{"error": "..."}` with the status
-//! the OpenAI endpoints give.
+//! left to the server's configuration (unknown ones are logged and ignored, as Ollama does).
+//! Errors are Ollama's `{"error": "..."}` with the status the OpenAI endpoints give.
 
 mod chat;
 mod models;

@@ -85,7 +85,9 @@ pub fn params(options: Option<&Value>) -> Result<GenerationParams, ApiError> {
                 fields.stop = Some(StopSpec::Many(stops));
             }
             known if RUNNER_OPTIONS.contains(&known) => {}
-            other => return Err(bad(&param, &format!("unknown option `{other}`"))),
+            // As Ollama does: an option it does not know is logged and left out, so a client
+            // written for another version still works.
+            other => tracing::warn!(option = other, "unknown Ollama option ignored"),
         }
     }
     let mut params = convert::generation(&fields, None, None)?;
