@@ -5,15 +5,16 @@ same GGUF, threads, context and greedy sampling, side by side in one run.
 Each case is a user request, the tools offered (one to four) and the call expected. A case is
 right when the answer calls the expected function (only it) with arguments valid against its
 schema and equal to the expected values (strings compared without case or surrounding space).
-It runs each case with `tool_choice` `auto` and `required`, streamed and not, on each side
-(the servers take turns: the other is SIGSTOPped), and prints per mode: right answers, calls
-that are well-formed (JSON arguments valid against the schema), and completion tokens per
-second of wall time, with the completion tokens and seconds per answer; streamed, also the
-prompt's tokens (each side renders its own) and the seconds to the first piece of the answer
-(tabagent sends a call whole once the model has written it; llama-server streams text as it comes);
-and the prompt and decode speed each server reports of itself (`timings`, llama.cpp server's
-shape, which tabagent also sends: prompt tokens over the time to the first token, generated
-tokens over the time from the first token to the last), summed over the set. Python stdlib plus jsonschema (the SDK tests' venv has it).
+It runs each case with `tool_choice` `auto` and `required` (`--choices`), streamed and not, on
+each side (the servers take turns case by case, the order alternating: the other is
+SIGSTOPped), and prints per mode: right answers, calls that are well-formed (JSON arguments
+valid against the schema), completion tokens per second of wall time, completion tokens and
+seconds per answer; streamed, also the prompt's tokens (each side renders its own) and the
+seconds to the first piece of the answer (tabagent sends a call whole once the model has
+written it; llama-server streams text as it comes); and the prompt and decode speed each server
+reports of itself (`timings`, llama.cpp server's shape, which tabagent also sends: prompt tokens
+over the time to the first token, generated tokens over the time from the first token to the
+last), summed over the set. Python stdlib plus jsonschema (the SDK tests' venv has it).
 """
 import argparse, http.client, json, os, sys, tempfile, time
 from pathlib import Path
@@ -185,40 +186,51 @@ def judge(case, calls):
     return True, all(same(value, parsed.get(key)) for key, value in expected.items())
 
 
-def run_side(port, cases, choice, stream, timeout):
-    right = formed = tokens = 0
-    # Streamed: prompt tokens, and the seconds to the first piece of the answer.
-    prompt_tokens = first_seconds = timed = 0
-    # The servers' own clocks: prompt and decode tokens and milliseconds.
-    server = {"prompt_n": 0, "prompt_ms": 0.0, "predicted_n": 0, "predicted_ms": 0.0}
-    misses = []
-    started = time.monotonic()
-    for case in cases:
+class Tally:
+    """One side's results over a set of cases."""
+
+    def __init__(self):
+        self.right = self.formed = self.tokens = 0
+        self.seconds = 0.0
+        # Streamed: prompt tokens, and the seconds to the first piece of the answer.
+        self.prompt_tokens = self.first_seconds = self.timed = 0
+        # The server's own clock: prompt and decode tokens and milliseconds.
+        self.server = {"prompt_n": 0, "prompt_ms": 0.0, "predicted_n": 0, "predicted_ms": 0.0}
+        self.misses = []
+
+    def ask(self, port, case, choice, stream, timeout):
         prompt, offered, _, _ = case
         body = {"model": "bench-model", "temperature": 0, "max_tokens": 160, "stream": stream,
                 "messages": [{"role": "user", "content": prompt}],
                 "tools": [TOOLS[t] for t in offered], "tool_choice": choice}
         if stream:
             body["stream_options"] = {"include_usage": True}
+        started = time.monotonic()
         calls, used, content, (timing, reported) = post(port, body, timeout)
-        tokens += used
-        for key in server if reported else ():
-            server[key] += reported.get(key) or 0
+        self.seconds += time.monotonic() - started
+        self.tokens += used
+        for key in self.server if reported else ():
+            self.server[key] += reported.get(key) or 0
         if timing:
-            prompt_tokens += timing[0]
-            first_seconds += timing[1]
-            timed += 1
+            self.prompt_tokens += timing[0]
+            self.first_seconds += timing[1]
+            self.timed += 1
         ok_formed, ok_right = judge(case, calls or [])
-        formed += ok_formed
-        right += ok_right
-        if not ok_right and len(misses) < 3:
-            misses.append((prompt, calls, (content or "")[:120]))
-    elapsed = time.monotonic() - started
-    return {"right": right, "formed": formed, "tokens": tokens, "seconds": elapsed, "misses": misses,
-            "prompt": prompt_tokens / timed if timed else None,
-            "first": first_seconds / timed if timed else None,
-            "prompt_tps": server["prompt_n"] / server["prompt_ms"] * 1000 if server["prompt_ms"] else None,
-            "decode_tps": server["predicted_n"] / server["predicted_ms"] * 1000 if server["predicted_ms"] else None}
+        self.formed += ok_formed
+        self.right += ok_right
+        if not ok_right and len(self.misses) < 3:
+            self.misses.append((prompt, calls, (content or "")[:120]))
+
+    def row(self, n):
+        rate = self.tokens / self.seconds if self.seconds else 0
+        streamed = (f"{self.prompt_tokens / self.timed:7.0f} {self.first_seconds / self.timed:14.2f}"
+                    if self.timed else f"{'':7} {'':14}")
+        s = self.server
+        own = [s["prompt_n"] / s["prompt_ms"] * 1000 if s["prompt_ms"] else None,
+               s["predicted_n"] / s["predicted_ms"] * 1000 if s["predicted_ms"] else None]
+        own = " ".join(f"{v:11.1f}" if v else f"{'-':>11}" for v in own)
+        return (f"{self.right / n:7.0%} {self.formed / n:12.0%} {rate:9.1f} "
+                f"{self.tokens / n:14.1f} {self.seconds / n:9.2f} {streamed} {own}")
 
 
 def main():
@@ -231,6 +243,8 @@ def main():
     p.add_argument("--cases", type=int, default=len(CASES))
     p.add_argument("--timeout", type=float, default=300)
     p.add_argument("--streams", choices=["both", "whole", "streamed"], default="both")
+    p.add_argument("--choices", type=lambda v: v.split(","), default=["auto", "required"],
+                   help="tool_choice values to run, comma-separated (default auto,required)")
     a = p.parse_args()
     exit_on_signals()
     cases = CASES[: a.cases]
@@ -261,30 +275,32 @@ def main():
             for server in servers.values():
                 server.wait_ready(a.timeout)
             results = {}
-            for choice in ("auto", "required"):
+            for choice in a.choices:
                 for stream in streams:
-                    for side, server in servers.items():
-                        other = [s for n, s in servers.items() if n != side][0]
-                        other.pause()
-                        server.resume()
-                        log(f"{side}: tool_choice={choice} stream={stream}")
-                        r = run_side(ports[side], cases, choice, stream, a.timeout)
-                        results[(choice, stream, side)] = r
-                        # Each row as soon as it is known: a run cut short keeps what it measured.
-                        mode = f"{choice}, {'streamed' if stream else 'whole'}"
-                        rate = r["tokens"] / r["seconds"] if r["seconds"] else 0
-                        streamed = (f"{r['prompt']:7.0f} {r['first']:14.2f}" if r["first"] is not None
-                                    else f"{'':7} {'':14}")
-                        own = " ".join(f"{r[k]:11.1f}" if r[k] else f"{'-':>11}" for k in ("prompt_tps", "decode_tps"))
-                        print(f"{mode:24} {side:13} {r['right'] / n:7.0%} {r['formed'] / n:12.0%} {rate:9.1f} "
-                              f"{r['tokens'] / n:14.1f} {r['seconds'] / n:9.2f} {streamed} {own}", flush=True)
+                    # The sides take turns case by case (the other SIGSTOPped), the order
+                    # alternating, so the machine's drift falls on both alike.
+                    log(f"tool_choice={choice} stream={stream}")
+                    tallies = {side: Tally() for side in servers}
+                    for index, case in enumerate(cases):
+                        order = list(servers) if index % 2 == 0 else list(reversed(servers))
+                        for side in order:
+                            for other, server in servers.items():
+                                if other != side:
+                                    server.pause()
+                            servers[side].resume()
+                            tallies[side].ask(ports[side], case, choice, stream, a.timeout)
                     for server in servers.values():
                         server.resume()
+                    mode = f"{choice}, {'streamed' if stream else 'whole'}"
+                    for side, tally in tallies.items():
+                        results[(choice, stream, side)] = tally
+                        # Each row as soon as it is known: a run cut short keeps what it measured.
+                        print(f"{mode:24} {side:13} {tally.row(n)}", flush=True)
         finally:
             for server in servers.values():
                 server.stop()
     for (choice, stream, side), r in results.items():
-        for prompt, calls, content in r["misses"]:
+        for prompt, calls, content in r.misses:
             log(f"miss [{side} {choice} stream={stream}] {prompt!r}: calls={calls} content={content!r}")
 
 
