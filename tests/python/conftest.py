@@ -1,5 +1,6 @@
 """Starts a real `tabagent serve` on a free loopback port with the real SmolLM2 model (and
 Qwen2.5-Coder for tool calling)."""
+import contextlib
 import os
 import re
 import subprocess
@@ -11,6 +12,25 @@ MODEL = "smollm2"
 # A model whose template calls tools.
 TOOLS_MODEL = "qwen"
 EMBEDDING_MODEL = "minilm"
+
+
+@contextlib.contextmanager
+def serving(args, env):
+    """`tabagent serve` on a free port with `args` and `env`: its URL while the block runs."""
+    proc = subprocess.Popen([os.environ["TABAGENT_BIN"], "serve", "--port", "0", *args],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        url = None
+        for line in proc.stdout:
+            match = re.search(r"listening on (http://\S+)", line)
+            if match:
+                url = match.group(1)
+                break
+        assert url, "server exited before it listened"
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
 
 
 @pytest.fixture(scope="session")
@@ -29,18 +49,5 @@ def server_url():
                        stdout=subprocess.DEVNULL)
         subprocess.run([binary, "import", os.environ["TABAGENT_TEST_QWEN_GGUF"], "--name", TOOLS_MODEL],
                        check=True, env=env, stdout=subprocess.DEVNULL)
-        proc = subprocess.Popen(
-            [binary, "serve", "--port", "0", "--model", MODEL, "--parallel", "2"],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        try:
-            url = None
-            for line in proc.stdout:
-                match = re.search(r"listening on (http://\S+)", line)
-                if match:
-                    url = match.group(1)
-                    break
-            assert url, "server exited before it listened"
+        with serving(["--model", MODEL, "--parallel", "2"], env) as url:
             yield url
-        finally:
-            proc.terminate()
-            proc.wait(timeout=60)

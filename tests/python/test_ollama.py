@@ -4,7 +4,6 @@ import json
 import math
 import os
 import re
-import subprocess
 import tempfile
 import urllib.error
 import urllib.request
@@ -13,7 +12,7 @@ import jsonschema
 import ollama
 import pytest
 
-from conftest import EMBEDDING_MODEL, MODEL, TOOLS_MODEL
+from conftest import EMBEDDING_MODEL, MODEL, TOOLS_MODEL, serving
 from test_hub_interop import REPO, env_for, hub  # noqa: F401 (a fixture)
 
 WEATHER = {"type": "function", "function": {
@@ -154,20 +153,8 @@ def hub_server(hub):
     """A tabagent whose Hub is the stand-in, with an empty cache."""
     with tempfile.TemporaryDirectory() as cache, tempfile.TemporaryDirectory() as data:
         env = dict(env_for(hub, cache, data), TABAGENT_MODELS__PRELOAD="false")
-        proc = subprocess.Popen([os.environ["TABAGENT_BIN"], "serve", "--port", "0"],
-                                env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        try:
-            url = None
-            for line in proc.stdout:
-                match = re.search(r"listening on (http://\S+)", line)
-                if match:
-                    url = match.group(1)
-                    break
-            assert url, "server exited before it listened"
+        with serving([], env) as url:
             yield url
-        finally:
-            proc.terminate()
-            proc.wait(timeout=60)
 
 
 def test_pull_reports_progress_then_the_model_serves_and_deletes(hub_server):

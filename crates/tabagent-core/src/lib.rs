@@ -15,6 +15,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod calendar;
 pub mod chat;
 pub mod error;
 pub mod generation;

@@ -304,7 +304,7 @@ const WEEKDAYS: [&str; 7] = [
 
 fn format_utc(secs: u64, format: &str) -> String {
     let days = secs / 86_400;
-    let (year, month, day) = civil_from_days(days);
+    let (year, month, day) = tabagent_core::calendar::civil_from_days(days);
     let rem = secs % 86_400;
     let (hour, minute, second) = (rem / 3600, rem % 3600 / 60, rem % 60);
     let month_name = MONTHS[(month - 1) as usize];
@@ -338,20 +338,6 @@ fn format_utc(secs: u64, format: &str) -> String {
         }
     }
     out
-}
-
-/// Days since 1970-01-01 to (year, month, day), Howard Hinnant's algorithm.
-fn civil_from_days(days: u64) -> (i64, u32, u32) {
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 #[cfg(test)]

@@ -39,7 +39,6 @@ pub async fn start(
         }
         engine => engine.llama(&acquired.id)?,
     };
-    let engine = Arc::clone(&engine);
     let span = tracing::Span::current();
     // Templating and tokenizing are CPU work: off the async threads.
     let handle = tokio::task::spawn_blocking(move || {

@@ -95,19 +95,21 @@ pub async fn chat(
     params.constraint = options::format(body.format.as_ref())?;
     params.tools = convert::tools(&body.tools, None, None, ToolShape::Nested)?;
     let ticket = admission::admit(&state, &headers, caller.as_deref())?;
-    let mut job = ChatJob::chat(model.clone(), messages, params, ticket);
-    job.keep_alive = keep_alive;
-    job.trace = Some(admission::trace(&headers));
-    let generation = generation::generate(&state, job).await?;
-    let headers = ResponseHeaders::of(&generation);
+    let job = ChatJob::chat(model.clone(), messages, params, ticket);
     let answer = Answer {
         model,
         started,
         reply: Reply::Chat,
     };
-    Ok(headers.on(answer
-        .respond(generation.events, body.stream.unwrap_or(true))
-        .await?))
+    answer
+        .run(
+            &state,
+            &headers,
+            job,
+            keep_alive,
+            body.stream.unwrap_or(true),
+        )
+        .await
 }
 
 /// Continues a prompt (through the model's chat template unless `raw`).
@@ -148,7 +150,7 @@ pub async fn generate(
     let mut params = options::params(body.options.as_ref())?;
     params.constraint = options::format(body.format.as_ref())?;
     let ticket = admission::admit(&state, &headers, caller.as_deref())?;
-    let mut job = if body.raw {
+    let job = if body.raw {
         if !body.images.is_empty() {
             return Err(super::super::error::ApiError::bad_request(
                 Some("images"),
@@ -167,18 +169,20 @@ pub async fn generate(
         messages.push(user);
         ChatJob::chat(model.clone(), messages, params, ticket)
     };
-    job.keep_alive = keep_alive;
-    job.trace = Some(admission::trace(&headers));
-    let generation = generation::generate(&state, job).await?;
-    let headers = ResponseHeaders::of(&generation);
     let answer = Answer {
         model,
         started,
         reply: Reply::Generate,
     };
-    Ok(headers.on(answer
-        .respond(generation.events, body.stream.unwrap_or(true))
-        .await?))
+    answer
+        .run(
+            &state,
+            &headers,
+            job,
+            keep_alive,
+            body.stream.unwrap_or(true),
+        )
+        .await
 }
 
 /// Which endpoint answers: they put the text in different places.
@@ -224,6 +228,22 @@ impl Timing {
 }
 
 impl Answer {
+    /// Runs `job` through the generation service and writes its answer.
+    async fn run(
+        self,
+        state: &AppState,
+        headers: &HeaderMap,
+        mut job: ChatJob,
+        keep_alive: Option<KeepAlive>,
+        stream: bool,
+    ) -> Result<Response, OllamaError> {
+        job.keep_alive = keep_alive;
+        job.trace = Some(admission::trace(headers));
+        let generation = generation::generate(state, job).await?;
+        let headers = ResponseHeaders::of(&generation);
+        Ok(headers.on(self.respond(generation.events, stream).await?))
+    }
+
     /// One object (`done: false`) carrying `text` and `calls`.
     fn piece(&self, text: &str, calls: &[ToolCall]) -> Map<String, Value> {
         let mut object = Map::new();

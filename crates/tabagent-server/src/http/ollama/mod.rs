@@ -129,7 +129,7 @@ fn rfc3339(at: std::time::SystemTime) -> String {
     let since = at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs();
     let (days, rest) = (secs / 86_400, secs % 86_400);
-    let (year, month, day) = civil_from_days(days as i64);
+    let (year, month, day) = tabagent_core::calendar::civil_from_days(days);
     format!(
         "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:09}Z",
         rest / 3600,
@@ -137,20 +137,6 @@ fn rfc3339(at: std::time::SystemTime) -> String {
         rest % 60,
         since.subsec_nanos()
     )
-}
-
-/// The calendar date `days` after 1970-01-01 (Howard Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 /// A model name as Ollama clients send it: `name:latest` is `name`.
@@ -166,10 +152,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn dates_are_the_calendar_ones() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(19_723), (2024, 1, 1));
-        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
+    fn times_are_rfc_3339_in_utc_with_nanoseconds() {
         let at = std::time::UNIX_EPOCH + std::time::Duration::new(1_733_567_045, 5);
         assert_eq!(rfc3339(at), "2024-12-07T10:24:05.000000005Z");
     }
