@@ -13,8 +13,12 @@ seconds per answer; streamed, also the prompt's tokens (each side renders its ow
 seconds to the first piece of the answer (tabagent sends a call whole once the model has
 written it; llama-server streams text as it comes); and the prompt and decode speed each server
 reports of itself (`timings`, llama.cpp server's shape, which tabagent also sends: prompt tokens
-over the time to the first token, generated tokens over the time from the first token to the
-last), summed over the set. Python stdlib plus jsonschema (the SDK tests' venv has it).
+over the time to the first token; decode steps over the time from the first token to the last
+sampled, each server counting its own steps as its `predicted_per_second` does: the tokens
+sampled after the first, which came from the prompt's logits, an end-of-generation token
+included; tokens over time would not do, as llama-server counts that last token in
+`predicted_n` and tabagent does not), summed over the set. Python stdlib plus jsonschema (the
+SDK tests' venv has it).
 """
 import argparse, http.client, json, os, sys, tempfile, time
 from pathlib import Path
@@ -195,7 +199,7 @@ class Tally:
         # Streamed: prompt tokens, and the seconds to the first piece of the answer.
         self.prompt_tokens = self.first_seconds = self.timed = 0
         # The server's own clock: prompt and decode tokens and milliseconds.
-        self.server = {"prompt_n": 0, "prompt_ms": 0.0, "predicted_n": 0, "predicted_ms": 0.0}
+        self.server = {"prompt_n": 0, "prompt_ms": 0.0, "steps": 0, "predicted_ms": 0.0}
         self.misses = []
 
     def ask(self, port, case, choice, stream, timeout):
@@ -209,8 +213,11 @@ class Tally:
         calls, used, content, (timing, reported) = post(port, body, timeout)
         self.seconds += time.monotonic() - started
         self.tokens += used
-        for key in self.server if reported else ():
-            self.server[key] += reported.get(key) or 0
+        if reported:
+            for key in ("prompt_n", "prompt_ms", "predicted_ms"):
+                self.server[key] += reported.get(key) or 0
+            self.server["steps"] += round((reported.get("predicted_per_second") or 0)
+                                          * (reported.get("predicted_ms") or 0) / 1000)
         if timing:
             self.prompt_tokens += timing[0]
             self.first_seconds += timing[1]
@@ -227,7 +234,7 @@ class Tally:
                     if self.timed else f"{'':7} {'':14}")
         s = self.server
         own = [s["prompt_n"] / s["prompt_ms"] * 1000 if s["prompt_ms"] else None,
-               s["predicted_n"] / s["predicted_ms"] * 1000 if s["predicted_ms"] else None]
+               s["steps"] / s["predicted_ms"] * 1000 if s["predicted_ms"] else None]
         own = " ".join(f"{v:11.1f}" if v else f"{'-':>11}" for v in own)
         return (f"{self.right / n:7.0%} {self.formed / n:12.0%} {rate:9.1f} "
                 f"{self.tokens / n:14.1f} {self.seconds / n:9.2f} {streamed} {own}")

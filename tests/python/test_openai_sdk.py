@@ -58,7 +58,10 @@ def test_the_engine_reports_its_timings_as_llama_server_does(client):
     assert timings["prompt_n"] == reply.usage.prompt_tokens
     assert timings["predicted_n"] == reply.usage.completion_tokens
     assert timings["prompt_ms"] > 0 and timings["predicted_ms"] > 0
-    assert timings["predicted_per_second"] > 0
+    # Decode steps: the tokens sampled after the first (an end-of-generation token included).
+    steps = round(timings["predicted_per_second"] * timings["predicted_ms"] / 1000)
+    assert timings["predicted_n"] - 1 <= steps <= timings["predicted_n"]
+    assert steps == timings["predicted_n"] - (reply.choices[0].finish_reason == "length")
     # (Another question: the same one again would be the cache's answer, which has no times.)
     finishing = [chunk for chunk in client.chat.completions.create(
         model=MODEL, messages=[{"role": "user", "content": "Name a fruit."}],

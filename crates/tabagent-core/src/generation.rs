@@ -155,8 +155,12 @@ pub struct Timings {
     /// From the job's start in its slot to its first token: the prompt (what the slot's cache
     /// did not hold) and the first sample.
     pub prompt: std::time::Duration,
-    /// From the first token to the last.
+    /// From the first token to the last one sampled, an end-of-generation token included.
     pub decode: std::time::Duration,
+    /// The decode steps in `decode`: tokens sampled less the first, which came from the
+    /// prompt's logits (one more than `completion_tokens - 1` when an end-of-generation token
+    /// ended the answer).
+    pub decode_steps: u32,
 }
 
 impl Usage {

@@ -151,9 +151,13 @@ struct Active {
     calls: usize,
     /// Index of this slot's logits in the batch just decoded.
     logits_at: Option<i32>,
-    /// When it took its slot, and when its first token was sampled.
+    /// When it took its slot, and when its first and latest tokens were sampled (an
+    /// end-of-generation token too: its decode step is part of the answer's time).
     started: std::time::Instant,
-    first_token: Option<std::time::Instant>,
+    first_sample: Option<std::time::Instant>,
+    last_sample: Option<std::time::Instant>,
+    /// Tokens sampled, an end-of-generation token included.
+    sampled: u32,
 }
 
 impl Active {
@@ -359,7 +363,9 @@ impl<'m> Scheduler<'m> {
             calls: 0,
             logits_at: None,
             started: std::time::Instant::now(),
-            first_token: None,
+            first_sample: None,
+            last_sample: None,
+            sampled: 0,
         });
     }
 
@@ -465,6 +471,10 @@ impl<'m> Scheduler<'m> {
             return;
         };
         let token = active.job.sampler.sample(&self.ctx, at);
+        let now = std::time::Instant::now();
+        active.first_sample.get_or_insert(now);
+        active.last_sample = Some(now);
+        active.sampled += 1;
         if !active.job.ignore_eos && self.model.vocab().is_eog(token) {
             self.finish(index, FinishReason::Stop, false);
             return;
@@ -477,9 +487,6 @@ impl<'m> Scheduler<'m> {
                 .send(GenerationEvent::Logprobs(vec![logprobs]));
         }
         active.generated += 1;
-        active
-            .first_token
-            .get_or_insert_with(std::time::Instant::now);
         self.counters.generated.fetch_add(1, Ordering::Relaxed);
         self.piece.clear();
         self.model
@@ -518,14 +525,15 @@ impl<'m> Scheduler<'m> {
             FinishReason::Stop if active.calls > 0 => FinishReason::ToolCalls,
             other => other,
         };
-        let now = std::time::Instant::now();
-        let first = active.first_token.unwrap_or(now);
+        let first = active.first_sample.unwrap_or_else(std::time::Instant::now);
+        let last = active.last_sample.unwrap_or(first);
         let usage = Usage {
             prompt_tokens: u32::try_from(active.job.prompt.len()).unwrap_or(u32::MAX),
             completion_tokens: active.generated,
             timings: Some(Timings {
                 prompt: first - active.started,
-                decode: now - first,
+                decode: last - first,
+                decode_steps: active.sampled.saturating_sub(1),
             }),
         };
         active.job.span.in_scope(|| {

@@ -374,9 +374,10 @@ pub struct WireTimings {
     pub prompt_per_second: f64,
     /// Tokens generated.
     pub predicted_n: u32,
-    /// Milliseconds from the first token to the last.
+    /// Milliseconds from the first token to the last one sampled (an end-of-generation token
+    /// included, as llama.cpp's server times it).
     pub predicted_ms: f64,
-    /// Tokens after the first per second of that time.
+    /// Decode steps (tokens sampled after the first) per second of that time.
     pub predicted_per_second: f64,
 }
 
@@ -399,7 +400,7 @@ impl WireTimings {
             prompt_per_second: rate(usage.prompt_tokens, timings.prompt),
             predicted_n: usage.completion_tokens,
             predicted_ms: ms(timings.decode),
-            predicted_per_second: rate(usage.completion_tokens.saturating_sub(1), timings.decode),
+            predicted_per_second: rate(timings.decode_steps, timings.decode),
         })
     }
 }
