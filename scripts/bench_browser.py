@@ -4,7 +4,6 @@
 Usage: bench_browser.py TABAGENT CHROMIUM CALLS TOKENS CONNECTIONS"""
 
 import http.client
-import http.server
 import json
 import os
 import struct
@@ -14,6 +13,7 @@ import tempfile
 import threading
 import time
 import urllib.parse
+from pathlib import Path
 
 MODEL = "smollm2"
 # Connections opened one after another from one page, for the setup of a connection.
@@ -78,36 +78,66 @@ def sse_stream(host, port, tokens):
     return count / (time.perf_counter() - start)
 
 
-def run_page(chromium, url):
-    """Opens `url` in headless Chromium and returns what the page reports."""
-    reports = []
-    got = threading.Event()
+DRIVER = (Path(__file__).resolve().parent.parent / "tests/browser/webrtc_driver.js").read_text()
 
-    class Report(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):
-            reports.append(json.loads(self.rfile.read(int(self.headers["content-length"]))))
-            self.send_response(200)
-            self.end_headers()
-            got.set()
 
-        def log_message(self, *args):
-            pass
-
-    listener = http.server.HTTPServer(("127.0.0.1", 0), Report)
-    threading.Thread(target=listener.serve_forever, daemon=True).start()
+def run_page(chromium, url, options):
+    """Opens the /webrtc page at `url` in headless Chromium and drives it as its user would
+    (tests/browser/webrtc_driver.js with `options`) over the DevTools protocol on a pipe
+    (`--remote-debugging-pipe`: commands on the browser's fd 3, replies and events on its fd 4,
+    each JSON ending in a NUL byte); returns what happened."""
     with tempfile.TemporaryDirectory() as profile:
+        # The shell puts our pipes where Chromium's DevTools pipe is (fds 3 and 4).
         browser = subprocess.Popen(
-            [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", f"--user-data-dir={profile}",
-             f"{url}&report=http://127.0.0.1:{listener.server_port}/report"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            ["sh", "-c", 'exec "$0" "$@" 3<&0 4>&1 </dev/null >/dev/null', chromium, "--headless", "--no-sandbox",
+             "--disable-gpu", "--no-first-run", "--disable-background-networking", "--disable-component-update",
+             "--disable-sync", f"--user-data-dir={profile}", "--remote-debugging-pipe", "about:blank"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        commands, replies = browser.stdin, browser.stdout
+        pending = b""
+        next_id = 0
+
+        def call(method, params, session=None, until=None):
+            nonlocal pending, next_id
+            next_id += 1
+            message = {"id": next_id, "method": method, "params": params}
+            if session:
+                message["sessionId"] = session
+            commands.write(json.dumps(message).encode() + b"\0")
+            commands.flush()
+            result, waited = None, until is None
+            while result is None or not waited:
+                while b"\0" not in pending:
+                    chunk = replies.read1(1 << 16)
+                    if not chunk:
+                        sys.exit("Chromium closed its DevTools pipe")
+                    pending += chunk
+                raw, pending = pending.split(b"\0", 1)
+                reply = json.loads(raw)
+                if reply.get("id") == next_id:
+                    if "error" in reply:
+                        sys.exit(f"{method} failed: {reply['error']}")
+                    result = reply["result"]
+                elif until is not None and until(reply):
+                    waited = True
+            return result
+
         try:
-            if not got.wait(120):
-                sys.exit("the page reported nothing")
+            target = call("Target.createTarget", {"url": "about:blank"})
+            session = call("Target.attachToTarget", {"targetId": target["targetId"], "flatten": True})["sessionId"]
+            call("Page.enable", {}, session)
+            call("Page.navigate", {"url": f"{url}/webrtc"}, session,
+                 until=lambda event: event.get("method") == "Page.loadEventFired")
+            evaluated = call("Runtime.evaluate", {"expression": f"({DRIVER})({json.dumps(options)})",
+                                                  "awaitPromise": True, "returnByValue": True}, session)
         finally:
             browser.kill()
             browser.wait()
-            listener.shutdown()
-    report = reports[0]
+            commands.close()
+            replies.close()
+    if "exceptionDetails" in evaluated:
+        sys.exit(f"the page threw: {evaluated['exceptionDetails']}")
+    report = evaluated["result"]["value"]
     if report.get("errors"):
         sys.exit(f"the page failed: {report['errors']}")
     return report
@@ -158,8 +188,8 @@ def main():
         # page: the setup of a connection from a running browser.
         setups, phases, p50s, p99s, repeats = [], [], [], [], []
         for i in range(connections):
-            query = f"bench={calls // 4}&connections={REPEATS}" if i == 0 else "bench=20"
-            report = run_page(chromium, f"{url}/webrtc?{query}")
+            options = {"bench": calls // 4, "connections": REPEATS} if i == 0 else {"bench": 20}
+            report = run_page(chromium, url, options)
             setups.append(report["setup_ms"])
             phases.append(report["setup_phases"])
             if i == 0:

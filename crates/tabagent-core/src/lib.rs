@@ -19,6 +19,7 @@ pub mod calendar;
 pub mod chat;
 pub mod error;
 pub mod generation;
+pub mod secret;
 pub mod stop;
 pub mod tools;
 
@@ -28,4 +29,5 @@ pub use generation::{
     FinishReason, GenerationEvent, GenerationParams, OutputConstraint, SamplingParams, Timings,
     TokenLogprob, TopLogprob, Usage, MAX_TOP_LOGPROBS,
 };
+pub use secret::{Secret, SecretUrl};
 pub use tools::{ToolCallAssembler, ToolCallDelta, ToolChoice, ToolSpec, Tools};

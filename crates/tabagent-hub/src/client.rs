@@ -26,6 +26,9 @@ pub struct HubConfig {
     pub endpoint: Url,
     /// A user access token (`HF_TOKEN`), sent to `endpoint`'s origin only.
     pub token: Option<String>,
+    /// A token exists but this client may not use it (it serves a caller the operator has
+    /// not trusted with it): a refusal says so rather than "set HF_TOKEN".
+    pub token_withheld: bool,
     /// Never use the network; serve from the cache only (`HF_HUB_OFFLINE=1`).
     pub offline: bool,
     /// Parallel connections for one large file.
@@ -58,6 +61,7 @@ impl Default for HubConfig {
         Self {
             endpoint: Url::parse(DEFAULT_ENDPOINT).unwrap_or_else(|_| unreachable_url()),
             token: None,
+            token_withheld: false,
             offline: false,
             connections: 8,
             chunk_size: 32 << 20,
@@ -466,6 +470,12 @@ impl HubClient {
             (401 | 403, _) => HubError::Unauthorized {
                 repo: repo.to_string(),
                 status: status.as_u16(),
+                how: if self.config.token_withheld {
+                    "the server's Hugging Face token serves only `tabagent pull` and API keys \
+                     marked admin (`admin = true` under [scheduler.keys.NAME])"
+                } else {
+                    "set HF_TOKEN to a token with access"
+                },
                 gated: if code == "GatedRepo" {
                     "; this repository is gated: accept its terms on the Hub first"
                 } else {

@@ -43,14 +43,14 @@ pub enum HubError {
         revision: String,
     },
     /// The repository needs a token, or a different one.
-    #[error(
-        "{repo} requires authentication ({status}): set HF_TOKEN to a token with access{gated}"
-    )]
+    #[error("{repo} requires authentication ({status}): {how}{gated}")]
     Unauthorized {
         /// The repository.
         repo: String,
         /// The HTTP status.
         status: u16,
+        /// How to get access.
+        how: &'static str,
         /// A hint when the repository is gated.
         gated: &'static str,
     },

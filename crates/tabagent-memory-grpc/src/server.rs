@@ -178,7 +178,15 @@ pub async fn serve<B: MemoryApi + 'static>(
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
         match given {
-            Some(key) if api_keys.iter().any(|k| k == key) => Ok(request),
+            // Every key is compared, each in constant time: neither which key nor how much
+            // of one matched shows in the time taken.
+            Some(key)
+                if api_keys.iter().fold(false, |found, k| {
+                    found | tabagent_core::secret::constant_time_eq(key.as_bytes(), k.as_bytes())
+                }) =>
+            {
+                Ok(request)
+            }
             _ => Err(Status::unauthenticated(
                 "this memory service needs `authorization: Bearer <key>`",
             )),

@@ -30,7 +30,7 @@ pub struct CacheConfig {
     /// Answers kept in process memory.
     pub max_entries: usize,
     /// Share the cache through this Redis (`redis://host:6379/0`).
-    pub redis_url: Option<String>,
+    pub redis_url: Option<tabagent_core::SecretUrl>,
     /// Milliseconds a Redis operation may take before it is skipped.
     pub redis_timeout_ms: u64,
     /// Also answer a request whose last user message means nearly the same as a cached
@@ -49,6 +49,12 @@ pub struct CacheConfig {
     pub session_max_bytes: usize,
     /// Sessions kept in process memory.
     pub max_sessions: usize,
+    /// Bytes all sessions kept in process memory may hold together; past it the least
+    /// recently used go first.
+    pub sessions_max_total_bytes: usize,
+    /// Bytes one caller's sessions may hold together; past it that caller's least recently
+    /// used go first (so one caller cannot push out everyone else's).
+    pub session_max_bytes_per_caller: usize,
 }
 
 impl Default for CacheConfig {
@@ -66,6 +72,8 @@ impl Default for CacheConfig {
             session_max_messages: 200,
             session_max_bytes: 1 << 20,
             max_sessions: 10_000,
+            sessions_max_total_bytes: 256 << 20,
+            session_max_bytes_per_caller: 32 << 20,
         }
     }
 }
@@ -176,7 +184,7 @@ pub struct ResponseCache {
     config: CacheConfig,
     /// Sessions: when each expires, and whether it was written while Redis was away (then
     /// this copy is newer than Redis's, and is written back once Redis answers).
-    sessions: Mutex<lru::LruCache<String, (Instant, Session, bool)>>,
+    sessions: Mutex<crate::session_table::SessionTable>,
     semantic: crate::semantic::SemanticCache,
     memory: Mutex<lru::LruCache<String, (Instant, CachedAnswer)>>,
     redis: Option<Redis>,
@@ -217,6 +225,15 @@ impl ResponseCache {
                     .to_string(),
             ));
         }
+        if config.session_max_bytes_per_caller < config.session_max_bytes
+            || config.sessions_max_total_bytes < config.session_max_bytes_per_caller
+        {
+            return Err(ConfigError(
+                "response_cache: session_max_bytes <= session_max_bytes_per_caller <= \
+                 sessions_max_total_bytes must hold"
+                    .to_string(),
+            ));
+        }
         if config.ttl_secs == 0 {
             return Err(ConfigError(
                 "response_cache.ttl_secs must be at least 1".to_string(),
@@ -224,7 +241,7 @@ impl ResponseCache {
         }
         let redis = match &config.redis_url {
             Some(url) => Some(Redis {
-                client: redis::Client::open(url.as_str()).map_err(|e| {
+                client: redis::Client::open(url.expose()).map_err(|e| {
                     ConfigError(format!("response_cache.redis_url is not a Redis URL: {e}"))
                 })?,
                 connection: tokio::sync::Mutex::new(None),
@@ -234,7 +251,13 @@ impl ResponseCache {
             None => None,
         };
         Ok(Self {
-            sessions: Mutex::new(lru::LruCache::new(sessions)),
+            sessions: Mutex::new(crate::session_table::SessionTable::new(
+                crate::session_table::Bounds {
+                    sessions,
+                    total_bytes: config.sessions_max_total_bytes,
+                    bytes_per_owner: config.session_max_bytes_per_caller,
+                },
+            )),
             semantic: crate::semantic::SemanticCache::new(
                 config.max_entries,
                 config.semantic_threshold,
@@ -410,10 +433,8 @@ impl ResponseCache {
         let now = Instant::now();
         let local = {
             let mut sessions = lock(&self.sessions);
-            match sessions.get(&key) {
-                Some((expires, session, unsynced)) if *expires > now => {
-                    Some((session.clone(), *unsynced))
-                }
+            match sessions.get_mut(&key) {
+                Some(entry) if entry.expires > now => Some((entry.session.clone(), entry.unsynced)),
                 Some(_) => {
                     sessions.pop(&key);
                     None
@@ -430,7 +451,7 @@ impl ResponseCache {
                 .await
             {
                 if let Some(entry) = lock(&self.sessions).get_mut(&key) {
-                    entry.2 = false;
+                    entry.unsynced = false;
                 }
             }
             return Some(session.clone());
@@ -466,13 +487,13 @@ impl ResponseCache {
         session.messages.drain(..dropped);
         let key = session_key(id);
         let expires = Instant::now() + Duration::from_secs(self.config.session_ttl_secs);
-        lock(&self.sessions).put(key.clone(), (expires, session.clone(), true));
+        lock(&self.sessions).put(key.clone(), expires, session.clone(), true);
         if self
             .redis_put(&key, &session, self.config.session_ttl_secs)
             .await
         {
             if let Some(entry) = lock(&self.sessions).get_mut(&key) {
-                entry.2 = false;
+                entry.unsynced = false;
             }
         }
         session

@@ -17,6 +17,7 @@ mod provider;
 mod router;
 mod scheduler;
 mod semantic;
+mod session_table;
 mod trace;
 
 pub use analytics::{Analytics, Arm, ArmId, FeedbackError};

@@ -67,6 +67,9 @@ pub struct CallerLimits {
     pub tokens_per_minute: u64,
     /// Prompt and generated tokens per day (refilled continuously).
     pub tokens_per_day: u64,
+    /// An administrator's key (named keys only): it may use what the server holds for its
+    /// operator, such as the Hugging Face token for private and gated repositories.
+    pub admin: bool,
 }
 
 impl std::fmt::Debug for CallerLimits {
@@ -78,6 +81,7 @@ impl std::fmt::Debug for CallerLimits {
             .field("requests_per_minute", &self.requests_per_minute)
             .field("tokens_per_minute", &self.tokens_per_minute)
             .field("tokens_per_day", &self.tokens_per_day)
+            .field("admin", &self.admin)
             .finish()
     }
 }
@@ -125,16 +129,20 @@ impl SchedulerConfig {
                 ));
             }
         }
-        if self.limits.key.is_some() || self.limits.key_env.is_some() {
+        if self.limits.key.is_some() || self.limits.key_env.is_some() || self.limits.admin {
             return bad(
                 "scheduler.limits applies to every caller: put a key under scheduler.keys.NAME"
                     .to_string(),
             );
         }
         for (name, key) in &self.keys {
-            if name.is_empty() || name == ANONYMOUS || name.starts_with("key:") {
+            if name.is_empty()
+                || name == ANONYMOUS
+                || name.starts_with("key:")
+                || name.contains('/')
+            {
                 return bad(format!(
-                    "scheduler.keys: `{name}` is a reserved caller name"
+                    "scheduler.keys: `{name}` cannot name a caller (reserved, empty, `key:…` or with a `/`)"
                 ));
             }
             if key.key.is_some() == key.key_env.is_some() {

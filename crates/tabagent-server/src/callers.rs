@@ -17,6 +17,8 @@ use crate::config::Config;
 #[derive(Debug, Default)]
 pub struct Callers {
     keys: Vec<(String, Arc<str>)>,
+    /// The callers whose keys are marked `admin`.
+    admins: Vec<Arc<str>>,
 }
 
 /// The caller a request was identified as (a request extension set by the guard).
@@ -37,8 +39,13 @@ impl Callers {
             .server
             .api_keys
             .iter()
-            .map(|key| (key.clone(), Arc::from(fingerprint(key).as_str())))
+            .map(|key| {
+                let key = key.expose().to_string();
+                let name = Arc::from(fingerprint(&key).as_str());
+                (key, name)
+            })
             .collect();
+        let mut admins = Vec::new();
         for (name, limits) in &config.scheduler.keys {
             let secret = match (&limits.key, &limits.key_env) {
                 (Some(key), _) => key.clone(),
@@ -64,8 +71,17 @@ impl Callers {
                 )));
             }
             keys.push((secret, Arc::from(name.as_str())));
+            if limits.admin {
+                admins.push(Arc::from(name.as_str()));
+            }
         }
-        Ok(Callers { keys })
+        Ok(Callers { keys, admins })
+    }
+
+    /// Whether `caller` holds an administrator's key (`admin = true` under
+    /// `[scheduler.keys.NAME]`); a caller without a key never does.
+    pub fn is_admin(&self, caller: Option<&Caller>) -> bool {
+        caller.is_some_and(|caller| self.admins.contains(&caller.0))
     }
 
     /// Whether any key is required.
@@ -79,7 +95,7 @@ impl Callers {
         let given = given.trim().as_bytes();
         let mut found = None;
         for (key, name) in &self.keys {
-            if constant_time_eq(given, key.as_bytes()) {
+            if tabagent_core::secret::constant_time_eq(given, key.as_bytes()) {
                 found = Some(Caller(Arc::clone(name)));
             }
         }
@@ -94,13 +110,6 @@ fn fingerprint(key: &str) -> String {
     format!("key:{hex}")
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,11 +117,19 @@ mod tests {
     #[test]
     fn keys_are_told_apart_and_named_keys_keep_their_names() {
         let mut config = Config::default();
-        config.server.api_keys = vec!["a".repeat(16), "b".repeat(16)];
+        config.server.api_keys = vec!["a".repeat(16).into(), "b".repeat(16).into()];
         config.scheduler.keys.insert(
             "batch-jobs".to_string(),
             tabagent_router::CallerLimits {
                 key: Some("c".repeat(20)),
+                ..Default::default()
+            },
+        );
+        config.scheduler.keys.insert(
+            "operator".to_string(),
+            tabagent_router::CallerLimits {
+                key: Some("d".repeat(20)),
+                admin: true,
                 ..Default::default()
             },
         );
@@ -122,6 +139,13 @@ mod tests {
         assert!(a.starts_with("key:") && b.starts_with("key:") && a != b);
         assert_eq!(&*callers.identify(&"c".repeat(20)).unwrap().0, "batch-jobs");
         assert!(callers.identify(&"a".repeat(15)).is_none());
+        // Only a key marked admin is one; no key is none.
+        let operator = callers.identify(&"d".repeat(20));
+        assert!(callers.is_admin(operator.as_ref()));
+        assert!(!callers.is_admin(callers.identify(&"c".repeat(20)).as_ref()));
+        assert!(!callers.is_admin(callers.identify(&"a".repeat(16)).as_ref()));
+        assert!(!callers.is_admin(Some(&Caller::anonymous())));
+        assert!(!callers.is_admin(None));
         config.scheduler.keys.insert(
             "short".to_string(),
             tabagent_router::CallerLimits {

@@ -535,7 +535,7 @@ impl ServeArgs {
             config.server.port = port;
         }
         if let Some(key) = &self.api_key {
-            config.server.api_keys.push(key.clone());
+            config.server.api_keys.push(key.clone().into());
         }
         if let Some(model) = &self.model {
             config.models.default = model.clone();

@@ -121,6 +121,8 @@ pub struct WebRtcSettings {
     pub idle_timeout_secs: u64,
     /// Sessions at once.
     pub max_sessions: usize,
+    /// Sessions one caller (API key) may have at once.
+    pub max_sessions_per_caller: usize,
     /// The longest data-channel message accepted, in bytes.
     pub max_message_bytes: usize,
 }
@@ -132,6 +134,7 @@ impl Default for WebRtcSettings {
             connect_timeout_secs: 30,
             idle_timeout_secs: 300,
             max_sessions: 16,
+            max_sessions_per_caller: 4,
             max_message_bytes: 1024 * 1024,
         }
     }
@@ -181,13 +184,23 @@ pub struct ServerConfig {
     /// Port to bind; 0 picks a free one.
     pub port: u16,
     /// Bearer keys accepted; required when binding off loopback.
-    pub api_keys: Vec<String>,
+    pub api_keys: Vec<tabagent_core::Secret>,
     /// Extra Host header names accepted (DNS-rebinding guard); `"*"` accepts any.
     pub allowed_hosts: Vec<String>,
     /// Browser origins allowed cross-origin, e.g. `chrome-extension://<id>`.
     pub cors_origins: Vec<String>,
     /// Largest request body in bytes.
     pub max_body_bytes: usize,
+    /// Connections open at once; one beyond is closed at once.
+    pub max_connections: usize,
+    /// Connections open at once from one address.
+    pub max_connections_per_ip: usize,
+    /// Seconds a request's headers may take to arrive (on a kept-alive connection, counted
+    /// from the end of the previous answer): a connection that sends no complete request in
+    /// this time is closed.
+    pub header_timeout_secs: u64,
+    /// Seconds a request body may pause between pieces.
+    pub body_timeout_secs: u64,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -195,13 +208,14 @@ impl std::fmt::Debug for ServerConfig {
         f.debug_struct("ServerConfig")
             .field("host", &self.host)
             .field("port", &self.port)
-            .field(
-                "api_keys",
-                &format_args!("[{} redacted]", self.api_keys.len()),
-            )
+            .field("api_keys", &self.api_keys)
             .field("allowed_hosts", &self.allowed_hosts)
             .field("cors_origins", &self.cors_origins)
             .field("max_body_bytes", &self.max_body_bytes)
+            .field("max_connections", &self.max_connections)
+            .field("max_connections_per_ip", &self.max_connections_per_ip)
+            .field("header_timeout_secs", &self.header_timeout_secs)
+            .field("body_timeout_secs", &self.body_timeout_secs)
             .finish()
     }
 }
@@ -231,12 +245,12 @@ pub struct MemorySettings {
     /// `http://host:port`) instead of a local database.
     pub remote: Option<String>,
     /// The bearer key for `remote`.
-    pub remote_api_key: Option<String>,
+    pub remote_api_key: Option<tabagent_core::Secret>,
     /// Keep the memory in this PostgreSQL database (with the pgvector extension), e.g.
     /// `postgres://tabagent:secret@db.internal:5432/tabagent`, instead of a local database:
     /// several servers can then share one memory. TLS follows libpq's `sslmode` and
     /// `sslrootcert` options in the string.
-    pub postgres: Option<String>,
+    pub postgres: Option<tabagent_core::SecretUrl>,
 }
 
 impl Default for MemorySettings {
@@ -368,6 +382,10 @@ pub struct HubSettings {
     pub chunk_mib: u64,
     /// Never touch the network (also `HF_HUB_OFFLINE=1`).
     pub offline: bool,
+    /// Downloads the API runs at once (`/v1/models/pull`, `/api/pull`, `POST /v1/files`).
+    pub max_pulls: usize,
+    /// Downloads one caller (API key) may run at once.
+    pub max_pulls_per_caller: usize,
 }
 
 impl Default for HubSettings {
@@ -378,6 +396,8 @@ impl Default for HubSettings {
             connections: 8,
             chunk_mib: 32,
             offline: false,
+            max_pulls: 4,
+            max_pulls_per_caller: 2,
         }
     }
 }
@@ -443,6 +463,10 @@ impl Default for ServerConfig {
             allowed_hosts: Vec::new(),
             cors_origins: Vec::new(),
             max_body_bytes: 8 * 1024 * 1024,
+            max_connections: 1024,
+            max_connections_per_ip: 256,
+            header_timeout_secs: 15,
+            body_timeout_secs: 30,
         }
     }
 }
@@ -574,6 +598,7 @@ impl Config {
             connect_timeout: std::time::Duration::from_secs(webrtc.connect_timeout_secs),
             idle_timeout: std::time::Duration::from_secs(webrtc.idle_timeout_secs),
             max_sessions: webrtc.max_sessions,
+            max_sessions_per_owner: webrtc.max_sessions_per_caller,
             max_offer_bytes: 64 * 1024,
             inbound_queue: 256,
         })
@@ -588,11 +613,19 @@ impl Config {
                 self.server.host
             );
         }
-        if self.server.api_keys.iter().any(|key| key.len() < 16) {
+        if self
+            .server
+            .api_keys
+            .iter()
+            .any(|key| key.expose().len() < 16)
+        {
             bail!("API keys must be at least 16 characters long");
         }
         if !(1..=64).contains(&self.hub.connections) {
             bail!("hub.connections must be between 1 and 64");
+        }
+        if self.hub.max_pulls == 0 || self.hub.max_pulls_per_caller == 0 {
+            bail!("hub.max_pulls and hub.max_pulls_per_caller must be at least 1");
         }
         if !(1..=1024).contains(&self.hub.chunk_mib) {
             bail!("hub.chunk_mib must be between 1 and 1024");
@@ -637,13 +670,21 @@ impl Config {
             }
         }
         if self.webrtc.max_sessions == 0
+            || self.webrtc.max_sessions_per_caller == 0
             || self.webrtc.idle_timeout_secs == 0
             || self.webrtc.connect_timeout_secs == 0
             || self.webrtc.max_message_bytes < 1024
         {
-            bail!("webrtc: max_sessions, idle_timeout_secs and connect_timeout_secs must be at least 1, max_message_bytes at least 1024");
+            bail!("webrtc: max_sessions, max_sessions_per_caller, idle_timeout_secs and connect_timeout_secs must be at least 1, max_message_bytes at least 1024");
         }
         self.webrtc_settings()?;
+        if self.server.max_connections == 0
+            || self.server.max_connections_per_ip == 0
+            || self.server.header_timeout_secs == 0
+            || self.server.body_timeout_secs == 0
+        {
+            bail!("server: max_connections, max_connections_per_ip, header_timeout_secs and body_timeout_secs must be at least 1");
+        }
         if self.server.max_body_bytes < 1024 {
             bail!("server.max_body_bytes must be at least 1024");
         }
@@ -813,7 +854,17 @@ impl Config {
 
     /// A Hub client: `HF_*` environment first, then `[hub]` settings over it.
     pub fn hub_client(&self) -> anyhow::Result<tabagent_hub::HubClient> {
+        self.hub_client_for(true)
+    }
+
+    /// A Hub client that uses the operator's token (`HF_TOKEN`, the token file) only when
+    /// `trusted`: the CLI is, an API caller only with an admin key.
+    pub fn hub_client_for(&self, trusted: bool) -> anyhow::Result<tabagent_hub::HubClient> {
         let mut hub = tabagent_hub::HubConfig::from_env()?;
+        if !trusted && hub.token.is_some() {
+            hub.token = None;
+            hub.token_withheld = true;
+        }
         if !self.hub.endpoint.is_empty() {
             hub.endpoint = tabagent_hub::client::parse_endpoint(&self.hub.endpoint)?;
         }
@@ -823,16 +874,24 @@ impl Config {
         Ok(tabagent_hub::HubClient::new(hub, self.hub_cache())?)
     }
 
-    /// The effective configuration as JSON with secrets replaced.
+    /// The effective configuration as JSON with secrets replaced: the keys and connection
+    /// strings typed as secrets redact themselves, and any other URL that carries credentials
+    /// (a provider's or the remote memory's) has them redacted too.
     pub fn redacted_json(&self) -> serde_json::Value {
         let mut value = serde_json::to_value(self).unwrap_or_default();
-        if let Some(keys) = value.pointer_mut("/server/api_keys") {
-            let count = self.server.api_keys.len();
-            *keys = serde_json::Value::Array(vec![
-                serde_json::Value::String("<redacted>".into());
-                count
-            ]);
-        }
+        redact_urls(&mut value);
         value
+    }
+}
+
+/// Redacts the credentials of every URL in `value`.
+fn redact_urls(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::String(text) if text.contains("://") => {
+            *text = tabagent_core::secret::redact_credentials(text);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(redact_urls),
+        serde_json::Value::Object(fields) => fields.values_mut().for_each(redact_urls),
+        _ => {}
     }
 }

@@ -16,6 +16,7 @@ mod memory_backend;
 mod messages;
 mod metrics;
 mod native;
+mod pull_slots;
 mod recommended;
 mod registry;
 mod routing;

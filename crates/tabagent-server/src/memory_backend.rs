@@ -47,14 +47,20 @@ impl MemoryBackend {
                 bail!("memory.remote and memory.postgres are both set: choose one")
             }
             (Some(url), None) => {
-                let remote = RemoteMemory::connect_lazy(url, settings.remote_api_key.as_deref())
-                    .with_context(|| format!("memory.remote `{url}`"))?;
-                tracing::info!(%url, "memory: the remote service");
+                let key = settings
+                    .remote_api_key
+                    .as_ref()
+                    .map(tabagent_core::Secret::expose);
+                // Shown without any credentials the URL carries.
+                let shown = tabagent_core::secret::redact_credentials(url);
+                let remote = RemoteMemory::connect_lazy(url, key)
+                    .with_context(|| format!("memory.remote `{shown}`"))?;
+                tracing::info!(url = %shown, "memory: the remote service");
                 Ok(MemoryBackend::Remote(remote))
             }
             (None, Some(url)) => {
                 // The URL may hold a password: it is not repeated in messages.
-                let memory = PgMemory::connect(url, config.memory_config().limits)
+                let memory = PgMemory::connect(url.expose(), config.memory_config().limits)
                     .await
                     .context("memory.postgres: cannot use the database")?;
                 tracing::info!("memory: PostgreSQL");

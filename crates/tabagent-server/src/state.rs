@@ -26,6 +26,8 @@ struct Inner {
     cache: tabagent_router::ResponseCache,
     scheduler: Arc<tabagent_router::Scheduler>,
     callers: crate::callers::Callers,
+    /// Downloads running through the API.
+    pulls: Arc<crate::pull_slots::PullSlots>,
     /// The Python ML worker's client, when it runs.
     worker: Option<tabagent_worker::Worker>,
     /// WebRTC sessions, when this server offers them (`--mode web`, `webrtc`, `all`).
@@ -89,6 +91,10 @@ impl AppStateBuilder {
             self.registry.set_worker(worker.clone());
         }
         let (summaries_due, due) = tokio::sync::mpsc::unbounded_channel();
+        let pulls = crate::pull_slots::PullSlots::new(
+            self.config.hub.max_pulls,
+            self.config.hub.max_pulls_per_caller,
+        );
         let state = AppState {
             inner: Arc::new(Inner {
                 config: self.config,
@@ -101,6 +107,7 @@ impl AppStateBuilder {
                 metrics: Arc::default(),
                 cache: self.cache,
                 scheduler: self.scheduler,
+                pulls,
                 callers: self.callers,
                 worker: self.worker,
                 webrtc: self
@@ -163,6 +170,11 @@ impl AppState {
     /// The API keys accepted and who each stands for.
     pub fn callers(&self) -> &crate::callers::Callers {
         &self.inner.callers
+    }
+
+    /// The downloads running through the API.
+    pub fn pulls(&self) -> &Arc<crate::pull_slots::PullSlots> {
+        &self.inner.pulls
     }
 
     /// The metrics `/metrics` serves.

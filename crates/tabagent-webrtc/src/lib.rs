@@ -31,6 +31,9 @@ pub struct Settings {
     pub idle_timeout: Duration,
     /// Sessions at once; offers beyond are refused.
     pub max_sessions: usize,
+    /// Sessions one owner (an API key) may have at once; its offers beyond are refused, so one
+    /// caller cannot take every session.
+    pub max_sessions_per_owner: usize,
     /// The largest SDP offer accepted, in bytes.
     pub max_offer_bytes: usize,
     /// Messages queued from a data channel before the session stops reading it.
@@ -77,6 +80,9 @@ pub enum WebRtcError {
     /// `max_sessions` are open.
     #[error("{0} sessions are open, the most allowed (webrtc.max_sessions)")]
     TooManySessions(usize),
+    /// The owner has `max_sessions_per_owner` open.
+    #[error("this caller has {0} sessions open, the most one caller may (webrtc.max_sessions_per_caller)")]
+    TooManySessionsForCaller(usize),
     /// No open session has this id.
     #[error("there is no session {0}")]
     NoSuchSession(String),

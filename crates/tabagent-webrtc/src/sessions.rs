@@ -113,6 +113,13 @@ impl Sessions {
             if table.len() >= self.settings.max_sessions {
                 return Err(WebRtcError::TooManySessions(table.len()));
             }
+            let owned = table
+                .values()
+                .filter(|entry| lock(&entry.shared.info).owner == owner)
+                .count();
+            if owned >= self.settings.max_sessions_per_owner {
+                return Err(WebRtcError::TooManySessionsForCaller(owned));
+            }
             table.insert(
                 id.clone(),
                 Entry {

@@ -48,6 +48,7 @@ pub fn config(hub: &TestHub) -> HubConfig {
     HubConfig {
         endpoint: hub.endpoint().parse().unwrap(),
         token: None,
+        token_withheld: false,
         offline: false,
         connections: 4,
         chunk_size: 8 << 20,

@@ -234,8 +234,16 @@ pub async fn serve(
     let ip: std::net::IpAddr = host
         .parse()
         .with_context(|| format!("--host `{host}` is not an IP address"))?;
-    let mut api_keys = config.server.api_keys.clone();
+    let mut api_keys: Vec<String> = config
+        .server
+        .api_keys
+        .iter()
+        .map(|key| key.expose().to_string())
+        .collect();
     api_keys.extend(api_key.filter(|k| !k.is_empty()));
+    if api_keys.iter().any(|key| key.trim().len() < 16) {
+        bail!("API keys must be at least 16 characters long");
+    }
     if !ip.is_loopback() && api_keys.is_empty() {
         bail!("serving the memory on {ip} (off loopback) needs an API key: set server.api_keys");
     }

@@ -5,7 +5,6 @@ use std::io::Write;
 use std::sync::Arc;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 
 use crate::cli::Mode;
 use crate::config::Config;
@@ -116,16 +115,20 @@ pub async fn run(config: Config, mode: Mode) -> anyhow::Result<()> {
         // Tests and scripts read this line to find an ephemeral port (on stderr with --mode all).
         println!("tabagent listening on http://{address}");
         let _ = std::io::stdout().flush();
-        // Streamed tokens are small writes: send each at once instead of waiting for an ACK (Nagle).
-        let listener = listener.tap_io(|stream| {
-            if let Err(err) = stream.set_nodelay(true) {
-                tracing::debug!(error = %err, "cannot set TCP_NODELAY");
-            }
-        });
         let surface = surface.unwrap_or(Surface::Full);
-        axum::serve(listener, crate::http::app_for(state, surface))
-            .with_graceful_shutdown(shutdown_signal())
-            .await?;
+        let server = &config.server;
+        let limits = crate::http::listener::Limits {
+            max_connections: server.max_connections,
+            max_connections_per_ip: server.max_connections_per_ip,
+            header_timeout: std::time::Duration::from_secs(server.header_timeout_secs),
+        };
+        crate::http::listener::serve(
+            listener,
+            crate::http::app_for(state, surface),
+            limits,
+            shutdown_signal(),
+        )
+        .await?;
     } else if let Some(host) = native_host {
         tokio::select! {
             finished = host => finished??,

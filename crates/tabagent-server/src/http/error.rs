@@ -148,6 +148,14 @@ impl ApiError {
         }
     }
 
+    /// 429: the caller holds as much of something as one caller may (sessions, pulls).
+    pub fn too_many_requests(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code: Some(code),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", message)
+        }
+    }
+
     /// 404 for a named thing (not a route) that does not exist.
     pub fn not_found(code: &'static str, param: &str, message: impl Into<String>) -> Self {
         Self {

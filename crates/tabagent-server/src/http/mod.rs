@@ -18,6 +18,7 @@ mod generate;
 mod graph;
 mod health;
 mod json;
+pub mod listener;
 mod memory;
 mod models;
 mod ollama;
@@ -65,6 +66,7 @@ use error::ApiError;
         pull::delete_model,
         pull::model_action,
         files::get_file,
+        files::fetch_file,
         tokenize::tokenize,
         tokenize::detokenize,
         health::health,
@@ -173,7 +175,10 @@ pub fn app_for(state: AppState, surface: Surface) -> Router {
                 .delete(pull::delete_model)
                 .post(pull::model_action),
         )
-        .route("/v1/files/{*rest}", get(files::get_file))
+        .route(
+            "/v1/files/{*rest}",
+            get(files::get_file).post(files::fetch_file),
+        )
         .route("/v1/tokenize", post(tokenize::tokenize))
         .route("/v1/detokenize", post(tokenize::detokenize))
         .route("/v1/memory", get(memory::stats))
@@ -231,6 +236,7 @@ pub fn app_for(state: AppState, surface: Surface) -> Router {
             post(webrtc::candidate),
         )
         .route("/webrtc", get(webrtc::page))
+        .route("/webrtc.js", get(webrtc::script))
         .route("/v1/health", get(health::health))
         .route("/v1/health/ready", get(health::ready));
     let api = match surface {
@@ -245,7 +251,11 @@ pub fn app_for(state: AppState, surface: Surface) -> Router {
     .merge(SwaggerUi::new("/docs").url("/api-doc/openapi.json", ApiDoc::openapi()))
     .fallback(|uri: Uri| async move { ApiError::route_not_found(uri.path()).into_response() })
     .method_not_allowed_fallback(|| async { ApiError::method_not_allowed().into_response() })
-    .layer(DefaultBodyLimit::max(server.max_body_bytes));
+    .layer(DefaultBodyLimit::max(server.max_body_bytes))
+    // A body that stalls mid-way fails its request rather than holding it open.
+    .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+        std::time::Duration::from_secs(server.body_timeout_secs),
+    ));
     let guarded = api
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -260,6 +270,7 @@ pub fn app_for(state: AppState, surface: Surface) -> Router {
                 tracing::info_span!("request", id = %id, method = %request.method(), path = %request.uri().path(), trace_id = tracing::field::Empty)
             }))
             .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+            .layer(axum::middleware::from_fn(security::response_headers))
             .layer(cors),
     )
 }

@@ -11,6 +11,7 @@ use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
 use super::json::ApiJson;
+use crate::registry::RegistryError;
 use crate::state::AppState;
 
 /// `POST /v1/onnx/run` body.
@@ -49,22 +50,57 @@ pub struct OnnxModelInfo {
     pub sessions: usize,
 }
 
-/// A plain ONNX model's inputs and outputs (loads it).
+/// A loaded plain ONNX model's inputs and outputs. A `GET` loads nothing (a web page could
+/// make one without the user knowing): load the model first (`POST /v1/models/{id}/load`, or
+/// run it).
 #[utoipa::path(
     get,
     path = "/v1/onnx/{id}",
     tag = "onnx",
     params(("id" = String, Path, description = "The model")),
-    responses((status = 200, body = OnnxModelInfo), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody))
+    responses(
+        (status = 200, body = OnnxModelInfo), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "Not loaded", body = ErrorBody)
+    )
 )]
 pub async fn describe(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<OnnxModelInfo>, ApiError> {
-    let acquired = state.registry().acquire(&id, None).await?;
-    let model = acquired.engine.onnx(&acquired.id)?;
+    let registry = state.registry();
+    let loaded = |id: &str| {
+        registry
+            .loaded()
+            .into_iter()
+            .find(|(loaded, _)| loaded == id)
+    };
+    let found = match loaded(&id) {
+        Some(found) => found,
+        None => {
+            // Another name of the model (an alias, a pulled model's other spellings).
+            let catalog = registry.catalog().clone();
+            let wanted = id.clone();
+            let entry = tokio::task::spawn_blocking(move || catalog.resolve(&wanted))
+                .await
+                .map_err(ApiError::internal)?
+                .map_err(|err| ApiError::from(RegistryError::Catalog(err)))?
+                .ok_or(RegistryError::NotFound(id))?;
+            loaded(&entry.id).ok_or_else(|| {
+                ApiError::conflict(
+                    "model_not_loaded",
+                    format!(
+                        "`{0}` is not loaded; `POST /v1/models/{0}/load` loads it",
+                        entry.id
+                    ),
+                )
+            })?
+        }
+    };
+    let (id, engine) = found;
+    let model = engine.onnx(&id)?;
     Ok(Json(OnnxModelInfo {
-        model: acquired.id,
+        model: id,
         inputs: model.inputs().to_vec(),
         outputs: model.outputs().to_vec(),
         sessions: model.sessions(),

@@ -5,6 +5,7 @@ use std::convert::Infallible;
 use axum::extract::{Path, State};
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use tabagent_hub::repo::Selector;
@@ -16,6 +17,7 @@ use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
 use super::json::ApiJson;
+use crate::callers::Caller;
 use crate::keep_alive::KeepAlive;
 use crate::registry::RegistryError;
 use crate::state::AppState;
@@ -83,9 +85,17 @@ impl PullStatus {
 )]
 pub async fn pull(
     State(state): State<AppState>,
+    caller: Option<Extension<Caller>>,
     ApiJson(request): ApiJson<PullRequest>,
 ) -> Result<Response, ApiError> {
-    let receiver = start(&state, &request.model, request.revision.as_deref()).await?;
+    let caller = caller.map(|Extension(caller)| caller);
+    let receiver = start(
+        &state,
+        caller.as_ref(),
+        &request.model,
+        request.revision.as_deref(),
+    )
+    .await?;
     if request.stream == Some(false) {
         let mut receiver = receiver;
         while let Some(status) = receiver.recv().await {
@@ -115,11 +125,13 @@ pub type PullProgress = mpsc::UnboundedReceiver<Result<PullStatus, ApiError>>;
 /// or resumes it).
 pub async fn start(
     state: &AppState,
+    caller: Option<&Caller>,
     model: &str,
     revision: Option<&str>,
 ) -> Result<PullProgress, ApiError> {
     let spec = ModelSpec::parse(model)?;
-    let (revision, client) = hub_request(state, revision)?;
+    let slot = take_pull_slot(state, caller)?;
+    let (revision, client) = hub_request(state, revision, caller)?;
     // Resolving the file happens before the response starts, so its errors are real statuses.
     // An encoder repository (no GGUF) brings the files read beside its weights, from one commit.
     let mut companions = Vec::new();
@@ -139,6 +151,8 @@ pub async fn start(
     let (events, receiver) = mpsc::unbounded_channel::<Result<PullStatus, ApiError>>();
     let catalog = state.registry().catalog().clone();
     tokio::spawn(async move {
+        // Held until the download ends, however it ends.
+        let _slot = slot;
         let shown = file.to_string();
         let reporter = Reporter::new(events.clone(), shown.clone());
         let mut result = client
@@ -189,15 +203,30 @@ pub async fn start(
 }
 
 /// The revision a request names (default `main`) and a Hub client from the server's settings.
+/// A place among the downloads the API runs at once, for `caller`.
+pub(super) fn take_pull_slot(
+    state: &AppState,
+    caller: Option<&Caller>,
+) -> Result<crate::pull_slots::PullSlot, ApiError> {
+    let name = caller.map_or(tabagent_router::ANONYMOUS, |caller| &caller.0);
+    state
+        .pulls()
+        .take(name)
+        .map_err(|full| ApiError::too_many_requests("too_many_pulls", full.to_string()))
+}
+
+/// The Hub client uses the server's token only for an admin caller.
 pub(super) fn hub_request(
     state: &AppState,
     revision: Option<&str>,
+    caller: Option<&Caller>,
 ) -> Result<(Revision, tabagent_hub::HubClient), ApiError> {
     let revision = match revision {
         Some(revision) => Revision::parse(revision)?,
         None => Revision::main(),
     };
-    let client = state.config().hub_client().map_err(|err| {
+    let trusted = state.callers().is_admin(caller);
+    let client = state.config().hub_client_for(trusted).map_err(|err| {
         ApiError::unavailable(
             "hub_misconfigured",
             format!("the Hub client cannot start: {err:#}"),

@@ -16,8 +16,8 @@ use crate::callers::Caller;
 use crate::state::AppState;
 
 /// Paths that answer without an API key (liveness probes, the API description, the WebRTC
-/// page, which asks for a key itself).
-const OPEN_PATHS: &[&str] = &["/v1/health", "/v1/health/ready", "/webrtc"];
+/// page and its script: the page asks its user for a key).
+const OPEN_PATHS: &[&str] = &["/v1/health", "/v1/health/ready", "/webrtc", "/webrtc.js"];
 
 /// Runs every guard; the first that fails answers.
 pub async fn guard(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
@@ -41,6 +41,9 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
             )
             .into_response();
         }
+    }
+    if let Err(refusal) = cross_site_allowed(&request, &server.cors_origins) {
+        return refusal.into_response();
     }
     if let Some(origin) = request.headers().get(ORIGIN) {
         let origin = origin.to_str().unwrap_or("");
@@ -71,6 +74,84 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
         None => return ApiError::unauthorized().into_response(),
     }
     next.run(request).await
+}
+
+/// HTML pages a link on another site may open (a top-level navigation, nothing else): they
+/// do nothing until their user acts, and may not be framed.
+const PAGES: &[&str] = &["/webrtc", "/docs"];
+
+/// Refuses what a page on another site (or another port of this one) makes the browser send,
+/// unless that page's Origin is listed in `server.cors_origins`. The browser marks such
+/// requests with `Sec-Fetch-Site` even where it sends no Origin (an `<img>`, a no-cors fetch,
+/// a form), so a page cannot use the user's browser to reach the API. Clients that are not
+/// browsers send no `Sec-Fetch-Site`; `same-origin` and `none` (the user typed the address)
+/// pass.
+fn cross_site_allowed(request: &Request, cors_origins: &[String]) -> Result<(), ApiError> {
+    let headers = request.headers();
+    let Some(site) = headers.get("sec-fetch-site") else {
+        return Ok(());
+    };
+    if matches!(site.as_bytes(), b"same-origin" | b"none") {
+        return Ok(());
+    }
+    let listed = headers
+        .get(ORIGIN)
+        .and_then(|origin| origin.to_str().ok())
+        .is_some_and(|origin| cors_origins.iter().any(|allowed| allowed == origin));
+    if listed {
+        return Ok(());
+    }
+    let navigation = request.method() == axum::http::Method::GET
+        && headers.get("sec-fetch-mode").map(|m| m.as_bytes()) == Some(b"navigate")
+        && headers.get("sec-fetch-dest").map(|d| d.as_bytes()) == Some(b"document");
+    let path = request.uri().path();
+    let page = PAGES
+        .iter()
+        .any(|page| path == *page || path.starts_with(&format!("{page}/")));
+    if navigation && page {
+        return Ok(());
+    }
+    Err(ApiError::forbidden(
+        "cross_site_request",
+        "a page on another site (or another port) sent this request through the browser; \
+         add its origin to server.cors_origins to let it call the API",
+    ))
+}
+
+/// The policy of an HTML page that names none of its own (the API docs): its scripts and
+/// styles from this server only (Swagger UI sets inline style attributes), its requests to this
+/// server only, and never in a frame.
+const PAGE_POLICY: &str =
+    "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+     img-src 'self' data:; font-src 'self' data:; connect-src 'self'; base-uri 'none'; \
+     form-action 'none'; frame-ancestors 'none'";
+
+/// Headers every answer carries: no page of this server may be framed (clickjacking), no answer
+/// sniffed into another type, no address leaked to another site; an HTML page without a policy
+/// of its own gets [`PAGE_POLICY`].
+pub async fn response_headers(request: Request, next: Next) -> Response {
+    use axum::http::header::{
+        CONTENT_SECURITY_POLICY, CONTENT_TYPE, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS,
+        X_FRAME_OPTIONS,
+    };
+    use axum::http::HeaderValue;
+    let mut response = next.run(request).await;
+    let html = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("text/html"));
+    let headers = response.headers_mut();
+    headers.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    if html && !headers.contains_key(CONTENT_SECURITY_POLICY) {
+        headers.insert(
+            CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(PAGE_POLICY),
+        );
+    }
+    response
 }
 
 /// The Host the request was addressed to, with its port (HTTP/1 Host header or HTTP/2 authority).

@@ -131,6 +131,9 @@ fn failed(err: WebRtcError) -> ApiError {
         WebRtcError::TooManySessions(_) => {
             ApiError::unavailable("webrtc_sessions_full", err.to_string())
         }
+        WebRtcError::TooManySessionsForCaller(_) => {
+            ApiError::too_many_requests("webrtc_sessions_per_caller", err.to_string())
+        }
         WebRtcError::NoSuchSession(_) => {
             ApiError::not_found("session_not_found", "id", err.to_string())
         }
@@ -285,6 +288,18 @@ pub async fn close(
 }
 
 /// `GET /webrtc`: a page that chats with a model over a data channel and sends the camera.
+/// Its script is a file of its own, so the page's policy allows no inline script.
 pub async fn page() -> impl IntoResponse {
     Html(include_str!("webrtc.html"))
+}
+
+/// `GET /webrtc.js`: the page's script.
+pub async fn script() -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/javascript; charset=utf-8",
+        )],
+        include_str!("webrtc.js"),
+    )
 }

@@ -139,7 +139,11 @@ pub async fn run(config: Config, origin: Option<String>) -> anyhow::Result<()> {
         let backend = Backend::Server {
             client,
             url,
-            api_key: config.server.api_keys.first().cloned(),
+            api_key: config
+                .server
+                .api_keys
+                .first()
+                .map(|key| key.expose().to_string()),
         };
         tracing::info!(backend = %backend.describe(), "serving native messages");
         return serve_stdio(backend, tokio::io::stdin(), output, limits).await;

@@ -7,6 +7,7 @@
 
 mod api;
 mod base_model;
+mod browser;
 mod cache;
 mod cli;
 mod context;
@@ -15,6 +16,7 @@ mod embeddings;
 mod errors;
 mod knowledge;
 mod lifecycle;
+mod limits;
 mod memory;
 mod memory_api;
 mod native;
@@ -23,6 +25,7 @@ mod passthrough;
 mod pull;
 mod routing;
 mod scheduler;
+mod secrets;
 mod security;
 mod server;
 mod sessions;

@@ -372,18 +372,28 @@ async fn the_same_store_over_grpc_from_another_process_passes_the_suite() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_keyed_service_refuses_calls_without_the_key() {
-    let service = Service::start(&["--api-key", "k-123"]);
+    const KEY: &str = "memory-key-0123456789";
+    // A key shorter than 16 characters is refused, as the HTTP server's keys are.
+    let dir = tempfile::tempdir().unwrap();
+    let out = tabagent(dir.path())
+        .args(["memory", "serve", "--port", "0", "--api-key", "k-123"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("16 characters"), "{stderr}");
+    let service = Service::start(&["--api-key", KEY]);
     let anonymous = RemoteMemory::connect(&service.url, None).await.unwrap();
     let err = anonymous.stats().await.unwrap_err();
     assert!(
         matches!(&err, MemoryError::Unavailable(m) if m.contains("authorization")),
         "{err:?}"
     );
-    let wrong = RemoteMemory::connect(&service.url, Some("nope"))
+    let wrong = RemoteMemory::connect(&service.url, Some("memory-key-0123456780"))
         .await
         .unwrap();
     assert!(wrong.stats().await.is_err());
-    let keyed = RemoteMemory::connect(&service.url, Some("k-123"))
+    let keyed = RemoteMemory::connect(&service.url, Some(KEY))
         .await
         .unwrap();
     assert_eq!(keyed.stats().await.unwrap().stores.len(), 7);
@@ -421,12 +431,12 @@ fn assert_no_memory_of_its_own(server: &crate::server::Server) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_server_switches_to_a_remote_memory_by_configuration() {
-    let service = Service::start(&["--api-key", "k-9"]);
+    let service = Service::start(&["--api-key", "remote-key-0123456789"]);
     let server = crate::server::Server::start_with(
         &[],
         &[
             ("TABAGENT_MEMORY__REMOTE", service.url.as_str()),
-            ("TABAGENT_MEMORY__REMOTE_API_KEY", "k-9"),
+            ("TABAGENT_MEMORY__REMOTE_API_KEY", "remote-key-0123456789"),
         ],
         |_| {},
     );
@@ -438,7 +448,7 @@ async fn the_server_switches_to_a_remote_memory_by_configuration() {
         )
         .await;
     assert_eq!(status, 200, "{related}");
-    let remote = RemoteMemory::connect(&service.url, Some("k-9"))
+    let remote = RemoteMemory::connect(&service.url, Some("remote-key-0123456789"))
         .await
         .unwrap();
     let stored = remote.get(body["id"].as_i64().unwrap()).await.unwrap();

@@ -540,7 +540,7 @@ async fn chromium_extension_streams_a_chat_over_native_messaging() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let (port, result_rx) = crate::webrtc::report_listener().await;
+    let (port, result_rx) = crate::browser::report_listener().await;
     let config = json!({
         "result_url": format!("http://127.0.0.1:{port}/report"),
         "model": MODEL,
@@ -551,7 +551,7 @@ async fn chromium_extension_streams_a_chat_over_native_messaging() {
 
     // The host Chromium starts inherits this environment: tabagent's data, served in-process.
     let command = tabagent(&data);
-    let mut browser = std::process::Command::new(crate::webrtc::chromium());
+    let mut browser = std::process::Command::new(crate::browser::chromium());
     for (key, value) in command.get_envs() {
         match value {
             Some(value) => browser.env(key, value),

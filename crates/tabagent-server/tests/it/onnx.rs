@@ -32,6 +32,13 @@ async fn a_plain_onnx_model_is_described_and_run_on_named_tensors() {
         "{models}"
     );
 
+    // A GET loads nothing: a web page could send one without the user knowing.
+    let (status, body) = server.get_json("/v1/onnx/scale").await;
+    assert_eq!(assert_error(status, &body, 409)["code"], "model_not_loaded");
+    let (status, body) = server.get_json("/v1/onnx/nothing-by-this-name").await;
+    assert_error(status, &body, 404);
+    let (status, body) = server.post_json("/v1/models/scale/load", &json!({})).await;
+    assert_eq!(status, 200, "{body}");
     let (status, info) = server.get_json("/v1/onnx/scale").await;
     assert_eq!(status, 200, "{info}");
     assert_eq!(
@@ -94,6 +101,13 @@ async fn tensors_that_do_not_fit_and_wrong_endpoints_get_400s() {
         assert_error(status, &body, 400)["code"],
         "model_kind_mismatch"
     );
+    let (status, body) = server
+        .post_json(
+            &format!("/v1/models/{}/load", crate::server::MODEL),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
     let (status, body) = server
         .get_json(&format!("/v1/onnx/{}", crate::server::MODEL))
         .await;

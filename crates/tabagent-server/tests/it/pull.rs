@@ -141,15 +141,30 @@ async fn repository_files_are_served_to_other_processes_and_never_outside_the_ca
     let size = std::fs::metadata(smollm2_path()).unwrap().len();
     assert_eq!(weights.bytes().await.unwrap().len() as u64, size);
 
-    // Not cached yet: fetched from the Hub, then served.
+    // Not cached yet: a GET downloads nothing (a web page could send one); a POST fetches it
+    // from the Hub and serves it, and then a GET finds it.
+    let config_path = format!("/v1/files/{REPO}/config.json");
+    let (status, body) = server.get_json(&config_path).await;
+    assert_eq!(
+        crate::server::assert_error(status, &body, 404)["code"],
+        "file_not_cached"
+    );
     let config = server
         .client
-        .get(server.endpoint(&format!("/v1/files/{REPO}/config.json")))
+        .post(server.endpoint(&config_path))
         .send()
         .await
         .unwrap();
     assert_eq!(config.status(), 200);
     assert_eq!(config.text().await.unwrap(), CONFIG);
+    let cached = server
+        .client
+        .get(server.endpoint(&config_path))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cached.status(), 200);
+    assert_eq!(cached.text().await.unwrap(), CONFIG);
 
     // Sent raw: an HTTP client would normalise the `..` segments away before the server saw them.
     for hostile in [
@@ -331,4 +346,76 @@ async fn the_pull_endpoint_fetches_a_whole_encoder_repository() {
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["data"][0]["embedding"].as_array().unwrap().len(), 384);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hub_token_serves_the_cli_and_admin_keys_only() {
+    const TOKEN: &str = "hf_operator_token";
+    const USER_KEY: &str = "user-key-0123456789";
+    const ADMIN_KEY: &str = "admin-key-0123456789";
+    let config_path = std::env::temp_dir().join("tabagent-gated-test-config.json");
+    std::fs::write(&config_path, CONFIG).unwrap();
+    let repo = Repo::new(REPO)
+        .file("config.json", &config_path)
+        .unwrap()
+        .gated();
+    let hub = TestHub::start(vec![repo], Some(TOKEN.to_string()))
+        .await
+        .unwrap();
+    let config_dir = tempfile::tempdir().unwrap();
+    let config = config_dir.path().join("tabagent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\napi_keys = [\"{USER_KEY}\"]\n\
+             [scheduler.keys.operator]\nkey = \"{ADMIN_KEY}\"\nadmin = true\n"
+        ),
+    )
+    .unwrap();
+    let server = Server::start_with(
+        &["--config", config.to_str().unwrap()],
+        &[("HF_ENDPOINT", &hub.endpoint()), ("HF_TOKEN", TOKEN)],
+        |_| {},
+    );
+    let fetch = |key: &str| {
+        server
+            .client
+            .post(server.endpoint(&format!("/v1/files/{REPO}/config.json")))
+            .bearer_auth(key)
+            .send()
+    };
+    // An ordinary key: the server holds a token, but not for this caller.
+    let refused = fetch(USER_KEY).await.unwrap();
+    let status = refused.status().as_u16();
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(
+        crate::server::assert_error(status, &body, 502)["code"],
+        "hub_unauthorized"
+    );
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("admin"),
+        "{body}"
+    );
+    let (status, body) = {
+        let response = server
+            .client
+            .post(server.endpoint("/v1/models/pull"))
+            .bearer_auth(USER_KEY)
+            .json(&serde_json::json!({"model": format!("{REPO}:config.json"), "stream": false}))
+            .send()
+            .await
+            .unwrap();
+        (
+            response.status().as_u16(),
+            response.json::<serde_json::Value>().await.unwrap(),
+        )
+    };
+    assert_eq!(
+        crate::server::assert_error(status, &body, 502)["code"],
+        "hub_unauthorized"
+    );
+    // An admin key: the token is used.
+    let fetched = fetch(ADMIN_KEY).await.unwrap();
+    assert_eq!(fetched.status(), 200);
+    assert_eq!(fetched.text().await.unwrap(), CONFIG);
 }

@@ -104,11 +104,9 @@ impl Server {
         for (key, value) in env {
             command.env(key, value);
         }
-        let mut child = command
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        // Its log, for tests that read it (and for whoever debugs one).
+        let log = std::fs::File::create(data_dir.path().join("server.log")).unwrap();
+        let mut child = command.stdout(Stdio::piped()).stderr(log).spawn().unwrap();
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
         let url = loop {
@@ -127,6 +125,11 @@ impl Server {
             _data_dir: data_dir,
             child,
         }
+    }
+
+    /// What the server has logged so far (its stderr).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data_dir().join("server.log")).unwrap_or_default()
     }
 
     /// The server's data directory.

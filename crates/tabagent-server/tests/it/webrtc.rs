@@ -2,8 +2,6 @@
 //! and a real headless Chromium that opens tabagent's `/webrtc` page, streams a chat over a data
 //! channel and sends its fake camera, whose frames the server decodes.
 
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -152,7 +150,7 @@ async fn an_idle_session_is_closed_and_the_browser_is_told() {
     let server = Server::start_with(&[], &[("TABAGENT_WEBRTC__IDLE_TIMEOUT_SECS", "1")], |_| {});
     // The page connects, then sends nothing and waits for its channel to close: only the
     // server's idle timeout can close it (the browser stays up until the page reports).
-    let outcome = run_page(&format!("{}/webrtc?until_closed=1", server.url), &[]).await;
+    let outcome = run_page(&server.url, json!({"until_closed": true}), &[]).await;
     assert_eq!(outcome["errors"], json!([]), "{outcome}");
     assert_eq!(outcome["done"], true, "{outcome}");
     // Closed with a DTLS close_notify, not found out by failing connectivity checks.
@@ -215,88 +213,22 @@ async fn http_mode_has_no_webrtc_and_webrtc_mode_only_signaling() {
     assert_eq!(status, 404);
 }
 
-pub fn chromium() -> PathBuf {
-    let Some(path) = std::env::var_os("TABAGENT_TEST_CHROMIUM") else {
-        panic!("TABAGENT_TEST_CHROMIUM is not set: run the tests with scripts/test, which installs Chromium");
-    };
-    PathBuf::from(path)
-}
-
-/// A loopback listener that takes one POST to `/report`: its port, and the body when it comes.
-pub async fn report_listener() -> (u16, tokio::sync::oneshot::Receiver<String>) {
-    let (report_tx, report_rx) = tokio::sync::oneshot::channel::<String>();
-    let report_tx = std::sync::Arc::new(std::sync::Mutex::new(Some(report_tx)));
-    let app = axum::Router::new().route(
-        "/report",
-        axum::routing::post(move |body: String| {
-            let report_tx = report_tx.clone();
-            async move {
-                if let Some(tx) = report_tx.lock().unwrap().take() {
-                    let _ = tx.send(body);
-                }
-                "ok"
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (port, report_rx)
-}
-
-/// Opens `url` in headless Chromium (with a fake camera) and returns what the
-/// page POSTs to its `report` listener.
-pub async fn run_page(url_without_report: &str, extra_args: &[String]) -> Value {
-    let (port, report_rx) = report_listener().await;
-    let profile = tempfile::tempdir().unwrap();
-    let url = format!("{url_without_report}&report=http://127.0.0.1:{port}/report");
-    let mut chromium = tokio::process::Command::new(chromium())
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--no-default-browser-check",
-        ])
-        .args([
-            "--use-fake-device-for-media-stream",
-            "--use-fake-ui-for-media-stream",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .args(extra_args)
-        .arg(&url)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let report = tokio::time::timeout(PATIENCE, report_rx).await;
-    let _ = chromium.start_kill();
-    let stderr = chromium
-        .wait_with_output()
+/// Drives the `/webrtc` page of the server at `server_url` in headless Chromium, as its user
+/// would (tests/browser/webrtc_driver.js with `options`), and returns what happened.
+pub async fn run_page(server_url: &str, options: Value, extra_args: &[String]) -> Value {
+    let (url, args) = (server_url.to_string(), extra_args.to_vec());
+    tokio::task::spawn_blocking(move || crate::browser::drive_webrtc_page(&url, &options, &args))
         .await
-        .map(|out| out.stderr)
-        .unwrap_or_default();
-    let Ok(Ok(report)) = report else {
-        panic!(
-            "the page reported nothing; Chromium said:\n{}",
-            String::from_utf8_lossy(&stderr)
-        );
-    };
-    serde_json::from_str(&report).unwrap()
+        .unwrap()
 }
 
 #[tokio::test]
 async fn chromium_streams_a_chat_over_a_data_channel_and_its_camera_reaches_the_server() {
     let server = Server::start(&[]);
     let prompt = "Name a colour.";
-    let page = format!(
-        "{}/webrtc?model={MODEL}&prompt={}&max_tokens=16&camera=1&frames=10&connections=2",
-        server.url,
-        prompt.replace(' ', "%20")
-    );
-    let outcome = run_page(&page, &[]).await;
+    let options = json!({"model": MODEL, "prompt": prompt, "max_tokens": 16, "camera": true,
+                         "frames": 10, "connections": 2});
+    let outcome = run_page(&server.url, options, &[]).await;
     assert_eq!(outcome["done"], true, "{outcome}");
     assert_eq!(outcome["errors"], json!([]), "{outcome}");
     let text: String = outcome["deltas"]

@@ -289,15 +289,22 @@ async fn mediapipe_finds_the_astronauts_face_mesh_pose_and_outline() {
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_images_audio_and_tasks_are_the_callers_mistake() {
     let server = server();
-    let (status, body) =
-        json_of(vision(&server, "face", b"not an image at all".to_vec(), "").await).await;
-    assert!(
-        assert_error(status, &body, 400)["message"]
-            .as_str()
-            .unwrap()
-            .contains("decoded"),
-        "{body}"
-    );
+    // Bytes that are no image, and formats whose size is not read from a header here (a GIF,
+    // a TIFF): refused before the worker sees them.
+    for image in [
+        b"not an image at all".to_vec(),
+        b"GIF89a\x10\x00\x10\x00\x80\x00\x00".to_vec(),
+        b"II*\x00\x08\x00\x00\x00".to_vec(),
+    ] {
+        let (status, body) = json_of(vision(&server, "face", image, "").await).await;
+        assert!(
+            assert_error(status, &body, 400)["message"]
+                .as_str()
+                .unwrap()
+                .contains("not PNG, JPEG, WebP or BMP"),
+            "{body}"
+        );
+    }
     // A PNG whose header claims 9000 × 512 pixels: refused from the header alone.
     let mut huge = astronaut();
     huge[16..20].copy_from_slice(&9000u32.to_be_bytes());
@@ -355,6 +362,30 @@ async fn bad_images_audio_and_tasks_are_the_callers_mistake() {
         let (status, body) = json_of(transcribe(audio).await.unwrap()).await;
         assert_error(status, &body, 400);
     }
+    // Two hours and a minute of silence in 1.3 MB of FLAC: refused from its header, the limit
+    // named, before its 58 million samples are decoded.
+    let long = worker_python(
+        r#"
+import io, sys, av, numpy as np
+buffer = io.BytesIO()
+out = av.open(buffer, "w", format="flac")
+stream = out.add_stream("flac", rate=8000, layout="mono")
+minute = np.zeros((1, 8000 * 60), dtype=np.int16)
+for i in range(121):
+    frame = av.AudioFrame.from_ndarray(minute, format="s16", layout="mono")
+    frame.sample_rate, frame.pts = 8000, i * minute.shape[1]
+    for packet in stream.encode(frame):
+        out.mux(packet)
+for packet in stream.encode(None):
+    out.mux(packet)
+out.close()
+sys.stdout.buffer.write(buffer.getvalue())
+"#,
+        &[],
+    );
+    let (status, body) = json_of(transcribe(long).await.unwrap()).await;
+    let message = assert_error(status, &body, 400)["message"].to_string();
+    assert!(message.contains("7200 seconds"), "{body}");
     let (status, body) = json_of(
         server
             .client
@@ -812,9 +843,9 @@ async fn faces_are_found_in_a_browsers_camera_over_webrtc() {
     let video = tempfile::tempdir().unwrap();
     let y4m = video.path().join("astronaut.y4m");
     astronaut_video(&y4m);
-    let page = format!("{}/webrtc?vision=face", server.url);
     let camera = format!("--use-file-for-fake-video-capture={}", y4m.display());
-    let outcome = crate::webrtc::run_page(&page, &[camera]).await;
+    let options = serde_json::json!({"vision": "face"});
+    let outcome = crate::webrtc::run_page(&server.url, options, &[camera]).await;
     assert_eq!(outcome["errors"], serde_json::json!([]), "{outcome}");
     let found = &outcome["vision"];
     assert_eq!(found["task"], "face", "{outcome}");

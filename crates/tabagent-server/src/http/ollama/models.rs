@@ -158,9 +158,12 @@ pub async fn show(
 /// progress as NDJSON (`"stream": false`: the last status only).
 pub async fn pull(
     State(state): State<AppState>,
+    caller: Option<axum::Extension<crate::callers::Caller>>,
     OllamaJson(body): OllamaJson<ModelBody>,
 ) -> Result<Response, OllamaError> {
-    let mut progress = super::super::pull::start(&state, &body.model()?, None).await?;
+    let caller = caller.map(|axum::Extension(caller)| caller);
+    let mut progress =
+        super::super::pull::start(&state, caller.as_ref(), &body.model()?, None).await?;
     let status = |status: super::super::pull::PullStatus| {
         let mut line = json!({ "status": match status.status {
             "resolving" => "pulling manifest".to_string(),
