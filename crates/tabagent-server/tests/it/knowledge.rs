@@ -1,5 +1,5 @@
-//! The knowledge graph over HTTP (with SmolLM2 extracting under a JSON-schema grammar), and
-//! conversations recorded from chat requests and summarized in the background.
+//! The knowledge graph over HTTP (with Qwen2.5-Coder extracting under a JSON-schema grammar),
+//! and conversations recorded from chat requests and summarized in the background.
 
 use std::time::{Duration, Instant};
 
@@ -157,9 +157,27 @@ async fn the_graph_is_built_walked_merged_and_consolidated_over_http() {
     assert_eq!(assert_error(status, &body, 400)["param"], "kind");
 }
 
+/// The name as a path segment.
+fn escaped(name: &str) -> String {
+    name.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn extraction_stores_what_the_model_found_and_cites_the_text() {
-    let server = Server::start(&[]);
+    const EXTRACTOR: &str = "qwen";
+    let qwen = std::env::var_os("TABAGENT_TEST_QWEN_GGUF")
+        .expect("TABAGENT_TEST_QWEN_GGUF is not set: run the tests with scripts/test");
+    let server = Server::start_with(&[], &[], |data| {
+        crate::server::import(data, std::path::Path::new(&qwen), EXTRACTOR)
+    });
     let text =
         "Marie Curie was born in Warsaw. She worked at the University of Paris with Pierre Curie.";
     let (status, dry) = server
@@ -184,16 +202,26 @@ async fn extraction_stores_what_the_model_found_and_cites_the_text() {
     let (status, found) = server
         .post_json(
             "/v1/memory/graph/extract",
-            &json!({"text": text, "source": "test://curie", "model": MODEL}),
+            &json!({"text": text, "source": "test://curie", "model": EXTRACTOR}),
         )
         .await;
     assert_eq!(status, 200, "{found}");
-    // The grammar holds the answer to the schema: every entity has a name and a type.
+    // The people and the place of work the text plants were found, each with a type.
     let extracted = found["extracted"]["entities"].as_array().unwrap();
-    assert!(extracted
-        .iter()
-        .all(|e| e["name"].as_str().is_some_and(|n| !n.is_empty())
-            && e["type"].as_str().is_some_and(|t| !t.is_empty())));
+    let named = |name: &str| {
+        extracted
+            .iter()
+            .find(|e| e["name"].as_str().is_some_and(|n| n.eq_ignore_ascii_case(name)))
+            .unwrap_or_else(|| panic!("`{name}` was not extracted: {found}"))
+    };
+    for planted in ["Marie Curie", "Pierre Curie", "University of Paris"] {
+        assert!(
+            named(planted)["type"]
+                .as_str()
+                .is_some_and(|t| !t.is_empty()),
+            "{found}"
+        );
+    }
     let evidence = found["evidence"].as_i64().unwrap();
     let (status, passage) = server
         .get_json(&format!("/v1/memory/knowledge/{evidence}"))
@@ -205,20 +233,14 @@ async fn extraction_stores_what_the_model_found_and_cites_the_text() {
     // Everything the model named is now an entity, found by that name.
     for e in extracted {
         let name = e["name"].as_str().unwrap();
-        let url = format!(
-            "/v1/memory/graph/entities/{}",
-            name.bytes()
-                .map(|b| if b.is_ascii_alphanumeric() {
-                    (b as char).to_string()
-                } else {
-                    format!("%{b:02X}")
-                })
-                .collect::<String>()
-        );
+        let url = format!("/v1/memory/graph/entities/{}", escaped(name));
         let (status, entity) = server.get_json(&url).await;
         assert_eq!(status, 200, "{name}: {entity}");
     }
-    for relation in found["relations"].as_array().unwrap() {
+    // Marie Curie's tie to the University of Paris was stored, citing the passage.
+    let stored = found["relations"].as_array().unwrap();
+    assert!(!stored.is_empty(), "{found}");
+    for relation in stored {
         assert_eq!(relation["evidence"], evidence, "{relation}");
         assert_eq!(relation["source"], "test://curie");
         for end in ["subject", "object"] {
@@ -228,6 +250,17 @@ async fn extraction_stores_what_the_model_found_and_cites_the_text() {
             assert_eq!(status, 200, "{entity}");
         }
     }
+    let (status, around) = server
+        .post_json(
+            "/v1/memory/graph/neighbourhood",
+            &json!({"entity": "Marie Curie", "hops": 1}),
+        )
+        .await;
+    assert_eq!(status, 200, "{around}");
+    assert!(
+        around.to_string().contains("University of Paris"),
+        "Marie Curie's neighbourhood: {around}"
+    );
     assert!(
         found["relations"].as_array().unwrap().len()
             <= found["extracted"]["relations"].as_array().unwrap().len()
