@@ -156,6 +156,19 @@ impl ApiError {
         }
     }
 
+    /// 422: a sound request the model could not carry out as asked (an answer cut off at the
+    /// caller's `max_tokens`).
+    pub fn unprocessable(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code: Some(code),
+            ..Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_request_error",
+                message,
+            )
+        }
+    }
+
     /// 404 for a named thing (not a route) that does not exist.
     pub fn not_found(code: &'static str, param: &str, message: impl Into<String>) -> Self {
         Self {

@@ -42,12 +42,12 @@ pub struct EntityBody {
 #[serde(deny_unknown_fields)]
 pub struct RelationBody {
     /// Where it starts: an entity id or name.
-    #[schema(value_type = Object)]
+    #[schema(value_type = EntityRefSchema)]
     pub subject: EntityRef,
     /// Its type (`works_for`); stored lowercase with `_`.
     pub relation: String,
     /// Where it ends: an entity id or name.
-    #[schema(value_type = Object)]
+    #[schema(value_type = EntityRefSchema)]
     pub object: EntityRef,
     /// The record (message, passage) it was read from.
     pub evidence: Option<i64>,
@@ -70,10 +70,38 @@ impl From<RelationBody> for NewRelation {
     }
 }
 
-/// What a walk may follow.
-#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+/// An entity by its record id or one of its names (the documented form of [`EntityRef`]).
+#[derive(Deserialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum EntityRefSchema {
+    Id(i64),
+    Name(String),
+}
+
+/// What a walk may follow (the fields both walks take).
+fn walk_options(
+    relations: Option<Vec<String>>,
+    direction: Option<Direction>,
+    max_entities: Option<usize>,
+) -> WalkOptions {
+    let default = WalkOptions::default();
+    WalkOptions {
+        relations: relations.unwrap_or_default(),
+        direction: direction.unwrap_or_default(),
+        max_entities: max_entities.unwrap_or(default.max_entities),
+    }
+}
+
+/// `POST /v1/memory/graph/neighbourhood` body.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct WalkFields {
+pub struct NeighbourhoodBody {
+    /// The entity at the centre: an id or a name.
+    #[schema(value_type = EntityRefSchema)]
+    pub entity: EntityRef,
+    /// Hops out (default 1, at most 6).
+    pub hops: Option<u32>,
     /// Only these relation types.
     pub relations: Option<Vec<String>>,
     /// `out`, `in` or `both` (default).
@@ -83,46 +111,25 @@ pub struct WalkFields {
     pub max_entities: Option<usize>,
 }
 
-impl WalkFields {
-    fn options(self) -> WalkOptions {
-        let default = WalkOptions::default();
-        WalkOptions {
-            relations: self.relations.unwrap_or_default(),
-            direction: self.direction.unwrap_or_default(),
-            max_entities: self.max_entities.unwrap_or(default.max_entities),
-        }
-    }
-}
-
-/// `POST /v1/memory/graph/neighbourhood` body.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NeighbourhoodBody {
-    /// The entity at the centre: an id or a name.
-    #[schema(value_type = Object)]
-    pub entity: EntityRef,
-    /// Hops out (default 1, at most 6).
-    pub hops: Option<u32>,
-    /// What to follow.
-    #[serde(flatten)]
-    pub walk: WalkFields,
-}
-
 /// `POST /v1/memory/graph/path` body.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PathBody {
     /// The start: an entity id or name.
-    #[schema(value_type = Object)]
+    #[schema(value_type = EntityRefSchema)]
     pub from: EntityRef,
     /// The end.
-    #[schema(value_type = Object)]
+    #[schema(value_type = EntityRefSchema)]
     pub to: EntityRef,
     /// Most relations on the path (default 6, at most 12).
     pub max_hops: Option<u32>,
-    /// What to follow.
-    #[serde(flatten)]
-    pub walk: WalkFields,
+    /// Only these relation types.
+    pub relations: Option<Vec<String>>,
+    /// `out`, `in` or `both` (default).
+    #[schema(value_type = Option<String>)]
+    pub direction: Option<Direction>,
+    /// Entities the walk may reach (default 1000).
+    pub max_entities: Option<usize>,
 }
 
 /// A path, when one exists.
@@ -387,7 +394,8 @@ pub async fn neighbourhood(
     ApiJson(body): ApiJson<NeighbourhoodBody>,
 ) -> Result<Json<tabagent_memory::Neighbourhood>, ApiError> {
     let memory = memory(&state)?;
-    let (hops, options) = (body.hops.unwrap_or(1), body.walk.options());
+    let options = walk_options(body.relations, body.direction, body.max_entities);
+    let hops = body.hops.unwrap_or(1);
     Ok(Json(
         memory.neighbourhood(body.entity, hops, options).await?,
     ))
@@ -406,7 +414,8 @@ pub async fn path(
     ApiJson(body): ApiJson<PathBody>,
 ) -> Result<Json<PathResponse>, ApiError> {
     let memory = memory(&state)?;
-    let (max_hops, options) = (body.max_hops.unwrap_or(6), body.walk.options());
+    let options = walk_options(body.relations, body.direction, body.max_entities);
+    let max_hops = body.max_hops.unwrap_or(6);
     let found = memory
         .shortest_path(body.from, body.to, max_hops, options)
         .await?;
@@ -522,7 +531,7 @@ Use only what the text says. Answer with JSON only.";
     path = "/v1/memory/graph/extract",
     tag = "memory",
     request_body = ExtractBody,
-    responses((status = 200, body = ExtractResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody))
+    responses((status = 200, body = ExtractResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, description = "The model's answer was cut off at `max_tokens`", body = ErrorBody), (status = 503, body = ErrorBody))
 )]
 pub async fn extract(
     State(state): State<AppState>,
@@ -564,7 +573,9 @@ pub async fn extract(
     )
     .await?;
     if out.reason == FinishReason::Length {
-        return Err(ApiError::unavailable(
+        // The request was sound, the model could not finish it in `max_tokens`: the caller
+        // can act on that (more tokens, less text), so it is theirs to see as a 4xx.
+        return Err(ApiError::unprocessable(
             "extraction_incomplete",
             format!("the model's answer was cut off at {max_tokens} tokens; raise `max_tokens` or send less text"),
         ));

@@ -211,7 +211,11 @@ async fn extraction_stores_what_the_model_found_and_cites_the_text() {
     let named = |name: &str| {
         extracted
             .iter()
-            .find(|e| e["name"].as_str().is_some_and(|n| n.eq_ignore_ascii_case(name)))
+            .find(|e| {
+                e["name"]
+                    .as_str()
+                    .is_some_and(|n| n.eq_ignore_ascii_case(name))
+            })
             .unwrap_or_else(|| panic!("`{name}` was not extracted: {found}"))
     };
     for planted in ["Marie Curie", "Pierre Curie", "University of Paris"] {
