@@ -14,6 +14,7 @@
 //! of llama.cpp's Rust bindings.
 
 mod error;
+mod model;
 mod parse;
 mod reader;
 mod tensors;
@@ -381,6 +382,21 @@ impl ValueType {
             Self::U64 | Self::I64 | Self::F64 => Some(8),
             Self::String | Self::Array => None,
         }
+    }
+
+    /// Whether values of this type are integers (of any width and sign).
+    pub fn is_integer(self) -> bool {
+        matches!(
+            self,
+            Self::U8
+                | Self::I8
+                | Self::U16
+                | Self::I16
+                | Self::U32
+                | Self::I32
+                | Self::U64
+                | Self::I64
+        )
     }
 
     /// The fewest bytes one value of this type takes in a file: a string is at least its `u64`

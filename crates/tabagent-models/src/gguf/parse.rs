@@ -7,6 +7,7 @@ use std::collections::HashSet;
 use std::io::BufRead;
 
 use super::error::GgufError;
+use super::model;
 use super::reader::{Context, Reader};
 use super::tensors;
 use super::{
@@ -36,19 +37,22 @@ pub(crate) fn parse<R: BufRead>(source: R, file_size: u64) -> Result<GgufInfo, G
     let n_kv = r.u64().ctx(|| "the metadata count".into())?;
     check_counts(n_tensors, n_kv, r.remaining())?;
 
-    let metadata = read_metadata(&mut r, n_kv)?;
+    let mut kept = Vec::new();
+    let metadata = read_metadata(&mut r, n_kv, &mut kept)?;
     let alignment = alignment(&metadata)?;
     let tensors = tensors::read_table(&mut r, n_tensors, alignment)?;
     let data_offset = tensors::check_layout(&tensors, r.pos(), alignment, file_size)?;
 
-    Ok(GgufInfo {
+    let info = GgufInfo {
         version,
         metadata,
         tensors,
         alignment,
         data_offset,
         file_size,
-    })
+    };
+    model::check(&info, &kept)?;
+    Ok(info)
 }
 
 /// Quotes a name from the file for an error message: escaped, and cut short if long.
@@ -146,9 +150,11 @@ fn check_counts(n_tensors: u64, n_kv: u64, left: u64) -> Result<(), GgufError> {
     Ok(())
 }
 
+/// The metadata; the integer arrays [`model::keeps_array`] names go to `kept`.
 fn read_metadata<R: BufRead>(
     r: &mut Reader<R>,
     n_kv: u64,
+    kept: &mut Vec<(String, Vec<i64>)>,
 ) -> Result<Vec<(String, MetadataValue)>, GgufError> {
     // Not `with_capacity(n_kv)`: the count is a claim, the pushes below are backed by bytes read.
     let mut metadata = Vec::new();
@@ -161,7 +167,7 @@ fn read_metadata<R: BufRead>(
                 show(&key)
             )));
         }
-        let value = read_value(r, &key)?;
+        let value = read_value(r, &key, kept)?;
         metadata.push((key, value));
     }
     Ok(metadata)
@@ -192,7 +198,11 @@ fn read_type<R: BufRead>(r: &mut Reader<R>, key: &str, what: &str) -> Result<Val
     })
 }
 
-fn read_value<R: BufRead>(r: &mut Reader<R>, key: &str) -> Result<MetadataValue, GgufError> {
+fn read_value<R: BufRead>(
+    r: &mut Reader<R>,
+    key: &str,
+    kept: &mut Vec<(String, Vec<i64>)>,
+) -> Result<MetadataValue, GgufError> {
     let value_type = read_type(r, key, "value type")?;
     let utf8_key = UTF8_KEYS.contains(&key);
     if utf8_key && value_type != ValueType::String {
@@ -239,23 +249,68 @@ fn read_value<R: BufRead>(r: &mut Reader<R>, key: &str) -> Result<MetadataValue,
             let len = r
                 .u64()
                 .ctx(|| format!("the array length of key {}", show(key)))?;
-            skip_array(r, key, element_type, len, 0)?;
+            if key == model::TOKENS_KEY && element_type == ValueType::String {
+                read_tokens(r, len)?;
+            } else if model::keeps_array(key)
+                && len <= model::MAX_KEPT_ARRAY
+                && element_type.is_integer()
+            {
+                kept.push((key.to_string(), read_integers(r, key, element_type, len)?));
+            } else {
+                skip_array(r, key, element_type, len, 0)?;
+            }
             MetadataValue::Array { element_type, len }
         }
     };
     Ok(value)
 }
 
-/// Arrays may hold arrays, those may not: llama.cpp reads no deeper.
-const MAX_ARRAY_DEPTH: u32 = 1;
+/// Reads the vocabulary's tokens, refusing one that repeats an earlier one (llama.cpp asserts
+/// that its tokens are unique). Memory grows with the tokens the file really holds.
+fn read_tokens<R: BufRead>(r: &mut Reader<R>, len: u64) -> Result<(), GgufError> {
+    let key = model::TOKENS_KEY;
+    check_array_room(r, key, ValueType::String, len)?;
+    let mut tokens = model::TokenSet::default();
+    for i in 0..len {
+        let what = || format!("string {i} of the array value of key {}", show(key));
+        let token = read_string_bytes(r, MAX_STRING_LEN, &what)?;
+        tokens.add(i, token)?;
+    }
+    Ok(())
+}
 
-/// Checks and skips the elements of an array value whose element type and length were just read.
-fn skip_array<R: BufRead>(
+/// Reads a short integer array (its length was checked against [`model::MAX_KEPT_ARRAY`]).
+fn read_integers<R: BufRead>(
     r: &mut Reader<R>,
     key: &str,
     element_type: ValueType,
     len: u64,
-    depth: u32,
+) -> Result<Vec<i64>, GgufError> {
+    check_array_room(r, key, element_type, len)?;
+    let what = || format!("the array value of key {}", show(key));
+    let mut values = Vec::new();
+    for _ in 0..len {
+        let value = match element_type {
+            ValueType::U8 => i64::from(r.u8().ctx(what)?),
+            ValueType::I8 => i64::from(i8::from_le_bytes([r.u8().ctx(what)?])),
+            ValueType::U16 => i64::from(r.u16().ctx(what)?),
+            ValueType::I16 => i64::from(i16::from_le_bytes(r.u16().ctx(what)?.to_le_bytes())),
+            ValueType::U32 => i64::from(r.u32().ctx(what)?),
+            ValueType::I32 => i64::from(i32::from_le_bytes(r.u32().ctx(what)?.to_le_bytes())),
+            ValueType::U64 => i64::try_from(r.u64().ctx(what)?).unwrap_or(i64::MAX),
+            _ => i64::from_le_bytes(r.u64().ctx(what)?.to_le_bytes()),
+        };
+        values.push(value);
+    }
+    Ok(values)
+}
+
+/// Refuses an array longer than the cap, or than the bytes left could hold.
+fn check_array_room<R: BufRead>(
+    r: &Reader<R>,
+    key: &str,
+    element_type: ValueType,
+    len: u64,
 ) -> Result<(), GgufError> {
     if len > MAX_ARRAY_LEN {
         return Err(GgufError::limit(
@@ -273,6 +328,22 @@ fn skip_array<R: BufRead>(
             show(key)
         )));
     }
+    Ok(())
+}
+
+/// Arrays may hold arrays, those may not: llama.cpp reads no deeper.
+const MAX_ARRAY_DEPTH: u32 = 1;
+
+/// Checks and skips the elements of an array value whose element type and length were just read.
+fn skip_array<R: BufRead>(
+    r: &mut Reader<R>,
+    key: &str,
+    element_type: ValueType,
+    len: u64,
+    depth: u32,
+) -> Result<(), GgufError> {
+    check_array_room(r, key, element_type, len)?;
+    let need = len.saturating_mul(element_type.min_encoded_size());
     match element_type {
         ValueType::String => {
             for i in 0..len {

@@ -5,6 +5,7 @@ mod alloc_probe;
 mod builder;
 mod corpus;
 mod hostile_metadata;
+mod hostile_model;
 mod hostile_tensors;
 mod real_model;
 mod sweep;

@@ -46,8 +46,9 @@ fn smollm2_q4_1_inspects_as_a_llama_model() {
         info.tensor_data_bytes()
     );
 
-    // Metadata and tensor table only: no buffer near the size of the file or its vocabulary.
-    assert!(largest < 1 << 20, "largest allocation {largest} bytes");
+    // Metadata, tensor table and an index of the vocabulary's 49,152 tokens (to find one that
+    // repeats): nothing near the size of the file.
+    assert!(largest < 4 << 20, "largest allocation {largest} bytes");
 
     for t in &info.tensors {
         let end = info.data_offset + t.offset + t.size_bytes;
