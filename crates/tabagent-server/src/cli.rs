@@ -55,6 +55,20 @@ pub enum Command {
     /// Chrome native messaging: serve it on stdin/stdout (what the browser starts), or
     /// install the host manifest that lets an extension connect.
     Native(NativeArgs),
+    /// Opens a GGUF file in llama.cpp and generates one token (the server runs this in a
+    /// child process before it loads a file for the first time).
+    #[command(name = "probe-model", hide = true)]
+    ProbeModel(ProbeModelArgs),
+}
+
+/// `tabagent probe-model`.
+#[derive(Debug, Args)]
+pub struct ProbeModelArgs {
+    /// The GGUF file.
+    pub file: PathBuf,
+    /// Layers to offload to a GPU, as the server would.
+    #[arg(long, default_value_t = 0)]
+    pub gpu_layers: u32,
 }
 
 /// `tabagent native`.

@@ -16,6 +16,7 @@ mod memory_backend;
 mod messages;
 mod metrics;
 mod native;
+mod probe;
 mod pull_slots;
 mod recommended;
 mod registry;
@@ -79,6 +80,7 @@ fn run(cli: Cli, origin: Option<String>) -> anyhow::Result<()> {
         | Command::Memory(_)
         | Command::Worker(_)
         | Command::Native(_)
+        | Command::ProbeModel(_)
         | Command::Db(_) => {}
     }
     config.validate()?;
@@ -107,6 +109,7 @@ fn run(cli: Cli, origin: Option<String>) -> anyhow::Result<()> {
             Command::Db(args) => commands::memory::db(&config, args.action),
             Command::Worker(args) => worker::run(&config, args.action).await,
             Command::Native(args) => commands::native::run(config, args.action, origin).await,
+            Command::ProbeModel(args) => probe::child(&args.file, args.gpu_layers).await,
         }
     })
 }

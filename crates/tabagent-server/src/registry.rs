@@ -73,6 +73,14 @@ pub enum RegistryError {
     /// The model is serving requests.
     #[error("the model `{0}` is serving requests; it cannot be unloaded now")]
     Busy(String),
+    /// llama.cpp cannot open the model's file (it crashed or refused in a probe process).
+    #[error("the model `{name}` cannot be used: {reason}")]
+    Unusable {
+        /// The model.
+        name: String,
+        /// What llama.cpp did, in one line.
+        reason: String,
+    },
     /// The loading task died.
     #[error("loading the model `{0}` was interrupted")]
     Interrupted(String),
@@ -276,6 +284,8 @@ pub struct ModelRegistry {
     engine_config: EngineConfig,
     encoders: EncoderLoading,
     lifecycle: Lifecycle,
+    /// Where the verdicts of model probes are kept (`crate::probe`); `None`: no probe.
+    probes: Option<std::path::PathBuf>,
     /// The ML worker, for the models it runs (set once it is started).
     worker: std::sync::OnceLock<tabagent_worker::Worker>,
     models: Mutex<HashMap<String, Slot>>,
@@ -301,11 +311,19 @@ impl ModelRegistry {
             engine_config,
             encoders: EncoderLoading::default(),
             lifecycle,
+            probes: None,
             worker: std::sync::OnceLock::new(),
             models: Mutex::new(HashMap::new()),
             admission: tokio::sync::Mutex::new(()),
             keep_alive_changed: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Opens each GGUF file in a probe process before this one (`crate::probe`), keeping the
+    /// verdicts under `data_dir`.
+    pub fn with_probes(mut self, data_dir: &std::path::Path) -> Self {
+        self.probes = Some(data_dir.to_path_buf());
+        self
     }
 
     /// Loads encoders with `encoders` (ONNX Runtime's location, providers and batching).
@@ -384,6 +402,10 @@ impl ModelRegistry {
         let interrupted = |_| RegistryError::Interrupted(id.to_string());
         match entry.kind {
             ModelKind::Gguf => {
+                if let Some(data_dir) = &self.probes {
+                    crate::probe::vet_or_refuse(data_dir, &path, id, self.engine_config.gpu_layers)
+                        .await?;
+                }
                 let config = self.engine_config.clone();
                 let engine = tokio::task::spawn_blocking(move || LlamaEngine::load(&path, config))
                     .await

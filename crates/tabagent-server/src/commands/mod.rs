@@ -27,6 +27,11 @@ pub(crate) async fn load_local(
     })?;
     let path = entry.path;
     let mut engine_config = config.engine_config();
+    if let Err(reason) =
+        crate::probe::vet(&config.storage.data_dir, &path, engine_config.gpu_layers).await?
+    {
+        anyhow::bail!("the model `{name}` cannot be used: {reason}");
+    }
     if let Some(parallel) = parallel {
         engine_config.parallel = parallel;
     }

@@ -38,6 +38,7 @@ impl Runtime {
             config.engine_config(),
             config.lifecycle(Some(pinned)),
         )
+        .with_probes(&config.storage.data_dir)
         .with_encoders(crate::registry::EncoderLoading {
             runtime: config.onnx_runtime(),
             settings: config.encoder_settings(),

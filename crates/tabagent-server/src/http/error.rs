@@ -396,6 +396,16 @@ impl From<RegistryError> for ApiError {
                 )
             },
             RegistryError::Busy(_) => Self::conflict("model_busy", err.to_string()),
+            // The file is the caller's choice, and what llama.cpp did with it is the answer.
+            RegistryError::Unusable { .. } => Self {
+                code: Some("model_unusable"),
+                param: Some("model".to_string()),
+                ..Self::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request_error",
+                    err.to_string(),
+                )
+            },
             RegistryError::NoWorker(_) => Self::unavailable("worker_not_set_up", err.to_string()),
             // The worker's own reason (bad files, not installed, gone) keeps its status; the
             // message names the model.

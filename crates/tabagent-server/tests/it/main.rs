@@ -22,6 +22,7 @@ mod memory_api;
 mod native;
 mod onnx;
 mod passthrough;
+mod probe;
 mod pull;
 mod routing;
 mod scheduler;
