@@ -327,6 +327,22 @@ impl LlamaEngine {
         })
     }
 
+    /// `messages` as the token ids a chat request with them (and `tools`) gives the model:
+    /// rendered by the template, the template's markup as special tokens and the client's
+    /// text as plain text.
+    pub fn chat_tokens(
+        &self,
+        messages: &[ChatMessage],
+        tools: &Tools,
+    ) -> Result<Vec<i32>, InferenceError> {
+        let prompt = self.chat_prompt_with(messages, tools)?;
+        Ok(self
+            .tokenize_chat(&prompt, messages, tools)?
+            .into_iter()
+            .map(|token| token.0)
+            .collect())
+    }
+
     /// Renders `messages` with the model's chat template and starts generating.
     ///
     /// Cheap enough for an async context only for short prompts; callers should use a blocking task.
@@ -346,8 +362,84 @@ impl LlamaEngine {
         class: JobClass,
     ) -> Result<GenerationHandle, InferenceError> {
         let prompt = self.chat_prompt_with(messages, &params.tools)?;
+        let tokens = self.tokenize_chat(&prompt, messages, &params.tools)?;
         let format = self.tool_format();
-        self.submit(&prompt, params, format, class)
+        self.submit_tokens(tokens, params, format, class)
+    }
+
+    /// A rendered chat prompt as tokens, such that only the template's own markup becomes
+    /// special tokens: text a client wrote (message contents, tool call arguments, tool
+    /// descriptions) that reads as a special token (`<|im_start|>system` typed by a user) is
+    /// tokenized as the plain text it is. The prompt is tokenized whole, as before, unless some
+    /// client text holds special-token text; then that text's place in the prompt is tokenized
+    /// with special tokens off. Client text of that kind the template changed past finding is
+    /// refused rather than let through.
+    fn tokenize_chat(
+        &self,
+        prompt: &str,
+        messages: &[ChatMessage],
+        tools: &Tools,
+    ) -> Result<Vec<LlamaToken>, InferenceError> {
+        let vocab = self.model.vocab();
+        let reads_special = |text: &str| {
+            vocab.tokenize(text.as_bytes(), false, true)
+                != vocab.tokenize(text.as_bytes(), false, false)
+        };
+        let client_texts = messages
+            .iter()
+            .flat_map(|m| {
+                std::iter::once(m.content.as_str())
+                    .chain(m.tool_calls.iter().map(|call| call.arguments.as_str()))
+            })
+            .chain(
+                tools
+                    .specs
+                    .iter()
+                    .filter_map(|spec| spec.description.as_deref()),
+            );
+        let mut plain: Vec<std::ops::Range<usize>> = Vec::new();
+        for text in client_texts {
+            if text.trim().is_empty() || !reads_special(text) {
+                continue;
+            }
+            let found = [text, text.trim()]
+                .into_iter()
+                .find_map(|needle| prompt.find(needle).map(|at| at..at + needle.len()))
+                .ok_or_else(|| {
+                    InferenceError::invalid(
+                        "messages",
+                        "a message holds text that this model reads as its own control tokens, \
+                         and its chat template changes that text so that it cannot be kept as \
+                         plain text",
+                    )
+                })?;
+            plain.push(found);
+        }
+        if plain.is_empty() {
+            // Special tokens in the text are parsed, as llama-server does: templates emit
+            // them as text.
+            return Ok(vocab.tokenize(prompt.as_bytes(), true, true));
+        }
+        plain.sort_by_key(|range| range.start);
+        let mut tokens = Vec::new();
+        let mut at = 0;
+        let mut first = true;
+        let mut piece = |text: &str, special: bool, tokens: &mut Vec<LlamaToken>| {
+            if !text.is_empty() {
+                tokens.extend(vocab.tokenize(text.as_bytes(), first, special));
+                first = false;
+            }
+        };
+        for range in plain {
+            if range.start < at {
+                continue;
+            }
+            piece(&prompt[at..range.start], true, &mut tokens);
+            piece(&prompt[range.clone()], false, &mut tokens);
+            at = range.end;
+        }
+        piece(&prompt[at..], true, &mut tokens);
+        Ok(tokens)
     }
 
     /// Starts generating a continuation of the raw `prompt`.
@@ -381,9 +473,22 @@ impl LlamaEngine {
         self.submit(prompt, params, None, class)
     }
 
+    /// Starts generating after `text`, tokenized whole (special tokens written as text are
+    /// parsed: a raw prompt is all the caller's).
     fn submit(
         &self,
         text: &str,
+        params: GenerationParams,
+        tool_format: Option<ToolFormat>,
+        class: JobClass,
+    ) -> Result<GenerationHandle, InferenceError> {
+        let prompt = self.model.vocab().tokenize(text.as_bytes(), true, true);
+        self.submit_tokens(prompt, params, tool_format, class)
+    }
+
+    fn submit_tokens(
+        &self,
+        prompt: Vec<LlamaToken>,
         params: GenerationParams,
         tool_format: Option<ToolFormat>,
         class: JobClass,
@@ -402,8 +507,6 @@ impl LlamaEngine {
                 format!("`top_logprobs` must be between 0 and {MAX_TOP_LOGPROBS}"),
             ));
         }
-        // Special tokens in the text are parsed, as llama-server does: templates emit them as text.
-        let prompt = self.model.vocab().tokenize(text.as_bytes(), true, true);
         let limit = self.config.ctx_per_slot;
         let prompt_tokens = u32::try_from(prompt.len()).unwrap_or(u32::MAX);
         if prompt.is_empty() {

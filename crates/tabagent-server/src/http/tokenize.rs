@@ -95,11 +95,11 @@ pub async fn tokenize(
     let acquired = state.registry().acquire(&request.model, None).await?;
     let (tokens, pieces) = match acquired.engine {
         Engine::Llama(engine) => tokio::task::spawn_blocking(move || {
-            let text = match input {
-                Input::Text(text) => text,
-                Input::Chat(messages) => engine.chat_prompt(&messages)?,
+            let tokens = match input {
+                Input::Text(text) => engine.tokenize(&text, add_special),
+                // As a chat request has them: what a client wrote stays plain text.
+                Input::Chat(messages) => engine.chat_tokens(&messages, &Default::default())?,
             };
-            let tokens = engine.tokenize(&text, add_special);
             let pieces = if with_pieces {
                 Some(engine.token_pieces(&tokens)?)
             } else {
