@@ -9,7 +9,7 @@ use tabagent_memory::{
 };
 
 use tonic::metadata::MetadataValue;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 use crate::convert::{self as c, error};
 use crate::pb;
@@ -21,11 +21,26 @@ use crate::server::MAX_MESSAGE_BYTES;
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-fn endpoint(url: &str) -> MemoryResult<Endpoint> {
-    Ok(Endpoint::from_shared(url.to_string())
-        .map_err(|e| MemoryError::Unavailable(format!("{url}: {e}")))?
+/// An `https://` service's certificate is verified against `ca` (PEM) when given, else the
+/// system's trusted roots; the name checked is the URL's host.
+fn endpoint(url: &str, ca: Option<&[u8]>) -> MemoryResult<Endpoint> {
+    let unavailable = |e: &dyn std::fmt::Display| MemoryError::Unavailable(format!("{url}: {e}"));
+    let mut endpoint = Endpoint::from_shared(url.to_string())
+        .map_err(|e| unavailable(&e))?
         .timeout(CALL_TIMEOUT)
-        .connect_timeout(CONNECT_TIMEOUT))
+        .connect_timeout(CONNECT_TIMEOUT);
+    if url.starts_with("https://") {
+        let tls = match ca {
+            Some(pem) => ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)),
+            None => ClientTlsConfig::new().with_native_roots(),
+        };
+        endpoint = endpoint.tls_config(tls).map_err(|e| unavailable(&e))?;
+    } else if ca.is_some() {
+        return Err(MemoryError::Unavailable(format!(
+            "{url}: a CA certificate is given for a service reached without TLS; use https://"
+        )));
+    }
+    Ok(endpoint)
 }
 
 /// A connection to a memory service (cheap to clone; calls share one HTTP/2 connection).
@@ -38,7 +53,16 @@ pub struct RemoteMemory {
 impl RemoteMemory {
     /// Connects to the service at `url` (`http://host:port`), sending `api_key` when given.
     pub async fn connect(url: &str, api_key: Option<&str>) -> MemoryResult<Self> {
-        let endpoint = endpoint(url)?;
+        Self::connect_verified(url, api_key, None).await
+    }
+
+    /// [`RemoteMemory::connect`] to an `https://` service whose certificate `ca` (PEM) signed.
+    pub async fn connect_verified(
+        url: &str,
+        api_key: Option<&str>,
+        ca: Option<&[u8]>,
+    ) -> MemoryResult<Self> {
+        let endpoint = endpoint(url, ca)?;
         let channel = endpoint
             .connect()
             .await
@@ -48,8 +72,8 @@ impl RemoteMemory {
 
     /// A client for `url` that connects on first use and reconnects after failures, so a
     /// service that is down only fails the calls made meanwhile.
-    pub fn connect_lazy(url: &str, api_key: Option<&str>) -> MemoryResult<Self> {
-        let endpoint = endpoint(url)?;
+    pub fn connect_lazy(url: &str, api_key: Option<&str>, ca: Option<&[u8]>) -> MemoryResult<Self> {
+        let endpoint = endpoint(url, ca)?;
         Self::with_channel(endpoint.connect_lazy(), api_key)
     }
 

@@ -13,4 +13,4 @@ pub mod pb {
 }
 
 pub use client::RemoteMemory;
-pub use server::{serve, MemoryService};
+pub use server::{serve, MemoryService, TlsIdentity};

@@ -160,12 +160,22 @@ impl<B: MemoryApi + 'static> Memory for MemoryService<B> {
     }
 }
 
-/// Serves `api` on `listener` until `shutdown` completes. With `api_keys`, every call must
-/// carry `authorization: Bearer <key>` with one of them.
+/// A certificate chain and its private key, PEM, for serving TLS.
+#[derive(Clone)]
+pub struct TlsIdentity {
+    /// The certificate chain, leaf first.
+    pub cert_pem: Vec<u8>,
+    /// Its private key.
+    pub key_pem: Vec<u8>,
+}
+
+/// Serves `api` on `listener` until `shutdown` completes, over TLS with `tls`. With
+/// `api_keys`, every call must carry `authorization: Bearer <key>` with one of them.
 pub async fn serve<B: MemoryApi + 'static>(
     api: B,
     listener: tokio::net::TcpListener,
     api_keys: Vec<String>,
+    tls: Option<TlsIdentity>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let check = move |request: Request<()>| -> Result<Request<()>, Status> {
@@ -195,7 +205,13 @@ pub async fn serve<B: MemoryApi + 'static>(
     let service = MemoryServer::new(MemoryService::new(api))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        let identity = tonic::transport::Identity::from_pem(tls.cert_pem, tls.key_pem);
+        builder =
+            builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
+    }
+    builder
         .add_service(tonic::service::interceptor::InterceptedService::new(
             service, check,
         ))

@@ -269,9 +269,10 @@ pub enum MemoryAction {
         direction: String,
     },
     /// Serve this memory over gRPC (proto/database.proto) for other machines and processes;
-    /// prints `memory service listening on http://ADDR` once ready.
+    /// prints `memory service listening on http(s)://ADDR` once ready.
     Serve {
-        /// Address to bind (loopback by default; anything else needs `server.api_keys`).
+        /// Address to bind (loopback by default; anything else needs `server.api_keys`, and TLS
+        /// or `--insecure`).
         #[arg(long, default_value = "127.0.0.1")]
         host: String,
         /// Port (0 picks a free one).
@@ -280,6 +281,15 @@ pub enum MemoryAction {
         /// A bearer key every call must carry (besides `server.api_keys`).
         #[arg(long, env = "TABAGENT_API_KEY", hide_env_values = true)]
         api_key: Option<String>,
+        /// Serve TLS with this certificate chain (PEM).
+        #[arg(long, env = "TABAGENT_MEMORY_TLS_CERT", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The certificate's private key (PEM).
+        #[arg(long, env = "TABAGENT_MEMORY_TLS_KEY", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Serve off loopback without TLS (keys and memories then cross the network in clear).
+        #[arg(long)]
+        insecure: bool,
     },
     /// Merge duplicate entities (same loose name or alias, same type); prints the merges.
     Consolidate {

@@ -246,6 +246,9 @@ pub struct MemorySettings {
     pub remote: Option<String>,
     /// The bearer key for `remote`.
     pub remote_api_key: Option<tabagent_core::Secret>,
+    /// The CA certificate (PEM file) that signed an `https://` `remote`'s certificate; unset:
+    /// the system's trusted roots.
+    pub remote_ca: Option<PathBuf>,
     /// Keep the memory in this PostgreSQL database (with the pgvector extension), e.g.
     /// `postgres://tabagent:secret@db.internal:5432/tabagent`, instead of a local database:
     /// several servers can then share one memory. TLS follows libpq's `sslmode` and
@@ -264,6 +267,7 @@ impl Default for MemorySettings {
             summarize_after: 20,
             remote: None,
             remote_api_key: None,
+            remote_ca: None,
             postgres: None,
         }
     }

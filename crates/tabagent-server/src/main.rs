@@ -103,7 +103,13 @@ fn run(cli: Cli, origin: Option<String>) -> anyhow::Result<()> {
                     host,
                     port,
                     api_key,
-                } => commands::memory::serve(&config, &host, port, api_key).await,
+                    tls_cert,
+                    tls_key,
+                    insecure,
+                } => {
+                    let tls = tls_cert.zip(tls_key);
+                    commands::memory::serve(&config, &host, port, api_key, tls, insecure).await
+                }
                 action => commands::memory::run(&config, action).await,
             },
             Command::Db(args) => commands::memory::db(&config, args.action),

@@ -53,7 +53,13 @@ impl MemoryBackend {
                     .map(tabagent_core::Secret::expose);
                 // Shown without any credentials the URL carries.
                 let shown = tabagent_core::secret::redact_credentials(url);
-                let remote = RemoteMemory::connect_lazy(url, key)
+                let ca = match &settings.remote_ca {
+                    Some(path) => Some(std::fs::read(path).with_context(|| {
+                        format!("memory.remote_ca: cannot read {}", path.display())
+                    })?),
+                    None => None,
+                };
+                let remote = RemoteMemory::connect_lazy(url, key, ca.as_deref())
                     .with_context(|| format!("memory.remote `{shown}`"))?;
                 tracing::info!(url = %shown, "memory: the remote service");
                 Ok(MemoryBackend::Remote(remote))

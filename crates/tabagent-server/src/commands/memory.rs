@@ -230,6 +230,8 @@ pub async fn serve(
     host: &str,
     port: u16,
     api_key: Option<String>,
+    tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    insecure: bool,
 ) -> anyhow::Result<()> {
     let ip: std::net::IpAddr = host
         .parse()
@@ -247,13 +249,32 @@ pub async fn serve(
     if !ip.is_loopback() && api_keys.is_empty() {
         bail!("serving the memory on {ip} (off loopback) needs an API key: set server.api_keys");
     }
+    if !ip.is_loopback() && tls.is_none() && !insecure {
+        bail!(
+            "serving the memory on {ip} (off loopback) needs TLS (--tls-cert and --tls-key), or \
+             --insecure to send keys and memories in clear"
+        );
+    }
+    let tls = match tls {
+        Some((cert, key)) => {
+            let read = |path: &std::path::Path| {
+                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+            };
+            Some(tabagent_memory_grpc::TlsIdentity {
+                cert_pem: read(&cert)?,
+                key_pem: read(&key)?,
+            })
+        }
+        None => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let memory = MemoryBackend::open(config).await?;
     let listener = tokio::net::TcpListener::bind((ip, port))
         .await
         .with_context(|| format!("cannot listen on {ip}:{port}"))?;
     let address = listener.local_addr()?;
     // Tests and scripts read this line to find the port.
-    println!("memory service listening on http://{address}");
+    println!("memory service listening on {scheme}://{address}");
     let shutdown = async {
         let mut terminate =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
@@ -262,7 +283,7 @@ pub async fn serve(
             _ = async { match terminate.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
         }
     };
-    tabagent_memory_grpc::serve(memory, listener, api_keys, shutdown)
+    tabagent_memory_grpc::serve(memory, listener, api_keys, tls, shutdown)
         .await
         .context("the memory service failed")
 }

@@ -711,3 +711,91 @@ async fn postgres_over_tls_verifies_the_servers_certificate_and_name() {
         .unwrap_err();
     assert!(err.to_string().contains("certificate"), "{err}");
 }
+
+/// The throwaway CA and localhost certificate `scripts/test` makes.
+fn test_tls() -> std::path::PathBuf {
+    std::path::PathBuf::from(
+        std::env::var_os("TABAGENT_TEST_TLS_DIR")
+            .expect("TABAGENT_TEST_TLS_DIR is unset: scripts/test makes a test CA and sets it"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_service_speaks_tls_and_its_clients_verify_it() {
+    const KEY: &str = "tls-memory-key-0123456789";
+    let tls = test_tls();
+    let (cert, key) = (tls.join("server.pem"), tls.join("server.key"));
+    let ca = std::fs::read(tls.join("ca.pem")).unwrap();
+    let service = Service::start(&[
+        "--api-key",
+        KEY,
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    assert!(service.url.starts_with("https://"), "{}", service.url);
+    // Verified against the CA that signed it, under either name the certificate carries.
+    for url in [
+        service.url.clone(),
+        service.url.replace("127.0.0.1", "localhost"),
+    ] {
+        let remote = RemoteMemory::connect_verified(&url, Some(KEY), Some(&ca))
+            .await
+            .unwrap();
+        assert_eq!(remote.stats().await.unwrap().stores.len(), 7, "{url}");
+    }
+    // A certificate the system's roots do not vouch for is refused; so is plain HTTP.
+    for (url, ca) in [
+        (service.url.clone(), None),
+        (service.url.replacen("https", "http", 1), None),
+    ] {
+        let failed = match RemoteMemory::connect_verified(&url, Some(KEY), ca).await {
+            Ok(remote) => remote.stats().await.is_err(),
+            Err(_) => true,
+        };
+        assert!(failed, "{url} answered without a verified certificate");
+    }
+    // Off loopback, the service wants TLS unless told `--insecure`.
+    let dir = tempfile::tempdir().unwrap();
+    let out = tabagent(dir.path())
+        .args([
+            "memory",
+            "serve",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "0",
+            "--api-key",
+            KEY,
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--insecure") && stderr.contains("TLS"),
+        "{stderr}"
+    );
+    let open = Service::start(&["--host", "0.0.0.0", "--api-key", KEY, "--insecure"]);
+    assert!(open.url.starts_with("http://"), "{}", open.url);
+    // A server keeps its memory there, over TLS, trusting the CA its configuration names.
+    let server = crate::server::Server::start_with(
+        &[],
+        &[
+            ("TABAGENT_MEMORY__REMOTE", service.url.as_str()),
+            ("TABAGENT_MEMORY__REMOTE_API_KEY", KEY),
+            (
+                "TABAGENT_MEMORY__REMOTE_CA",
+                tls.join("ca.pem").to_str().unwrap(),
+            ),
+        ],
+        |_| {},
+    );
+    let body = remember(&server, "kept behind TLS").await;
+    let remote = RemoteMemory::connect_verified(&service.url, Some(KEY), Some(&ca))
+        .await
+        .unwrap();
+    let stored = remote.get(body["id"].as_i64().unwrap()).await.unwrap();
+    assert_eq!(stored.text, "kept behind TLS");
+}
