@@ -15,6 +15,13 @@ use crate::tool_calls::ToolFormat;
 /// Instructions a single render may execute; real templates use a few thousand per message.
 const FUEL: u64 = 5_000_000;
 
+/// The most a render may write: far past any prompt a context holds, far below what would
+/// hurt the process (fuel counts instructions, not bytes: one instruction can write a lot).
+const MAX_RENDERED_BYTES: usize = 16 << 20;
+
+/// The widest `indent` (minijinja's own takes any width, and allocates it at once).
+const MAX_INDENT: usize = 256;
+
 /// Why a template could not be compiled or rendered.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -117,6 +124,7 @@ impl ChatTemplate {
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", strftime_now);
         env.add_filter("tojson", tojson);
+        env.add_filter("indent", bounded_indent);
         env.add_template_owned("chat", source.to_string())
             .map_err(|err| TemplateError::Compile(describe(&err)))?;
         Ok(Self {
@@ -162,10 +170,91 @@ impl ChatTemplate {
             bos_token: &self.bos_token,
             eos_token: &self.eos_token,
         };
-        template
-            .render(context)
-            .map_err(|err| TemplateError::Render(describe(&err)))
+        let mut out = Bounded(Vec::new(), false);
+        let rendered = template.render_captured_to(context, &mut out);
+        if out.1 {
+            return Err(TemplateError::Render(format!(
+                "the template wrote more than {} MiB",
+                MAX_RENDERED_BYTES >> 20
+            )));
+        }
+        rendered.map_err(|err| TemplateError::Render(describe(&err)))?;
+        String::from_utf8(out.0)
+            .map_err(|_| TemplateError::Render("the template wrote text that is not UTF-8".into()))
     }
+}
+
+/// Output that stops at [`MAX_RENDERED_BYTES`] (and says it did).
+struct Bounded(Vec<u8>, bool);
+
+impl std::io::Write for Bounded {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        if self.0.len() + bytes.len() > MAX_RENDERED_BYTES {
+            self.1 = true;
+            return Err(std::io::Error::other("the rendered prompt is too long"));
+        }
+        self.0.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Jinja's `indent(width=4, first=False, blank=False)` (positional or by keyword), with a
+/// width of at most [`MAX_INDENT`] and a result of at most [`MAX_RENDERED_BYTES`].
+fn bounded_indent(
+    value: String,
+    width: Option<usize>,
+    first: Option<bool>,
+    blank: Option<bool>,
+    kwargs: minijinja::value::Kwargs,
+) -> Result<String, Error> {
+    let width = match width {
+        Some(width) => width,
+        None => kwargs.get::<Option<usize>>("width")?.unwrap_or(4),
+    };
+    let first = match first {
+        Some(first) => first,
+        None => kwargs.get::<Option<bool>>("first")?.unwrap_or(false),
+    };
+    let blank = match blank {
+        Some(blank) => blank,
+        None => kwargs.get::<Option<bool>>("blank")?.unwrap_or(false),
+    };
+    kwargs.assert_all_used()?;
+    if width > MAX_INDENT {
+        return Err(Error::new(
+            ErrorKind::InvalidOperation,
+            format!("indent width {width} is more than {MAX_INDENT}"),
+        ));
+    }
+    let lines = value.split('\n').count();
+    let size = value.len().saturating_add(lines.saturating_mul(width));
+    if size > MAX_RENDERED_BYTES {
+        return Err(Error::new(
+            ErrorKind::InvalidOperation,
+            "indent would write more than a prompt can hold",
+        ));
+    }
+    let pad = " ".repeat(width);
+    let mut out = String::with_capacity(size);
+    for (i, line) in value.split('\n').enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        // As Jinja: the first line only when asked, blank lines only when asked.
+        let indented = match i {
+            0 => first,
+            _ => blank || !line.is_empty(),
+        };
+        if indented {
+            out.push_str(&pad);
+        }
+        out.push_str(line);
+    }
+    Ok(out)
 }
 
 fn describe(err: &Error) -> String {
@@ -352,6 +441,37 @@ mod tests {
             template.render(&[], false).unwrap(),
             "{\"b\": [1, \"é<\"], \"a\": null, \"c\": {}}|{\n  \"a\": 2,\n  \"b\": [\n    1\n  ]\n}"
         );
+    }
+
+    #[test]
+    fn indent_is_jinjas_and_bounded() {
+        let render = |source: &str| {
+            ChatTemplate::new(source, "", "")
+                .unwrap()
+                .render(&[], false)
+        };
+        assert_eq!(
+            render("{{ 'a\nb\n\nc\n' | indent(2) }}").unwrap(),
+            "a\n  b\n\n  c\n"
+        );
+        assert_eq!(
+            render("{{ 'a\n\nb' | indent(width=1, first=true, blank=true) }}").unwrap(),
+            " a\n \n b"
+        );
+        // A width that would allocate without end is an error, not an abort.
+        let err = render("{{ '' | indent(10**15) }}").unwrap_err().to_string();
+        assert!(err.contains("indent width"), "{err}");
+    }
+
+    #[test]
+    fn a_template_that_writes_without_end_is_stopped() {
+        let template = "{% for i in range(100) %}{{ 'x' * 90000000 }}{% endfor %}";
+        let err = ChatTemplate::new(template, "", "")
+            .unwrap()
+            .render(&[], false)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("more than 16 MiB"), "{err}");
     }
 
     #[test]
