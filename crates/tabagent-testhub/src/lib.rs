@@ -14,6 +14,7 @@
 //!   `GatedRepo`.
 
 pub mod engine;
+pub mod fuzz;
 
 use std::collections::HashMap;
 use std::io::{Read, SeekFrom};

@@ -14,6 +14,8 @@ mod convert;
 mod embeddings;
 pub mod error;
 mod files;
+#[cfg(test)]
+mod fuzz_tests;
 mod generate;
 mod graph;
 mod health;

@@ -47,11 +47,12 @@ pub async fn read(
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    let mut upload = if content_type.starts_with("multipart/form-data") {
-        multipart(&content_type, body, file_field).await?
-    } else if content_type.starts_with("application/json") {
+        .unwrap_or("");
+    // The media type is case-insensitive, the boundary is not (browsers mix cases in theirs).
+    let media_type = content_type.to_ascii_lowercase();
+    let mut upload = if media_type.starts_with("multipart/form-data") {
+        multipart(content_type, body, file_field).await?
+    } else if media_type.starts_with("application/json") {
         json(&body, file_field)?
     } else {
         Upload {

@@ -80,6 +80,31 @@ mod tests {
         out
     }
 
+    /// The native messaging corpus (`tests/corpus/native-frames`), mutated: every input is read
+    /// message by message to its end, each read taking bytes or ending, never panicking.
+    #[test]
+    fn fuzzed_frames_are_read_to_their_end() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/corpus/native-frames");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let seeds = tabagent_testhub::fuzz::corpus(&dir).unwrap();
+        tabagent_testhub::fuzz::run(&seeds, 100_000, |input| {
+            runtime.block_on(async {
+                let mut reader = input;
+                for _ in 0..=input.len() {
+                    match read(&mut reader, 4096).await.unwrap() {
+                        Incoming::End | Incoming::Truncated { .. } => return,
+                        Incoming::Message(_) | Incoming::NotJson(_) | Incoming::TooLarge { .. } => {
+                        }
+                    }
+                }
+                panic!("reading did not end");
+            });
+        });
+    }
+
     #[tokio::test]
     async fn reads_messages_and_survives_bad_ones() {
         let mut input = Vec::new();

@@ -267,3 +267,39 @@ async fn chromium_streams_a_chat_over_a_data_channel_and_its_camera_reaches_the_
         "{outcome}"
     );
 }
+
+/// SDP offers (`tests/corpus/sdp`: a data channel; a camera and a data channel), mutated: the
+/// parser that reads what a browser sends either reads an offer or refuses it, never panics;
+/// and an offer it reads, the server answers or refuses with a 400, never a 500.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fuzzed_offers_are_read_or_refused() {
+    static CRYPTO: std::sync::Once = std::sync::Once::new();
+    CRYPTO.call_once(|| str0m::crypto::from_feature_flags().install_process_default());
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/corpus/sdp");
+    let seeds = tabagent_testhub::fuzz::corpus(&dir).unwrap();
+    let mut parsed = Vec::new();
+    tabagent_testhub::fuzz::run(&seeds, 20_000, |input| {
+        if let Ok(text) = std::str::from_utf8(input) {
+            if str0m::change::SdpOffer::from_sdp_string(text).is_ok() && parsed.len() < 24 {
+                parsed.push(text.to_string());
+            }
+        }
+    });
+    assert!(
+        parsed.len() >= seeds.len(),
+        "the seeds themselves are offers"
+    );
+    // The offers the parser took, as the server gets them (with room for all their sessions).
+    let server = Server::start_with(
+        &[],
+        &[
+            ("TABAGENT_WEBRTC__MAX_SESSIONS", "32"),
+            ("TABAGENT_WEBRTC__MAX_SESSIONS_PER_CALLER", "32"),
+        ],
+        |_| {},
+    );
+    for offer in parsed {
+        let (status, body) = post(&server, "/v1/webrtc/offer", None, &json!({"sdp": offer})).await;
+        assert!(status == 200 || status == 400, "{status}: {body}");
+    }
+}

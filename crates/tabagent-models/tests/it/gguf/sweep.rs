@@ -168,3 +168,21 @@ fn seeded_mutations_never_panic_and_ok_keeps_tensors_in_the_file() {
     // Both outcomes must be common, or the sweep tests nothing.
     assert!(oks > 300 && errs > 300, "ok {oks}, err {errs}");
 }
+
+/// The cargo-fuzz target's seed corpus (`fuzz/corpus/gguf_inspect`), mutated by a stable
+/// mutation fuzzer: no input panics, and what is accepted has every tensor inside the file.
+#[test]
+fn the_fuzz_corpus_mutated_is_refused_or_sound() {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/gguf_inspect");
+    let mut seeds = tabagent_testhub::fuzz::corpus(&dir).unwrap();
+    seeds.push(super::builder::valid_model().build());
+    tabagent_testhub::fuzz::run(&seeds, 200_000, |input| {
+        if let Ok(info) = tabagent_models::gguf::inspect_bytes(input) {
+            for tensor in &info.tensors {
+                let end = info.data_offset + tensor.offset + tensor.size_bytes;
+                assert!(end <= info.file_size, "{} ends past the file", tensor.name);
+            }
+        }
+    });
+}
