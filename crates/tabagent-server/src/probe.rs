@@ -1,6 +1,7 @@
 //! A GGUF file llama.cpp has not opened on this machine before is first opened in a
 //! short-lived child process — `tabagent` itself, `probe-model`, a hidden subcommand — that
-//! loads it and generates one token. llama.cpp aborts the whole process on some files that
+//! loads it, renders its chat template on conversations of every kind (with tools, tool calls
+//! and results) and generates one token, its address space bounded. llama.cpp aborts the whole process on some files that
 //! pass every check tabagent knows to make (an unknown rope scaling type, and whatever the next
 //! llama.cpp asserts); in the child that costs the child, and the model is refused with what
 //! llama.cpp said, while the server stays up. The verdict is kept by the file's SHA-256 under
@@ -217,6 +218,19 @@ pub async fn vet_or_refuse(
 /// well, non-zero (or by a signal, when llama.cpp aborts) if not.
 pub async fn child(path: &Path, gpu_layers: u32) -> anyhow::Result<()> {
     use tabagent_core::{ChatMessage, GenerationEvent, GenerationParams, Role};
+    // A file that makes llama.cpp (or its chat template) allocate without end fails an
+    // allocation here, at once, rather than pushing the machine into swap: the probe's address
+    // space holds the mapped file twice and 2 GiB besides. Not with a GPU: its drivers reserve
+    // large address ranges.
+    if gpu_layers == 0 {
+        let size = std::fs::metadata(path)?.len();
+        let limit = size.saturating_mul(2).saturating_add(2 << 30);
+        let bound = rustix::process::Rlimit {
+            current: Some(limit),
+            maximum: Some(limit),
+        };
+        rustix::process::setrlimit(rustix::process::Resource::As, bound)?;
+    }
     let config = tabagent_llama::EngineConfig {
         threads: 1,
         threads_batch: 1,
@@ -229,6 +243,40 @@ pub async fn child(path: &Path, gpu_layers: u32) -> anyhow::Result<()> {
     let engine =
         tokio::task::spawn_blocking(move || tabagent_llama::LlamaEngine::load(&path, config))
             .await??;
+    // The chat template on the conversations requests bring (a template that blows up on
+    // them blows up here): turns of every role, tools offered, a tool's call and result. A
+    // template may refuse a conversation (an error is fine); it may not crash the process.
+    let tools = tabagent_core::Tools {
+        specs: vec![tabagent_core::ToolSpec {
+            name: "get_weather".into(),
+            description: Some("The weather in a city".into()),
+            parameters: serde_json::json!({"type": "object", "properties": {"city": {"type": "string"}}}),
+            strict: false,
+        }],
+        ..tabagent_core::Tools::default()
+    };
+    let call = tabagent_core::ToolCall {
+        id: "call_0".into(),
+        name: "get_weather".into(),
+        arguments: r#"{"city": "Oslo"}"#.into(),
+    };
+    let conversations = [
+        vec![
+            ChatMessage::new(Role::System, "You are brief."),
+            ChatMessage::new(Role::User, "Hello"),
+            ChatMessage::new(Role::Assistant, "Hi."),
+            ChatMessage::new(Role::User, "Again"),
+        ],
+        vec![
+            ChatMessage::new(Role::User, "The weather in Oslo?"),
+            ChatMessage::assistant_calls("", vec![call]),
+            ChatMessage::tool_result("call_0", "12 C"),
+        ],
+    ];
+    for messages in &conversations {
+        let _ = engine.chat_prompt_with(messages, &tools);
+        let _ = engine.chat_prompt_with(messages, &tabagent_core::Tools::default());
+    }
     let params = GenerationParams {
         max_tokens: Some(1),
         ..GenerationParams::default()

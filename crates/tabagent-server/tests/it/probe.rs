@@ -72,3 +72,42 @@ async fn a_model_that_aborts_llama_cpp_is_refused_and_the_server_stays_up() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("cannot be used"), "{stderr}");
 }
+
+/// SmolLM2 with its chat template replaced, in place (the same length, padded by a comment),
+/// by one that doubles a string without end: fuel counts instructions, not bytes.
+fn template_bomb(dir: &std::path::Path) -> std::path::PathBuf {
+    let mut bytes = std::fs::read(smollm2_path()).unwrap();
+    let key = b"tokenizer.chat_template";
+    let at = bytes.windows(key.len()).position(|w| w == key).unwrap() + key.len();
+    // The value: a u32 type tag (8: string), a u64 length, the text.
+    let len = u64::from_le_bytes(bytes[at + 4..at + 12].try_into().unwrap()) as usize;
+    let start = at + 12;
+    let bomb = "{% set ns = namespace(s='xxxxxxxx') %}{% for i in range(60) %}\
+                {% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s }}";
+    assert!(
+        bomb.len() + 4 <= len,
+        "SmolLM2's template is longer than the bomb"
+    );
+    let padded = format!("{bomb}{{#{}#}}", " ".repeat(len - bomb.len() - 4));
+    assert_eq!(padded.len(), len);
+    bytes[start..start + len].copy_from_slice(padded.as_bytes());
+    let path = dir.join("bomb.gguf");
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_template_that_allocates_without_end_is_refused_and_the_server_stays_up() {
+    let files = tempfile::tempdir().unwrap();
+    let bomb = template_bomb(files.path());
+    let server = Server::start_with(&[], &[], |data| import(data, &bomb, "bomb"));
+    let ask = |model: &str| json!({"model": model, "max_tokens": 2, "messages": [{"role": "user", "content": "hi"}]});
+    let (status, body) = server.post_json("/v1/chat/completions", &ask("bomb")).await;
+    assert_eq!(
+        assert_error(status, &body, 400)["code"],
+        "model_unusable",
+        "{body}"
+    );
+    let (status, body) = server.post_json("/v1/chat/completions", &ask(MODEL)).await;
+    assert_eq!(status, 200, "{body}");
+}
