@@ -161,6 +161,45 @@ async fn an_idle_session_is_closed_and_the_browser_is_told() {
 }
 
 #[tokio::test]
+async fn one_caller_cannot_take_every_session() {
+    let alice = "alice-key-0123456789abcdef";
+    let bob = "bob-key-0123456789abcdefgh";
+    let server = Server::start_with(
+        &[],
+        &[
+            (
+                "TABAGENT_SERVER__API_KEYS",
+                &format!("[\"{alice}\",\"{bob}\"]"),
+            ),
+            ("TABAGENT_WEBRTC__MAX_SESSIONS_PER_CALLER", "2"),
+        ],
+        |_| {},
+    );
+    let open = |key: &'static str| {
+        let server = &server;
+        async move {
+            post(
+                server,
+                "/v1/webrtc/offer",
+                Some(key),
+                &json!({"sdp": offer()}),
+            )
+            .await
+        }
+    };
+    for _ in 0..2 {
+        let (status, answer) = open(alice).await;
+        assert_eq!(status, 200, "{answer}");
+    }
+    let (status, body) = open(alice).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"]["code"], "webrtc_sessions_per_caller");
+    // Another caller still gets one.
+    let (status, answer) = open(bob).await;
+    assert_eq!(status, 200, "{answer}");
+}
+
+#[tokio::test]
 async fn sessions_belong_to_the_key_that_opened_them() {
     let alice = "alice-key-0123456789abcdef";
     let bob = "bob-key-0123456789abcdefgh";
