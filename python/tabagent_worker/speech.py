@@ -3,6 +3,7 @@
 loaded from memory, never from disk."""
 
 import io
+import itertools
 import os
 import threading
 
@@ -50,19 +51,14 @@ def decode_bounded(audio: bytes, max_seconds: int = MAX_SECONDS) -> "np.ndarray"
         limit = max_seconds * SAMPLE_RATE
         chunks, held = [], 0
         try:
-            for frame in container.decode(stream):
+            # Every decoded frame, then None: the resampler's flush.
+            for frame in itertools.chain(container.decode(stream), [None]):
                 for out in resampler.resample(frame):
                     chunk = out.to_ndarray().reshape(-1)
                     held += chunk.size
                     if held > limit:
                         raise InvalidInput(too_long)
                     chunks.append(chunk)
-            for out in resampler.resample(None):
-                chunk = out.to_ndarray().reshape(-1)
-                held += chunk.size
-                if held > limit:
-                    raise InvalidInput(too_long)
-                chunks.append(chunk)
         except InvalidInput:
             raise
         except Exception as err:

@@ -82,6 +82,9 @@ pub struct LlamaEngine {
     model: Arc<LlamaModel>,
     template: Option<ChatTemplate>,
     end_tokens: Arc<Vec<LlamaToken>>,
+    /// The bytes the texts of its special tokens (control, user-defined) start with: text
+    /// holding none of them cannot read as one, and is not tokenized twice to find out.
+    special_starts: [bool; 256],
     counters: Arc<Counters>,
     config: EngineConfig,
     facts: ModelFacts,
@@ -130,6 +133,7 @@ impl LlamaEngine {
             .tokens()
             .filter(|t| model.vocab().is_eog(*t))
             .collect();
+        let special_starts = special_starts(&model);
         let template = match info.chat_template() {
             None => None,
             Some(source) => {
@@ -173,6 +177,7 @@ impl LlamaEngine {
             model,
             template,
             end_tokens: Arc::new(end_tokens),
+            special_starts,
             counters,
             config,
             facts,
@@ -382,8 +387,9 @@ impl LlamaEngine {
     ) -> Result<Vec<LlamaToken>, InferenceError> {
         let vocab = self.model.vocab();
         let reads_special = |text: &str| {
-            vocab.tokenize(text.as_bytes(), false, true)
-                != vocab.tokenize(text.as_bytes(), false, false)
+            text.bytes().any(|b| self.special_starts[usize::from(b)])
+                && vocab.tokenize(text.as_bytes(), false, true)
+                    != vocab.tokenize(text.as_bytes(), false, false)
         };
         let client_texts = messages
             .iter()
@@ -566,6 +572,23 @@ impl LlamaEngine {
             }
         }
     }
+}
+
+/// The first bytes of the texts of `model`'s special tokens (what special-token parsing
+/// matches: control and user-defined tokens).
+fn special_starts(model: &LlamaModel) -> [bool; 256] {
+    use llama_cpp_2::token_type::LlamaTokenAttr;
+    let vocab = model.vocab();
+    let mut starts = [false; 256];
+    for token in vocab.tokens() {
+        let attrs = vocab.attr(token);
+        if attrs.contains(LlamaTokenAttr::Control) || attrs.contains(LlamaTokenAttr::UserDefined) {
+            if let Some(&first) = vocab.token_to_piece(token, true, None).first() {
+                starts[usize::from(first)] = true;
+            }
+        }
+    }
+    starts
 }
 
 fn special_text(model: &LlamaModel, token: LlamaToken) -> String {

@@ -23,6 +23,20 @@ pub fn chromium() -> PathBuf {
     PathBuf::from(path)
 }
 
+/// How every test starts Chromium: headless, as root, on a fresh profile, without its own
+/// background traffic (this machine's network is closed: it would only fail, many
+/// connections at a time).
+pub const HEADLESS: [&str; 8] = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--no-default-browser-check",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+];
+
 /// A running headless Chromium (with a fake camera), killed on drop.
 pub struct Browser {
     child: Child,
@@ -48,17 +62,8 @@ impl Browser {
             .arg("-c")
             .arg(r#"exec "$0" "$@" 3<&0 4>&1 </dev/null >/dev/null"#)
             .arg(chromium())
+            .args(HEADLESS)
             .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--no-first-run",
-                "--no-default-browser-check",
-                // This machine's network is closed: Chromium's own background traffic would
-                // only fail, many connections at a time.
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
                 "--use-fake-device-for-media-stream",
                 "--use-fake-ui-for-media-stream",
                 "--remote-debugging-pipe",

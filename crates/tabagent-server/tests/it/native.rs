@@ -563,13 +563,7 @@ async fn chromium_extension_streams_a_chat_over_native_messaging() {
         .env_remove("XDG_CONFIG_HOME")
         .env("TABAGENT_NATIVE__CONNECT", "in-process")
         .env("TABAGENT_RESPONSE_CACHE__ENABLED", "false")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--no-default-browser-check",
-        ])
+        .args(crate::browser::HEADLESS)
         .arg(format!(
             "--user-data-dir={}",
             home.join(".config/chromium").display()
