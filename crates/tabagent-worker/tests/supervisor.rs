@@ -195,3 +195,85 @@ async fn frames_stream_through_the_worker_in_order_and_stale_directories_go() {
     // SIGTERM, and the worker is gone (reaped by the supervisor).
     assert!(!PathBuf::from(format!("/proc/{pid}")).exists());
 }
+
+/// The worker's end of the vision lane, fuzzed over its real socket: requests as tabagent frames
+/// them (`tests/corpus/vision-lane/requests`), mutated, each sent on a connection of its own.
+/// Whatever comes back is whole answers only (a reply or an error, never a torn frame); nothing
+/// hangs (each connection is read to its end under a timeout); the worker never dies; and after
+/// it all a good frame is still answered.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_vision_lane_survives_fuzzed_requests() {
+    use prost::Message as _;
+    use std::io::{Read as _, Write as _};
+
+    let environment = EnvironmentConfig {
+        dir: env_path("TABAGENT_TEST_WORKER_DIR"),
+        python: PathBuf::from("python3"),
+        transformers: false,
+    };
+    Environment::prepare(&environment).await.unwrap();
+    let roots = Models(BTreeMap::from([(
+        "mediapipe".to_string(),
+        env_path("TABAGENT_TEST_MEDIAPIPE_DIR"),
+    )]));
+    let supervisor =
+        Supervisor::start(SupervisorConfig::new(environment), Arc::new(roots)).unwrap();
+    let worker = supervisor.worker();
+    // Once this answers, the worker and its lane are up.
+    worker.analyze(raw_frame(8, 8)).await.unwrap();
+    let pid = worker.pid().unwrap();
+    let lane = supervisor.socket().parent().unwrap().join("vision.sock");
+
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/corpus/vision-lane/requests");
+    let seeds = tabagent_testhub::fuzz::corpus(&dir).unwrap();
+    let (replies, errors) = tokio::task::spawn_blocking(move || {
+        let (mut replies, mut errors) = (0usize, 0usize);
+        tabagent_testhub::fuzz::run(&seeds, 4_000, |input| {
+            let mut connection = std::os::unix::net::UnixStream::connect(&lane).unwrap();
+            connection
+                .set_read_timeout(Some(std::time::Duration::from_secs(60)))
+                .unwrap();
+            // The worker may close the connection before taking it all (a length over its limit).
+            let _ = connection.write_all(input);
+            let _ = connection.shutdown(std::net::Shutdown::Write);
+            let mut answers = Vec::new();
+            // A reset is a close with bytes of ours unread (it stopped at a bad length); what it
+            // answered before is kept in `answers`. A timeout is a hang.
+            match connection.read_to_end(&mut answers) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+                Err(e) => panic!("the worker neither answered nor closed: {e}"),
+            }
+            let mut rest = answers.as_slice();
+            while !rest.is_empty() {
+                assert!(rest.len() >= 4, "a torn header: {rest:?}");
+                let length = u32::from_le_bytes(rest[..4].try_into().unwrap()) as usize;
+                assert!(rest.len() >= 4 + length, "a torn answer");
+                let answer = pb::LaneReply::decode(&rest[4..4 + length]).unwrap();
+                match answer.outcome {
+                    Some(pb::lane_reply::Outcome::Reply(_)) => replies += 1,
+                    Some(pb::lane_reply::Outcome::Error(error)) => {
+                        assert_ne!(error.code, 0, "an error without a code");
+                        errors += 1;
+                    }
+                    None => panic!("an empty answer"),
+                }
+                rest = &rest[4 + length..];
+            }
+        });
+        (replies, errors)
+    })
+    .await
+    .unwrap();
+    // Both ways through the worker were taken: frames answered, and frames refused.
+    assert!(
+        replies > 0 && errors > 0,
+        "{replies} replies, {errors} errors"
+    );
+
+    assert_eq!(worker.pid(), Some(pid), "the worker was restarted");
+    let reply = worker.analyze(raw_frame(24, 12)).await.unwrap();
+    assert_eq!((reply.width, reply.height), (24, 12));
+    supervisor.shutdown().await;
+}
