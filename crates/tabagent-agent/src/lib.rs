@@ -1,7 +1,10 @@
-//! tabagent's agent parts. For now the sandbox `run_code` will use: untrusted Python and shell
-//! snippets run under bubblewrap with no network, no view of the host's files, a throwaway
-//! working directory in memory and limits on everything a snippet can consume.
+//! tabagent's agent parts: the tools an agent calls (`tools`: the `Tool` trait, a `Toolbox` that
+//! bounds and logs every call, and the built-in calculator, clock, workspace reading and
+//! `run_code`) and the sandbox `run_code` runs in (`sandbox`: untrusted Python and shell
+//! snippets under bubblewrap with no network, no view of the host's files, a throwaway working
+//! directory in memory and limits on everything a snippet can consume).
 
 pub mod sandbox;
+pub mod tools;
 
 pub use sandbox::{Language, Limits, Outcome, Run, Sandbox, SandboxConfig, SandboxError};

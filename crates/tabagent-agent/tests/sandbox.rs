@@ -334,3 +334,31 @@ async fn code_it_will_not_run_is_refused_before_starting() {
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test]
+async fn run_code_reports_output_and_failures_as_a_tool() {
+    use tabagent_agent::tools::{RunCode, Tool as _, ToolError};
+    let tool = RunCode(std::sync::Arc::new(sandbox().await));
+    let answer = tool
+        .call(serde_json::json!({"language": "python", "code": "print(sum(range(101)))"}))
+        .await;
+    assert_eq!(answer, Ok("5050\n".to_string()));
+    let failed = tool
+        .call(
+            serde_json::json!({"language": "shell", "code": "echo partial; echo oops >&2; exit 4"}),
+        )
+        .await;
+    assert_eq!(
+        failed,
+        Err(ToolError::Failed(
+            "exited with status 4\npartial\n[stderr]\noops\n".into()
+        ))
+    );
+    let refused = tool
+        .call(serde_json::json!({"language": "ruby", "code": "puts 1"}))
+        .await;
+    assert!(
+        matches!(refused, Err(ToolError::InvalidArguments(_))),
+        "{refused:?}"
+    );
+}
