@@ -362,3 +362,47 @@ async fn run_code_reports_output_and_failures_as_a_tool() {
         "{refused:?}"
     );
 }
+
+#[tokio::test]
+async fn risky_kernel_interfaces_are_refused_by_the_seccomp_filter() {
+    let sandbox = sandbox().await;
+    // Each call would succeed, or fail otherwise than EPERM, without the filter: ptrace(TRACEME)
+    // works, io_uring_setup and keyctl reject their arguments, an x32 number is ENOSYS or runs.
+    let code = r#"
+import ctypes, socket
+libc = ctypes.CDLL(None, use_errno=True)
+for name, number, args in [
+    ('ptrace', 101, (0, 0, 0, 0)),
+    ('io_uring_setup', 425, (1, 0)),
+    ('keyctl', 250, (0, 0)),
+    ('bpf', 321, (0, 0, 0)),
+    ('userfaultfd', 323, (0,)),
+    ('perf_event_open', 298, (0, 0, 0, 0, 0)),
+    ('x32 getpid', 0x40000000 | 39, ()),
+]:
+    ctypes.set_errno(0)
+    result = libc.syscall(number, *args)
+    print(name, result, ctypes.get_errno())
+for family in (socket.AF_INET, socket.AF_INET6, socket.AF_NETLINK):
+    try:
+        socket.socket(family, socket.SOCK_DGRAM)
+        print('OPENED', family)
+    except PermissionError:
+        print('refused socket', int(family))
+a, b = socket.socketpair(socket.AF_UNIX)
+a.send(b'unix sockets work')
+print(b.recv(100).decode())
+"#;
+    let run = python(&sandbox, code).await;
+    assert_eq!(run.outcome, Outcome::Exited(0), "{run:?}");
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(lines.len(), 11, "{}", run.stdout);
+    for line in &lines[..7] {
+        assert!(line.ends_with(" -1 1"), "not refused with EPERM: {line}");
+    }
+    assert_eq!(
+        lines[7..10],
+        ["refused socket 2", "refused socket 10", "refused socket 16"]
+    );
+    assert_eq!(lines[10], "unix sockets work");
+}

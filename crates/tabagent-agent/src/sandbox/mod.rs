@@ -12,6 +12,10 @@
 //!   the run ends, and the only places it can write (the root is read-only);
 //! - its own `/proc` and a minimal `/dev`; a network namespace with no interface up.
 //!
+//! A seccomp filter (`seccomp.rs`) keeps the riskier kernel interfaces (io_uring, BPF,
+//! userfaultfd, perf events, keyrings, ptrace, mounts) and every socket but a Unix one out of
+//! reach.
+//!
 //! Limits, set on the launcher before it starts so that everything inside inherits them: CPU
 //! seconds, address space, the size of any file written, open files, and processes (counted by
 //! the kernel per user: the sandbox runs as `nobody` when tabagent is root, so that root's
@@ -20,6 +24,7 @@
 //! PID namespace ends with its first process).
 
 mod limits;
+mod seccomp;
 mod tasks;
 
 use std::path::PathBuf;
@@ -177,13 +182,20 @@ pub struct Sandbox {
     config: SandboxConfig,
     /// The user runs are made as: `nobody` when tabagent is root, else tabagent's own.
     run_as: Option<u32>,
+    /// The seccomp filter every run starts under (`seccomp.rs`), compiled once.
+    filter: std::sync::Arc<Vec<u8>>,
 }
 
 impl Sandbox {
     /// Checks that bubblewrap runs here and builds a sandbox: an error says what is missing.
     pub async fn new(config: SandboxConfig) -> Result<Self, SandboxError> {
         let run_as = rustix::process::geteuid().is_root().then_some(NOBODY);
-        let sandbox = Self { config, run_as };
+        let filter = seccomp::program().map_err(SandboxError::Unavailable)?;
+        let sandbox = Self {
+            config,
+            run_as,
+            filter: std::sync::Arc::new(filter),
+        };
         let probe = sandbox
             .run_with(Language::Shell, "exit 0", &Limits::default())
             .await
@@ -233,8 +245,15 @@ impl Sandbox {
             return Err(SandboxError::NulInCode);
         }
         let started = Instant::now();
-        let mut command = self.command(language, code, limits);
-        let mut child = command.spawn()?;
+        // The filter reaches bubblewrap on a pipe; the pipe holds it whole (a few hundred
+        // bytes), so writing it before the start cannot block.
+        let (filter, mut writer) = std::io::pipe()?;
+        std::io::Write::write_all(&mut writer, &self.filter)?;
+        drop(writer);
+        let mut command = self.command(language, code, limits, &filter);
+        let spawned = command.spawn();
+        drop(filter);
+        let mut child = spawned?;
         let stdout = child.stdout.take();
         let stderr = child.stderr.take();
         let cap = limits.output_bytes;
@@ -272,10 +291,18 @@ impl Sandbox {
         })
     }
 
-    fn command(&self, language: Language, code: &str, limits: &Limits) -> Command {
+    fn command(
+        &self,
+        language: Language,
+        code: &str,
+        limits: &Limits,
+        filter: &std::io::PipeReader,
+    ) -> Command {
         let mut command = Command::new(&self.config.bwrap);
         let size = limits.disk_bytes.to_string();
+        let filter_fd = std::os::fd::AsRawFd::as_raw_fd(filter);
         command
+            .args(["--seccomp", &filter_fd.to_string()])
             .args(["--unshare-all", "--unshare-user", "--disable-userns"])
             .arg("--die-with-parent")
             .args(["--new-session", "--cap-drop", "ALL"])
@@ -325,7 +352,7 @@ impl Sandbox {
             .run_as
             .unwrap_or_else(|| rustix::process::getuid().as_raw());
         let processes = tasks::of_user(user).saturating_add(limits.processes);
-        limits::apply_on_start(&mut command, limits, processes);
+        limits::apply_on_start(&mut command, limits, processes, filter_fd);
         command
     }
 }
