@@ -1,9 +1,11 @@
-//! tabagent's agent parts: the tools an agent calls (`tools`: the `Tool` trait, a `Toolbox` that
+//! tabagent's agent parts: the loop (`agent`: the model answers or calls tools, within step and
+//! token budgets, every step reported as it happens), the tools an agent calls (`tools`: the `Tool` trait, a `Toolbox` that
 //! bounds and logs every call, and the built-in calculator, clock, workspace reading and
 //! `run_code`) and the sandbox `run_code` runs in (`sandbox`: untrusted Python and shell
 //! snippets under bubblewrap with no network, no view of the host's files, a throwaway working
 //! directory in memory and limits on everything a snippet can consume).
 
+pub mod agent;
 pub mod sandbox;
 pub mod tools;
 

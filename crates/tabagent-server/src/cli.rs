@@ -34,6 +34,9 @@ pub enum Command {
     Serve(ServeArgs),
     /// Chat with a model in the terminal (interactive when no prompt is given).
     Run(RunArgs),
+    /// Give a model a task it may use tools for (a calculator, the clock, workspace files,
+    /// sandboxed code); its steps stream to standard error, its text to standard output.
+    Agent(AgentArgs),
     /// List (default), show or remove local models.
     Models(ModelsArgs),
     /// Register a local GGUF file in the model store.
@@ -409,6 +412,39 @@ pub struct RunArgs {
     /// Most tokens per reply.
     #[arg(long)]
     pub max_tokens: Option<u32>,
+    /// Seed for reproducible sampling.
+    #[arg(long)]
+    pub seed: Option<u32>,
+    /// Engine settings.
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+/// `tabagent agent`.
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// Model name (see `tabagent models`); one that calls tools, such as Qwen2.5.
+    pub model: String,
+    /// The task.
+    pub task: String,
+    /// System message.
+    #[arg(long)]
+    pub system: Option<String>,
+    /// Model turns at most.
+    #[arg(long, default_value_t = 8)]
+    pub max_steps: usize,
+    /// Tokens the model may generate over the whole run.
+    #[arg(long, default_value_t = 4096)]
+    pub max_tokens: u32,
+    /// Offer `run_code`: Python and shell snippets in a sandbox (bubblewrap; off by default).
+    #[arg(long)]
+    pub allow_code: bool,
+    /// A folder the agent may read, as NAME=PATH (repeatable).
+    #[arg(long = "workspace", value_name = "NAME=PATH")]
+    pub workspaces: Vec<String>,
+    /// Sampling temperature.
+    #[arg(long)]
+    pub temperature: Option<f32>,
     /// Seed for reproducible sampling.
     #[arg(long)]
     pub seed: Option<u32>,

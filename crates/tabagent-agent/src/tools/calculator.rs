@@ -35,7 +35,7 @@ impl Tool for Calculator {
             ),
             parameters: json!({
                 "type": "object",
-                "properties": {"expression": {"type": "string", "description": "e.g. (2 + 3) * 4 ^ 2"}},
+                "properties": {"expression": {"type": "string", "description": "the arithmetic expression to evaluate"}},
                 "required": ["expression"],
                 "additionalProperties": false
             }),
@@ -47,7 +47,8 @@ impl Tool for Calculator {
         Box::pin(async move {
             let Arguments { expression } = arguments(arguments_json)?;
             let value = evaluate(&expression).map_err(ToolError::Failed)?;
-            Ok(format_number(value))
+            // The expression with its value: a bare number is easily taken for a new question.
+            Ok(format!("{} = {}", expression.trim(), format_number(value)))
         })
     }
 }

@@ -1,5 +1,6 @@
 //! The subcommands.
 
+pub mod agent;
 pub mod bench;
 pub mod bench_embed;
 pub mod memory;

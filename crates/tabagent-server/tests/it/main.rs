@@ -5,6 +5,7 @@
 // Tests state their expectations with unwrap/expect/panic: a failure is the point.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod agent;
 mod api;
 mod base_model;
 mod browser;

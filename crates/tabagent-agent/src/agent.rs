@@ -1,0 +1,338 @@
+//! The agent loop: the model answers or calls tools; tabagent runs the calls and hands the
+//! results back; until the model answers without a call, or a step or token budget runs out.
+//! Every step is reported as an [`AgentEvent`] while it happens; dropping the receiver cancels
+//! the run (the generation under way is dropped with it, which stops it).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use futures_util::{Stream, StreamExt as _};
+use tabagent_core::{
+    ChatMessage, FinishReason, GenerationEvent, GenerationParams, Role, ToolCall,
+    ToolCallAssembler, ToolChoice, Usage,
+};
+use tokio::sync::mpsc;
+
+use crate::tools::{ToolError, Toolbox};
+
+/// What the model is told when the conversation has no system message of its own: small
+/// models otherwise call a tool again on its own result instead of answering.
+pub const INSTRUCTIONS: &str = "You are a helpful assistant that can call tools. Call a tool \
+only when you need a fact or a computation you do not have. When a tool has answered, use its \
+result to answer the user directly in plain text; do not call the same tool again with the \
+same arguments.";
+
+/// A generation's events, ending in one `Finished` or `Failed`.
+pub type GenerationStream = Pin<Box<dyn Stream<Item = GenerationEvent> + Send>>;
+
+/// What the agent generates with: a local engine or the server's generation service.
+pub trait Model: Send + Sync {
+    /// Starts a generation of the next assistant turn.
+    fn generate(
+        &self,
+        messages: Vec<ChatMessage>,
+        params: GenerationParams,
+    ) -> Pin<Box<dyn Future<Output = Result<GenerationStream, String>> + Send + '_>>;
+}
+
+/// How far one run may go.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    /// Model turns at most (the last is offered no tools, so that it answers).
+    pub max_steps: usize,
+    /// Tokens the model may generate over the whole run.
+    pub max_tokens: u32,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Self {
+            max_steps: 8,
+            max_tokens: 4096,
+        }
+    }
+}
+
+/// Something that happened in a run, as it happens.
+#[derive(Debug, Clone)]
+pub enum AgentEvent {
+    /// Model turn `step` (1, 2, ...) begins.
+    Step(usize),
+    /// More of the model's text in this step.
+    Text(String),
+    /// The model called a tool (whole, once its arguments are complete).
+    ToolCall(ToolCall),
+    /// A tool's result, as the model is given it.
+    ToolOutput {
+        /// The call it answers.
+        call_id: String,
+        /// The tool.
+        name: String,
+        /// Its output or error.
+        output: Result<String, ToolError>,
+        /// Whether the output was cut to the cap.
+        truncated: bool,
+        /// How long it took.
+        elapsed: Duration,
+    },
+    /// The run ended; nothing follows.
+    Finished(AgentOutcome),
+    /// The run failed (the model could not generate); nothing follows.
+    Failed(String),
+}
+
+/// Why a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentEnd {
+    /// The model answered without calling a tool.
+    Answered,
+    /// The last step ended and the model still wanted tools.
+    StepBudget,
+    /// The run generated its token budget.
+    TokenBudget,
+}
+
+/// A finished run.
+#[derive(Debug, Clone)]
+pub struct AgentOutcome {
+    /// The final answer (the last step's text).
+    pub answer: String,
+    /// Why it ended.
+    pub end: AgentEnd,
+    /// Model turns taken.
+    pub steps: usize,
+    /// Tool calls made.
+    pub tool_calls: usize,
+    /// Tokens over all steps.
+    pub usage: Usage,
+    /// The whole conversation, tool turns included.
+    pub transcript: Vec<ChatMessage>,
+    /// From start to end.
+    pub elapsed: Duration,
+}
+
+/// Starts a run over `messages` with `toolbox`'s tools; its events arrive on the receiver.
+pub fn start(
+    model: std::sync::Arc<dyn Model>,
+    toolbox: Toolbox,
+    messages: Vec<ChatMessage>,
+    params: GenerationParams,
+    budget: Budget,
+) -> mpsc::Receiver<AgentEvent> {
+    let (events, receiver) = mpsc::channel(64);
+    tokio::spawn(async move {
+        let outcome = run(&*model, &toolbox, messages, params, budget, &events).await;
+        let last = match outcome {
+            Ok(Some(outcome)) => AgentEvent::Finished(outcome),
+            Ok(None) => return, // the receiver went away: cancelled
+            Err(error) => AgentEvent::Failed(error),
+        };
+        let _ = events.send(last).await;
+    });
+    receiver
+}
+
+/// The loop. `Ok(None)` when the receiver went away.
+async fn run(
+    model: &dyn Model,
+    toolbox: &Toolbox,
+    mut messages: Vec<ChatMessage>,
+    mut params: GenerationParams,
+    budget: Budget,
+    events: &mpsc::Sender<AgentEvent>,
+) -> Result<Option<AgentOutcome>, String> {
+    let started = Instant::now();
+    if !messages.iter().any(|m| m.role == Role::System) {
+        messages.insert(0, ChatMessage::new(Role::System, INSTRUCTIONS));
+    }
+    let mut usage = Usage::default();
+    let mut tool_calls = 0;
+    // Calls already made, as (name, arguments): a step that only repeats them is answered,
+    // and the next step is offered no tools, so that the model answers.
+    let mut made: Vec<(String, String)> = Vec::new();
+    let mut only_repeats = false;
+    // The request as given, and each call with its result in a line: what the answer step
+    // is given.
+    let task = messages.clone();
+    let mut results: Vec<String> = Vec::new();
+    let max_steps = budget.max_steps.max(1);
+    for step in 1..=max_steps {
+        if events.send(AgentEvent::Step(step)).await.is_err() {
+            return Ok(None);
+        }
+        let answer_step = step == max_steps || only_repeats;
+        params.tools.specs = toolbox.specs();
+        params.tools.choice = match answer_step || toolbox.names().is_empty() {
+            true => ToolChoice::None,
+            false => ToolChoice::Auto,
+        };
+        let left = budget.max_tokens.saturating_sub(usage.completion_tokens);
+        params.max_tokens = Some(params.max_tokens.map_or(left, |m| m.min(left)));
+        // The answer step, after tools ran: the request and the results in plain text, no
+        // tools. Small models, shown their own tool turns again, keep calling tools (or write
+        // call-shaped text); given the results as text they answer.
+        let prompt = match answer_step && !results.is_empty() {
+            true => {
+                params.tools.specs.clear();
+                with_results(&task, &results)
+            }
+            false => messages.clone(),
+        };
+        let mut generation = model.generate(prompt, params.clone()).await?;
+        let mut text = String::new();
+        let mut calls = ToolCallAssembler::default();
+        let reason = loop {
+            match generation.next().await {
+                Some(GenerationEvent::Text(piece)) => {
+                    text.push_str(&piece);
+                    if events.send(AgentEvent::Text(piece)).await.is_err() {
+                        return Ok(None);
+                    }
+                }
+                // One call a step: once a second begins, the first is whole; the generation is
+                // dropped (which stops it), so that a small model does not spend its budget
+                // writing the same call over and over. The next step sees the first's result.
+                Some(GenerationEvent::ToolCall(delta)) if delta.index >= 1 => {
+                    break FinishReason::ToolCalls;
+                }
+                Some(GenerationEvent::ToolCall(delta)) => calls.push(&delta),
+                Some(GenerationEvent::Finished {
+                    reason,
+                    usage: used,
+                }) => {
+                    usage.prompt_tokens += used.prompt_tokens;
+                    usage.completion_tokens += used.completion_tokens;
+                    break reason;
+                }
+                Some(GenerationEvent::Failed(error)) => return Err(error.to_string()),
+                Some(GenerationEvent::Logprobs(_) | GenerationEvent::Refusal(_)) => {}
+                None => return Err("the model stopped without finishing its answer".into()),
+            }
+        };
+        let calls = calls.finish();
+        only_repeats = !calls.is_empty()
+            && calls
+                .iter()
+                .all(|c| made.contains(&(c.name.clone(), canonical(&c.arguments))));
+        made.extend(
+            calls
+                .iter()
+                .map(|c| (c.name.clone(), canonical(&c.arguments))),
+        );
+        messages.push(ChatMessage {
+            tool_calls: calls.clone(),
+            ..ChatMessage::new(Role::Assistant, text.clone())
+        });
+        let finished = |end, tool_calls, transcript: &[ChatMessage]| AgentOutcome {
+            answer: text.clone(),
+            end,
+            steps: step,
+            tool_calls,
+            usage,
+            transcript: transcript.to_vec(),
+            elapsed: started.elapsed(),
+        };
+        if answer_step || calls.is_empty() {
+            let end = match reason {
+                _ if answer_step && step == max_steps && !only_repeats => AgentEnd::StepBudget,
+                FinishReason::Length if usage.completion_tokens >= budget.max_tokens => {
+                    AgentEnd::TokenBudget
+                }
+                _ => AgentEnd::Answered,
+            };
+            return Ok(Some(finished(end, tool_calls, &messages)));
+        }
+        for call in calls {
+            tool_calls += 1;
+            if events
+                .send(AgentEvent::ToolCall(call.clone()))
+                .await
+                .is_err()
+            {
+                return Ok(None);
+            }
+            let arguments = match call.arguments.trim() {
+                "" => Ok(serde_json::json!({})),
+                written => serde_json::from_str(written),
+            };
+            let called = match arguments {
+                Ok(arguments) => toolbox.call(&call.name, arguments).await,
+                Err(e) => crate::tools::Called {
+                    output: Err(ToolError::InvalidArguments(format!(
+                        "the arguments are not JSON: {e}"
+                    ))),
+                    truncated: false,
+                    elapsed: Duration::ZERO,
+                },
+            };
+            let content = match &called.output {
+                Ok(text) => text.clone(),
+                Err(error) => format!("error: {error}"),
+            };
+            results.push(format!(
+                "- {}({}) returned: {content}",
+                call.name, call.arguments
+            ));
+            messages.push(ChatMessage {
+                tool_call_id: Some(call.id.clone()),
+                name: Some(call.name.clone()),
+                ..ChatMessage::new(Role::Tool, content)
+            });
+            let output = AgentEvent::ToolOutput {
+                call_id: call.id,
+                name: call.name,
+                output: called.output,
+                truncated: called.truncated,
+                elapsed: called.elapsed,
+            };
+            if events.send(output).await.is_err() {
+                return Ok(None);
+            }
+        }
+        if usage.completion_tokens >= budget.max_tokens {
+            return Ok(Some(finished(AgentEnd::TokenBudget, tool_calls, &messages)));
+        }
+        if step == max_steps {
+            return Ok(Some(finished(AgentEnd::StepBudget, tool_calls, &messages)));
+        }
+    }
+    Err("the step budget is zero".into())
+}
+
+/// The request, then a user turn with the tool results, asking for the answer.
+fn with_results(task: &[ChatMessage], results: &[String]) -> Vec<ChatMessage> {
+    let mut messages = task.to_vec();
+    messages.push(ChatMessage::new(
+        Role::User,
+        format!(
+            "Tools were called for you and returned:\n{}\n\nUsing these results, answer the \
+             request above directly.",
+            results.join("\n")
+        ),
+    ));
+    messages
+}
+
+/// Arguments compared by value: the same JSON written with other spacing or key order is the
+/// same call.
+fn canonical(arguments: &str) -> String {
+    match serde_json::from_str::<serde_json::Value>(arguments) {
+        Ok(value) => sorted(value).to_string(),
+        Err(_) => arguments.trim().to_string(),
+    }
+}
+
+fn sorted(value: serde_json::Value) -> serde_json::Value {
+    match value {
+        serde_json::Value::Object(map) => {
+            let mut entries: Vec<_> = map.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            serde_json::Value::Object(entries.into_iter().map(|(k, v)| (k, sorted(v))).collect())
+        }
+        serde_json::Value::Array(items) => {
+            serde_json::Value::Array(items.into_iter().map(sorted).collect())
+        }
+        other => other,
+    }
+}
