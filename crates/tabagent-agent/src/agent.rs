@@ -293,11 +293,9 @@ async fn run(
         if usage.completion_tokens >= budget.max_tokens {
             return Ok(Some(finished(AgentEnd::TokenBudget, tool_calls, &messages)));
         }
-        if step == max_steps {
-            return Ok(Some(finished(AgentEnd::StepBudget, tool_calls, &messages)));
-        }
     }
-    Err("the step budget is zero".into())
+    // The last step is an answer step, which always returns above.
+    Err("the agent ended without an answer step".into())
 }
 
 /// The request, then a user turn with the tool results, asking for the answer.

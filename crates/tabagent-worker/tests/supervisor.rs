@@ -63,6 +63,21 @@ fn raw_frame(width: u32, height: u32) -> pb::VisionRequest {
     }
 }
 
+/// The real worker, with the MediaPipe models as model `mediapipe`.
+async fn start_worker() -> Supervisor {
+    let environment = EnvironmentConfig {
+        dir: env_path("TABAGENT_TEST_WORKER_DIR"),
+        python: PathBuf::from("python3"),
+        transformers: false,
+    };
+    Environment::prepare(&environment).await.unwrap();
+    let roots = Models(BTreeMap::from([(
+        "mediapipe".to_string(),
+        env_path("TABAGENT_TEST_MEDIAPIPE_DIR"),
+    )]));
+    Supervisor::start(SupervisorConfig::new(environment), Arc::new(roots)).unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn frames_stream_through_the_worker_in_order_and_stale_directories_go() {
     // A directory a killed tabagent left (its owner is gone), and one whose owner lives.
@@ -86,18 +101,7 @@ async fn frames_stream_through_the_worker_in_order_and_stale_directories_go() {
     )
     .unwrap();
 
-    let environment = EnvironmentConfig {
-        dir: env_path("TABAGENT_TEST_WORKER_DIR"),
-        python: PathBuf::from("python3"),
-        transformers: false,
-    };
-    Environment::prepare(&environment).await.unwrap();
-    let roots = Models(BTreeMap::from([(
-        "mediapipe".to_string(),
-        env_path("TABAGENT_TEST_MEDIAPIPE_DIR"),
-    )]));
-    let supervisor =
-        Supervisor::start(SupervisorConfig::new(environment), Arc::new(roots)).unwrap();
+    let supervisor = start_worker().await;
     assert!(!stale.exists(), "a dead tabagent's directory is removed");
     assert!(alive.path().exists(), "a live one's is not");
 
@@ -206,18 +210,7 @@ async fn the_vision_lane_survives_fuzzed_requests() {
     use prost::Message as _;
     use std::io::{Read as _, Write as _};
 
-    let environment = EnvironmentConfig {
-        dir: env_path("TABAGENT_TEST_WORKER_DIR"),
-        python: PathBuf::from("python3"),
-        transformers: false,
-    };
-    Environment::prepare(&environment).await.unwrap();
-    let roots = Models(BTreeMap::from([(
-        "mediapipe".to_string(),
-        env_path("TABAGENT_TEST_MEDIAPIPE_DIR"),
-    )]));
-    let supervisor =
-        Supervisor::start(SupervisorConfig::new(environment), Arc::new(roots)).unwrap();
+    let supervisor = start_worker().await;
     let worker = supervisor.worker();
     // Once this answers, the worker and its lane are up.
     worker.analyze(raw_frame(8, 8)).await.unwrap();

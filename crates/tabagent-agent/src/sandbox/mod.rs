@@ -224,8 +224,7 @@ impl Sandbox {
 
     /// Runs `code` with the default limits.
     pub async fn run(&self, language: Language, code: &str) -> Result<Run, SandboxError> {
-        self.run_with(language, code, &self.config.limits.clone())
-            .await
+        self.run_with(language, code, &self.config.limits).await
     }
 
     /// Runs `code` with `limits`.
@@ -386,7 +385,6 @@ async fn read_capped(
 /// bubblewrap exits with its first process's status, or 128 + the signal that killed it.
 fn outcome_of(status: std::process::ExitStatus) -> Outcome {
     use std::os::unix::process::ExitStatusExt as _;
-    const SIGKILL: i32 = 9;
     const SIGXCPU: i32 = 24;
     let signal = match (status.code(), status.signal()) {
         (Some(code), _) if code > 128 => code - 128,
@@ -395,9 +393,9 @@ fn outcome_of(status: std::process::ExitStatus) -> Outcome {
         (None, None) => return Outcome::Signalled(0),
     };
     match signal {
-        // The soft CPU limit sends SIGXCPU; one second later the hard one sends SIGKILL.
+        // The soft CPU limit sends SIGXCPU (a program that ignores it gets SIGKILL a second
+        // later, reported as that signal).
         SIGXCPU => Outcome::CpuLimit,
-        SIGKILL => Outcome::Signalled(SIGKILL),
         other => Outcome::Signalled(other),
     }
 }

@@ -29,24 +29,10 @@ impl Tool for CurrentTime {
     }
 }
 
-/// `2026-12-07T15:04:05Z` for a Unix time in seconds (the civil-from-days algorithm).
+/// `2026-12-07T15:04:05Z` for a Unix time in seconds.
 fn rfc3339(unix: u64) -> String {
-    let days = (unix / 86_400) as i64;
+    let (year, month, day) = tabagent_core::calendar::civil_from_days(unix / 86_400);
     let seconds = unix % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_index = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 {
-        month_index + 3
-    } else {
-        month_index - 9
-    };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
     format!(
         "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
         seconds / 3600,
