@@ -5,6 +5,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{Stream, StreamExt as _};
@@ -23,8 +24,15 @@ only when you need a fact or a computation you do not have. When a tool has answ
 result to answer the user directly in plain text; do not call the same tool again with the \
 same arguments.";
 
+/// What the answer step is told when the conversation has no system message of its own.
+pub const ANSWER_INSTRUCTIONS: &str = "You are a helpful assistant. Answer the user's request in plain text, using the tool results you are given. Do not write JSON and do not call tools.";
+
 /// A generation's events, ending in one `Finished` or `Failed`.
 pub type GenerationStream = Pin<Box<dyn Stream<Item = GenerationEvent> + Send>>;
+
+/// Why the model could not generate: the model's own error, for the caller to look into (a
+/// server maps its errors to statuses).
+pub type ModelError = Arc<dyn std::error::Error + Send + Sync>;
 
 /// What the agent generates with: a local engine or the server's generation service.
 pub trait Model: Send + Sync {
@@ -33,16 +41,19 @@ pub trait Model: Send + Sync {
         &self,
         messages: Vec<ChatMessage>,
         params: GenerationParams,
-    ) -> Pin<Box<dyn Future<Output = Result<GenerationStream, String>> + Send + '_>>;
+    ) -> Pin<Box<dyn Future<Output = Result<GenerationStream, ModelError>> + Send + '_>>;
 }
 
-/// How far one run may go.
-#[derive(Debug, Clone, Copy)]
+/// How far one run may go, and what the model is told besides the conversation.
+#[derive(Debug, Clone)]
 pub struct Budget {
     /// Model turns at most (the last is offered no tools, so that it answers).
     pub max_steps: usize,
     /// Tokens the model may generate over the whole run.
     pub max_tokens: u32,
+    /// Notes for the planning steps (what similar past runs did), added to the system
+    /// message; the answer step is not shown them.
+    pub notes: Option<String>,
 }
 
 impl Default for Budget {
@@ -50,6 +61,7 @@ impl Default for Budget {
         Self {
             max_steps: 8,
             max_tokens: 4096,
+            notes: None,
         }
     }
 }
@@ -79,7 +91,7 @@ pub enum AgentEvent {
     /// The run ended; nothing follows.
     Finished(AgentOutcome),
     /// The run failed (the model could not generate); nothing follows.
-    Failed(String),
+    Failed(ModelError),
 }
 
 /// Why a run ended.
@@ -91,6 +103,9 @@ pub enum AgentEnd {
     StepBudget,
     /// The run generated its token budget.
     TokenBudget,
+    /// The model called one of the caller's own tools (in [`AgentOutcome::client_calls`]):
+    /// the caller runs it and continues the conversation with its result.
+    ClientCall,
 }
 
 /// A finished run.
@@ -106,6 +121,8 @@ pub struct AgentOutcome {
     pub tool_calls: usize,
     /// Tokens over all steps.
     pub usage: Usage,
+    /// The calls of the caller's own tools the run ended on (with [`AgentEnd::ClientCall`]).
+    pub client_calls: Vec<ToolCall>,
     /// The whole conversation, tool turns included.
     pub transcript: Vec<ChatMessage>,
     /// From start to end.
@@ -113,8 +130,12 @@ pub struct AgentOutcome {
 }
 
 /// Starts a run over `messages` with `toolbox`'s tools; its events arrive on the receiver.
+///
+/// Tools already in `params.tools.specs` are the caller's own: the model is offered them
+/// beside the toolbox's, and a call of one ends the run ([`AgentEnd::ClientCall`]) for the
+/// caller to answer. `ToolChoice::None` in `params` offers no tools at all.
 pub fn start(
-    model: std::sync::Arc<dyn Model>,
+    model: Arc<dyn Model>,
     toolbox: Toolbox,
     messages: Vec<ChatMessage>,
     params: GenerationParams,
@@ -141,20 +162,40 @@ async fn run(
     mut params: GenerationParams,
     budget: Budget,
     events: &mpsc::Sender<AgentEvent>,
-) -> Result<Option<AgentOutcome>, String> {
+) -> Result<Option<AgentOutcome>, ModelError> {
     let started = Instant::now();
-    if !messages.iter().any(|m| m.role == Role::System) {
-        messages.insert(0, ChatMessage::new(Role::System, INSTRUCTIONS));
+    // The request as given, with the answer step's instructions when it has none of its own:
+    // what the answer step is given, with the results.
+    let mut task = messages.clone();
+    match messages.iter_mut().find(|m| m.role == Role::System) {
+        Some(system) => {
+            if let Some(notes) = &budget.notes {
+                system.content = format!("{}\n\n{notes}", system.content);
+            }
+        }
+        None => {
+            let instructions = match &budget.notes {
+                Some(notes) => format!("{INSTRUCTIONS}\n\n{notes}"),
+                None => INSTRUCTIONS.to_string(),
+            };
+            messages.insert(0, ChatMessage::new(Role::System, instructions));
+            task.insert(0, ChatMessage::new(Role::System, ANSWER_INSTRUCTIONS));
+        }
     }
+    let client_specs = std::mem::take(&mut params.tools.specs);
+    let tools_allowed = params.tools.choice != ToolChoice::None;
     let mut usage = Usage::default();
     let mut tool_calls = 0;
-    // Calls already made, as (name, arguments): a step that only repeats them is answered,
-    // and the next step is offered no tools, so that the model answers.
-    let mut made: Vec<(String, String)> = Vec::new();
+    // Calls already made, as (name, arguments), the conversation's own included (a client's
+    // tool answered in an earlier turn): a step that only repeats them is not run, and the
+    // next step is the answer step.
+    let mut made: Vec<(String, String)> = messages
+        .iter()
+        .flat_map(|m| &m.tool_calls)
+        .map(|c| (c.name.clone(), canonical(&c.arguments)))
+        .collect();
     let mut only_repeats = false;
-    // The request as given, and each call with its result in a line: what the answer step
-    // is given.
-    let task = messages.clone();
+    // Each call with its result in a line, for the answer step.
     let mut results: Vec<String> = Vec::new();
     let max_steps = budget.max_steps.max(1);
     for step in 1..=max_steps {
@@ -162,8 +203,14 @@ async fn run(
             return Ok(None);
         }
         let answer_step = step == max_steps || only_repeats;
-        params.tools.specs = toolbox.specs();
-        params.tools.choice = match answer_step || toolbox.names().is_empty() {
+        params.tools.specs = client_specs.clone();
+        params.tools.specs.extend(
+            toolbox
+                .specs()
+                .into_iter()
+                .filter(|spec| !client_specs.iter().any(|c| c.name == spec.name)),
+        );
+        params.tools.choice = match answer_step || !tools_allowed || params.tools.specs.is_empty() {
             true => ToolChoice::None,
             false => ToolChoice::Auto,
         };
@@ -205,16 +252,26 @@ async fn run(
                     usage.completion_tokens += used.completion_tokens;
                     break reason;
                 }
-                Some(GenerationEvent::Failed(error)) => return Err(error.to_string()),
+                Some(GenerationEvent::Failed(error)) => return Err(Arc::new(error)),
                 Some(GenerationEvent::Logprobs(_) | GenerationEvent::Refusal(_)) => {}
-                None => return Err("the model stopped without finishing its answer".into()),
+                None => return Err(Arc::new(Stopped)),
             }
         };
-        let calls = calls.finish();
+        let mut calls = calls.finish();
+        // A small model sometimes writes a call as plain JSON text instead of calling: taken as
+        // the call it is, so that a wrong name gets an error back and the model another try.
+        if calls.is_empty() && !answer_step && params.tools.choice != ToolChoice::None {
+            calls.extend(call_in_text(&text, step));
+        }
         only_repeats = !calls.is_empty()
             && calls
                 .iter()
                 .all(|c| made.contains(&(c.name.clone(), canonical(&c.arguments))));
+        // A step that only repeats calls already made is not run again: the next step is the
+        // answer step, given the results the calls already had.
+        if only_repeats && !answer_step {
+            continue;
+        }
         made.extend(
             calls
                 .iter()
@@ -224,15 +281,30 @@ async fn run(
             tool_calls: calls.clone(),
             ..ChatMessage::new(Role::Assistant, text.clone())
         });
-        let finished = |end, tool_calls, transcript: &[ChatMessage]| AgentOutcome {
+        let finished = |end, tool_calls, client_calls, transcript: &[ChatMessage]| AgentOutcome {
             answer: text.clone(),
             end,
             steps: step,
             tool_calls,
+            client_calls,
             usage,
             transcript: transcript.to_vec(),
             elapsed: started.elapsed(),
         };
+        // A call of the caller's own tool ends the run: the caller answers it.
+        let for_client: Vec<ToolCall> = calls
+            .iter()
+            .filter(|c| client_specs.iter().any(|s| s.name == c.name))
+            .cloned()
+            .collect();
+        if !for_client.is_empty() {
+            return Ok(Some(finished(
+                AgentEnd::ClientCall,
+                tool_calls,
+                for_client,
+                &messages,
+            )));
+        }
         if answer_step || calls.is_empty() {
             let end = match reason {
                 _ if answer_step && step == max_steps && !only_repeats => AgentEnd::StepBudget,
@@ -241,7 +313,7 @@ async fn run(
                 }
                 _ => AgentEnd::Answered,
             };
-            return Ok(Some(finished(end, tool_calls, &messages)));
+            return Ok(Some(finished(end, tool_calls, Vec::new(), &messages)));
         }
         for call in calls {
             tool_calls += 1;
@@ -268,6 +340,12 @@ async fn run(
             };
             let content = match &called.output {
                 Ok(text) => text.clone(),
+                Err(error @ ToolError::UnknownTool(_)) => {
+                    format!(
+                        "error: {error}; the tools are: {}",
+                        toolbox.names().join(", ")
+                    )
+                }
                 Err(error) => format!("error: {error}"),
             };
             results.push(format!(
@@ -291,11 +369,42 @@ async fn run(
             }
         }
         if usage.completion_tokens >= budget.max_tokens {
-            return Ok(Some(finished(AgentEnd::TokenBudget, tool_calls, &messages)));
+            return Ok(Some(finished(
+                AgentEnd::TokenBudget,
+                tool_calls,
+                Vec::new(),
+                &messages,
+            )));
         }
     }
     // The last step is an answer step, which always returns above.
-    Err("the agent ended without an answer step".into())
+    unreachable!("the last step is an answer step, which returns")
+}
+
+/// The model's events ended without a `Finished`.
+#[derive(Debug, thiserror::Error)]
+#[error("the model stopped without finishing its answer")]
+struct Stopped;
+
+
+/// The call a step's whole text spells as JSON (`{"name": ..., "arguments": {...}}`, perhaps
+/// in a code fence), if it does.
+fn call_in_text(text: &str, step: usize) -> Option<ToolCall> {
+    let body = text.trim();
+    let body = body
+        .strip_prefix("```json")
+        .or_else(|| body.strip_prefix("```"))
+        .and_then(|b| b.strip_suffix("```"))
+        .unwrap_or(body)
+        .trim();
+    let value: serde_json::Value = serde_json::from_str(body).ok()?;
+    let name = value.get("name")?.as_str()?.trim();
+    let arguments = value.get("arguments").or_else(|| value.get("parameters"))?;
+    (!name.is_empty() && arguments.is_object()).then(|| ToolCall {
+        id: format!("call_text{step}"),
+        name: name.to_string(),
+        arguments: arguments.to_string(),
+    })
 }
 
 /// The request, then a user turn with the tool results, asking for the answer.
@@ -305,7 +414,7 @@ fn with_results(task: &[ChatMessage], results: &[String]) -> Vec<ChatMessage> {
         Role::User,
         format!(
             "Tools were called for you and returned:\n{}\n\nUsing these results, answer the \
-             request above directly.",
+             request above directly, in plain text.",
             results.join("\n")
         ),
     ));
@@ -332,5 +441,25 @@ fn sorted(value: serde_json::Value) -> serde_json::Value {
             serde_json::Value::Array(items.into_iter().map(sorted).collect())
         }
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_call_written_as_text_is_read_as_a_call() {
+        let call = call_in_text(
+            "```json\n{\"name\": \"calculator\", \"arguments\": {\"expression\": \"2*3\"}}\n```",
+            2,
+        )
+        .unwrap();
+        assert_eq!(call.name, "calculator");
+        assert_eq!(call.arguments, r#"{"expression":"2*3"}"#);
+        assert!(call_in_text("The answer is 6.", 1).is_none());
+        assert!(call_in_text(r#"{"name": "x"}"#, 1).is_none());
+        assert!(call_in_text(r#"{"name": "", "arguments": {}}"#, 1).is_none());
     }
 }

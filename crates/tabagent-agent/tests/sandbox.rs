@@ -343,6 +343,21 @@ async fn run_code_reports_output_and_failures_as_a_tool() {
         .call(serde_json::json!({"language": "python", "code": "print(sum(range(101)))"}))
         .await;
     assert_eq!(answer, Ok("5050\n".to_string()));
+    // As in a notebook cell: the last expression's value is printed; Python is the default.
+    let cell = tool
+        .call(serde_json::json!({"code": "x = [i * i for i in range(1, 101)]\nsum(x)"}))
+        .await;
+    assert_eq!(cell, Ok("338350\n".to_string()));
+    let silent = tool.call(serde_json::json!({"code": "x = 1"})).await;
+    assert!(
+        silent.as_ref().is_ok_and(|s| s.contains("printed nothing")),
+        "{silent:?}"
+    );
+    let broken = tool.call(serde_json::json!({"code": "1 +"})).await;
+    assert!(
+        matches!(&broken, Err(ToolError::Failed(text)) if text.contains("<snippet>") && text.contains("SyntaxError")),
+        "{broken:?}"
+    );
     let failed = tool
         .call(
             serde_json::json!({"language": "shell", "code": "echo partial; echo oops >&2; exit 4"}),

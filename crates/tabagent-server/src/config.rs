@@ -41,6 +41,8 @@ pub struct Config {
     pub native: NativeSettings,
     /// WebRTC sessions (`/v1/webrtc`).
     pub webrtc: WebRtcSettings,
+    /// Server-side tools for agents (`/v1/responses`).
+    pub agent: AgentSettings,
     /// Logging.
     pub log: LogConfig,
 }
@@ -136,6 +138,56 @@ impl Default for WebRtcSettings {
             max_sessions: 16,
             max_sessions_per_caller: 4,
             max_message_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// Server-side tools for agents (`[agent]`): what `/v1/responses` may run for a model. A
+/// request picks among these and can never add to them.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentSettings {
+    /// Offer the tools that only read: calculator, current time, memory search, knowledge-graph
+    /// lookup, document search, and reading files in `workspaces`.
+    pub tools: bool,
+    /// Also offer `memory_write` (the model writes notes into the memory).
+    pub allow_writes: bool,
+    /// Also offer `run_code` (Python and shell snippets in the bubblewrap sandbox).
+    pub allow_code: bool,
+    /// Folders the model may list and read, by the name it is told (`docs = "/srv/docs"`).
+    pub workspaces: std::collections::BTreeMap<String, PathBuf>,
+    /// Model turns one run may take (a request may ask for fewer).
+    pub max_steps: usize,
+    /// Tokens one run may generate over all its turns.
+    pub max_tokens: u32,
+    /// Seconds one tool call may take.
+    pub call_timeout_secs: u64,
+    /// The most bytes of one tool's output given to the model.
+    pub max_output_bytes: usize,
+    /// The most bytes of a file `read_file` returns.
+    pub max_read_bytes: u64,
+    /// Record every run (steps, tool calls, timings, outcome) in the `experience` store and its
+    /// tool outputs in `tool-results`.
+    pub record: bool,
+    /// How many similar past runs (from `experience`) are shown to the model before it plans;
+    /// 0: none.
+    pub recall: usize,
+}
+
+impl Default for AgentSettings {
+    fn default() -> Self {
+        Self {
+            tools: true,
+            allow_writes: false,
+            allow_code: false,
+            workspaces: std::collections::BTreeMap::new(),
+            max_steps: 8,
+            max_tokens: 4096,
+            call_timeout_secs: 30,
+            max_output_bytes: 16 * 1024,
+            max_read_bytes: 64 * 1024,
+            record: true,
+            recall: 2,
         }
     }
 }
@@ -450,6 +502,7 @@ impl Default for Config {
             worker: WorkerSettings::default(),
             native: NativeSettings::default(),
             webrtc: WebRtcSettings::default(),
+            agent: AgentSettings::default(),
             log: LogConfig {
                 format: LogFormat::Text,
                 level: "info".to_string(),
@@ -638,6 +691,12 @@ impl Config {
             tabagent_hub::client::parse_endpoint(&self.hub.endpoint)?;
         }
         self.router.check()?;
+        if !(1..=64).contains(&self.agent.max_steps) {
+            bail!("agent.max_steps must be between 1 and 64");
+        }
+        if self.agent.call_timeout_secs == 0 || self.agent.max_output_bytes == 0 {
+            bail!("agent.call_timeout_secs and agent.max_output_bytes must be at least 1");
+        }
         if self.response_cache.semantic
             && self.response_cache.semantic_model.is_none()
             && self.memory.embedding_model.is_none()

@@ -1,5 +1,6 @@
 //! The `tabagent` binary: parses flags, loads the config, runs a command.
 
+mod agent;
 mod callers;
 mod catalog;
 mod cli;

@@ -32,6 +32,8 @@ struct Inner {
     worker: Option<tabagent_worker::Worker>,
     /// WebRTC sessions, when this server offers them (`--mode web`, `webrtc`, `all`).
     webrtc: Option<Arc<tabagent_webrtc::Sessions>>,
+    /// What the agent's tools need (the sandbox, the workspace folders).
+    agent_kit: crate::agent::Kit,
     /// The HTTP app the in-process transports dispatch through. It is built from the state, so
     /// it cannot be part of it: `serve` shares it once built, and it is held weakly here, or the
     /// state would keep itself alive and its models would never be unloaded.
@@ -64,6 +66,7 @@ pub struct AppStateBuilder {
     memory: Option<crate::memory_backend::MemoryBackend>,
     worker: Option<tabagent_worker::Worker>,
     webrtc: Option<tabagent_webrtc::Settings>,
+    agent_kit: crate::agent::Kit,
 }
 
 impl AppStateBuilder {
@@ -82,6 +85,12 @@ impl AppStateBuilder {
     /// Offer WebRTC sessions with `settings`.
     pub fn webrtc(mut self, settings: Option<tabagent_webrtc::Settings>) -> Self {
         self.webrtc = settings;
+        self
+    }
+
+    /// What the agent's tools need.
+    pub fn agent_kit(mut self, kit: crate::agent::Kit) -> Self {
+        self.agent_kit = kit;
         self
     }
 
@@ -113,6 +122,7 @@ impl AppStateBuilder {
                 webrtc: self
                     .webrtc
                     .map(|settings| Arc::new(tabagent_webrtc::Sessions::new(settings))),
+                agent_kit: self.agent_kit,
                 in_process_app: OnceLock::new(),
             }),
         };
@@ -143,6 +153,7 @@ impl AppState {
             memory: None,
             worker: None,
             webrtc: None,
+            agent_kit: crate::agent::Kit::default(),
         })
     }
 
@@ -233,6 +244,11 @@ impl AppState {
     /// The memory stores, unless `memory.enabled` is off.
     pub fn memory(&self) -> Option<&crate::memory_backend::MemoryBackend> {
         self.inner.memory.as_ref()
+    }
+
+    /// What the agent's tools need.
+    pub fn agent_kit(&self) -> &crate::agent::Kit {
+        &self.inner.agent_kit
     }
 
     /// Whether start-up work (the default model's load) is done.

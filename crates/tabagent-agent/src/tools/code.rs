@@ -15,15 +15,35 @@ pub struct RunCode(pub Arc<Sandbox>);
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Arguments {
+    #[serde(default)]
     language: Lang,
     code: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 enum Lang {
+    #[default]
     Python,
     Shell,
+}
+
+/// Runs a Python snippet as a notebook cell does: when its last statement is an expression,
+/// its value is printed (models often end a snippet with the value they want, unprinted).
+/// Errors point into `<snippet>`, not into this wrapper.
+fn as_cell(code: &str) -> String {
+    // A JSON string is a valid Python string literal.
+    let source = serde_json::to_string(code).unwrap_or_else(|_| "''".into());
+    format!(
+        "import ast as _ast\n\
+         _tree = _ast.parse({source}, '<snippet>', 'exec')\n\
+         _last = _tree.body.pop() if _tree.body and isinstance(_tree.body[-1], _ast.Expr) else None\n\
+         _scope = {{'__name__': '__main__'}}\n\
+         exec(compile(_tree, '<snippet>', 'exec'), _scope)\n\
+         if _last is not None:\n    \
+         _value = eval(compile(_ast.Expression(_last.value), '<snippet>', 'eval'), _scope)\n    \
+         if _value is not None:\n        print(repr(_value))\n"
+    )
 }
 
 impl Tool for RunCode {
@@ -34,17 +54,18 @@ impl Tool for RunCode {
             description: Some(format!(
                 "Runs a Python 3 or POSIX shell snippet in a sandbox (no network, an empty \
                  working directory, at most {} s of CPU and {} MiB of memory) and returns what \
-                 it printed. Print the results you need.",
+                 it printed; a Python snippet's last expression is printed too.",
                 limits.cpu_seconds,
                 limits.memory_bytes >> 20
             )),
             parameters: json!({
                 "type": "object",
                 "properties": {
-                    "language": {"type": "string", "enum": ["python", "shell"]},
+                    "language": {"type": "string", "enum": ["python", "shell"],
+                                 "description": "python (the default) or shell"},
                     "code": {"type": "string"}
                 },
-                "required": ["language", "code"],
+                "required": ["code"],
                 "additionalProperties": false
             }),
             strict: false,
@@ -58,9 +79,9 @@ impl Tool for RunCode {
     fn call(&self, arguments_json: Value) -> ToolFuture<'_> {
         Box::pin(async move {
             let Arguments { language, code } = arguments(arguments_json)?;
-            let language = match language {
-                Lang::Python => Language::Python,
-                Lang::Shell => Language::Shell,
+            let (language, code) = match language {
+                Lang::Python => (Language::Python, as_cell(&code)),
+                Lang::Shell => (Language::Shell, code),
             };
             let run = self
                 .0
@@ -76,6 +97,9 @@ impl Tool for RunCode {
                 report.push_str(&run.stderr);
             }
             match run.outcome {
+                Outcome::Exited(0) if report.is_empty() => {
+                    Ok("(the snippet printed nothing: print the values you need)".into())
+                }
                 Outcome::Exited(0) => Ok(report),
                 other => Err(ToolError::Failed(format!(
                     "{}{}{report}",

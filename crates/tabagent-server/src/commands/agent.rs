@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _};
-use tabagent_agent::agent::{self, AgentEnd, AgentEvent, Budget, GenerationStream, Model};
+use tabagent_agent::agent::{
+    self, AgentEnd, AgentEvent, Budget, GenerationStream, Model, ModelError,
+};
 use tabagent_agent::tools::{
     Calculator, CurrentTime, ListFiles, ReadFile, RunCode, Toolbox, Workspace,
 };
@@ -34,14 +36,14 @@ impl Model for Engine {
         &self,
         messages: Vec<ChatMessage>,
         params: GenerationParams,
-    ) -> Pin<Box<dyn std::future::Future<Output = Result<GenerationStream, String>> + Send + '_>>
+    ) -> Pin<Box<dyn std::future::Future<Output = Result<GenerationStream, ModelError>> + Send + '_>>
     {
         let engine = Arc::clone(&self.0);
         Box::pin(async move {
             let handle = tokio::task::spawn_blocking(move || engine.chat(&messages, params))
                 .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| Arc::new(e) as ModelError)?
+                .map_err(|e| Arc::new(e) as ModelError)?;
             let events = futures_util::stream::unfold(handle, |mut handle| async move {
                 let event = handle.events.recv().await?;
                 Some((event, handle))
@@ -74,6 +76,7 @@ pub async fn run(config: Config, args: AgentArgs) -> anyhow::Result<()> {
     let budget = Budget {
         max_steps: args.max_steps,
         max_tokens: args.max_tokens,
+        notes: None,
     };
     let model: Arc<dyn Model> = Arc::new(Engine(Arc::new(engine)));
     let mut events = agent::start(model, toolbox, messages, params, budget);
@@ -98,6 +101,7 @@ pub async fn run(config: Config, args: AgentArgs) -> anyhow::Result<()> {
                         AgentEnd::Answered => "answered",
                         AgentEnd::StepBudget => "stopped at the step budget",
                         AgentEnd::TokenBudget => "stopped at the token budget",
+                        AgentEnd::ClientCall => "stopped on a call of a tool it does not run",
                     },
                     outcome.steps,
                     outcome.tool_calls,

@@ -49,11 +49,13 @@ impl Runtime {
             None
         };
         let builder = AppState::builder(config.clone(), registry)?;
+        let agent_kit = crate::agent::Kit::start(&config.agent).await?;
         let worker = crate::worker::start(config);
         let (state, summaries_due) = builder
             .memory(memory)
             .worker(worker.as_ref().map(|supervisor| supervisor.worker()))
             .webrtc(webrtc)
+            .agent_kit(agent_kit)
             .build();
         crate::routing::start_probes(&state);
         crate::summaries::start(&state, summaries_due);

@@ -157,6 +157,7 @@ pub fn app_for(state: AppState, surface: Surface) -> Router {
             HeaderName::from_static(conversation::HEADER),
             HeaderName::from_static(context::RECORDS_HEADER),
             HeaderName::from_static(sessions::HEADER),
+            HeaderName::from_static(responses::RECALLED_HEADER),
             REQUEST_ID,
         ]);
     let full = Router::new()

@@ -152,10 +152,42 @@ pub fn turns(items: &[Value]) -> Result<Vec<ChatMessage>, ApiError> {
                 };
                 turns.push(ChatMessage::tool_result(call_id, output));
             }
+            // A tool the server ran: the call and its result, as two turns.
+            "mcp_call" => {
+                let text = |field: &str| item.get(field).and_then(Value::as_str);
+                let (Some(id), Some(name)) = (text("id"), text("name").filter(|n| !n.is_empty()))
+                else {
+                    return Err(bad("", "an `mcp_call` needs `id` and `name`".into()));
+                };
+                let call = ToolCall {
+                    id: id.to_string(),
+                    name: name.to_string(),
+                    arguments: text("arguments").unwrap_or("{}").to_string(),
+                };
+                turns.push(ChatMessage::assistant_calls("", vec![call]));
+                let error = match item.get("error") {
+                    Some(Value::String(error)) => Some(error.clone()),
+                    Some(error @ Value::Object(_)) => Some(
+                        error
+                            .pointer("/content/0/text")
+                            .or_else(|| error.get("message"))
+                            .and_then(Value::as_str)
+                            .unwrap_or("the tool failed")
+                            .to_string(),
+                    ),
+                    _ => None,
+                };
+                let result = match (text("output"), error) {
+                    (_, Some(error)) => format!("error: {error}"),
+                    (Some(output), None) => output.to_string(),
+                    (None, None) => String::new(),
+                };
+                turns.push(ChatMessage::tool_result(id, result));
+            }
             other => {
                 return Err(bad(
                     ".type",
-                    format!("input items of type `{other}` are not supported; send `message`, `function_call` or `function_call_output` items"),
+                    format!("input items of type `{other}` are not supported; send `message`, `function_call`, `function_call_output` or `mcp_call` items"),
                 ))
             }
         }
@@ -208,6 +240,31 @@ pub fn call_item(call: &ToolCall, status: &str) -> Value {
     })
 }
 
+/// An `mcp_call` item: a tool the server ran (`server_label` is `tabagent` for the built-in
+/// tools), with its output or error once it has one.
+pub fn server_call_item(
+    call: &ToolCall,
+    server_label: &str,
+    output: Option<&Result<String, String>>,
+    status: &str,
+) -> Value {
+    let (output, error) = match output {
+        Some(Ok(text)) => (json!(text), Value::Null),
+        // As OpenAI reports a tool that failed on an MCP server.
+        Some(Err(error)) => (
+            Value::Null,
+            json!({"type": "mcp_tool_execution_error",
+                   "content": [{"type": "text", "text": error}]}),
+        ),
+        None => (Value::Null, Value::Null),
+    };
+    json!({
+        "type": "mcp_call", "id": format!("mcp_{}", call.id.trim_start_matches("call_")),
+        "server_label": server_label, "name": call.name, "arguments": call.arguments,
+        "output": output, "error": error, "status": status,
+    })
+}
+
 /// Log probabilities as the Responses API writes them.
 pub fn wire_logprobs(entries: &[TokenLogprob]) -> Vec<Value> {
     entries
@@ -231,6 +288,11 @@ pub fn as_input(output: &[Value]) -> Vec<Value> {
             Some("function_call") => json!({
                 "type": "function_call", "call_id": item["call_id"], "name": item["name"],
                 "arguments": item["arguments"],
+            }),
+            Some("mcp_call") => json!({
+                "type": "mcp_call", "id": item["id"], "server_label": item["server_label"],
+                "name": item["name"], "arguments": item["arguments"], "output": item["output"],
+                "error": item["error"],
             }),
             _ => json!({
                 "type": "message", "role": "assistant",

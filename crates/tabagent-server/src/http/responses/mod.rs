@@ -5,6 +5,8 @@
 //! each response and the conversation up to it are kept in the memory's `meta` store, so a
 //! follow-up sends only its new items.
 
+mod agent;
+pub use agent::RECALLED_HEADER;
 mod items;
 mod store;
 mod stream;
@@ -64,6 +66,8 @@ pub struct ResponsesRequest {
     user: Option<String>,
     #[allow(dead_code)] // read by serde only
     service_tier: Option<Value>,
+    /// The most calls of the server's tools one response may make.
+    max_tool_calls: Option<usize>,
 }
 
 /// What the answer is written with, besides its output.
@@ -172,8 +176,9 @@ pub async fn create(
     };
     let (constraint, format) = text_format(request.text.as_ref())?;
     params.constraint = constraint;
+    let (functions, server_tools) = agent::select(&state, &request.tools)?;
     params.tools = convert::tools(
-        &request.tools,
+        &functions,
         request.tool_choice.as_ref(),
         request.parallel_tool_calls,
         ToolShape::Flat,
@@ -201,6 +206,25 @@ pub async fn create(
         model: request.model.clone(),
         request: echoed(&request, format, metadata, store),
     };
+    if let Some(tools) = server_tools {
+        let keep = store.then(|| store::Keep {
+            state: state.clone(),
+            conversation,
+        });
+        let run = agent::AgentRequest {
+            model: job.model,
+            messages: job.messages,
+            params: job.params,
+            tools,
+            ticket: job.ticket,
+            trace: job.trace,
+            max_tool_calls: request.max_tool_calls,
+            echo,
+            keep,
+            stream: request.stream == Some(true),
+        };
+        return agent::respond(&state, run).await;
+    }
     let generation = generation::generate(&state, job).await?;
     generation.answers_as(&state, &echo.id);
     let headers = ResponseHeaders::of(&generation);

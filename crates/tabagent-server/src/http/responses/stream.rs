@@ -28,10 +28,12 @@ enum Open {
         logprobs: Vec<TokenLogprob>,
     },
     Call(ToolCall),
+    /// A tool the server runs, waiting for its output.
+    ServerCall(ToolCall),
 }
 
 /// Everything the stream has written so far.
-struct Writer {
+pub(super) struct Writer {
     echo: Echo,
     keep: Option<Keep>,
     sequence: u64,
@@ -40,9 +42,95 @@ struct Writer {
     /// Log probabilities not yet sent: they go with the next text.
     logprobs: Vec<TokenLogprob>,
     pending: VecDeque<Event>,
+    /// The response as the last event gave it, once finished.
+    pub(super) last: Option<Value>,
 }
 
 impl Writer {
+    /// A writer whose first events (`response.created`, `response.in_progress`) are pending.
+    pub(super) fn new(echo: Echo, keep: Option<Keep>) -> Writer {
+        let mut writer = Writer {
+            echo,
+            keep,
+            sequence: 0,
+            output: Vec::new(),
+            open: Open::None,
+            logprobs: Vec::new(),
+            pending: VecDeque::new(),
+            last: None,
+        };
+        let created = writer.echo.response("in_progress", Vec::new(), None);
+        writer.emit("response.created", json!({ "response": created }));
+        let in_progress = writer.echo.response("in_progress", Vec::new(), None);
+        writer.emit("response.in_progress", json!({ "response": in_progress }));
+        writer
+    }
+
+    /// The response's id.
+    pub(super) fn id(&self) -> &str {
+        &self.echo.id
+    }
+
+    /// The next event to send.
+    pub(super) fn pop(&mut self) -> Option<Event> {
+        self.pending.pop_front()
+    }
+
+    /// A tool the server runs was called: its item opens.
+    pub(super) fn server_call(&mut self, call: &ToolCall, server_label: &str) {
+        self.close();
+        let item = items::server_call_item(call, server_label, None, "in_progress");
+        let at = json!({"item_id": item["id"], "output_index": self.index()});
+        self.emit(
+            "response.output_item.added",
+            json!({"output_index": self.index(), "item": item}),
+        );
+        self.emit("response.mcp_call.in_progress", at.clone());
+        let mut delta = at.clone();
+        delta["delta"] = json!(call.arguments);
+        self.emit("response.mcp_call_arguments.delta", delta);
+        let mut done = at;
+        done["arguments"] = json!(call.arguments);
+        self.emit("response.mcp_call_arguments.done", done);
+        self.open = Open::ServerCall(call.clone());
+    }
+
+    /// The open server call's output (or error) came: its item is done.
+    pub(super) fn server_output(&mut self, server_label: &str, output: &Result<String, String>) {
+        let index = self.index();
+        let Open::ServerCall(call) = std::mem::replace(&mut self.open, Open::None) else {
+            return;
+        };
+        let status = if output.is_ok() {
+            "completed"
+        } else {
+            "failed"
+        };
+        let item = items::server_call_item(&call, server_label, Some(output), status);
+        self.emit(
+            &format!("response.mcp_call.{status}"),
+            json!({"item_id": item["id"], "output_index": index}),
+        );
+        self.emit(
+            "response.output_item.done",
+            json!({"output_index": index, "item": item}),
+        );
+        self.output.push(item);
+    }
+
+    /// Whole calls of the client's own tools, as `function_call` items.
+    pub(super) fn client_calls(&mut self, calls: &[ToolCall]) {
+        for call in calls {
+            self.call(tabagent_core::ToolCallDelta {
+                index: 0,
+                id: Some(call.id.clone()),
+                name: Some(call.name.clone()),
+                arguments: call.arguments.clone(),
+            });
+        }
+        self.close();
+    }
+
     fn emit(&mut self, kind: &str, mut data: Value) {
         data["type"] = json!(kind);
         data["sequence_number"] = json!(self.sequence);
@@ -58,7 +146,7 @@ impl Writer {
         self.output.len()
     }
 
-    fn text(&mut self, piece: &str) {
+    pub(super) fn text(&mut self, piece: &str) {
         if !matches!(self.open, Open::Message { .. }) {
             self.close();
             let id = response_id("msg").replace('-', "_");
@@ -135,7 +223,7 @@ impl Writer {
     }
 
     /// Ends the item being written.
-    fn close(&mut self) {
+    pub(super) fn close(&mut self) {
         let index = self.index();
         match std::mem::replace(&mut self.open, Open::None) {
             Open::None => {}
@@ -162,6 +250,14 @@ impl Writer {
                 );
                 self.output.push(item);
             }
+            Open::ServerCall(call) => {
+                let item = items::server_call_item(&call, "tabagent", None, "incomplete");
+                self.emit(
+                    "response.output_item.done",
+                    json!({"output_index": index, "item": item}),
+                );
+                self.output.push(item);
+            }
             Open::Call(call) => {
                 let item = items::call_item(&call, "completed");
                 self.emit(
@@ -181,7 +277,7 @@ impl Writer {
     }
 
     /// The last events, after the response is stored.
-    async fn finish(&mut self, reason: FinishReason, usage: Usage) {
+    pub(super) async fn finish(&mut self, reason: FinishReason, usage: Usage) {
         if self.output.is_empty() && matches!(self.open, Open::None) {
             self.text("");
         }
@@ -201,9 +297,10 @@ impl Writer {
             &format!("response.{status}"),
             json!({ "response": response }),
         );
+        self.last = Some(response);
     }
 
-    fn failed(&mut self, err: &ApiError) {
+    pub(super) fn failed(&mut self, err: &ApiError) {
         let mut response = self.echo.response("failed", self.output.clone(), None);
         response["error"] = json!({"code": "server_error", "message": err.message()});
         self.emit("response.failed", json!({ "response": response }));
@@ -216,19 +313,7 @@ pub fn events(
     echo: Echo,
     keep: Option<Keep>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let mut writer = Writer {
-        echo,
-        keep,
-        sequence: 0,
-        output: Vec::new(),
-        open: Open::None,
-        logprobs: Vec::new(),
-        pending: VecDeque::new(),
-    };
-    let created = writer.echo.response("in_progress", Vec::new(), None);
-    writer.emit("response.created", json!({ "response": created }));
-    let in_progress = writer.echo.response("in_progress", Vec::new(), None);
-    writer.emit("response.in_progress", json!({ "response": in_progress }));
+    let writer = Writer::new(echo, keep);
     let stream = futures_util::stream::unfold(
         (events, writer, false),
         |(mut events, mut writer, mut ended)| async move {
