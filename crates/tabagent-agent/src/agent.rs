@@ -386,7 +386,6 @@ async fn run(
 #[error("the model stopped without finishing its answer")]
 struct Stopped;
 
-
 /// The call a step's whole text spells as JSON (`{"name": ..., "arguments": {...}}`, perhaps
 /// in a code fence), if it does.
 fn call_in_text(text: &str, step: usize) -> Option<ToolCall> {

@@ -3,9 +3,11 @@
 //! bounds and logs every call, and the built-in calculator, clock, workspace reading and
 //! `run_code`) and the sandbox `run_code` runs in (`sandbox`: untrusted Python and shell
 //! snippets under bubblewrap with no network, no view of the host's files, a throwaway working
-//! directory in memory and limits on everything a snippet can consume).
+//! directory in memory and limits on everything a snippet can consume), and the Model Context
+//! Protocol both ways (`mcp`: a toolbox served to MCP clients, MCP servers' tools as tools).
 
 pub mod agent;
+pub mod mcp;
 pub mod sandbox;
 pub mod tools;
 

@@ -37,6 +37,10 @@ pub enum Command {
     /// Give a model a task it may use tools for (a calculator, the clock, workspace files,
     /// sandboxed code); its steps stream to standard error, its text to standard output.
     Agent(AgentArgs),
+    /// Serve tabagent's tools (memory search and write, the knowledge graph, documents, chat
+    /// with a local model, embeddings, and the agent tools the configuration enables) to an MCP
+    /// client over stdin/stdout: what an editor or desktop assistant starts.
+    Mcp(McpArgs),
     /// List (default), show or remove local models.
     Models(ModelsArgs),
     /// Register a local GGUF file in the model store.
@@ -394,6 +398,27 @@ pub struct ServeArgs {
     /// Engine settings.
     #[command(flatten)]
     pub engine: EngineArgs,
+}
+
+/// `tabagent mcp`.
+#[derive(Debug, Args)]
+pub struct McpArgs {
+    /// The model `chat` uses when the client names none.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Engine settings.
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+impl McpArgs {
+    /// Applies `mcp` flags to `config`.
+    pub fn apply(&self, config: &mut Config) {
+        if let Some(model) = &self.model {
+            config.models.default = model.clone();
+        }
+        self.engine.apply(config);
+    }
 }
 
 /// `tabagent run`.

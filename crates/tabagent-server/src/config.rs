@@ -172,6 +172,47 @@ pub struct AgentSettings {
     /// How many similar past runs (from `experience`) are shown to the model before it plans;
     /// 0: none.
     pub recall: usize,
+    /// MCP servers whose tools agents may use, by label (`[agent.mcp_servers.files]`). A
+    /// request names a server by its label; it cannot add one.
+    pub mcp_servers: std::collections::BTreeMap<String, McpServerSettings>,
+    /// Serve tabagent's own tools to MCP clients at `/mcp` (Streamable HTTP), behind the API's
+    /// keys and Host checks.
+    pub serve_mcp: bool,
+}
+
+/// An MCP server agents may use: a command speaking MCP over stdio, or a Streamable HTTP URL.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct McpServerSettings {
+    /// The program to start (stdio).
+    pub command: Option<PathBuf>,
+    /// Its arguments.
+    pub args: Vec<String>,
+    /// Variables added to its environment.
+    pub env: std::collections::BTreeMap<String, String>,
+    /// Its Streamable HTTP endpoint, instead of a command.
+    pub url: Option<String>,
+    /// The bearer token for `url`.
+    pub api_key: Option<tabagent_core::Secret>,
+    /// Only these of its tools are offered (all when unset).
+    pub allowed_tools: Option<Vec<String>>,
+    /// Seconds it may take to start and list its tools.
+    pub connect_timeout_secs: Option<u64>,
+}
+
+impl std::fmt::Debug for McpServerSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The environment may hold the server's own secrets: its names only.
+        f.debug_struct("McpServerSettings")
+            .field("command", &self.command)
+            .field("args", &self.args)
+            .field("env", &self.env.keys().collect::<Vec<_>>())
+            .field("url", &self.url)
+            .field("api_key", &self.api_key)
+            .field("allowed_tools", &self.allowed_tools)
+            .field("connect_timeout_secs", &self.connect_timeout_secs)
+            .finish()
+    }
 }
 
 impl Default for AgentSettings {
@@ -188,6 +229,8 @@ impl Default for AgentSettings {
             max_read_bytes: 64 * 1024,
             record: true,
             recall: 2,
+            mcp_servers: std::collections::BTreeMap::new(),
+            serve_mcp: true,
         }
     }
 }
@@ -696,6 +739,25 @@ impl Config {
         }
         if self.agent.call_timeout_secs == 0 || self.agent.max_output_bytes == 0 {
             bail!("agent.call_timeout_secs and agent.max_output_bytes must be at least 1");
+        }
+        for (label, server) in &self.agent.mcp_servers {
+            let fine_label = !label.is_empty()
+                && label.len() <= 64
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            if !fine_label || label == "tabagent" {
+                bail!("agent.mcp_servers.{label}: a label is 1 to 64 letters, digits, `_` or `-`, and not `tabagent`");
+            }
+            match (&server.command, &server.url) {
+                (Some(_), None) | (None, Some(_)) => {}
+                _ => bail!("agent.mcp_servers.{label}: set either `command` (stdio) or `url` (Streamable HTTP)"),
+            }
+            if let Some(url) = &server.url {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    bail!("agent.mcp_servers.{label}.url must be an http:// or https:// URL");
+                }
+            }
         }
         if self.response_cache.semantic
             && self.response_cache.semantic_model.is_none()

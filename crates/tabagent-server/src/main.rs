@@ -70,6 +70,7 @@ fn run(cli: Cli, origin: Option<String>) -> anyhow::Result<()> {
         Command::Serve(args) => args.apply(&mut config),
         Command::Run(args) => args.engine.apply(&mut config),
         Command::Agent(args) => args.engine.apply(&mut config),
+        Command::Mcp(args) => args.apply(&mut config),
         Command::Bench(args) => args.engine.apply(&mut config),
         Command::Pull(args) => {
             if let Some(connections) = args.connections {
@@ -96,6 +97,7 @@ fn run(cli: Cli, origin: Option<String>) -> anyhow::Result<()> {
             Command::Serve(args) => commands::serve::run(config, args.mode).await,
             Command::Run(args) => commands::run::run(config, args).await,
             Command::Agent(args) => commands::agent::run(config, args).await,
+            Command::Mcp(_) => commands::mcp::run(config).await,
             Command::Bench(args) => commands::bench::run(config, args).await,
             Command::Models(args) => commands::models::run(&config, args.action),
             Command::Import(args) => commands::models::import(&config, &args),

@@ -32,6 +32,10 @@ pub trait Tool: Send + Sync {
     fn has_effects(&self) -> bool {
         false
     }
+    /// The MCP server it comes from (`None`: tabagent's own).
+    fn server_label(&self) -> Option<&str> {
+        None
+    }
     /// Calls it with the arguments the model gave (a JSON object).
     fn call(&self, arguments: Value) -> ToolFuture<'_>;
 }
@@ -94,9 +98,27 @@ impl Toolbox {
         self.tools.insert(tool.spec().name, tool);
     }
 
+    /// Adds `tool` under another name (when its own is taken).
+    pub fn add_as(&mut self, name: String, tool: Arc<dyn Tool>) {
+        self.tools
+            .insert(name.clone(), Arc::new(Renamed { name, tool }));
+    }
+
     /// The tools' specifications, by name.
     pub fn specs(&self) -> Vec<ToolSpec> {
         self.tools.values().map(|t| t.spec()).collect()
+    }
+
+    /// The tools, by name.
+    pub fn tools(&self) -> impl Iterator<Item = &Arc<dyn Tool>> {
+        self.tools.values()
+    }
+
+    /// The MCP server tool `name` comes from (`None`: a built-in tool, or no such tool).
+    pub fn server_label(&self, name: &str) -> Option<String> {
+        self.tools
+            .get(name)
+            .and_then(|tool| tool.server_label().map(str::to_string))
     }
 
     /// The tool names offered.
@@ -160,6 +182,30 @@ impl Toolbox {
             truncated,
             elapsed,
         }
+    }
+}
+
+/// A tool under another name.
+struct Renamed {
+    name: String,
+    tool: Arc<dyn Tool>,
+}
+
+impl Tool for Renamed {
+    fn spec(&self) -> ToolSpec {
+        ToolSpec {
+            name: self.name.clone(),
+            ..self.tool.spec()
+        }
+    }
+    fn has_effects(&self) -> bool {
+        self.tool.has_effects()
+    }
+    fn server_label(&self) -> Option<&str> {
+        self.tool.server_label()
+    }
+    fn call(&self, arguments: Value) -> ToolFuture<'_> {
+        self.tool.call(arguments)
     }
 }
 

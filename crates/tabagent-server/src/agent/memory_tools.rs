@@ -109,11 +109,15 @@ impl Tool for MemorySearch {
     fn call(&self, given: Value) -> ToolFuture<'_> {
         Box::pin(async move {
             let args: SearchArgs = arguments(given)?;
+            // All stores but `meta`, the server's bookkeeping (stored responses, settings).
             let stores =
                 match args.store.as_deref() {
                     Some(name) => vec![Store::parse(name)
                         .map_err(|e| ToolError::InvalidArguments(e.to_string()))?],
-                    None => Vec::new(),
+                    None => Store::ALL
+                        .into_iter()
+                        .filter(|s| *s != Store::Meta)
+                        .collect(),
                 };
             let hits = search(
                 &self.0,

@@ -21,6 +21,7 @@ mod graph;
 mod health;
 mod json;
 pub mod listener;
+pub mod mcp;
 mod memory;
 mod models;
 mod ollama;
@@ -227,6 +228,10 @@ pub fn app_for(state: AppState, surface: Surface) -> Router {
         )
         .route("/metrics", get(crate::metrics::serve))
         .merge(ollama::routes());
+    let full = match state.config().agent.serve_mcp {
+        true => full.route_service("/mcp", mcp::service(&state)),
+        false => full,
+    };
     let signaling = Router::new()
         .route("/v1/webrtc/offer", post(webrtc::offer))
         .route("/v1/webrtc/sessions", get(webrtc::list))

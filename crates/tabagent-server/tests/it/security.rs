@@ -86,6 +86,46 @@ async fn an_api_key_when_set_is_required_except_for_health() {
 }
 
 #[tokio::test]
+async fn the_mcp_endpoint_is_behind_the_api_key_and_the_host_check() {
+    let server = Server::start(&["--api-key", "correct-horse-battery-staple"]);
+    let initialize = serde_json::json!({
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                   "clientInfo": {"name": "test", "version": "1"}},
+    });
+    let post = |key: Option<&str>| {
+        let request = server
+            .client
+            .post(server.endpoint("/mcp"))
+            .header("accept", "application/json, text/event-stream")
+            .json(&initialize);
+        match key {
+            Some(key) => request.bearer_auth(key),
+            None => request,
+        }
+    };
+    let (status, body) = status_and_body(post(None)).await;
+    assert_eq!(assert_error(status, &body, 401)["code"], "invalid_api_key");
+    let answered = post(Some("correct-horse-battery-staple"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answered.status(), 200);
+    assert!(answered.headers().contains_key("mcp-session-id"));
+    let text = answered.text().await.unwrap();
+    assert!(
+        text.contains("\"serverInfo\"") && text.contains("tabagent"),
+        "{text}"
+    );
+    // A page that rebinds a name of its own to this address is refused before the SDK sees it.
+    let (status, body) = status_and_body(
+        post(Some("correct-horse-battery-staple")).header("host", "evil.example:80"),
+    )
+    .await;
+    assert_error(status, &body, 403);
+}
+
+#[tokio::test]
 async fn what_a_page_on_another_site_makes_the_browser_send_is_refused() {
     let listed = "http://localhost:5173";
     let server = Server::start_with(

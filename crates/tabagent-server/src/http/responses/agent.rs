@@ -116,6 +116,59 @@ pub fn select(
                     }
                 }
             }
+            "mcp" => {
+                agent = true;
+                if tool.get("server_url").is_some() || tool.get("connector_id").is_some() {
+                    return Err(ApiError::bad_request(
+                        Some(&at),
+                        "a request cannot add MCP servers: name one configured in agent.mcp_servers by its `server_label`",
+                    ));
+                }
+                let label = tool
+                    .get("server_label")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                let of_server: Vec<&String> = names
+                    .iter()
+                    .filter(|name| offered.server_label(name).as_deref() == Some(label))
+                    .collect();
+                if !state.agent_kit().mcp_labels().any(|l| l == label) {
+                    return Err(ApiError::bad_request(
+                        Some(&format!("{at}.server_label")),
+                        format!("no MCP server labelled `{label}` is connected: configure it in agent.mcp_servers (the server log says why one could not be reached)"),
+                    ));
+                }
+                // OpenAI's shapes: a list of names, or `{"tool_names": [...]}`.
+                let allowed = match tool.get("allowed_tools") {
+                    Some(Value::Object(filter)) => filter.get("tool_names"),
+                    other => other,
+                };
+                match allowed {
+                    None | Some(Value::Null) => wanted.extend(of_server.into_iter().cloned()),
+                    Some(Value::Array(allowed)) => {
+                        let at = format!("{at}.allowed_tools");
+                        for name in allowed {
+                            match name.as_str() {
+                                Some(name) if of_server.iter().any(|n| *n == name) => {
+                                    wanted.push(name.to_string())
+                                }
+                                _ => {
+                                    return Err(ApiError::bad_request(
+                                        Some(&at),
+                                        format!("the MCP server `{label}` offers no tool {name}; it offers {}", of_server.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(", ")),
+                                    ))
+                                }
+                            }
+                        }
+                    }
+                    Some(_) => {
+                        return Err(ApiError::bad_request(
+                            Some(&format!("{at}.allowed_tools")),
+                            "`allowed_tools` is a list of tool names",
+                        ))
+                    }
+                }
+            }
             "code_interpreter" => {
                 agent = true;
                 require(&at, "run_code", &mut wanted)?;
@@ -127,7 +180,7 @@ pub fn select(
             other => {
                 return Err(ApiError::bad_request(
                     Some(&format!("{at}.type")),
-                    format!("tools of type `{other}` are not supported; send `function` tools, or `tabagent` (with `allowed_tools`), `code_interpreter` or `file_search` for the server's own tools"),
+                    format!("tools of type `{other}` are not supported; send `function` tools, or `tabagent` (with `allowed_tools`), `mcp` (a configured `server_label`), `code_interpreter` or `file_search` for the server's tools"),
                 ))
             }
         }
@@ -235,8 +288,19 @@ pub async fn respond(state: &AppState, request: AgentRequest) -> Result<Response
         ticket: request.ticket,
         trace: request.trace,
     });
+    let labels = request
+        .tools
+        .toolbox
+        .names()
+        .into_iter()
+        .filter_map(|name| {
+            let label = request.tools.toolbox.server_label(&name)?;
+            Some((name, label))
+        })
+        .collect();
     let mut events = agent::start(model, request.tools.toolbox, messages, params, budget);
     let mut run = Run {
+        labels,
         writer: Writer::new(request.echo, request.keep),
         log: RunLog::default(),
         state: state.clone(),
@@ -303,6 +367,8 @@ fn sse(
 
 /// A run being written out.
 struct Run {
+    /// The MCP server of each tool that has one.
+    labels: std::collections::HashMap<String, String>,
     writer: Writer,
     log: RunLog,
     state: AppState,
@@ -318,10 +384,14 @@ impl Run {
         match event {
             AgentEvent::Step(_) => self.writer.close(),
             AgentEvent::Text(text) => self.writer.text(&text),
-            AgentEvent::ToolCall(call) => self.writer.server_call(&call, BUILT_IN),
-            AgentEvent::ToolOutput { output, .. } => {
+            AgentEvent::ToolCall(call) => {
+                let label = self.label(&call.name).to_string();
+                self.writer.server_call(&call, &label);
+            }
+            AgentEvent::ToolOutput { name, output, .. } => {
                 let output = output.map_err(|e| e.to_string());
-                self.writer.server_output(BUILT_IN, &output);
+                let label = self.label(&name).to_string();
+                self.writer.server_output(&label, &output);
             }
             AgentEvent::Finished(outcome) => {
                 self.writer.client_calls(&outcome.client_calls);
@@ -354,6 +424,10 @@ impl Run {
             }
         }
         false
+    }
+
+    fn label(&self, tool: &str) -> &str {
+        self.labels.get(tool).map_or(BUILT_IN, String::as_str)
     }
 
     fn fail(&mut self, error: ApiError) {
