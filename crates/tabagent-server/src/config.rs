@@ -207,7 +207,13 @@ impl std::fmt::Debug for McpServerSettings {
             .field("command", &self.command)
             .field("args", &self.args)
             .field("env", &self.env.keys().collect::<Vec<_>>())
-            .field("url", &self.url)
+            .field(
+                "url",
+                &self
+                    .url
+                    .as_deref()
+                    .map(tabagent_core::secret::redact_credentials),
+            )
             .field("api_key", &self.api_key)
             .field("allowed_tools", &self.allowed_tools)
             .field("connect_timeout_secs", &self.connect_timeout_secs)
@@ -1005,6 +1011,21 @@ impl Config {
     pub fn redacted_json(&self) -> serde_json::Value {
         let mut value = serde_json::to_value(self).unwrap_or_default();
         redact_urls(&mut value);
+        // An MCP server's environment is where its own tokens go: the names only.
+        if let Some(servers) = value
+            .pointer_mut("/agent/mcp_servers")
+            .and_then(serde_json::Value::as_object_mut)
+        {
+            for server in servers.values_mut() {
+                if let Some(env) = server
+                    .get_mut("env")
+                    .and_then(serde_json::Value::as_object_mut)
+                {
+                    env.values_mut()
+                        .for_each(|v| *v = serde_json::json!("[redacted]"));
+                }
+            }
+        }
         value
     }
 }
@@ -1018,5 +1039,38 @@ fn redact_urls(value: &mut serde_json::Value) {
         serde_json::Value::Array(items) => items.iter_mut().for_each(redact_urls),
         serde_json::Value::Object(fields) => fields.values_mut().for_each(redact_urls),
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_mcp_servers_tokens_are_not_shown() {
+        let mut config = Config::default();
+        config.agent.mcp_servers.insert(
+            "github".into(),
+            McpServerSettings {
+                command: Some("github-mcp".into()),
+                env: [("GITHUB_TOKEN".to_string(), "ghp_s3cret".to_string())].into(),
+                ..McpServerSettings::default()
+            },
+        );
+        config.agent.mcp_servers.insert(
+            "remote".into(),
+            McpServerSettings {
+                url: Some("https://user:hunter2@mcp.example/mcp".into()),
+                api_key: Some("bearer-s3cret".to_string().into()),
+                ..McpServerSettings::default()
+            },
+        );
+        let shown = config.redacted_json().to_string();
+        let debugged = format!("{config:?}");
+        for secret in ["ghp_s3cret", "hunter2", "bearer-s3cret"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+            assert!(!debugged.contains(secret), "{secret} in {debugged}");
+        }
+        assert!(shown.contains("GITHUB_TOKEN"));
     }
 }
