@@ -26,7 +26,7 @@ from pathlib import Path
 import jsonschema
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "lib"))
-from bench_common import Server, exit_on_signals, free_port, log  # noqa: E402
+from bench_common import exit_on_signals, log, tabagent_and_llama_server  # noqa: E402
 
 CACHE = Path(os.environ.get("TABAGENT_CACHE", str(Path.home() / ".cache/tabagent")))
 
@@ -267,17 +267,8 @@ def main():
         import subprocess
         subprocess.run([a.tabagent_bin, "--data-dir", str(data), "import", a.model, "--name", "bench-model"],
                        check=True, stdout=subprocess.DEVNULL)
-        ports = {"tabagent": free_port(), "llama-server": free_port()}
-        servers = {
-            "tabagent": Server("tabagent", [a.tabagent_bin, "--data-dir", str(data), "serve", "--host", "127.0.0.1",
-                                            "--port", str(ports["tabagent"]), "--model", "bench-model",
-                                            "--threads", str(a.threads), "--parallel", "1", "--ctx-size", str(a.ctx)],
-                               ports["tabagent"], "/v1/health/ready", work / "tabagent.log"),
-            "llama-server": Server("llama-server", [a.llama_server_bin, "-m", a.model, "--jinja", "--host", "127.0.0.1",
-                                                    "--port", str(ports["llama-server"]), "-t", str(a.threads),
-                                                    "-tb", str(a.threads), "-c", str(a.ctx), "-np", "1", "--no-webui"],
-                                   ports["llama-server"], "/health", work / "llama-server.log"),
-        }
+        servers, ports = tabagent_and_llama_server(a.tabagent_bin, data, a.llama_server_bin, a.model,
+                                                   a.threads, a.ctx, work)
         try:
             for server in servers.values():
                 server.wait_ready(a.timeout)

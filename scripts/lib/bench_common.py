@@ -94,3 +94,23 @@ class Server:
         except (ProcessLookupError, PermissionError):
             pass
         self.log.close()
+
+
+def tabagent_and_llama_server(tabagent_bin, data, llama_server_bin, model, threads, ctx, work, config=None):
+    """tabagent (serving the model imported as `bench-model` under `data`) and llama-server
+    (`--jinja`) on the same GGUF, threads and context, one sequence each, on free ports:
+    (servers by label, ports by label). Neither is waited for yet."""
+    ports = {"tabagent": free_port(), "llama-server": free_port()}
+    options = ["--config", str(config)] if config else []
+    servers = {
+        "tabagent": Server("tabagent", [tabagent_bin, "--data-dir", str(data), *options, "serve",
+                                        "--host", "127.0.0.1", "--port", str(ports["tabagent"]),
+                                        "--model", "bench-model", "--threads", str(threads),
+                                        "--parallel", "1", "--ctx-size", str(ctx)],
+                           ports["tabagent"], "/v1/health/ready", work / "tabagent.log"),
+        "llama-server": Server("llama-server", [llama_server_bin, "-m", model, "--jinja", "--host", "127.0.0.1",
+                                                "--port", str(ports["llama-server"]), "-t", str(threads),
+                                                "-tb", str(threads), "-c", str(ctx), "-np", "1", "--no-webui"],
+                               ports["llama-server"], "/health", work / "llama-server.log"),
+    }
+    return servers, ports

@@ -18,7 +18,7 @@ import openai
 import pytest
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
-from mcp.client.streamable_http import streamablehttp_client
+from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import McpError
 
 from conftest import MODEL, TOOLS_MODEL, EMBEDDING_MODEL, serving
@@ -183,7 +183,7 @@ def test_tabagent_mcp_over_stdio_with_the_python_sdk():
 
 def test_tabagent_mcp_over_streamable_http_with_the_python_sdk(server):
     async def run():
-        async with streamablehttp_client(server + "/mcp") as (read, write, _), \
+        async with streamable_http_client(server + "/mcp") as (read, write, _), \
                 ClientSession(read, write) as session:
             await exercise(session)
 

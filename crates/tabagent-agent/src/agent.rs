@@ -51,6 +51,9 @@ pub struct Budget {
     pub max_steps: usize,
     /// Tokens the model may generate over the whole run.
     pub max_tokens: u32,
+    /// Tokens one model turn may generate (a small model can write the same call over and over
+    /// until it is stopped).
+    pub max_step_tokens: Option<u32>,
     /// Notes for the planning steps (what similar past runs did), added to the system
     /// message; the answer step is not shown them.
     pub notes: Option<String>,
@@ -61,6 +64,7 @@ impl Default for Budget {
         Self {
             max_steps: 8,
             max_tokens: 4096,
+            max_step_tokens: None,
             notes: None,
         }
     }
@@ -215,6 +219,7 @@ async fn run(
             false => ToolChoice::Auto,
         };
         let left = budget.max_tokens.saturating_sub(usage.completion_tokens);
+        let left = budget.max_step_tokens.map_or(left, |step| step.min(left));
         params.max_tokens = Some(params.max_tokens.map_or(left, |m| m.min(left)));
         // The answer step, after tools ran: the request and the results in plain text, no
         // tools. Small models, shown their own tool turns again, keep calling tools (or write
@@ -329,7 +334,12 @@ async fn run(
                 written => serde_json::from_str(written),
             };
             let called = match arguments {
-                Ok(arguments) => toolbox.call(&call.name, arguments).await,
+                // A run cancelled during a call stops the call (a sandbox is killed, an MCP
+                // server told) rather than waiting for it.
+                Ok(arguments) => tokio::select! {
+                    called = toolbox.call(&call.name, arguments) => called,
+                    () = events.closed() => return Ok(None),
+                },
                 Err(e) => crate::tools::Called {
                     output: Err(ToolError::InvalidArguments(format!(
                         "the arguments are not JSON: {e}"
@@ -396,7 +406,15 @@ fn call_in_text(text: &str, step: usize) -> Option<ToolCall> {
         .and_then(|b| b.strip_suffix("```"))
         .unwrap_or(body)
         .trim();
-    let value: serde_json::Value = serde_json::from_str(body).ok()?;
+    // The whole text, or else its first line (a model may write several calls, one a line);
+    // each as written, or with the raw line breaks a model leaves inside strings (code)
+    // escaped.
+    let parse = |text: &str| {
+        serde_json::from_str::<serde_json::Value>(text)
+            .or_else(|_| serde_json::from_str(&escaped_in_strings(text)))
+            .ok()
+    };
+    let value = parse(body).or_else(|| parse(body.lines().next()?.trim()))?;
     let name = value.get("name")?.as_str()?.trim();
     let arguments = value.get("arguments").or_else(|| value.get("parameters"))?;
     (!name.is_empty() && arguments.is_object()).then(|| ToolCall {
@@ -404,6 +422,33 @@ fn call_in_text(text: &str, step: usize) -> Option<ToolCall> {
         name: name.to_string(),
         arguments: arguments.to_string(),
     })
+}
+
+/// `text` with the raw control characters inside its JSON strings escaped.
+fn escaped_in_strings(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 16);
+    let (mut in_string, mut escaping) = (false, false);
+    for c in text.chars() {
+        match c {
+            _ if escaping => {
+                escaping = false;
+                out.push(c);
+            }
+            '\\' if in_string => {
+                escaping = true;
+                out.push(c);
+            }
+            '"' => {
+                in_string = !in_string;
+                out.push(c);
+            }
+            '\n' if in_string => out.push_str("\\n"),
+            '\t' if in_string => out.push_str("\\t"),
+            '\r' if in_string => out.push_str("\\r"),
+            _ => out.push(c),
+        }
+    }
+    out
 }
 
 /// The request, then a user turn with the tool results, asking for the answer.
@@ -458,6 +503,19 @@ mod tests {
         assert_eq!(call.name, "calculator");
         assert_eq!(call.arguments, r#"{"expression":"2*3"}"#);
         assert!(call_in_text("The answer is 6.", 1).is_none());
+        let first = call_in_text(
+            "{\"name\": \"a\", \"arguments\": {}}\n{\"name\": \"b\", \"arguments\": {}}",
+            1,
+        )
+        .unwrap();
+        assert_eq!(first.name, "a");
+        // Code with raw line breaks in its string, as small models write it.
+        let code = call_in_text(
+            "{\"name\": \"run_code\", \"arguments\": {\"code\": \"x = 2\nprint(x)\"}}",
+            1,
+        )
+        .unwrap();
+        assert_eq!(code.arguments, r#"{"code":"x = 2\nprint(x)"}"#);
         assert!(call_in_text(r#"{"name": "x"}"#, 1).is_none());
         assert!(call_in_text(r#"{"name": "", "arguments": {}}"#, 1).is_none());
     }

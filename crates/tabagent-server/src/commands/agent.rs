@@ -76,6 +76,7 @@ pub async fn run(config: Config, args: AgentArgs) -> anyhow::Result<()> {
     let budget = Budget {
         max_steps: args.max_steps,
         max_tokens: args.max_tokens,
+        max_step_tokens: None,
         notes: None,
     };
     let model: Arc<dyn Model> = Arc::new(Engine(Arc::new(engine)));

@@ -279,6 +279,7 @@ pub async fn respond(state: &AppState, request: AgentRequest) -> Result<Response
         max_tokens: params
             .max_tokens
             .map_or(settings.max_tokens, |n| n.min(settings.max_tokens)),
+        max_step_tokens: Some(settings.max_step_tokens.max(1)),
         notes,
     };
     params.max_tokens = None;
