@@ -173,6 +173,21 @@ pub async fn for_memory(
     with_model(state, &model, texts).await.map(Some)
 }
 
+/// `text`'s vector from the memory's embedding model, in its space; `None` when none is
+/// configured.
+pub async fn one_for_memory(
+    state: &AppState,
+    text: &str,
+) -> Result<Option<tabagent_memory::Embedding>, ServiceError> {
+    Ok(for_memory(state, vec![text.to_string()])
+        .await?
+        .and_then(|(space, mut vectors)| {
+            vectors
+                .pop()
+                .map(|vector| tabagent_memory::Embedding { space, vector })
+        }))
+}
+
 /// Vectors for `texts` from `model`, and its id (the space).
 pub async fn with_model(
     state: &AppState,

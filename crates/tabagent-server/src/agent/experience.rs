@@ -11,6 +11,7 @@ use tabagent_memory::{
     Change, Embedding, Filter, MemoryApi as _, Mode, NewRecord, SearchRequest, Store,
 };
 
+use super::excerpt;
 use crate::error::ServiceError;
 use crate::state::AppState;
 
@@ -77,21 +78,39 @@ fn end_name(end: AgentEnd) -> &'static str {
     }
 }
 
-fn cut(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max) {
-        Some((at, _)) => format!("{}…", &text[..at]),
-        None => text.to_string(),
-    }
+/// What a run was asked, and its vector (made once: recall searches with it, the record
+/// keeps it).
+pub struct Task {
+    pub text: String,
+    pub embedding: Option<Embedding>,
 }
 
-/// What the run was asked: the last user turn.
-pub fn task_of(messages: &[tabagent_core::ChatMessage]) -> String {
-    messages
-        .iter()
-        .rev()
-        .find(|m| m.role == tabagent_core::Role::User)
-        .map(|m| m.content.clone())
-        .unwrap_or_default()
+impl Task {
+    /// The last user turn of `messages`, embedded when the memory has an embedding model
+    /// and something will use the vector (a failure to embed is logged: the run goes on, its
+    /// recall by keywords).
+    pub async fn of(
+        state: &AppState,
+        messages: &[tabagent_core::ChatMessage],
+        embed: bool,
+    ) -> Task {
+        let text = messages
+            .iter()
+            .rev()
+            .find(|m| m.role == tabagent_core::Role::User)
+            .map(|m| m.content.clone())
+            .unwrap_or_default();
+        let embedding = match embed && state.memory().is_some() && !text.trim().is_empty() {
+            true => crate::embedding::one_for_memory(state, &text)
+                .await
+                .unwrap_or_else(|error| {
+                    tracing::warn!(%error, "the agent's task could not be embedded");
+                    None
+                }),
+            false => None,
+        };
+        Task { text, embedding }
+    }
 }
 
 /// The run, as the answer to response `id` made with `model`: written in one transaction.
@@ -99,16 +118,15 @@ pub async fn record(
     state: &AppState,
     id: &str,
     model: &str,
-    task: &str,
+    task: &Task,
     log: &RunLog,
     outcome: &AgentOutcome,
 ) -> Result<(), ServiceError> {
     let Some(memory) = state.memory() else {
         return Ok(());
     };
-    let embedding = crate::embedding::for_memory(state, vec![task.to_string()])
-        .await?
-        .and_then(|(space, mut v)| v.pop().map(|vector| Embedding { space, vector }));
+    let embedding = task.embedding.clone();
+    let task = task.text.as_str();
     let end = end_name(outcome.end);
     let mut changes = vec![Change::Insert {
         store: Store::Experience,
@@ -130,7 +148,7 @@ pub async fn record(
                     "arguments": call.arguments,
                     "ok": matches!(call.output, Some(Ok(_))),
                     "output": call.output.as_ref().map(|o| match o {
-                        Ok(text) | Err(text) => cut(text, MAX_KEPT_CHARS),
+                        Ok(text) | Err(text) => excerpt(text, MAX_KEPT_CHARS),
                     }),
                     "ms": call.elapsed.as_millis() as u64,
                 })).collect::<Vec<Value>>(),
@@ -184,22 +202,20 @@ pub async fn record(
 /// and how many there are.
 pub async fn recall(
     state: &AppState,
-    task: &str,
+    task: &Task,
     limit: usize,
 ) -> Result<Option<(usize, String)>, ServiceError> {
     let Some(memory) = state.memory() else {
         return Ok(None);
     };
-    if limit == 0 || task.trim().is_empty() {
+    if limit == 0 || task.text.trim().is_empty() {
         return Ok(None);
     }
-    let vector = crate::embedding::for_memory(state, vec![task.to_string()])
-        .await?
-        .and_then(|(space, mut v)| v.pop().map(|vector| Embedding { space, vector }));
+    let vector = task.embedding.clone();
     let has_vector = vector.is_some();
     let found = memory
         .search(SearchRequest {
-            text: Some(task.to_string()),
+            text: Some(task.text.clone()),
             vector,
             filter: Filter {
                 stores: vec![Store::Experience],
@@ -232,18 +248,18 @@ pub async fn recall(
                         "{}({}) → {}",
                         c["name"].as_str().unwrap_or(""),
                         c["arguments"].as_str().unwrap_or(""),
-                        cut(c["output"].as_str().unwrap_or(""), 120)
+                        excerpt(c["output"].as_str().unwrap_or(""), 120)
                     )
                 })
                 .collect();
             format!(
                 "- Task: {}\n  Tools: {}\n  Answer: {}",
-                cut(data["task"].as_str().unwrap_or(&hit.record.text), 300),
+                excerpt(data["task"].as_str().unwrap_or(&hit.record.text), 300),
                 match calls.is_empty() {
                     true => "none".to_string(),
                     false => calls.join("; "),
                 },
-                cut(data["answer"].as_str().unwrap_or(""), 300)
+                excerpt(data["answer"].as_str().unwrap_or(""), 300)
             )
         })
         .collect();

@@ -8,10 +8,10 @@ use serde_json::{json, Value};
 use tabagent_agent::tools::{arguments, Tool, ToolError, ToolFuture};
 use tabagent_core::ToolSpec;
 use tabagent_memory::{
-    Embedding, EntityRef, Filter, MemoryApi as _, Mode, NewRecord, SearchRequest, Store,
-    WalkOptions,
+    EntityRef, Filter, MemoryApi as _, Mode, NewRecord, SearchRequest, Store, WalkOptions,
 };
 
+use super::excerpt;
 use crate::state::AppState;
 
 /// The most hits one search returns to the model.
@@ -37,15 +37,6 @@ fn failed(error: impl std::fmt::Display) -> ToolError {
     ToolError::Failed(error.to_string())
 }
 
-/// `text` cut to `max` characters, on one line.
-fn excerpt(text: &str, max: usize) -> String {
-    let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    match flat.char_indices().nth(max) {
-        Some((at, _)) => format!("{}…", &flat[..at]),
-        None => flat,
-    }
-}
-
 /// Hybrid search (keyword, and vector when the memory has an embedding model) in `stores`.
 async fn search(
     state: &AppState,
@@ -57,10 +48,9 @@ async fn search(
     let memory = state
         .memory()
         .ok_or_else(|| failed("the memory is off on this server"))?;
-    let vector = crate::embedding::for_memory(state, vec![query.to_string()])
+    let vector = crate::embedding::one_for_memory(state, query)
         .await
-        .map_err(failed)?
-        .and_then(|(space, mut vectors)| vectors.pop().map(|vector| Embedding { space, vector }));
+        .map_err(failed)?;
     let request = SearchRequest {
         text: Some(query.to_string()),
         vector,
@@ -195,10 +185,9 @@ impl Tool for MemoryWrite {
                 .0
                 .memory()
                 .ok_or_else(|| failed("the memory is off on this server"))?;
-            let embedding = crate::embedding::for_memory(&self.0, vec![args.text.clone()])
+            let embedding = crate::embedding::one_for_memory(&self.0, &args.text)
                 .await
-                .map_err(failed)?
-                .and_then(|(space, mut v)| v.pop().map(|vector| Embedding { space, vector }));
+                .map_err(failed)?;
             let saved = memory
                 .insert(
                     Store::Knowledge,

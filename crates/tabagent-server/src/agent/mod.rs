@@ -187,6 +187,15 @@ pub fn mcp_toolbox(state: &AppState) -> Toolbox {
     served
 }
 
+/// `text` on one line, cut to `max` characters (for tool results, notes and step logs).
+pub fn excerpt(text: &str, max: usize) -> String {
+    let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match flat.char_indices().nth(max) {
+        Some((at, _)) => format!("{}…", &flat[..at]),
+        None => flat,
+    }
+}
+
 /// Why a tool the request names is not offered, in words for the error.
 pub fn why_not_offered(state: &AppState, name: &str) -> String {
     let settings = &state.config().agent;

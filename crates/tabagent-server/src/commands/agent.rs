@@ -91,8 +91,11 @@ pub async fn run(config: Config, args: AgentArgs) -> anyhow::Result<()> {
             }
             AgentEvent::ToolCall(call) => eprintln!("\n-> {} {}", call.name, call.arguments),
             AgentEvent::ToolOutput { output, .. } => match output {
-                Ok(text) => eprintln!("<- {}", one_line(&text)),
-                Err(error) => eprintln!("<- error: {}", one_line(&error.to_string())),
+                Ok(text) => eprintln!("<- {}", crate::agent::excerpt(&text, 200)),
+                Err(error) => eprintln!(
+                    "<- error: {}",
+                    crate::agent::excerpt(&error.to_string(), 200)
+                ),
             },
             AgentEvent::Finished(outcome) => {
                 writeln!(stdout)?;
@@ -141,13 +144,4 @@ async fn toolbox(args: &AgentArgs) -> anyhow::Result<Toolbox> {
         toolbox.add(Arc::new(RunCode(Arc::new(sandbox))));
     }
     Ok(toolbox)
-}
-
-/// `text` on one line, cut to 200 characters, for the step log.
-fn one_line(text: &str) -> String {
-    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    match flat.char_indices().nth(200) {
-        Some((at, _)) => format!("{}…", &flat[..at]),
-        None => flat,
-    }
 }

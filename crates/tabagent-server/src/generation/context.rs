@@ -65,13 +65,7 @@ async fn from_memory(
         .iter()
         .map(|s| Store::parse(s).map_err(ServiceError::from))
         .collect::<Result<Vec<_>, _>>()?;
-    let vector = crate::embedding::for_memory(state, vec![question.clone()])
-        .await?
-        .and_then(|(space, mut vectors)| {
-            vectors
-                .pop()
-                .map(|vector| tabagent_memory::Embedding { space, vector })
-        });
+    let vector = crate::embedding::one_for_memory(state, &question).await?;
     let mode = if vector.is_some() {
         Mode::Hybrid
     } else {

@@ -498,11 +498,7 @@ pub async fn search(
     let vector = match (vector, &query, mode) {
         (Some(v), _, _) => Some(v),
         (None, Some(q), Mode::Hybrid | Mode::Vector) => {
-            crate::embedding::for_memory(&state, vec![q.clone()])
-                .await?
-                .and_then(|(space, mut vectors)| {
-                    vectors.pop().map(|vector| Embedding { space, vector })
-                })
+            crate::embedding::one_for_memory(&state, q).await?
         }
         _ => None,
     };

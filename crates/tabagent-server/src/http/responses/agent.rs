@@ -91,13 +91,18 @@ pub fn select(
                 }
                 match tool.get("allowed_tools") {
                     None | Some(Value::Null) => {
-                        if names.is_empty() {
+                        // The server's own tools; an MCP server's are asked for by its label.
+                        let built_in: Vec<&String> = names
+                            .iter()
+                            .filter(|name| offered.server_label(name).is_none())
+                            .collect();
+                        if built_in.is_empty() {
                             return Err(ApiError::bad_request(
                                 Some(&at),
                                 "this server offers no tools: agent.tools is off and neither agent.allow_writes nor agent.allow_code is on",
                             ));
                         }
-                        wanted.extend(names.iter().cloned());
+                        wanted.extend(built_in.into_iter().cloned());
                     }
                     Some(Value::Array(allowed)) => {
                         let at = format!("{at}.allowed_tools");
@@ -256,10 +261,11 @@ pub struct AgentRequest {
 pub async fn respond(state: &AppState, request: AgentRequest) -> Result<Response, ApiError> {
     let settings = &state.config().agent;
     let messages = request.messages;
-    let task = experience::task_of(&messages);
+    let recall = settings.recall > 0 && request.tools.recall;
+    let task = experience::Task::of(state, &messages, recall || settings.record).await;
     let mut recalled = 0;
     let mut notes = None;
-    if settings.recall > 0 && request.tools.recall {
+    if recall {
         match experience::recall(state, &task, settings.recall).await {
             Ok(Some((count, text))) => {
                 notes = Some(text);
@@ -374,7 +380,7 @@ struct Run {
     log: RunLog,
     state: AppState,
     model: String,
-    task: String,
+    task: experience::Task,
     failed: Option<ApiError>,
 }
 
