@@ -160,6 +160,23 @@ datasets/logreg_iris.onnx 8224784c98d73412d9fd99abcd57a38568bd590980d0fbe5916464
 FILES
 }
 
+# PDFium, the PDF library Chrome uses, as the pypdfium2 wheel ships it (PDFium 8149, built from
+# source without V8 or XFA); the librarian reads PDFs with it, bound at run time.
+PDFIUM_DIR="$TABAGENT_CACHE/pdfium"
+PDFIUM_LIB="$PDFIUM_DIR/libpdfium.so"
+fetch_pdfium() {
+    local wheels="$MODEL_CACHE/wheels"
+    if ! ls "$wheels"/pypdfium2-5.15.2-*.whl >/dev/null 2>&1; then
+        say "fetching pypdfium2==5.15.2 from PyPI"
+        mkdir -p "$wheels"
+        python3 -m pip download --no-deps --disable-pip-version-check -q pypdfium2==5.15.2 \
+            --only-binary=:all: --python-version 3.11 --platform manylinux_2_17_x86_64 -d "$wheels" \
+            || die "pip could not download pypdfium2==5.15.2"
+    fi
+    fetch_model_file pypdfium2==5.15.2 pypdfium2_raw/libpdfium.so \
+        c76dc0f7839644bfa7c3e3107a6068df714e339c861bb7d4519907b821d427f9 "$PDFIUM_LIB"
+}
+
 # The reference stack (sentence-transformers on CPU PyTorch, onnxruntime) in its own venv, for
 # the golden-vector script and the embedding benchmark only: about 2.5 GB of wheels.
 ST_VENV="$TABAGENT_CACHE/venvs/st"

@@ -90,7 +90,7 @@ pub struct EncodeError(pub String);
 
 /// A loaded encoder: its tokenizer, and workers each running batches on a session.
 pub struct EncoderModel {
-    tokenizer: TextTokenizer,
+    tokenizer: Arc<TextTokenizer>,
     info: EncoderInfo,
     queue: Arc<BatchQueue>,
     workers: Vec<std::thread::JoinHandle<()>>,
@@ -187,7 +187,7 @@ impl EncoderModel {
             sessions: settings.sessions.max(1),
         };
         Ok(Self {
-            tokenizer,
+            tokenizer: Arc::new(tokenizer),
             info,
             queue,
             workers,
@@ -202,6 +202,11 @@ impl EncoderModel {
     /// Its tokenizer.
     pub fn tokenizer(&self) -> &TextTokenizer {
         &self.tokenizer
+    }
+
+    /// Its tokenizer, to keep beyond the model (a chunker sizing passages in its tokens).
+    pub fn shared_tokenizer(&self) -> Arc<TextTokenizer> {
+        Arc::clone(&self.tokenizer)
     }
 
     /// One vector per input, in order, computed in batches with other callers' inputs.

@@ -72,6 +72,13 @@ impl TextTokenizer {
         self.max_tokens
     }
 
+    /// Tokens `text` takes, without the model's special tokens and without truncation.
+    pub fn count(&self, text: &str) -> usize {
+        self.untruncated
+            .encode_fast(text, false)
+            .map_or_else(|_| text.chars().count(), |e| e.get_ids().len())
+    }
+
     /// Ids in the vocabulary, special tokens included.
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)

@@ -57,6 +57,10 @@ pub enum Command {
     Memory(MemoryArgs),
     /// Back up, restore or check the memory database.
     Db(DbArgs),
+    /// Read documents (PDF, HTML, Markdown, text, DOCX, ODT; folders are read through) into the
+    /// memory: passages with page citations, searchable by keyword and meaning; list or remove
+    /// them (works beside a running server).
+    Ingest(IngestArgs),
     /// The Python ML worker (vision, speech): make its environment, or say how it stands.
     Worker(WorkerArgs),
     /// Chrome native messaging: serve it on stdin/stdout (what the browser starts), or
@@ -66,6 +70,22 @@ pub enum Command {
     /// child process before it loads a file for the first time).
     #[command(name = "probe-model", hide = true)]
     ProbeModel(ProbeModelArgs),
+}
+
+/// `tabagent ingest`.
+#[derive(Debug, Args)]
+pub struct IngestArgs {
+    /// Files and folders to read (a folder: every document in it and its subfolders).
+    pub paths: Vec<PathBuf>,
+    /// List the documents in the memory instead.
+    #[arg(long, conflicts_with_all = ["paths", "remove"])]
+    pub list: bool,
+    /// Remove the documents with these ids (and the passages only they cite) instead.
+    #[arg(long, value_name = "ID", conflicts_with = "paths")]
+    pub remove: Vec<String>,
+    /// One JSON object per document on standard output.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `tabagent probe-model`.

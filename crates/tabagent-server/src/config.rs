@@ -12,7 +12,9 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 mod agent;
+mod librarian;
 pub use agent::AgentSettings;
+pub use librarian::LibrarianSettings;
 
 /// Everything tabagent can be told.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -46,6 +48,8 @@ pub struct Config {
     pub webrtc: WebRtcSettings,
     /// Server-side tools for agents (`/v1/responses`).
     pub agent: AgentSettings,
+    /// Documents in the memory (`/v1/documents`, `tabagent ingest`, followed folders).
+    pub librarian: LibrarianSettings,
     /// Logging.
     pub log: LogConfig,
 }
@@ -456,6 +460,7 @@ impl Default for Config {
             native: NativeSettings::default(),
             webrtc: WebRtcSettings::default(),
             agent: AgentSettings::default(),
+            librarian: LibrarianSettings::default(),
             log: LogConfig {
                 format: LogFormat::Text,
                 level: "info".to_string(),
@@ -644,6 +649,7 @@ impl Config {
             tabagent_hub::client::parse_endpoint(&self.hub.endpoint)?;
         }
         self.router.check()?;
+        self.librarian.validate()?;
         if !(1..=64).contains(&self.agent.max_steps) {
             bail!("agent.max_steps must be between 1 and 64");
         }
@@ -762,6 +768,39 @@ impl Config {
         tabagent_router::Scheduler::new(self.scheduler.clone(), self.router.provider_concurrency())
     }
 
+    /// tabagent's cache folder (`$TABAGENT_CACHE`, else `~/.cache/tabagent`), where
+    /// `scripts/setup` puts the native libraries it fetches.
+    fn cache_dir() -> Option<PathBuf> {
+        std::env::var_os("TABAGENT_CACHE")
+            .map(PathBuf::from)
+            .or_else(|| directories::BaseDirs::new().map(|d| d.cache_dir().join("tabagent")))
+    }
+
+    /// PDFium's library: `librarian.pdfium_library`, else the first of `libpdfium.so` next to
+    /// the executable, in `<data_dir>/pdfium/` and in the cache's `pdfium/` that exists, else
+    /// the name alone (the system's library path).
+    pub fn pdfium_library(&self) -> PathBuf {
+        const LIBRARY: &str = "libpdfium.so";
+        if let Some(path) = &self.librarian.pdfium_library {
+            return path.clone();
+        }
+        let mut candidates = Vec::new();
+        if let Some(dir) = std::env::current_exe()
+            .ok()
+            .and_then(|e| e.parent().map(Path::to_path_buf))
+        {
+            candidates.push(dir.join(LIBRARY));
+        }
+        candidates.push(self.storage.data_dir.join("pdfium").join(LIBRARY));
+        if let Some(cache) = Self::cache_dir() {
+            candidates.push(cache.join("pdfium").join(LIBRARY));
+        }
+        candidates
+            .into_iter()
+            .find(|c| c.is_file())
+            .unwrap_or_else(|| PathBuf::from(LIBRARY))
+    }
+
     /// How ONNX Runtime is found and set up.
     pub fn onnx_runtime(&self) -> tabagent_onnx::RuntimeConfig {
         const LIBRARY: &str = "libonnxruntime.so.1.31.1";
@@ -777,12 +816,7 @@ impl Config {
                     candidates.push(dir.join(LIBRARY));
                 }
                 candidates.push(self.storage.data_dir.join("onnxruntime").join(LIBRARY));
-                let cache = std::env::var_os("TABAGENT_CACHE")
-                    .map(PathBuf::from)
-                    .or_else(|| {
-                        directories::BaseDirs::new().map(|d| d.cache_dir().join("tabagent"))
-                    });
-                if let Some(cache) = cache {
+                if let Some(cache) = Self::cache_dir() {
                     candidates.push(cache.join("onnxruntime").join(LIBRARY));
                 }
                 candidates

@@ -13,6 +13,7 @@ mod hardware;
 mod http;
 mod images;
 mod keep_alive;
+mod librarian;
 mod memory_backend;
 mod messages;
 mod metrics;
@@ -84,6 +85,7 @@ fn run(cli: Cli, origin: Option<String>) -> anyhow::Result<()> {
         | Command::Worker(_)
         | Command::Native(_)
         | Command::ProbeModel(_)
+        | Command::Ingest(_)
         | Command::Db(_) => {}
     }
     config.validate()?;
@@ -118,6 +120,7 @@ fn run(cli: Cli, origin: Option<String>) -> anyhow::Result<()> {
                 action => commands::memory::run(&config, action).await,
             },
             Command::Db(args) => commands::memory::db(&config, args.action),
+            Command::Ingest(args) => commands::ingest::run(config, args).await,
             Command::Worker(args) => worker::run(&config, args.action).await,
             Command::Native(args) => commands::native::run(config, args.action, origin).await,
             Command::ProbeModel(args) => probe::child(&args.file, args.gpu_layers).await,

@@ -38,6 +38,10 @@ struct Inner {
     /// it cannot be part of it: `serve` shares it once built, and it is held weakly here, or the
     /// state would keep itself alive and its models would never be unloaded.
     in_process_app: OnceLock<std::sync::Weak<axum::Router>>,
+    /// The documents, made on first use (it loads the embedding model).
+    librarian: tokio::sync::OnceCell<Arc<crate::librarian::Shelf>>,
+    /// The followed folders' watch, while the server runs.
+    following: Mutex<Option<tabagent_librarian::Following>>,
 }
 
 /// A handle on the state that does not keep it alive (for background tasks).
@@ -124,6 +128,8 @@ impl AppStateBuilder {
                     .map(|settings| Arc::new(tabagent_webrtc::Sessions::new(settings))),
                 agent_kit: self.agent_kit,
                 in_process_app: OnceLock::new(),
+                librarian: tokio::sync::OnceCell::new(),
+                following: Mutex::new(None),
             }),
         };
         (state, due)
@@ -155,6 +161,26 @@ impl AppState {
             webrtc: None,
             agent_kit: crate::agent::Kit::default(),
         })
+    }
+
+    /// The documents in the memory (made on first use: it loads the memory's embedding model).
+    pub async fn librarian(
+        &self,
+    ) -> Result<Arc<crate::librarian::Shelf>, crate::error::ServiceError> {
+        self.inner
+            .librarian
+            .get_or_try_init(|| crate::librarian::open(self))
+            .await
+            .cloned()
+    }
+
+    /// Keeps the followed folders' watch until the server stops.
+    pub fn keep_following(&self, following: tabagent_librarian::Following) {
+        *self
+            .inner
+            .following
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(following);
     }
 
     /// A handle that does not keep the state alive.

@@ -1,7 +1,8 @@
 //! The built-in tools over the memory: `memory_search` (hybrid search over the stores),
 //! `memory_write` (a note into `knowledge`; it writes, so it is off unless enabled),
 //! `graph_lookup` (an entity of the knowledge graph and what it is related to) and
-//! `document_search` (passages of ingested documents, from the `embeddings` store).
+//! `document_search` (passages of ingested documents, from the `knowledge` store, with the
+//! document and page each comes from).
 
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -298,7 +299,7 @@ impl Tool for GraphLookup {
 }
 
 /// `document_search`: passages of ingested documents (records of kind `chunk` in the
-/// `embeddings` store), each with the document it comes from.
+/// `knowledge` store), each with the document and page it comes from.
 pub struct DocumentSearch(pub AppState);
 
 #[derive(Deserialize)]
@@ -331,22 +332,37 @@ impl Tool for DocumentSearch {
             let hits = search(
                 &self.0,
                 &args.query,
-                vec![Store::Embeddings],
-                vec!["chunk".into()],
+                vec![Store::Knowledge],
+                vec![tabagent_librarian::library::CHUNK_KIND.into()],
                 args.limit.unwrap_or(4),
             )
             .await?;
             if hits.is_empty() {
                 return Ok(format!("no document passage matches {:?}", args.query));
             }
+            let memory = self
+                .0
+                .memory()
+                .ok_or_else(|| failed("the memory is off on this server"))?;
+            let records: Vec<&tabagent_memory::Record> = hits.iter().map(|h| &h.record).collect();
+            let sources = tabagent_librarian::sources(memory, &records)
+                .await
+                .map_err(failed)?;
             Ok(hits
                 .iter()
-                .map(|hit| {
-                    format!(
-                        "[{}] {}",
-                        hit.record.source.as_deref().unwrap_or("unknown document"),
-                        excerpt(&hit.record.text, MAX_HIT_CHARS * 2)
-                    )
+                .zip(sources)
+                .map(|(hit, sources)| {
+                    let cited = sources
+                        .iter()
+                        .map(tabagent_librarian::Source::label)
+                        .collect::<Vec<_>>()
+                        .join("; ");
+                    let cited = if cited.is_empty() {
+                        "unknown document".into()
+                    } else {
+                        cited
+                    };
+                    format!("[{cited}] {}", excerpt(&hit.record.text, MAX_HIT_CHARS * 2))
                 })
                 .collect::<Vec<_>>()
                 .join("\n\n"))

@@ -3,6 +3,7 @@
 pub mod agent;
 pub mod bench;
 pub mod bench_embed;
+pub mod ingest;
 pub mod mcp;
 pub mod memory;
 pub mod models;

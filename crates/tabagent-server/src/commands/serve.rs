@@ -19,13 +19,8 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// Opens the catalog and memory, starts the router's probes, the summarizer, the worker and
-    /// the idle-model expiry; loads the default model in the background when `preload`.
-    pub async fn start(
-        config: &Config,
-        preload: bool,
-        webrtc: Option<tabagent_webrtc::Settings>,
-    ) -> anyhow::Result<Runtime> {
+    /// The state's parts every command shares: the catalog and registry, the memory.
+    async fn parts(config: &Config) -> anyhow::Result<crate::state::AppStateBuilder> {
         let catalog = config.catalog()?;
         // The default model is pinned under its canonical id (`owner/name:q4_1` → `:Q4_1`).
         let pinned = catalog
@@ -48,11 +43,28 @@ impl Runtime {
         } else {
             None
         };
-        let builder = AppState::builder(config.clone(), registry)?;
+        Ok(AppState::builder(config.clone(), registry)?.memory(memory))
+    }
+
+    /// The models and memory alone, for a command that needs no worker, probes or summaries
+    /// (`tabagent ingest`): models load when first used.
+    pub async fn local(config: &Config) -> anyhow::Result<AppState> {
+        let (state, _no_summaries) = Self::parts(config).await?.build();
+        state.set_ready();
+        Ok(state)
+    }
+
+    /// Opens the catalog and memory, starts the router's probes, the summarizer, the worker and
+    /// the idle-model expiry; loads the default model in the background when `preload`.
+    pub async fn start(
+        config: &Config,
+        preload: bool,
+        webrtc: Option<tabagent_webrtc::Settings>,
+    ) -> anyhow::Result<Runtime> {
+        let builder = Self::parts(config).await?;
         let agent_kit = crate::agent::Kit::start(&config.agent).await?;
         let worker = crate::worker::start(config);
         let (state, summaries_due) = builder
-            .memory(memory)
             .worker(worker.as_ref().map(|supervisor| supervisor.worker()))
             .webrtc(webrtc)
             .agent_kit(agent_kit)
@@ -105,6 +117,8 @@ pub async fn run(config: Config, mode: Mode) -> anyhow::Result<()> {
     };
     let runtime = Runtime::start(&config, true, webrtc).await?;
     let state = runtime.state.clone();
+    // Only the server follows the folders (not `tabagent mcp` or `ingest`, which share its parts).
+    crate::librarian::start_following(&state);
     // Built once for every data channel and the native host; dropped when serving ends.
     let in_process_app = Arc::new(crate::http::app(state.clone()));
     state.share_in_process_app(&in_process_app);

@@ -121,8 +121,9 @@ pub struct Generation {
     pub conversation: Option<String>,
     /// The session it belongs to.
     pub session: Option<String>,
-    /// How many memory records the context step added, when it ran.
-    pub context_records: Option<usize>,
+    /// What the context step added, when it ran: records, and the document passages among
+    /// them the answer may cite.
+    pub context: Option<context::Grounding>,
     /// What the caches said, when they could answer.
     pub cache: Option<CacheStatus>,
 }
@@ -155,7 +156,7 @@ pub async fn generate(state: &AppState, mut job: ChatJob) -> Result<Generation, 
         None => None,
     };
     // Before the cache key: an answer depends on the context it was given.
-    let context_records = match &job.context {
+    let context = match &job.context {
         Some(config) => Some(context::enhance(state, config, &mut job.messages).await?),
         None => None,
     };
@@ -208,7 +209,7 @@ pub async fn generate(state: &AppState, mut job: ChatJob) -> Result<Generation, 
         arm,
         conversation,
         session: session_id,
-        context_records,
+        context,
         cache: lookup.status,
     })
 }

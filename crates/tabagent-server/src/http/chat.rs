@@ -54,8 +54,18 @@ pub async fn chat_completions(
     generation.answers_as(&state, &id);
     let created = generate::unix_now();
     let headers = ResponseHeaders::of(&generation);
+    let sources = generation
+        .context
+        .as_ref()
+        .map(|g| g.sources.clone())
+        .unwrap_or_default();
     if wire.stream {
-        let format = ChatChunks { id, created, model };
+        let format = ChatChunks {
+            id,
+            created,
+            model,
+            sources,
+        };
         let body = generate::stream(generation.events, format, wire.include_usage);
         return Ok(headers.on(body.into_response()));
     }
@@ -79,6 +89,7 @@ pub async fn chat_completions(
         }],
         usage: generate::wire_usage(out.usage),
         timings: WireTimings::of(&out.usage),
+        sources,
     };
     Ok(headers.on(Json(response).into_response()))
 }
@@ -109,10 +120,10 @@ impl ResponseHeaders {
         if let Some(status) = generation.cache {
             text(CACHE_HEADER, status.as_str());
         }
-        if let Some(records) = generation.context_records {
+        if let Some(grounding) = &generation.context {
             headers.push((
                 HeaderName::from_static(context::RECORDS_HEADER),
-                HeaderValue::from(records),
+                HeaderValue::from(grounding.records),
             ));
         }
         ResponseHeaders(headers)
@@ -131,6 +142,7 @@ struct ChatChunks {
     id: String,
     created: u64,
     model: String,
+    sources: Vec<crate::generation::context::CitedSource>,
 }
 
 impl ChatChunks {
@@ -152,6 +164,11 @@ impl ChatChunks {
         usage: Option<WireUsage>,
         timings: Option<WireTimings>,
     ) -> String {
+        // The sources go with the finish reason, once.
+        let sources: &[crate::generation::context::CitedSource] = match finish_reason {
+            Some(_) => &self.sources,
+            None => &[],
+        };
         let choices = if usage.is_some() {
             Vec::new()
         } else {
@@ -170,6 +187,7 @@ impl ChatChunks {
             choices,
             usage,
             timings,
+            sources,
         };
         serde_json::to_string(&chunk).unwrap_or_default()
     }

@@ -171,6 +171,11 @@ pub struct HitObject {
     pub record: RecordObject,
     /// Why it matched.
     pub why: WhyObject,
+    /// For a passage of a document: the document, page and character range it appears at (every
+    /// one, when documents share it).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<Object>)]
+    pub sources: Vec<tabagent_librarian::Source>,
 }
 
 /// Search results.
@@ -526,6 +531,10 @@ pub async fn search(
         offset: body.offset.unwrap_or(0),
     };
     let found = memory.search(request).await?;
+    let records: Vec<&Record> = found.hits.iter().map(|h| &h.record).collect();
+    let mut sources = tabagent_librarian::sources(&memory, &records)
+        .await?
+        .into_iter();
     Ok(Json(SearchResponse {
         object: "list",
         vector_method: found.vector_method,
@@ -533,6 +542,7 @@ pub async fn search(
             .hits
             .into_iter()
             .map(|h| HitObject {
+                sources: sources.next().unwrap_or_default(),
                 record: h.record.into(),
                 why: WhyObject {
                     vector_rank: h.why.vector_rank,

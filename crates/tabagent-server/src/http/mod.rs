@@ -11,6 +11,7 @@ mod completions;
 mod context;
 mod conversation;
 mod convert;
+mod documents;
 mod embeddings;
 pub mod error;
 mod files;
@@ -107,9 +108,13 @@ use error::ApiError;
         graph::extract,
         conversation::summarize_now,
         vision::analyze,
-        audio::transcriptions
+        audio::transcriptions,
+        documents::create,
+        documents::list,
+        documents::get,
+        documents::delete
     ),
-    tags((name = "openai", description = "OpenAI-compatible endpoints"), (name = "models", description = "Downloading and removing models"), (name = "tokens", description = "A model's tokenizer"), (name = "onnx", description = "Any ONNX model on named tensors"), (name = "health", description = "Probes and configuration"), (name = "memory", description = "The seven memory stores and their search"), (name = "sessions", description = "Conversations the server keeps for clients"), (name = "vision", description = "MediaPipe vision through the Python ML worker"), (name = "webrtc", description = "WebRTC signaling: sessions whose data channels carry API requests"))
+    tags((name = "openai", description = "OpenAI-compatible endpoints"), (name = "models", description = "Downloading and removing models"), (name = "tokens", description = "A model's tokenizer"), (name = "onnx", description = "Any ONNX model on named tensors"), (name = "health", description = "Probes and configuration"), (name = "memory", description = "The seven memory stores and their search"), (name = "documents", description = "Documents in the memory: added, read into passages with page citations, removed"), (name = "sessions", description = "Conversations the server keeps for clients"), (name = "vision", description = "MediaPipe vision through the Python ML worker"), (name = "webrtc", description = "WebRTC signaling: sessions whose data channels carry API requests"))
 )]
 pub struct ApiDoc;
 
@@ -185,6 +190,21 @@ pub fn app_for(state: AppState, surface: Surface) -> Router {
         )
         .route("/v1/tokenize", post(tokenize::tokenize))
         .route("/v1/detokenize", post(tokenize::detokenize))
+        .route(
+            "/v1/documents",
+            get(documents::list)
+                .post(documents::create)
+                .layer(DefaultBodyLimit::max(
+                    usize::try_from(state.config().librarian.max_file_bytes)
+                        .unwrap_or(usize::MAX)
+                        .saturating_add(64 * 1024)
+                        .max(server.max_body_bytes),
+                )),
+        )
+        .route(
+            "/v1/documents/{id}",
+            get(documents::get).delete(documents::delete),
+        )
         .route("/v1/memory", get(memory::stats))
         .route("/v1/memory/search", post(memory::search))
         .route("/v1/memory/transaction", post(memory::transaction))

@@ -20,6 +20,8 @@ const MAX_FIELD_BYTES: usize = 64 * 1024;
 pub struct Upload {
     /// The file's bytes.
     pub file: Bytes,
+    /// The file name a multipart part gave (a label, never a path to use).
+    pub file_name: Option<String>,
     /// Settings by name (form fields, JSON members, query parameters).
     pub fields: BTreeMap<String, String>,
 }
@@ -57,6 +59,7 @@ pub async fn read(
     } else {
         Upload {
             file: body,
+            file_name: None,
             fields: BTreeMap::new(),
         }
     };
@@ -93,9 +96,11 @@ async fn multipart(content_type: &str, body: Bytes, file_field: &str) -> Result<
     let bad = |e: multer::Error| ApiError::bad_request(None, format!("bad multipart body: {e}"));
     while let Some(field) = form.next_field().await.map_err(bad)? {
         let name = field.name().unwrap_or_default().to_string();
+        let file_name = field.file_name().map(str::to_string);
         let data = field.bytes().await.map_err(bad)?;
         if name == file_field {
             upload.file = data;
+            upload.file_name = file_name;
             continue;
         }
         if upload.fields.len() >= MAX_FIELDS {

@@ -361,6 +361,11 @@ pub struct ChatCompletionResponse {
     /// answered.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timings: Option<WireTimings>,
+    /// With the memory's context (`X-TabAgent-Context`): the document passages the prompt
+    /// numbered, which the answer cites as `[index]` (an extension to OpenAI's shape).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<Object>)]
+    pub sources: Vec<crate::generation::context::CitedSource>,
 }
 
 /// An answer's times, as llama.cpp's server reports them (an extension to OpenAI's shape).
@@ -455,6 +460,10 @@ pub struct ChatCompletionChunk<'a> {
     /// The answer's times, in the chunk with the finish reason (in-process engine only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timings: Option<WireTimings>,
+    /// The sources the answer may cite, in the chunk with the finish reason.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    #[schema(value_type = Vec<Object>)]
+    pub sources: &'a [crate::generation::context::CitedSource],
 }
 
 /// One choice of a text completion (also the streamed form).

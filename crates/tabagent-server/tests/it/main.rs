@@ -12,6 +12,7 @@ mod browser;
 mod cache;
 mod cli;
 mod context;
+mod documents;
 mod durability;
 mod embeddings;
 mod errors;

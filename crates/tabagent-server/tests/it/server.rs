@@ -36,6 +36,7 @@ pub fn tabagent(data_dir: &Path) -> Command {
             "TABAGENT_MODELS__",
             "TABAGENT_ONNX__",
             "TABAGENT_MEMORY__",
+            "TABAGENT_LIBRARIAN__",
         ]
         .iter()
         .any(|prefix| key_text.starts_with(prefix))
@@ -46,6 +47,10 @@ pub fn tabagent(data_dir: &Path) -> Command {
     // ONNX Runtime from the wheel scripts/test fetched, not whatever the machine has.
     if let Some(library) = std::env::var_os("TABAGENT_TEST_ORT_LIB") {
         command.env("TABAGENT_ONNX__RUNTIME_LIBRARY", library);
+    }
+    // PDFium from the pypdfium2 wheel scripts/test fetched.
+    if let Some(library) = std::env::var_os("TABAGENT_TEST_PDFIUM") {
+        command.env("TABAGENT_LIBRARIAN__PDFIUM_LIBRARY", library);
     }
     command
 }

@@ -1,0 +1,305 @@
+//! `/v1/documents`: documents in the memory. `POST` takes a file (multipart `file`, base64 JSON,
+//! or the body itself, with `filename`) or `{"path": ...}` naming a file inside
+//! `librarian.folders`; it answers once the document is searchable. `GET` lists them or shows
+//! one (with `?passages=true`, its passages and where each is); `DELETE` removes one and the
+//! passages only it cites.
+
+use std::path::PathBuf;
+
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use serde::Serialize;
+use serde_json::Value;
+use tabagent_librarian::{
+    Citation, DocumentInfo, DocumentSource, ExtractError, IngestError, IngestOutcome,
+};
+use utoipa::ToSchema;
+
+use super::error::{ApiError, ErrorBody};
+use crate::state::AppState;
+
+/// A document as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DocumentObject {
+    /// `document`.
+    pub object: &'static str,
+    /// What the request did: `added`, `replaced`, `unchanged`, `moved` (absent on reads).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub outcome: Option<IngestOutcome>,
+    /// The document: `id`, `name`, `path`, `format`, `title`, `sha256`, `bytes`, `pages`,
+    /// `chunks`, `chars`, `status` (`ready` or `failed`), `error`, `warnings`, `created_ms`,
+    /// `updated_ms`.
+    #[serde(flatten)]
+    #[schema(value_type = Object)]
+    pub document: DocumentInfo,
+    /// Its passages, when asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub passages: Option<Vec<PassageObject>>,
+}
+
+/// A passage of a document and where it is.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PassageObject {
+    /// The memory record holding it (in `knowledge`).
+    pub record: i64,
+    /// The page, from 1 (formats with pages).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub page: Option<u32>,
+    /// Its first character in the page's text.
+    pub start: usize,
+    /// One past its last.
+    pub end: usize,
+    /// Its text.
+    pub text: String,
+}
+
+/// The documents.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DocumentList {
+    /// `list`.
+    pub object: &'static str,
+    /// Newest first.
+    pub data: Vec<DocumentObject>,
+}
+
+fn object(document: DocumentInfo, outcome: Option<IngestOutcome>) -> DocumentObject {
+    DocumentObject {
+        object: "document",
+        outcome,
+        document,
+        passages: None,
+    }
+}
+
+/// Maps a librarian error to the API's: the document's fault is a 4xx naming it.
+fn api_error(error: IngestError) -> ApiError {
+    match error {
+        IngestError::Extract(e) => {
+            let code = match &e {
+                ExtractError::Unsupported => "unsupported_document",
+                ExtractError::Encrypted => "encrypted_document",
+                ExtractError::NoText { .. } => "no_text_layer",
+                ExtractError::Empty => "empty_document",
+                ExtractError::Malformed(_) => "malformed_document",
+                ExtractError::NoPdfium(_) => {
+                    return ApiError::unavailable("pdf_unavailable", e.to_string())
+                }
+            };
+            ApiError::unprocessable(code, e.to_string())
+        }
+        IngestError::FileTooLarge { .. } | IngestError::TooLarge { .. } => {
+            ApiError::unprocessable("document_too_large", error.to_string())
+        }
+        IngestError::NotFound(id) => {
+            ApiError::not_found("document_not_found", "id", format!("no document `{id}`"))
+        }
+        IngestError::Io { .. } => ApiError::bad_request(Some("path"), error.to_string()),
+        IngestError::Embed(e) => ApiError::unavailable("embedding_failed", e.to_string()),
+        IngestError::Memory(e) => e.into(),
+    }
+}
+
+/// Adds a document, or finds it unchanged.
+#[utoipa::path(post, path = "/v1/documents", tag = "documents",
+    request_body(content = String, description = "multipart/form-data with `file` (and `filename` when the part has none), JSON `{\"path\": \"/in/a/librarian/folder\"}` or `{\"file\": base64, \"filename\": ...}`, or the file as the body with `?filename=`"),
+    responses(
+        (status = 201, description = "Added (or replaced: the same path with new content)", body = DocumentObject),
+        (status = 200, description = "Already there with the same content", body = DocumentObject),
+        (status = 400, description = "No file, or a path outside librarian.folders", body = ErrorBody),
+        (status = 422, description = "Not a document the librarian reads: unsupported, encrypted, no text layer, malformed, too large", body = ErrorBody),
+    ))]
+pub async fn create(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Result<(StatusCode, Json<DocumentObject>), ApiError> {
+    let shelf = state.librarian().await?;
+    let result = match path_in_json(&headers, &body)? {
+        Some(path) => {
+            let path = inside_folders(&state, &path)?;
+            shelf.ingest_file(&path).await
+        }
+        None => {
+            let upload = super::upload::read(&headers, query.as_deref(), body, "file").await?;
+            let name = upload
+                .fields
+                .get("filename")
+                .cloned()
+                .or_else(|| upload.file_name.clone())
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        Some("filename"),
+                        "name the file (`filename`): its extension says what it is",
+                    )
+                })?;
+            let name = plain_name(&name)?;
+            if upload.file.len() as u64 > shelf.max_file_bytes() {
+                return Err(api_error(IngestError::FileTooLarge {
+                    bytes: upload.file.len() as u64,
+                    max: shelf.max_file_bytes(),
+                }));
+            }
+            shelf
+                .ingest(DocumentSource::Upload { name }, upload.file.to_vec(), None)
+                .await
+        }
+    };
+    let (document, outcome) = result.map_err(api_error)?;
+    let status = match outcome {
+        IngestOutcome::Unchanged | IngestOutcome::Moved => StatusCode::OK,
+        _ => StatusCode::CREATED,
+    };
+    Ok((status, Json(object(document, Some(outcome)))))
+}
+
+/// The `path` of a JSON body that names one (a JSON body with `file` is an upload).
+fn path_in_json(headers: &HeaderMap, body: &[u8]) -> Result<Option<String>, ApiError> {
+    let json = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().starts_with("application/json"));
+    if !json {
+        return Ok(None);
+    }
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(None, format!("the body is not JSON: {e}")))?;
+    match value.get("path") {
+        None => Ok(None),
+        Some(Value::String(path)) if value.get("file").is_none() => Ok(Some(path.clone())),
+        Some(Value::String(_)) => Err(ApiError::bad_request(
+            Some("path"),
+            "send either `path` or `file`, not both",
+        )),
+        Some(_) => Err(ApiError::bad_request(
+            Some("path"),
+            "`path` must be a string",
+        )),
+    }
+}
+
+/// `path` resolved (links followed), if it lies inside one of `librarian.folders`.
+fn inside_folders(state: &AppState, path: &str) -> Result<PathBuf, ApiError> {
+    let folders = crate::librarian::folders(&state.config().librarian);
+    if folders.is_empty() {
+        return Err(ApiError::bad_request(
+            Some("path"),
+            "this server reads no folders (librarian.folders is empty): upload the file instead",
+        ));
+    }
+    let outside = || {
+        ApiError::bad_request(
+            Some("path"),
+            "`path` must name a file inside one of librarian.folders",
+        )
+    };
+    let given = PathBuf::from(path);
+    if !given.is_absolute() {
+        return Err(ApiError::bad_request(
+            Some("path"),
+            "`path` must be absolute",
+        ));
+    }
+    let resolved = given.canonicalize().map_err(|_| outside())?;
+    if !folders.iter().any(|f| resolved.starts_with(f)) {
+        return Err(outside());
+    }
+    if !resolved.is_file() {
+        return Err(ApiError::bad_request(Some("path"), "`path` is not a file"));
+    }
+    Ok(resolved)
+}
+
+/// A file name without folders (a client's name is a label, never a path).
+fn plain_name(name: &str) -> Result<String, ApiError> {
+    let base = name.rsplit(['/', '\\']).next().unwrap_or("").trim();
+    if base.is_empty()
+        || base == "."
+        || base == ".."
+        || base.len() > 255
+        || base.chars().any(char::is_control)
+    {
+        return Err(ApiError::bad_request(
+            Some("filename"),
+            "`filename` must be a file name (at most 255 bytes)",
+        ));
+    }
+    Ok(base.to_string())
+}
+
+/// Every document.
+#[utoipa::path(get, path = "/v1/documents", tag = "documents",
+    responses((status = 200, body = DocumentList)))]
+pub async fn list(State(state): State<AppState>) -> Result<Json<DocumentList>, ApiError> {
+    let shelf = state.librarian().await?;
+    let data = shelf
+        .list()
+        .await
+        .map_err(api_error)?
+        .into_iter()
+        .map(|d| object(d, None))
+        .collect();
+    Ok(Json(DocumentList {
+        object: "list",
+        data,
+    }))
+}
+
+/// One document; `?passages=true` adds its passages.
+#[utoipa::path(get, path = "/v1/documents/{id}", tag = "documents",
+    params(("id" = String, Path, description = "The document's id")),
+    responses((status = 200, body = DocumentObject), (status = 404, body = ErrorBody)))]
+pub async fn get(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<DocumentObject>, ApiError> {
+    let shelf = state.librarian().await?;
+    let document = shelf
+        .get(&id)
+        .await
+        .map_err(api_error)?
+        .ok_or_else(|| api_error(IngestError::NotFound(id.clone())))?;
+    let wanted = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .any(|(k, v)| k == "passages" && v == "true");
+    let mut shown = object(document, None);
+    if wanted {
+        let passages = shelf.passages(&id).await.map_err(api_error)?;
+        shown.passages = Some(
+            passages
+                .into_iter()
+                .map(
+                    |(
+                        Citation {
+                            page, start, end, ..
+                        },
+                        record,
+                    )| PassageObject {
+                        record: record.id,
+                        page,
+                        start,
+                        end,
+                        text: record.text,
+                    },
+                )
+                .collect(),
+        );
+    }
+    Ok(Json(shown))
+}
+
+/// Removes a document and the passages only it cites.
+#[utoipa::path(delete, path = "/v1/documents/{id}", tag = "documents",
+    params(("id" = String, Path, description = "The document's id")),
+    responses((status = 200, body = DocumentObject), (status = 404, body = ErrorBody)))]
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<DocumentObject>, ApiError> {
+    let shelf = state.librarian().await?;
+    let document = shelf.remove(&id).await.map_err(api_error)?;
+    Ok(Json(object(document, None)))
+}

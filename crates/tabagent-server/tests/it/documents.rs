@@ -1,0 +1,311 @@
+//! `/v1/documents` and `tabagent ingest`: real documents (tests/corpus/documents), PDFium from
+//! the pypdfium2 wheel, passages embedded by the real all-MiniLM-L6-v2, found by meaning with
+//! their page.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+
+use crate::server::{assert_error, minilm_dir, tabagent, Server};
+
+fn corpus(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/corpus/documents")
+        .join(name)
+}
+
+/// A server whose memory embeds with MiniLM, reading documents in `folder` (when given).
+fn start(folder: Option<&Path>) -> Server {
+    let dir = minilm_dir();
+    let folders = folder.map(|f| format!("[\"{}\"]", f.display()));
+    let mut env = vec![
+        (
+            "TABAGENT_MODELS__DIRECTORIES__MINILM",
+            dir.to_str().unwrap(),
+        ),
+        ("TABAGENT_MEMORY__EMBEDDING_MODEL", "minilm"),
+        ("TABAGENT_LIBRARIAN__MAX_FILE_BYTES", "100000"),
+    ];
+    if let Some(folders) = &folders {
+        env.push(("TABAGENT_LIBRARIAN__FOLDERS", folders.as_str()));
+    }
+    Server::start_with(&[], &env, |_| {})
+}
+
+async fn upload(server: &Server, name: &str, bytes: Vec<u8>) -> (u16, Value) {
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(bytes).file_name(name.to_string()),
+    );
+    let response = server
+        .client
+        .post(server.endpoint("/v1/documents"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+async fn delete(server: &Server, path: &str) -> (u16, Value) {
+    let response = server
+        .client
+        .delete(server.endpoint(path))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn an_uploaded_pdf_answers_a_paraphrased_question_with_its_page() {
+    let server = start(None);
+    let pdf = std::fs::read(corpus("orchard-handbook.pdf")).unwrap();
+    let (status, doc) = upload(&server, "orchard-handbook.pdf", pdf.clone()).await;
+    assert_eq!(status, 201, "{doc}");
+    assert_eq!(
+        (doc["object"].as_str(), doc["outcome"].as_str()),
+        (Some("document"), Some("added"))
+    );
+    assert_eq!(
+        (doc["pages"].as_u64(), doc["status"].as_str()),
+        (Some(3), Some("ready"))
+    );
+    assert_eq!(doc["format"], "pdf");
+    assert_eq!(doc["title"], "Orchard Handbook");
+    let id = doc["id"].as_str().unwrap().to_string();
+
+    // Words the passage does not use: found by meaning, cited with its page.
+    for (question, page, words) in [
+        ("when are quinces ready to pick?", 3, "golden yellow"),
+        (
+            "how much should I irrigate a young pear?",
+            2,
+            "twenty litres",
+        ),
+        (
+            "what season do you cut back apple branches?",
+            1,
+            "late winter",
+        ),
+    ] {
+        let (status, found) = server
+            .post_json(
+                "/v1/memory/search",
+                &json!({"query": question, "stores": ["knowledge"], "limit": 3}),
+            )
+            .await;
+        assert_eq!(status, 200, "{found}");
+        let best = &found["data"][0];
+        assert!(
+            best["record"]["text"].as_str().unwrap().contains(words),
+            "{question}: {found}"
+        );
+        let source = &best["sources"][0];
+        assert_eq!(
+            (source["document"].as_str(), source["page"].as_u64()),
+            (Some(id.as_str()), Some(page)),
+            "{question}: {best}"
+        );
+        assert_eq!(source["name"], "orchard-handbook.pdf");
+        assert!(best["why"]["vector_rank"].is_number(), "{best}");
+    }
+
+    // The same file again is the same document.
+    let (status, again) = upload(&server, "handbook-copy.pdf", pdf).await;
+    assert_eq!(
+        (status, again["outcome"].as_str(), again["id"].as_str()),
+        (200, Some("unchanged"), Some(id.as_str()))
+    );
+
+    let (status, list) = server.get_json("/v1/documents").await;
+    assert_eq!(status, 200);
+    assert_eq!(list["data"].as_array().unwrap().len(), 1);
+    let (status, shown) = server
+        .get_json(&format!("/v1/documents/{id}?passages=true"))
+        .await;
+    assert_eq!(status, 200, "{shown}");
+    let passages = shown["passages"].as_array().unwrap();
+    assert_eq!(passages.len() as u64, shown["chunks"].as_u64().unwrap());
+    assert_eq!(passages[0]["page"], 1);
+    assert!(passages[0]["text"]
+        .as_str()
+        .unwrap()
+        .contains("Pruning apple trees"));
+
+    let (status, removed) = delete(&server, &format!("/v1/documents/{id}")).await;
+    assert_eq!((status, removed["id"].as_str()), (200, Some(id.as_str())));
+    let (status, body) = server.get_json(&format!("/v1/documents/{id}")).await;
+    assert_error(status, &body, 404);
+    let (_, found) = server
+        .post_json(
+            "/v1/memory/search",
+            &json!({"query": "quinces", "stores": ["knowledge"]}),
+        )
+        .await;
+    assert_eq!(
+        found["data"].as_array().unwrap().len(),
+        0,
+        "its passages went with it: {found}"
+    );
+}
+
+#[tokio::test]
+async fn documents_that_cannot_be_read_get_clear_errors_and_leave_nothing() {
+    let folder = tempfile::tempdir().unwrap();
+    let folder_path = folder.path().canonicalize().unwrap();
+    std::fs::copy(
+        corpus("beekeeping.docx"),
+        folder_path.join("beekeeping.docx"),
+    )
+    .unwrap();
+    let server = start(Some(&folder_path));
+    for (name, code) in [
+        ("encrypted.pdf", "encrypted_document"),
+        ("scanned-letter.pdf", "no_text_layer"),
+        ("truncated.pdf", "malformed_document"),
+    ] {
+        let (status, body) = upload(&server, name, std::fs::read(corpus(name)).unwrap()).await;
+        assert_eq!(
+            assert_error(status, &body, 422)["code"],
+            code,
+            "{name}: {body}"
+        );
+    }
+    let (status, body) = upload(&server, "tune.mp3", b"ID3\x04\x00".to_vec()).await;
+    assert_eq!(
+        assert_error(status, &body, 422)["code"],
+        "unsupported_document"
+    );
+    let (status, body) = upload(&server, "big.txt", vec![b'a'; 100_001]).await;
+    assert_eq!(
+        assert_error(status, &body, 422)["code"],
+        "document_too_large"
+    );
+    // A path: only inside librarian.folders, links resolved first.
+    std::os::unix::fs::symlink("/etc/passwd", folder_path.join("passwd.txt")).unwrap();
+    for path in [
+        "/etc/passwd".to_string(),
+        format!("{}/../../etc/passwd", folder_path.display()),
+        format!("{}/passwd.txt", folder_path.display()),
+        "relative/notes.md".to_string(),
+        format!("{}/missing.md", folder_path.display()),
+    ] {
+        let (status, body) = server
+            .post_json("/v1/documents", &json!({"path": path}))
+            .await;
+        assert_eq!(
+            assert_error(status, &body, 400)["param"],
+            "path",
+            "{path}: {body}"
+        );
+    }
+    let (_, list) = server.get_json("/v1/documents").await;
+    let names: Vec<&str> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.ends_with(".pdf") || *n == "passwd.txt"),
+        "{list}"
+    );
+    // A file inside the folder is read when named.
+    let (status, doc) = server
+        .post_json(
+            "/v1/documents",
+            &json!({"path": folder_path.join("beekeeping.docx")}),
+        )
+        .await;
+    assert!(status == 201 || status == 200, "{doc}");
+    assert_eq!(doc["format"], "docx");
+    assert_eq!(doc["status"], "ready");
+    let (status, body) = delete(&server, "/v1/documents/doc_0000000000000000").await;
+    assert_error(status, &body, 404);
+}
+
+#[test]
+fn the_cli_reads_a_folder_lists_and_removes() {
+    let data = tempfile::tempdir().unwrap();
+    let folder = tempfile::tempdir().unwrap();
+    for name in ["orchard-handbook.pdf", "composting.odt", "encrypted.pdf"] {
+        std::fs::copy(corpus(name), folder.path().join(name)).unwrap();
+    }
+    let run = |args: &[&str]| {
+        tabagent(data.path())
+            .args(args)
+            .env("TABAGENT_MODELS__DIRECTORIES__MINILM", minilm_dir())
+            .env("TABAGENT_MEMORY__EMBEDDING_MODEL", "minilm")
+            .output()
+            .unwrap()
+    };
+    let out = run(&["ingest", "--json", folder.path().to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "one document fails: {stdout} {stderr}"
+    );
+    assert!(
+        stderr.contains("error: 1 document(s) could not be read"),
+        "{stderr}"
+    );
+    let lines: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    let failed = lines.iter().find(|l| l["error"].is_string()).unwrap();
+    assert!(
+        failed["error"].as_str().unwrap().contains("encrypted"),
+        "{failed}"
+    );
+    let pdf = lines.iter().find(|l| l["format"] == "pdf").unwrap();
+    assert_eq!(
+        (pdf["pages"].as_u64(), pdf["outcome"].as_str()),
+        (Some(3), Some("added"))
+    );
+    // Again: nothing to do.
+    let out = run(&[
+        "ingest",
+        "--json",
+        folder.path().join("orchard-handbook.pdf").to_str().unwrap(),
+    ]);
+    assert!(out.status.success());
+    let again: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(again["outcome"], "unchanged");
+    // The memory CLI finds its words.
+    let out = run(&["memory", "search", "compost heap"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("every two weeks"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = run(&["ingest", "--list"]);
+    let listed = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(
+        listed.lines().filter(|l| l.starts_with("ready")).count(),
+        2,
+        "{listed}"
+    );
+    assert_eq!(
+        listed.lines().filter(|l| l.starts_with("failed")).count(),
+        1,
+        "{listed}"
+    );
+    let out = run(&["ingest", "--remove", pdf["id"].as_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(&["ingest", "--remove", pdf["id"].as_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("error: no document"));
+}
