@@ -127,6 +127,8 @@ pub enum Source {
     },
     /// A directory named in `models.directories`, served where it is.
     Directory,
+    /// A model directory `tabagent import` copied into the store (`<models>/directories/`).
+    ImportedDirectory,
 }
 
 /// Why the catalog could not answer.
@@ -197,6 +199,7 @@ impl Catalog {
                 .filter(|f| is_current(f, &cached))
                 .map(|f| hub_model(f, &cached)),
         );
+        models.extend(self.imported_directories());
         models.extend(self.hub_encoders()?);
         models.extend(
             self.directories
@@ -205,6 +208,33 @@ impl Catalog {
         );
         models.extend(self.linked_worker_models());
         Ok(models)
+    }
+
+    /// Where `tabagent import` keeps model directories.
+    pub fn imported_directories_root(&self) -> PathBuf {
+        self.store.root().join("directories")
+    }
+
+    /// An imported model directory, by name.
+    fn imported_directory(&self, name: &str) -> Option<LocalModel> {
+        tabagent_models::store::validate_name(name).ok()?;
+        let mut model = directory_model(name, &self.imported_directories_root().join(name))?;
+        model.source = Source::ImportedDirectory;
+        Some(model)
+    }
+
+    /// The imported model directories, by name.
+    fn imported_directories(&self) -> Vec<LocalModel> {
+        let Ok(entries) = std::fs::read_dir(self.imported_directories_root()) else {
+            return Vec::new();
+        };
+        let mut models: Vec<LocalModel> = entries
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|name| !name.starts_with('.') && !self.directories.contains_key(name))
+            .filter_map(|name| self.imported_directory(&name))
+            .collect();
+        models.sort_by(|a, b| a.id.cmp(&b.id));
+        models
     }
 
     /// The models linked for the worker, by name.
@@ -255,6 +285,9 @@ impl Catalog {
                 return Ok(directory_model(id, dir));
             }
             if let Some(imported) = self.list_imported(id)? {
+                return Ok(Some(imported));
+            }
+            if let Some(imported) = self.imported_directory(id) {
                 return Ok(Some(imported));
             }
             return Ok(match &self.worker_models {
@@ -315,6 +348,14 @@ impl Catalog {
                 }
             }
             Source::Directory => return Err(CatalogError::NotOwned(model.id.clone())),
+            Source::ImportedDirectory => {
+                let dir = self.imported_directories_root().join(&model.id);
+                std::fs::remove_dir_all(&dir).map_err(|source| StoreError::Io {
+                    action: "remove",
+                    path: dir,
+                    source,
+                })?;
+            }
         }
         Ok(())
     }
@@ -481,6 +522,11 @@ fn encoder_model(id: String, dir: &Path) -> Option<LocalModel> {
 
 /// A configured path: an encoder directory, else an `.onnx` file (or a directory holding
 /// `model.onnx`) run as a plain ONNX model.
+/// What `path` would be served as under `name`, if it is a model directory.
+pub fn probe_directory(name: &str, path: &Path) -> Option<LocalModel> {
+    directory_model(name, path)
+}
+
 fn directory_model(name: &str, path: &Path) -> Option<LocalModel> {
     if let Some(model) = worker_model(name, path, false) {
         return Some(model);

@@ -43,7 +43,7 @@ pub enum Command {
     Mcp(McpArgs),
     /// List (default), show or remove local models.
     Models(ModelsArgs),
-    /// Register a local GGUF file in the model store.
+    /// Add a local GGUF file, or a model directory (an embedding model), to the model store.
     Import(ImportArgs),
     /// Download a model from the Hugging Face Hub into the Hugging Face cache.
     Pull(PullArgs),
@@ -586,7 +586,8 @@ pub struct PullArgs {
 /// `tabagent import`.
 #[derive(Debug, Args)]
 pub struct ImportArgs {
-    /// The GGUF file.
+    /// The GGUF file, or a model directory (an encoder: tokenizer.json beside safetensors or
+    /// ONNX weights), copied into the store.
     pub path: PathBuf,
     /// Name to serve it as (default: from the file name).
     #[arg(long)]

@@ -229,6 +229,11 @@ impl std::fmt::Debug for ServerConfig {
     }
 }
 
+/// The memory's embedding model unless configured otherwise: all-MiniLM-L6-v2, which
+/// `scripts/setup` imports under this name. When it is not installed, the memory searches by
+/// keyword (and says so at start) rather than failing.
+pub const DEFAULT_EMBEDDING_MODEL: &str = "all-minilm-l6-v2";
+
 /// The memory stores (`/v1/memory`, `tabagent memory`, `tabagent db`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -240,9 +245,10 @@ pub struct MemorySettings {
     /// `full`: a write is on disk before it is acknowledged (survives power loss); `normal`:
     /// survives the process being killed, not a power cut, and writes faster.
     pub durability: tabagent_memory::Durability,
-    /// An embedding model (as `/v1/models` names it): when set, records written and searches
-    /// made without a vector are embedded with it, and search is hybrid. Unset: keyword search,
-    /// plus vectors callers send themselves.
+    /// An embedding model (as `/v1/models` names it): records written and searches made
+    /// without a vector are embedded with it, and search is hybrid. Default `all-minilm-l6-v2`
+    /// (keyword search when it is not installed); `""`: none, keyword search plus vectors
+    /// callers send themselves.
     pub embedding_model: Option<String>,
     /// The language model that extracts entities and writes conversation summaries (as
     /// `/v1/models` names it); unset: `models.default`.
@@ -271,7 +277,7 @@ impl Default for MemorySettings {
             enabled: true,
             dir: None,
             durability: tabagent_memory::Durability::Full,
-            embedding_model: None,
+            embedding_model: Some(DEFAULT_EMBEDDING_MODEL.to_string()),
             llm: None,
             summarize_after: 20,
             remote: None,

@@ -44,6 +44,7 @@ pub fn show(config: &Config, id: &str) -> anyhow::Result<()> {
             println!("source        hugging face cache: {repo} @ {commit}, {file}")
         }
         Source::Directory => println!("source        models.directories"),
+        Source::ImportedDirectory => println!("source        imported directory"),
     }
     println!("file          {}", model.path.display());
     println!("size          {}", super::human_size(model.size_bytes));
@@ -108,6 +109,7 @@ pub fn list(config: &Config) -> anyhow::Result<()> {
                 format!("hf cache, commit {}", &commit[..12.min(commit.len())])
             }
             Source::Directory => format!("directory {}", model.path.display()),
+            Source::ImportedDirectory => "imported directory".to_string(),
         };
         println!(
             "{:<48} {:>9} {:<12} {:>8} {:<5} {source}",
@@ -125,6 +127,9 @@ pub fn list(config: &Config) -> anyhow::Result<()> {
 
 /// Validates, copies and registers a GGUF file.
 pub fn import(config: &Config, args: &ImportArgs) -> anyhow::Result<()> {
+    if args.path.is_dir() {
+        return import_directory(config, args);
+    }
     let store = ModelStore::open(&config.models_dir())?;
     let entry = store
         .import_gguf(&args.path, args.name.as_deref(), args.sha256.as_deref())
@@ -136,4 +141,71 @@ pub fn import(config: &Config, args: &ImportArgs) -> anyhow::Result<()> {
         entry.sha256
     );
     Ok(())
+}
+
+/// `tabagent import DIR`: a model directory (an encoder: `tokenizer.json` beside safetensors or
+/// ONNX weights; an ONNX model; a worker model) copied into the store under a name, whole or
+/// not at all (copied beside, then renamed into place).
+fn import_directory(config: &Config, args: &ImportArgs) -> anyhow::Result<()> {
+    if args.sha256.is_some() {
+        anyhow::bail!("--sha256 checks one file; a directory has several");
+    }
+    let name = match &args.name {
+        Some(name) => name.clone(),
+        None => args
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_lowercase())
+            .ok_or_else(|| anyhow::anyhow!("name the model (--name)"))?,
+    };
+    tabagent_models::store::validate_name(&name)?;
+    let catalog = config.catalog()?;
+    if catalog.resolve(&name)?.is_some() {
+        anyhow::bail!("a model named `{name}` exists; remove it first (`tabagent models rm {name}`) or choose another --name");
+    }
+    let probe = crate::catalog::probe_directory(&name, &args.path).ok_or_else(|| {
+        anyhow::anyhow!(
+            "{} is not a model directory tabagent runs (an encoder: tokenizer.json beside model.safetensors or an ONNX file; an ONNX model; a worker model)",
+            args.path.display()
+        )
+    })?;
+    let root = catalog.imported_directories_root();
+    std::fs::create_dir_all(&root).with_context(|| format!("cannot create {}", root.display()))?;
+    let partial = root.join(format!(".{name}.partial-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&partial);
+    let copied = copy_tree(&args.path, &partial)
+        .and_then(|bytes| std::fs::rename(&partial, root.join(&name)).map(|()| bytes));
+    let bytes = match copied {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&partial);
+            return Err(anyhow::anyhow!("cannot import {}: {e}", args.path.display()));
+        }
+    };
+    println!(
+        "imported {name} ({} model, {})",
+        probe.kind.name(),
+        super::human_size(bytes)
+    );
+    Ok(())
+}
+
+/// Copies the regular files and folders under `from` into `to` (links are followed: the model's
+/// files, wherever they live, are copied), fsynced; the bytes copied.
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<u64> {
+    std::fs::create_dir_all(to)?;
+    let mut bytes = 0;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let source = entry.path();
+        let target = to.join(entry.file_name());
+        let metadata = std::fs::metadata(&source)?;
+        if metadata.is_dir() {
+            bytes += copy_tree(&source, &target)?;
+        } else if metadata.is_file() {
+            bytes += std::fs::copy(&source, &target)?;
+            std::fs::File::open(&target)?.sync_all()?;
+        }
+    }
+    Ok(bytes)
 }

@@ -43,7 +43,8 @@ impl Runtime {
         } else {
             None
         };
-        Ok(AppState::builder(config.clone(), registry)?.memory(memory))
+        let config = with_embedding_model_found(config, registry.catalog());
+        Ok(AppState::builder(config, registry)?.memory(memory))
     }
 
     /// The models and memory alone, for a command that needs no worker, probes or summaries
@@ -86,6 +87,32 @@ impl Runtime {
             supervisor.shutdown().await;
         }
     }
+}
+
+/// `config` with its memory's embedding model, if that model is there: an empty name means
+/// none, and the default one (`all-minilm-l6-v2`, which `scripts/setup` imports) missing means
+/// keyword search, said once, rather than every memory write failing. A model the configuration
+/// names itself is kept, so that a mistake in it shows.
+fn with_embedding_model_found(config: &Config, catalog: &crate::catalog::Catalog) -> Config {
+    let mut config = config.clone();
+    let model = config.memory.embedding_model.as_deref().map(str::trim);
+    match model {
+        Some("") => config.memory.embedding_model = None,
+        Some(crate::config::DEFAULT_EMBEDDING_MODEL)
+            if !matches!(catalog.resolve(crate::config::DEFAULT_EMBEDDING_MODEL), Ok(Some(_))) =>
+        {
+            if config.memory.enabled {
+                tracing::warn!(
+                    model = crate::config::DEFAULT_EMBEDDING_MODEL,
+                    "the memory's default embedding model is not installed: memory search is by keyword only \
+                     (scripts/setup imports it; or `tabagent import DIR --name all-minilm-l6-v2`)"
+                );
+            }
+            config.memory.embedding_model = None;
+        }
+        _ => {}
+    }
+    config
 }
 
 /// Binds, starts loading the default model, and serves until SIGINT/SIGTERM; with

@@ -79,6 +79,7 @@ fn model_object(state: &AppState, entry: &LocalModel) -> ModelObject {
             Source::Imported { .. } => "tabagent".to_string(),
             Source::Hub { repo, .. } => repo.split('/').next().unwrap_or("hub").to_string(),
             Source::Directory => "local".to_string(),
+            Source::ImportedDirectory => "tabagent".to_string(),
         },
         kind: entry.kind.name(),
         engine: entry.kind.backend().name(),
