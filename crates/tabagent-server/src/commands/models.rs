@@ -179,7 +179,10 @@ fn import_directory(config: &Config, args: &ImportArgs) -> anyhow::Result<()> {
         Ok(bytes) => bytes,
         Err(e) => {
             let _ = std::fs::remove_dir_all(&partial);
-            return Err(anyhow::anyhow!("cannot import {}: {e}", args.path.display()));
+            return Err(anyhow::anyhow!(
+                "cannot import {}: {e}",
+                args.path.display()
+            ));
         }
     };
     println!(

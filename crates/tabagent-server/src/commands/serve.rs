@@ -99,7 +99,10 @@ fn with_embedding_model_found(config: &Config, catalog: &crate::catalog::Catalog
     match model {
         Some("") => config.memory.embedding_model = None,
         Some(crate::config::DEFAULT_EMBEDDING_MODEL)
-            if !matches!(catalog.resolve(crate::config::DEFAULT_EMBEDDING_MODEL), Ok(Some(_))) =>
+            if !matches!(
+                catalog.resolve(crate::config::DEFAULT_EMBEDDING_MODEL),
+                Ok(Some(_))
+            ) =>
         {
             if config.memory.enabled {
                 tracing::warn!(

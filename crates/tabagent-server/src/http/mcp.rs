@@ -26,6 +26,20 @@ pub fn server(state: &AppState) -> ToolboxServer {
     )
 }
 
+/// The SDK answers a client ending its session (`DELETE`) with 202; the Python SDK takes only
+/// 200 or 204 as done and logs a failure. The session is closed either way: say 200.
+pub async fn session_end_is_ok(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let ending = request.method() == axum::http::Method::DELETE;
+    let mut response = next.run(request).await;
+    if ending && response.status() == axum::http::StatusCode::ACCEPTED {
+        *response.status_mut() = axum::http::StatusCode::OK;
+    }
+    response
+}
+
 /// The Streamable HTTP service (one MCP session per client).
 pub fn service(state: &AppState) -> StreamableHttpService<ToolboxServer, LocalSessionManager> {
     let state = state.downgrade();

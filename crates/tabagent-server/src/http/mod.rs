@@ -249,7 +249,13 @@ pub fn app_for(state: AppState, surface: Surface) -> Router {
         .route("/metrics", get(crate::metrics::serve))
         .merge(ollama::routes());
     let full = match state.config().agent.serve_mcp {
-        true => full.route_service("/mcp", mcp::service(&state)),
+        true => full.route_service(
+            "/mcp",
+            tower::Layer::layer(
+                &axum::middleware::from_fn(mcp::session_end_is_ok),
+                mcp::service(&state),
+            ),
+        ),
         false => full,
     };
     let signaling = Router::new()

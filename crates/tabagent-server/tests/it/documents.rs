@@ -118,18 +118,30 @@ async fn an_uploaded_pdf_answers_a_paraphrased_question_with_its_page() {
         .client
         .post(server.endpoint("/v1/chat/completions"))
         .header("x-tabagent-context", "memory")
-        .json(&json!({"model": "smollm2", "max_tokens": 8, "temperature": 0,
-                      "messages": [{"role": "user", "content": "When do quinces ripen?"}]}))
+        .json(
+            &json!({"model": "smollm2", "max_tokens": 8, "temperature": 0,
+                      "messages": [{"role": "user", "content": "When do quinces ripen?"}]}),
+        )
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    let records: usize = response.headers()["x-tabagent-context-records"].to_str().unwrap().parse().unwrap();
+    let records: usize = response.headers()["x-tabagent-context-records"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     let answer: Value = response.json().await.unwrap();
     let sources = answer["sources"].as_array().unwrap();
     assert!(!sources.is_empty() && records >= 1, "{answer}");
-    let quince = sources.iter().find(|s| s["page"] == 3).unwrap_or_else(|| panic!("{answer}"));
-    assert_eq!((quince["document"].as_str(), quince["name"].as_str()), (Some(id.as_str()), Some("orchard-handbook.pdf")));
+    let quince = sources
+        .iter()
+        .find(|s| s["page"] == 3)
+        .unwrap_or_else(|| panic!("{answer}"));
+    assert_eq!(
+        (quince["document"].as_str(), quince["name"].as_str()),
+        (Some(id.as_str()), Some("orchard-handbook.pdf"))
+    );
     assert!(quince["index"].as_u64().unwrap() as usize <= records);
     // Streamed, the sources come with the finish reason.
     let streamed = server
@@ -150,10 +162,16 @@ async fn an_uploaded_pdf_answers_a_paraphrased_question_with_its_page() {
         .filter(|l| *l != "[DONE]")
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    let finishing: Vec<&Value> = chunks.iter().filter(|c| c["choices"][0]["finish_reason"].is_string()).collect();
+    let finishing: Vec<&Value> = chunks
+        .iter()
+        .filter(|c| c["choices"][0]["finish_reason"].is_string())
+        .collect();
     assert_eq!(finishing.len(), 1, "{streamed}");
     assert_eq!(finishing[0]["sources"], answer["sources"], "{streamed}");
-    assert_eq!(chunks.iter().filter(|c| c.get("sources").is_some()).count(), 1);
+    assert_eq!(
+        chunks.iter().filter(|c| c.get("sources").is_some()).count(),
+        1
+    );
 
     // The same file again is the same document.
     let (status, again) = upload(&server, "handbook-copy.pdf", pdf).await;
@@ -358,19 +376,40 @@ async fn an_imported_embedding_model_makes_the_memory_hybrid_by_default() {
     let server = Server::start_with(&[], &[], |_| {});
     let (_, stats) = server.get_json("/v1/memory").await;
     assert!(stats["embedding_model"].is_null(), "{stats}");
-    assert!(server.log().contains("default embedding model is not installed"), "{}", server.log());
+    assert!(
+        server
+            .log()
+            .contains("default embedding model is not installed"),
+        "{}",
+        server.log()
+    );
     drop(server);
     // Imported under the default name (as scripts/setup does): hybrid with no configuration.
     let server = Server::start_with(&[], &[], |data| {
         let out = tabagent(data)
-            .args(["import", minilm_dir().to_str().unwrap(), "--name", "all-minilm-l6-v2"])
+            .args([
+                "import",
+                minilm_dir().to_str().unwrap(),
+                "--name",
+                "all-minilm-l6-v2",
+            ])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        assert!(String::from_utf8_lossy(&out.stdout).starts_with("imported all-minilm-l6-v2 (embedding model"));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout)
+            .starts_with("imported all-minilm-l6-v2 (embedding model"));
         // A second import under the same name is refused, the first kept.
         let again = tabagent(data)
-            .args(["import", minilm_dir().to_str().unwrap(), "--name", "all-minilm-l6-v2"])
+            .args([
+                "import",
+                minilm_dir().to_str().unwrap(),
+                "--name",
+                "all-minilm-l6-v2",
+            ])
             .output()
             .unwrap();
         assert_eq!(again.status.code(), Some(1));
@@ -382,12 +421,26 @@ async fn an_imported_embedding_model_makes_the_memory_hybrid_by_default() {
         "The boiler service is booked for the third of March.",
         "Our cat Miso only eats the salmon flavour.",
     ] {
-        let (status, _) = server.post_json("/v1/memory/knowledge", &json!({"text": note})).await;
+        let (status, _) = server
+            .post_json("/v1/memory/knowledge", &json!({"text": note}))
+            .await;
         assert_eq!(status, 201);
     }
     let (_, found) = server
-        .post_json("/v1/memory/search", &json!({"query": "what food does the pet like?"}))
+        .post_json(
+            "/v1/memory/search",
+            &json!({"query": "what food does the pet like?"}),
+        )
         .await;
-    assert!(found["data"][0]["record"]["text"].as_str().unwrap().contains("salmon"), "{found}");
-    assert!(found["data"][0]["why"]["vector_rank"].is_number(), "{found}");
+    assert!(
+        found["data"][0]["record"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("salmon"),
+        "{found}"
+    );
+    assert!(
+        found["data"][0]["why"]["vector_rank"].is_number(),
+        "{found}"
+    );
 }
