@@ -233,11 +233,20 @@ async fn run(
         };
         let mut generation = model.generate(prompt, params.clone()).await?;
         let mut text = String::new();
+        // Text that may be a call written as JSON text is held back until the step ends: a
+        // call (or a repeat, which is dropped) must not reach the caller as part of the answer.
+        let mut held = String::new();
+        let may_be_call = params.tools.choice != ToolChoice::None;
         let mut calls = ToolCallAssembler::default();
         let reason = loop {
             match generation.next().await {
                 Some(GenerationEvent::Text(piece)) => {
                     text.push_str(&piece);
+                    if may_be_call && looks_like_call_text(&text) {
+                        held.push_str(&piece);
+                        continue;
+                    }
+                    let piece = std::mem::take(&mut held) + &piece;
                     if events.send(AgentEvent::Text(piece)).await.is_err() {
                         return Ok(None);
                     }
@@ -272,6 +281,13 @@ async fn run(
             && calls
                 .iter()
                 .all(|c| made.contains(&(c.name.clone(), canonical(&c.arguments))));
+        // Held text that called nothing was the model's text after all.
+        if calls.is_empty()
+            && !held.is_empty()
+            && events.send(AgentEvent::Text(held)).await.is_err()
+        {
+            return Ok(None);
+        }
         // A step that only repeats calls already made is not run again: the next step is the
         // answer step, given the results the calls already had.
         if only_repeats && !answer_step {
@@ -424,6 +440,15 @@ fn call_in_text(text: &str, step: usize) -> Option<ToolCall> {
     })
 }
 
+/// Whether a step's text so far could be a call written as JSON text (an object, or a fenced
+/// JSON block): such text is held back until the step ends.
+fn looks_like_call_text(text: &str) -> bool {
+    let start = text.trim_start();
+    start.starts_with('{')
+        || start.starts_with("```json")
+        || (start.len() < 7 && "```json".starts_with(start))
+}
+
 /// `text` with the raw control characters inside its JSON strings escaped.
 fn escaped_in_strings(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 16);
@@ -492,6 +517,30 @@ fn sorted(value: serde_json::Value) -> serde_json::Value {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn text_that_may_be_a_call_is_told_from_an_answer() {
+        for held in [
+            "",
+            " ",
+            "{",
+            "  {\"name\"",
+            "`",
+            "```",
+            "```js",
+            "```json\n{",
+        ] {
+            assert!(looks_like_call_text(held), "{held:?}");
+        }
+        for streamed in [
+            "The",
+            "1234 * 5678",
+            "```python\nprint(1)",
+            "Sure: {\"a\": 1}",
+        ] {
+            assert!(!looks_like_call_text(streamed), "{streamed:?}");
+        }
+    }
 
     #[test]
     fn a_call_written_as_text_is_read_as_a_call() {

@@ -80,6 +80,11 @@ impl AppStateBuilder {
         self
     }
 
+    /// Whether the memory is on.
+    pub fn memory_enabled(&self) -> bool {
+        self.memory.is_some()
+    }
+
     /// The ML worker's client, when it runs.
     pub fn worker(mut self, worker: Option<tabagent_worker::Worker>) -> Self {
         self.worker = worker;

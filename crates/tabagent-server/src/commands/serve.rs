@@ -43,8 +43,17 @@ impl Runtime {
         } else {
             None
         };
-        let config = with_embedding_model_found(config, registry.catalog());
-        Ok(AppState::builder(config, registry)?.memory(memory))
+        let (config, missing) = with_embedding_model_found(config, registry.catalog());
+        let builder = AppState::builder(config, registry)?.memory(memory);
+        // Said once the configuration has passed: a server that will not start says only why.
+        if missing && builder.memory_enabled() {
+            tracing::warn!(
+                model = crate::config::DEFAULT_EMBEDDING_MODEL,
+                "the memory's default embedding model is not installed: memory search is by keyword only \
+                 (scripts/setup imports it; or `tabagent import DIR --name all-minilm-l6-v2`)"
+            );
+        }
+        Ok(builder)
     }
 
     /// The models and memory alone, for a command that needs no worker, probes or summaries
@@ -91,31 +100,31 @@ impl Runtime {
 
 /// `config` with its memory's embedding model, if that model is there: an empty name means
 /// none, and the default one (`all-minilm-l6-v2`, which `scripts/setup` imports) missing means
-/// keyword search, said once, rather than every memory write failing. A model the configuration
-/// names itself is kept, so that a mistake in it shows.
-fn with_embedding_model_found(config: &Config, catalog: &crate::catalog::Catalog) -> Config {
+/// keyword search (and `true`, to be said once) rather than every memory write failing. A model
+/// the configuration names itself is kept, so that a mistake in it shows.
+fn with_embedding_model_found(
+    config: &Config,
+    catalog: &crate::catalog::Catalog,
+) -> (Config, bool) {
     let mut config = config.clone();
     let model = config.memory.embedding_model.as_deref().map(str::trim);
-    match model {
-        Some("") => config.memory.embedding_model = None,
+    let missing = match model {
+        Some("") => {
+            config.memory.embedding_model = None;
+            false
+        }
         Some(crate::config::DEFAULT_EMBEDDING_MODEL)
             if !matches!(
                 catalog.resolve(crate::config::DEFAULT_EMBEDDING_MODEL),
                 Ok(Some(_))
             ) =>
         {
-            if config.memory.enabled {
-                tracing::warn!(
-                    model = crate::config::DEFAULT_EMBEDDING_MODEL,
-                    "the memory's default embedding model is not installed: memory search is by keyword only \
-                     (scripts/setup imports it; or `tabagent import DIR --name all-minilm-l6-v2`)"
-                );
-            }
             config.memory.embedding_model = None;
+            true
         }
-        _ => {}
-    }
-    config
+        _ => false,
+    };
+    (config, missing)
 }
 
 /// Binds, starts loading the default model, and serves until SIGINT/SIGTERM; with
