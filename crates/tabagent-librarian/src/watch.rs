@@ -49,6 +49,9 @@ pub enum Noticed {
         /// Why.
         error: IngestError,
     },
+    /// A scan of every folder ended (at start, and after the kernel's queue overflowed): the
+    /// library is in line with the folders as they were.
+    Scanned,
 }
 
 /// Whether a file in a followed folder is one to read: a known extension, not hidden, not a
@@ -148,7 +151,12 @@ async fn reconcile<M: MemoryApi>(
     match metadata {
         Ok(m) if m.is_file() => {
             if wanted(path) {
-                report(ingest(library, path).await);
+                let noticed = ingest(library, path).await;
+                // Deleted while it was being read: gone, not failed.
+                if matches!(noticed, Noticed::Failed { .. }) && !is_file(path) {
+                    return remove_gone(library, path, report).await;
+                }
+                report(noticed);
             }
         }
         Ok(m) if m.is_dir() => {
@@ -157,19 +165,27 @@ async fn reconcile<M: MemoryApi>(
             }
         }
         Ok(_) => {}
-        Err(_) => {
-            for document in library.list().await? {
-                let Some(gone) = document.path.as_deref().map(PathBuf::from) else {
-                    continue;
-                };
-                if under(&gone, path) && !is_file(&gone) {
-                    if let Some(document) = library.remove_path(&gone).await? {
-                        report(Noticed::Removed {
-                            path: gone,
-                            document,
-                        });
-                    }
-                }
+        Err(_) => remove_gone(library, path, report).await?,
+    }
+    Ok(())
+}
+
+/// Removes the documents read from files at or under `path` that are no longer there.
+async fn remove_gone<M: MemoryApi>(
+    library: &Library<M>,
+    path: &Path,
+    report: &mut (dyn FnMut(Noticed) + Send),
+) -> Result<(), IngestError> {
+    for document in library.list().await? {
+        let Some(gone) = document.path.as_deref().map(PathBuf::from) else {
+            continue;
+        };
+        if under(&gone, path) && !is_file(&gone) {
+            if let Some(document) = library.remove_path(&gone).await? {
+                report(Noticed::Removed {
+                    path: gone,
+                    document,
+                });
             }
         }
     }
@@ -211,12 +227,17 @@ pub fn follow<M: MemoryApi + 'static>(
         debouncer.watch(folder, RecursiveMode::Recursive)?;
     }
     let task = tokio::spawn(async move {
-        if let Err(e) = scan(&library, &folders, &mut *report).await {
-            tracing::warn!(error = %e, "scanning the librarian's folders failed");
+        match scan(&library, &folders, &mut *report).await {
+            Ok(()) => report(Noticed::Scanned),
+            Err(e) => tracing::warn!(error = %e, "scanning the librarian's folders failed"),
         }
         while let Some(paths) = incoming.recv().await {
             let result = if paths.is_empty() {
-                scan(&library, &folders, &mut *report).await
+                let scanned = scan(&library, &folders, &mut *report).await;
+                if scanned.is_ok() {
+                    report(Noticed::Scanned);
+                }
+                scanned
             } else {
                 // What is there before what is gone, so that a file that moved (its new path
                 // there, its old one gone) is followed rather than removed and read again.

@@ -6,9 +6,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
+use serde::Serialize;
 use tabagent_librarian::chunk::Characters;
 use tabagent_librarian::{
-    Chunker, Embedder, EmbedderError, Extractor, Library, Noticed, TokenCounter,
+    Chunker, DocumentInfo, Embedder, EmbedderError, Extractor, IngestOutcome, Library, Noticed,
+    TokenCounter,
 };
 use tabagent_onnx::TextTokenizer;
 
@@ -19,6 +21,49 @@ use crate::state::{AppState, WeakAppState};
 
 /// The server's documents.
 pub type Shelf = Library<MemoryBackend>;
+
+/// What the librarian did, as `/v1/documents/events` streams it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum LibraryEvent {
+    /// The first event of a stream: the folders followed, and whether their scan is done.
+    Status {
+        /// `librarian.folders` being followed.
+        following: Vec<String>,
+        /// Whether the library is in line with them (the scan at start has ended).
+        scanned: bool,
+    },
+    /// A document was read (or found unchanged or moved).
+    Ingested {
+        /// The file, for files.
+        path: Option<String>,
+        /// What reading it did.
+        outcome: IngestOutcome,
+        /// It.
+        document: DocumentInfo,
+    },
+    /// A document was removed (its file deleted, or by request).
+    Removed {
+        /// The file it was read from.
+        path: Option<String>,
+        /// It.
+        document: DocumentInfo,
+    },
+    /// A file could not be read.
+    Failed {
+        /// The file.
+        path: String,
+        /// Why.
+        error: String,
+    },
+    /// The followed folders were scanned: the library is in line with them.
+    Scanned,
+    /// This stream fell behind and missed events (list the documents again).
+    Lagged {
+        /// How many.
+        missed: u64,
+    },
+}
 
 /// Characters a token stands for when passages are measured in characters (no tokenizer at
 /// hand: a memory without an embedding model, or one that runs in the ML worker).
@@ -148,7 +193,17 @@ pub fn start_following(state: &AppState) {
                 return;
             }
         };
-        match tabagent_librarian::follow(shelf, folders.clone(), Box::new(log_noticed)) {
+        let weak = state.downgrade();
+        let report = move |noticed: Noticed| {
+            log_noticed(&noticed);
+            if let Some(state) = weak.upgrade() {
+                if matches!(noticed, Noticed::Scanned) {
+                    state.set_library_scanned();
+                }
+                state.library_event(event_of(noticed));
+            }
+        };
+        match tabagent_librarian::follow(shelf, folders.clone(), Box::new(report)) {
             Ok(following) => {
                 tracing::info!(folders = ?folders, "the librarian follows its folders");
                 state.keep_following(following);
@@ -158,7 +213,30 @@ pub fn start_following(state: &AppState) {
     });
 }
 
-fn log_noticed(noticed: Noticed) {
+fn event_of(noticed: Noticed) -> LibraryEvent {
+    match noticed {
+        Noticed::Ingested {
+            path,
+            document,
+            outcome,
+        } => LibraryEvent::Ingested {
+            path: Some(path.display().to_string()),
+            outcome,
+            document,
+        },
+        Noticed::Removed { path, document } => LibraryEvent::Removed {
+            path: Some(path.display().to_string()),
+            document,
+        },
+        Noticed::Failed { path, error } => LibraryEvent::Failed {
+            path: path.display().to_string(),
+            error: error.to_string(),
+        },
+        Noticed::Scanned => LibraryEvent::Scanned,
+    }
+}
+
+fn log_noticed(noticed: &Noticed) {
     match noticed {
         Noticed::Ingested {
             path,
@@ -177,5 +255,6 @@ fn log_noticed(noticed: Noticed) {
         Noticed::Failed { path, error } => {
             tracing::warn!(path = %path.display(), error = %error, "librarian: document not read")
         }
+        Noticed::Scanned => tracing::info!("librarian: folders scanned"),
     }
 }

@@ -42,6 +42,10 @@ struct Inner {
     librarian: tokio::sync::OnceCell<Arc<crate::librarian::Shelf>>,
     /// The followed folders' watch, while the server runs.
     following: Mutex<Option<tabagent_librarian::Following>>,
+    /// What the librarian does, for `/v1/documents/events`.
+    library_events: tokio::sync::broadcast::Sender<crate::librarian::LibraryEvent>,
+    /// Whether the followed folders' first scan has ended.
+    library_scanned: AtomicBool,
 }
 
 /// A handle on the state that does not keep it alive (for background tasks).
@@ -135,6 +139,8 @@ impl AppStateBuilder {
                 in_process_app: OnceLock::new(),
                 librarian: tokio::sync::OnceCell::new(),
                 following: Mutex::new(None),
+                library_events: tokio::sync::broadcast::channel(256).0,
+                library_scanned: AtomicBool::new(false),
             }),
         };
         (state, due)
@@ -177,6 +183,29 @@ impl AppState {
             .get_or_try_init(|| crate::librarian::open(self))
             .await
             .cloned()
+    }
+
+    /// Tells `/v1/documents/events` listeners what the librarian did.
+    pub fn library_event(&self, event: crate::librarian::LibraryEvent) {
+        // No listener is not an error.
+        let _ = self.inner.library_events.send(event);
+    }
+
+    /// The librarian's events from now on.
+    pub fn library_events(
+        &self,
+    ) -> tokio::sync::broadcast::Receiver<crate::librarian::LibraryEvent> {
+        self.inner.library_events.subscribe()
+    }
+
+    /// Records that the followed folders' scan ended.
+    pub fn set_library_scanned(&self) {
+        self.inner.library_scanned.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the followed folders' scan has ended.
+    pub fn library_scanned(&self) -> bool {
+        self.inner.library_scanned.load(Ordering::SeqCst)
     }
 
     /// Keeps the followed folders' watch until the server stops.

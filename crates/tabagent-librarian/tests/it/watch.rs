@@ -60,6 +60,10 @@ async fn a_followed_folder_is_scanned_then_followed_through_adds_moves_and_delet
         }
         other => panic!("{other:?}"),
     }
+    assert!(
+        matches!(next(&mut noticed).await, Noticed::Scanned),
+        "the scan's end is told"
+    );
     // A PDF dropped in.
     std::fs::copy(corpus("orchard-handbook.pdf"), folder.join("handbook.pdf"))
         .unwrap_or_else(|e| panic!("{e}"));

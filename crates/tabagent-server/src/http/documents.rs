@@ -4,12 +4,16 @@
 //! one (with `?passages=true`, its passages and where each is); `DELETE` removes one and the
 //! passages only it cites.
 
+use std::convert::Infallible;
 use std::path::PathBuf;
 
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
+use futures_util::StreamExt as _;
 use serde::Serialize;
 use serde_json::Value;
 use tabagent_librarian::{
@@ -18,6 +22,7 @@ use tabagent_librarian::{
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
+use crate::librarian::LibraryEvent;
 use crate::state::AppState;
 
 /// A document as the API shows it.
@@ -149,6 +154,11 @@ pub async fn create(
         }
     };
     let (document, outcome) = result.map_err(api_error)?;
+    state.library_event(LibraryEvent::Ingested {
+        path: document.path.clone(),
+        outcome,
+        document: document.clone(),
+    });
     let status = match outcome {
         IngestOutcome::Unchanged | IngestOutcome::Moved => StatusCode::OK,
         _ => StatusCode::CREATED,
@@ -301,5 +311,52 @@ pub async fn delete(
 ) -> Result<Json<DocumentObject>, ApiError> {
     let shelf = state.librarian().await?;
     let document = shelf.remove(&id).await.map_err(api_error)?;
+    state.library_event(LibraryEvent::Removed {
+        path: document.path.clone(),
+        document: document.clone(),
+    });
     Ok(Json(object(document, None)))
+}
+
+/// What the librarian does, as server-sent events: first a `status` (the folders followed, and
+/// whether their scan at start has ended), then `ingested`, `removed`, `failed` and `scanned` as
+/// they happen (a listener that falls behind gets `lagged`).
+#[utoipa::path(get, path = "/v1/documents/events", tag = "documents",
+    responses((status = 200, description = "text/event-stream of JSON objects with a `type`")))]
+pub async fn events(State(state): State<AppState>) -> Result<Response, ApiError> {
+    if state.memory().is_none() {
+        return Err(crate::error::ServiceError::memory_off().into());
+    }
+    // Subscribed before the status is read: nothing between the two is missed.
+    let receiver = state.library_events();
+    let settings = &state.config().librarian;
+    let following = match settings.watch {
+        true => crate::librarian::folders(settings)
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect(),
+        false => Vec::new(),
+    };
+    let status = LibraryEvent::Status {
+        following,
+        scanned: state.library_scanned(),
+    };
+    let later = futures_util::stream::unfold(receiver, |mut receiver| async move {
+        use tokio::sync::broadcast::error::RecvError;
+        match receiver.recv().await {
+            Ok(event) => Some((event, receiver)),
+            Err(RecvError::Lagged(missed)) => Some((LibraryEvent::Lagged { missed }, receiver)),
+            Err(RecvError::Closed) => None,
+        }
+    });
+    let stream = futures_util::stream::once(async move { status })
+        .chain(later)
+        .map(|event| {
+            Ok::<_, Infallible>(
+                Event::default().data(serde_json::to_string(&event).unwrap_or_default()),
+            )
+        });
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
 }

@@ -112,7 +112,8 @@ use error::ApiError;
         documents::create,
         documents::list,
         documents::get,
-        documents::delete
+        documents::delete,
+        documents::events
     ),
     tags((name = "openai", description = "OpenAI-compatible endpoints"), (name = "models", description = "Downloading and removing models"), (name = "tokens", description = "A model's tokenizer"), (name = "onnx", description = "Any ONNX model on named tensors"), (name = "health", description = "Probes and configuration"), (name = "memory", description = "The seven memory stores and their search"), (name = "documents", description = "Documents in the memory: added, read into passages with page citations, removed"), (name = "sessions", description = "Conversations the server keeps for clients"), (name = "vision", description = "MediaPipe vision through the Python ML worker"), (name = "webrtc", description = "WebRTC signaling: sessions whose data channels carry API requests"))
 )]
@@ -201,6 +202,7 @@ pub fn app_for(state: AppState, surface: Surface) -> Router {
                         .max(server.max_body_bytes),
                 )),
         )
+        .route("/v1/documents/events", get(documents::events))
         .route(
             "/v1/documents/{id}",
             get(documents::get).delete(documents::delete),

@@ -444,3 +444,238 @@ async fn an_imported_embedding_model_makes_the_memory_hybrid_by_default() {
         "{found}"
     );
 }
+
+/// Server-sent events from `/v1/documents/events`, one JSON object each.
+struct Events {
+    stream: futures_util::stream::BoxStream<'static, reqwest::Result<Vec<u8>>>,
+    buffer: String,
+}
+
+impl Events {
+    async fn open(server: &Remote) -> Events {
+        use futures_util::StreamExt as _;
+        let response = server
+            .client
+            .get(format!("{}/v1/documents/events", server.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        let stream = response
+            .bytes_stream()
+            .map(|r| r.map(|b| b.to_vec()))
+            .boxed();
+        Events {
+            stream,
+            buffer: String::new(),
+        }
+    }
+
+    /// The next event; a minute without one fails the test (a guard, not a wait).
+    async fn next(&mut self) -> Value {
+        use futures_util::StreamExt as _;
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let event: String = self.buffer.drain(..end + 2).collect();
+                let data: String = event
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("data:"))
+                    .map(str::trim)
+                    .collect();
+                if data.is_empty() {
+                    continue; // a keep-alive comment
+                }
+                return serde_json::from_str(&data).unwrap();
+            }
+            let chunk =
+                tokio::time::timeout(std::time::Duration::from_secs(60), self.stream.next())
+                    .await
+                    .expect("an event within a minute")
+                    .expect("the stream is open")
+                    .unwrap();
+            self.buffer.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+
+    /// Events until one of `kind`, skipping files found unchanged.
+    async fn until(&mut self, kind: &str) -> Value {
+        loop {
+            let event = self.next().await;
+            if event["type"] == kind {
+                return event;
+            }
+        }
+    }
+}
+
+/// A server this test started itself (its data kept across restarts).
+struct Remote {
+    url: String,
+    client: reqwest::Client,
+}
+
+impl Remote {
+    async fn get_json(&self, path: &str) -> Value {
+        self.client
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    async fn post_json(&self, path: &str, body: &Value) -> Value {
+        self.client
+            .post(format!("{}{path}", self.url))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+}
+
+/// A server following `folder`, with its data in `data` (kept across restarts).
+fn follow(folder: &Path, data: &Path) -> (std::process::Child, String) {
+    let mut command = tabagent(data);
+    command
+        .args(["serve", "--port", "0", "--model", "smollm2"])
+        .env("TABAGENT_MODELS__DIRECTORIES__MINILM", minilm_dir())
+        .env("TABAGENT_MEMORY__EMBEDDING_MODEL", "minilm")
+        .env("TABAGENT_MODELS__PRELOAD", "false")
+        .env("TABAGENT_WORKER__MODE", "off")
+        .env(
+            "TABAGENT_LIBRARIAN__FOLDERS",
+            format!("[\"{}\"]", folder.display()),
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(data.join("server.log")).unwrap());
+    let mut child = command.spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+    let url = loop {
+        let line = lines.next().expect("the server listens").unwrap();
+        if let Some(url) = line.strip_prefix("tabagent listening on ") {
+            break url.trim().to_string();
+        }
+    };
+    (child, url)
+}
+
+#[tokio::test]
+async fn a_followed_folder_stays_in_the_memory_across_drops_edits_deletes_and_restarts() {
+    let data = tempfile::tempdir().unwrap();
+    crate::server::import(data.path(), &crate::server::smollm2_path(), "smollm2");
+    let folder = tempfile::tempdir().unwrap();
+    let folder_path = folder.path().canonicalize().unwrap();
+    std::fs::copy(
+        corpus("orchard-handbook.pdf"),
+        folder_path.join("orchard.pdf"),
+    )
+    .unwrap();
+    let (mut child, url) = follow(&folder_path, data.path());
+    let server = Remote {
+        url,
+        client: reqwest::Client::new(),
+    };
+    let mut events = Events::open(&server).await;
+    // The first event says where the scan stands; if it is not done, its end is announced.
+    let status = events.next().await;
+    assert_eq!(status["type"], "status", "{status}");
+    assert_eq!(status["following"][0], folder_path.to_str().unwrap());
+    if status["scanned"] != true {
+        events.until("scanned").await;
+    }
+    let list = server.get_json("/v1/documents").await;
+    assert_eq!(list["data"][0]["name"], "orchard.pdf", "{list}");
+    assert_eq!(list["data"][0]["pages"], 3);
+
+    // Dropped in: read, and found by meaning.
+    std::fs::copy(corpus("beekeeping.docx"), folder_path.join("bees.docx")).unwrap();
+    let added = events.until("ingested").await;
+    assert_eq!(
+        (
+            added["outcome"].as_str(),
+            added["document"]["name"].as_str()
+        ),
+        (Some("added"), Some("bees.docx")),
+        "{added}"
+    );
+    let found = server
+        .post_json(
+            "/v1/memory/search",
+            &json!({"query": "how often to check the hives", "stores": ["knowledge"], "limit": 1}),
+        )
+        .await;
+    assert_eq!(
+        found["data"][0]["sources"][0]["name"], "bees.docx",
+        "{found}"
+    );
+    // Deleted: gone from the memory.
+    std::fs::remove_file(folder_path.join("bees.docx")).unwrap();
+    let removed = events.until("removed").await;
+    assert_eq!(removed["document"]["name"], "bees.docx");
+    let found = server
+        .post_json(
+            "/v1/memory/search",
+            &json!({"query": "hives", "mode": "keyword", "stores": ["knowledge"]}),
+        )
+        .await;
+    assert_eq!(found["data"].as_array().unwrap().len(), 0, "{found}");
+
+    // Stopped, the folder changes; started again, the scan catches up.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    drop(events);
+    std::fs::write(
+        folder_path.join("orchard.pdf"),
+        std::fs::read(corpus("composting.odt")).unwrap(),
+    )
+    .unwrap();
+    std::fs::rename(
+        folder_path.join("orchard.pdf"),
+        folder_path.join("compost.odt"),
+    )
+    .unwrap();
+    std::fs::write(
+        folder_path.join("new.md"),
+        "# Ladders\n\nStore the orchard ladder flat in the barn.",
+    )
+    .unwrap();
+    let (mut child, url) = follow(&folder_path, data.path());
+    let server = Remote {
+        url,
+        client: reqwest::Client::new(),
+    };
+    let mut events = Events::open(&server).await;
+    if events.next().await["scanned"] != true {
+        events.until("scanned").await;
+    }
+    let list = server.get_json("/v1/documents").await;
+    let mut names: Vec<&str> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["name"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, vec!["compost.odt", "new.md"], "{list}");
+    let found = server
+        .post_json(
+            "/v1/memory/search",
+            &json!({"query": "quinces", "mode": "keyword", "stores": ["knowledge"]}),
+        )
+        .await;
+    assert_eq!(
+        found["data"].as_array().unwrap().len(),
+        0,
+        "the old file's passages went: {found}"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
