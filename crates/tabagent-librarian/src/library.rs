@@ -413,11 +413,12 @@ impl<M: MemoryApi> Library<M> {
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
         if let Some(doc) = self.by_path(path).await? {
-            // The same size and time: not read again.
-            if doc.bytes == metadata.len()
+            // The same size and time: not read again (a file that failed is, so that its error
+            // is given again rather than taken for success).
+            let same = doc.bytes == metadata.len()
                 && doc.modified_ms.is_some()
-                && doc.modified_ms == modified_ms
-            {
+                && doc.modified_ms == modified_ms;
+            if same && doc.status == DocumentStatus::Ready {
                 return Ok((doc, IngestOutcome::Unchanged));
             }
         }

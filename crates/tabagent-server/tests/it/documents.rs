@@ -340,6 +340,18 @@ fn the_cli_reads_a_folder_lists_and_removes() {
     assert!(out.status.success());
     let again: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(again["outcome"], "unchanged");
+    // A file that failed fails again, not read as done.
+    let out = run(&[
+        "ingest",
+        folder.path().join("encrypted.pdf").to_str().unwrap(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("encrypted"));
     // The memory CLI finds its words.
     let out = run(&["memory", "search", "compost heap"]);
     assert!(
