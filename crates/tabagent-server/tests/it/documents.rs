@@ -691,3 +691,74 @@ async fn a_followed_folder_stays_in_the_memory_across_drops_edits_deletes_and_re
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn documents_live_in_postgresql_as_well() {
+    let url = crate::memory_api::postgres_database().await;
+    let server = Server::start_with(
+        &[],
+        &[
+            (
+                "TABAGENT_MODELS__DIRECTORIES__MINILM",
+                minilm_dir().to_str().unwrap(),
+            ),
+            ("TABAGENT_MEMORY__EMBEDDING_MODEL", "minilm"),
+            ("TABAGENT_MEMORY__POSTGRES", url.as_str()),
+        ],
+        |_| {},
+    );
+    let (status, doc) = upload(
+        &server,
+        "orchard-handbook.pdf",
+        std::fs::read(corpus("orchard-handbook.pdf")).unwrap(),
+    )
+    .await;
+    assert_eq!(status, 201, "{doc}");
+    let id = doc["id"].as_str().unwrap().to_string();
+    let shared = "All visitors must sign in at the front desk and wear their badge at all times.";
+    let (_, first) = upload(&server, "rules.txt", shared.as_bytes().to_vec()).await;
+    let (_, second) = upload(
+        &server,
+        "rules-copy.txt",
+        format!("{shared}\n").into_bytes(),
+    )
+    .await;
+    let (_, found) = server
+        .post_json("/v1/memory/search", &json!({"query": "when are quinces ready to pick?", "stores": ["knowledge"], "limit": 1}))
+        .await;
+    assert_eq!(found["data"][0]["sources"][0]["page"], 3, "{found}");
+    let (_, found) = server
+        .post_json(
+            "/v1/memory/search",
+            &json!({"query": "visitors badge", "mode": "keyword", "stores": ["knowledge"]}),
+        )
+        .await;
+    let hits = found["data"].as_array().unwrap();
+    assert_eq!(hits.len(), 1, "one passage for both documents: {found}");
+    assert_eq!(hits[0]["sources"].as_array().unwrap().len(), 2, "{found}");
+    let (status, _) = delete(
+        &server,
+        &format!("/v1/documents/{}", first["id"].as_str().unwrap()),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (_, found) = server
+        .post_json(
+            "/v1/memory/search",
+            &json!({"query": "visitors badge", "mode": "keyword", "stores": ["knowledge"]}),
+        )
+        .await;
+    assert_eq!(
+        found["data"][0]["sources"][0]["document"], second["id"],
+        "{found}"
+    );
+    let (status, _) = delete(&server, &format!("/v1/documents/{id}")).await;
+    assert_eq!(status, 200);
+    let (_, found) = server
+        .post_json(
+            "/v1/memory/search",
+            &json!({"query": "quinces", "mode": "keyword", "stores": ["knowledge"]}),
+        )
+        .await;
+    assert_eq!(found["data"].as_array().unwrap().len(), 0, "{found}");
+}

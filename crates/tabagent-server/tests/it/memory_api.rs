@@ -473,7 +473,7 @@ async fn the_server_switches_to_a_remote_memory_by_configuration() {
 
 /// A new, empty database in the PostgreSQL cluster `scripts/test` starts
 /// (`TABAGENT_TEST_POSTGRES_URL`); the cluster and all it holds go when the run ends.
-async fn postgres_database() -> String {
+pub(crate) async fn postgres_database() -> String {
     let admin = std::env::var("TABAGENT_TEST_POSTGRES_URL")
         .expect("TABAGENT_TEST_POSTGRES_URL is unset: scripts/test starts PostgreSQL and sets it");
     let name = format!("t_{}", uuid::Uuid::new_v4().simple());
