@@ -68,7 +68,14 @@ pub struct DocumentList {
     pub object: &'static str,
     /// Newest first.
     pub data: Vec<DocumentObject>,
+    /// Whether more follow (pass the last id as `after`).
+    pub has_more: bool,
+    /// The id of the last document shown.
+    pub last_id: Option<String>,
 }
+
+/// The most documents one page lists.
+const MAX_PAGE: usize = 1000;
 
 fn object(document: DocumentInfo, outcome: Option<IngestOutcome>) -> DocumentObject {
     DocumentObject {
@@ -240,20 +247,57 @@ fn plain_name(name: &str) -> Result<String, ApiError> {
     Ok(base.to_string())
 }
 
-/// Every document.
+/// The documents, newest first, a page at a time: `limit` (default 100, at most 1000) and
+/// `after` (the last id of the page before), as OpenAI's lists page.
 #[utoipa::path(get, path = "/v1/documents", tag = "documents",
-    responses((status = 200, body = DocumentList)))]
-pub async fn list(State(state): State<AppState>) -> Result<Json<DocumentList>, ApiError> {
+    params(("limit" = Option<usize>, Query, description = "Documents a page (1 to 1000; default 100)"),
+           ("after" = Option<String>, Query, description = "The last id of the page before")),
+    responses((status = 200, body = DocumentList), (status = 400, body = ErrorBody)))]
+pub async fn list(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<DocumentList>, ApiError> {
+    let mut limit = 100;
+    let mut after = None;
+    for (name, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        match name.as_ref() {
+            "limit" => {
+                limit = value
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|l| (1..=MAX_PAGE).contains(l))
+                    .ok_or_else(|| {
+                        ApiError::bad_request(
+                            Some("limit"),
+                            format!("`limit` must be 1 to {MAX_PAGE}"),
+                        )
+                    })?;
+            }
+            "after" => after = Some(value.into_owned()),
+            _ => {}
+        }
+    }
     let shelf = state.librarian().await?;
-    let data = shelf
-        .list()
-        .await
-        .map_err(api_error)?
+    let documents = shelf.list().await.map_err(api_error)?;
+    let start = match &after {
+        Some(id) => {
+            documents.iter().position(|d| &d.id == id).ok_or_else(|| {
+                ApiError::bad_request(Some("after"), format!("no document `{id}` to list after"))
+            })? + 1
+        }
+        None => 0,
+    };
+    let has_more = documents.len() > start + limit;
+    let data: Vec<DocumentObject> = documents
         .into_iter()
+        .skip(start)
+        .take(limit)
         .map(|d| object(d, None))
         .collect();
     Ok(Json(DocumentList {
         object: "list",
+        last_id: data.last().map(|d| d.document.id.clone()),
+        has_more,
         data,
     }))
 }

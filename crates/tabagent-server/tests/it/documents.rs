@@ -727,6 +727,26 @@ async fn documents_live_in_postgresql_as_well() {
         .post_json("/v1/memory/search", &json!({"query": "when are quinces ready to pick?", "stores": ["knowledge"], "limit": 1}))
         .await;
     assert_eq!(found["data"][0]["sources"][0]["page"], 3, "{found}");
+    // Listed a page at a time, newest first.
+    let (_, page) = server.get_json("/v1/documents?limit=2").await;
+    assert_eq!(page["data"].as_array().unwrap().len(), 2, "{page}");
+    assert_eq!(
+        (page["has_more"].as_bool(), page["data"][0]["id"].as_str()),
+        (Some(true), second["id"].as_str())
+    );
+    let (_, rest) = server
+        .get_json(&format!(
+            "/v1/documents?limit=2&after={}",
+            page["last_id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(
+        (rest["data"][0]["id"].as_str(), rest["has_more"].as_bool()),
+        (Some(id.as_str()), Some(false)),
+        "{rest}"
+    );
+    let (status, body) = server.get_json("/v1/documents?limit=0").await;
+    assert_eq!(assert_error(status, &body, 400)["param"], "limit");
     let (_, found) = server
         .post_json(
             "/v1/memory/search",
