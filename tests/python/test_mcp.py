@@ -5,6 +5,7 @@ SDK (over stdio and over Streamable HTTP) and of the official filesystem server 
 tabagent as an MCP server: the official Python SDK's client over `tabagent mcp` (stdio) and over
 `/mcp` (Streamable HTTP). (The MCP Inspector CLI's test is in tests/node.)"""
 import asyncio
+import httpx
 import logging
 import contextlib
 import os
@@ -183,10 +184,19 @@ def test_tabagent_mcp_over_stdio_with_the_python_sdk():
 
 
 def test_tabagent_mcp_over_streamable_http_with_the_python_sdk(server, caplog):
+    # A document to find: read with the PDFium scripts/test put where tabagent looks by default.
+    handbook = Path(__file__).parents[1] / "corpus" / "documents" / "orchard-handbook.pdf"
+    with handbook.open("rb") as pdf:
+        uploaded = httpx.post(server + "/v1/documents", files={"file": ("handbook.pdf", pdf)}, timeout=120)
+    assert uploaded.status_code == 201, uploaded.text
+
     async def run():
         async with streamable_http_client(server + "/mcp") as (read, write, _), \
                 ClientSession(read, write) as session:
             await exercise(session)
+            found = await session.call_tool("document_search", {"query": "quince harvest", "limit": 1})
+            assert not found.isError
+            assert found.content[0].text.startswith("[Orchard Handbook, p. 3]"), found.content[0].text
 
     with caplog.at_level(logging.DEBUG, logger="mcp"):
         asyncio.run(run())
