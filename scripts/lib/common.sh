@@ -139,17 +139,23 @@ FILES
 
 # ONNX Runtime, the shared library `ort` loads at run time (its own download fails offline), from
 # the CPU wheel on PyPI, with the tiny test graphs that ship beside it.
+# Downloads the binary wheel SPEC (name==version) for PLATFORM into the wheel cache, once: the
+# native libraries tabagent loads at run time ship in such wheels.
+download_binary_wheel() { # SPEC PLATFORM
+    local wheels="$MODEL_CACHE/wheels" name="${1%%==*}" version="${1##*==}"
+    ls "$wheels"/"${name//-/_}"-"$version"-*.whl >/dev/null 2>&1 && return 0
+    say "fetching $1 from PyPI"
+    mkdir -p "$wheels"
+    python3 -m pip download --no-deps --disable-pip-version-check -q "$1" \
+        --only-binary=:all: --python-version 3.11 --platform "$2" -d "$wheels" \
+        || die "pip could not download $1"
+}
+
 ORT_DIR="$TABAGENT_CACHE/onnxruntime"
 ORT_LIB="$ORT_DIR/libonnxruntime.so.1.31.1"
 fetch_onnxruntime() {
-    local wheels="$MODEL_CACHE/wheels" file sha member
-    if ! ls "$wheels"/onnxruntime-1.31.1-*.whl >/dev/null 2>&1; then
-        say "fetching onnxruntime==1.31.1 from PyPI"
-        mkdir -p "$wheels"
-        python3 -m pip download --no-deps --disable-pip-version-check -q onnxruntime==1.31.1 \
-            --only-binary=:all: --python-version 3.11 --platform manylinux_2_28_x86_64 -d "$wheels" \
-            || die "pip could not download onnxruntime==1.31.1"
-    fi
+    local file sha member
+    download_binary_wheel onnxruntime==1.31.1 manylinux_2_28_x86_64
     while read -r member sha; do
         file="$ORT_DIR/${member##*/}"
         fetch_model_file onnxruntime==1.31.1 "onnxruntime/$member" "$sha" "$file"
@@ -165,14 +171,7 @@ FILES
 PDFIUM_DIR="$TABAGENT_CACHE/pdfium"
 PDFIUM_LIB="$PDFIUM_DIR/libpdfium.so"
 fetch_pdfium() {
-    local wheels="$MODEL_CACHE/wheels"
-    if ! ls "$wheels"/pypdfium2-5.15.2-*.whl >/dev/null 2>&1; then
-        say "fetching pypdfium2==5.15.2 from PyPI"
-        mkdir -p "$wheels"
-        python3 -m pip download --no-deps --disable-pip-version-check -q pypdfium2==5.15.2 \
-            --only-binary=:all: --python-version 3.11 --platform manylinux_2_17_x86_64 -d "$wheels" \
-            || die "pip could not download pypdfium2==5.15.2"
-    fi
+    download_binary_wheel pypdfium2==5.15.2 manylinux_2_17_x86_64
     fetch_model_file pypdfium2==5.15.2 pypdfium2_raw/libpdfium.so \
         c76dc0f7839644bfa7c3e3107a6068df714e339c861bb7d4519907b821d427f9 "$PDFIUM_LIB"
 }

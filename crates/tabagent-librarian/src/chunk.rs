@@ -98,11 +98,6 @@ impl Chunker {
         }
     }
 
-    /// The most one passage holds.
-    pub fn max(&self) -> usize {
-        self.max
-    }
-
     /// `document`'s passages, page by page, in order.
     pub fn chunks(&self, document: &Extracted) -> Vec<Chunk> {
         // A range lets a passage end at a better boundary (a paragraph) before it is full.

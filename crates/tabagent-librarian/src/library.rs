@@ -135,6 +135,51 @@ pub struct DocumentInfo {
     pub updated_ms: i64,
 }
 
+impl DocumentInfo {
+    /// A document from `source` not read yet: a new one, or `known` again under its id.
+    fn fresh(
+        source: &DocumentSource,
+        known: Option<&DocumentInfo>,
+        sha256: String,
+        bytes: u64,
+        modified_ms: Option<i64>,
+        format: Option<Format>,
+    ) -> DocumentInfo {
+        let now = now_ms();
+        DocumentInfo {
+            id: known.map(|d| d.id.clone()).unwrap_or_else(new_document_id),
+            name: source.name(),
+            path: match source {
+                DocumentSource::File(path) => Some(path.display().to_string()),
+                DocumentSource::Upload { .. } => None,
+            },
+            format,
+            title: None,
+            sha256,
+            bytes,
+            modified_ms,
+            pages: None,
+            chunks: 0,
+            chars: 0,
+            status: DocumentStatus::Ready,
+            error: None,
+            warnings: Vec::new(),
+            created_ms: known.map_or(now, |d| d.created_ms),
+            updated_ms: now,
+        }
+    }
+
+    /// Where it came from: its file, or an upload under its name.
+    fn source(&self) -> DocumentSource {
+        match &self.path {
+            Some(path) => DocumentSource::File(PathBuf::from(path)),
+            None => DocumentSource::Upload {
+                name: self.name.clone(),
+            },
+        }
+    }
+}
+
 /// Where a passage appears.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Citation {
@@ -329,7 +374,7 @@ impl<M: MemoryApi> Library<M> {
                 let mut doc = doc.clone();
                 if doc.modified_ms != modified_ms && modified_ms.is_some() {
                     doc.modified_ms = modified_ms;
-                    self.memory.apply(vec![self.document_change(&doc)?]).await?;
+                    self.memory.apply(vec![document_change(&doc)?]).await?;
                 }
                 return Ok((doc, IngestOutcome::Unchanged));
             }
@@ -340,37 +385,18 @@ impl<M: MemoryApi> Library<M> {
                 doc.name = source.name();
                 doc.modified_ms = modified_ms;
                 doc.updated_ms = now_ms();
-                self.memory
-                    .apply(vec![self.document_change_from(&doc, &source)?])
-                    .await?;
+                self.memory.apply(vec![document_change(&doc)?]).await?;
                 return Ok((doc, IngestOutcome::Moved));
             }
         }
-        let now = now_ms();
-        let mut doc = DocumentInfo {
-            id: known
-                .as_ref()
-                .map(|d| d.id.clone())
-                .unwrap_or_else(new_document_id),
-            name: source.name(),
-            path: match &source {
-                DocumentSource::File(path) => Some(path.display().to_string()),
-                DocumentSource::Upload { .. } => None,
-            },
-            format: Format::detect(&source.name(), &bytes),
-            title: None,
+        let mut doc = DocumentInfo::fresh(
+            &source,
+            known.as_ref(),
             sha256,
-            bytes: bytes.len() as u64,
+            bytes.len() as u64,
             modified_ms,
-            pages: None,
-            chunks: 0,
-            chars: 0,
-            status: DocumentStatus::Ready,
-            error: None,
-            warnings: Vec::new(),
-            created_ms: known.as_ref().map_or(now, |d| d.created_ms),
-            updated_ms: now,
-        };
+            Format::detect(&source.name(), &bytes),
+        );
         let read = self.read(doc.format, bytes).await;
         let (extracted, chunks) = match read {
             Ok(read) => read,
@@ -378,7 +404,7 @@ impl<M: MemoryApi> Library<M> {
                 if matches!(source, DocumentSource::File(_)) {
                     doc.status = DocumentStatus::Failed;
                     doc.error = Some(error.to_string());
-                    self.write(&doc, &source, Vec::new()).await?;
+                    self.write(&doc, Vec::new()).await?;
                 }
                 return Err(error);
             }
@@ -388,7 +414,7 @@ impl<M: MemoryApi> Library<M> {
         doc.chars = extracted.chars();
         doc.warnings = extracted.warnings.clone();
         doc.chunks = chunks.len();
-        self.write(&doc, &source, chunks).await?;
+        self.write(&doc, chunks).await?;
         let outcome = if known.is_some() {
             IngestOutcome::Replaced
         } else {
@@ -447,29 +473,18 @@ impl<M: MemoryApi> Library<M> {
         let _one = self.changing.lock().await;
         let source = DocumentSource::File(path.to_path_buf());
         let known = self.by_source(&source.record_source()).await?;
-        let now = now_ms();
-        let doc = DocumentInfo {
-            id: known
-                .as_ref()
-                .map(|d| d.id.clone())
-                .unwrap_or_else(new_document_id),
-            name: source.name(),
-            path: Some(path.display().to_string()),
-            format: Format::detect(&source.name(), &[]),
-            title: None,
-            sha256: String::new(),
+        let format = Format::detect(&source.name(), &[]);
+        let mut doc = DocumentInfo::fresh(
+            &source,
+            known.as_ref(),
+            String::new(),
             bytes,
             modified_ms,
-            pages: None,
-            chunks: 0,
-            chars: 0,
-            status: DocumentStatus::Failed,
-            error: Some(error.to_string()),
-            warnings: Vec::new(),
-            created_ms: known.as_ref().map_or(now, |d| d.created_ms),
-            updated_ms: now,
-        };
-        self.write(&doc, &source, Vec::new()).await
+            format,
+        );
+        doc.status = DocumentStatus::Failed;
+        doc.error = Some(error.to_string());
+        self.write(&doc, Vec::new()).await
     }
 
     /// Removes a document and the passages only it cites.
@@ -562,50 +577,11 @@ impl<M: MemoryApi> Library<M> {
     }
 
     /// Writes `doc`'s record and makes its passages `chunks`, in one transaction.
-    async fn write(
-        &self,
-        doc: &DocumentInfo,
-        source: &DocumentSource,
-        chunks: Vec<Chunk>,
-    ) -> Result<(), IngestError> {
+    async fn write(&self, doc: &DocumentInfo, chunks: Vec<Chunk>) -> Result<(), IngestError> {
         let mut changes = self.passage_changes(&doc.id, chunks).await?;
-        changes.push(self.document_change_from(doc, source)?);
+        changes.push(document_change(doc)?);
         self.memory.apply(changes).await?;
         Ok(())
-    }
-
-    fn document_change(&self, doc: &DocumentInfo) -> Result<Change, IngestError> {
-        let source = match &doc.path {
-            Some(path) => DocumentSource::File(PathBuf::from(path)),
-            None => DocumentSource::Upload {
-                name: doc.name.clone(),
-            },
-        };
-        self.document_change_from(doc, &source)
-    }
-
-    fn document_change_from(
-        &self,
-        doc: &DocumentInfo,
-        source: &DocumentSource,
-    ) -> Result<Change, IngestError> {
-        let data = serde_json::to_value(doc).map_err(|e| MemoryError::Invalid {
-            param: "data",
-            message: e.to_string(),
-        })?;
-        Ok(Change::Insert {
-            store: Store::Meta,
-            record: NewRecord {
-                kind: Some(DOCUMENT_KIND.into()),
-                text: doc.title.clone().unwrap_or_else(|| doc.name.clone()),
-                data,
-                tags: vec![DOCUMENT_KIND.into(), content_tag(&doc.sha256)],
-                source: Some(source.record_source()),
-                key: Some(document_key(&doc.id)),
-                created_at: Some(doc.created_ms),
-                ..NewRecord::default()
-            },
-        })
     }
 
     /// The changes that make document `id`'s passages `chunks`: new passages inserted, shared
@@ -725,10 +701,7 @@ impl<M: MemoryApi> Library<M> {
                 .map(|c| document_tag(&c.document))
                 .collect();
             documents.dedup();
-            let data = serde_json::to_value(&passage.data).map_err(|e| MemoryError::Invalid {
-                param: "data",
-                message: e.to_string(),
-            })?;
+            let data = json_data(&passage.data)?;
             changes.push(Change::Insert {
                 store: Store::Knowledge,
                 record: NewRecord {
@@ -844,6 +817,33 @@ impl<M: MemoryApi> Library<M> {
                 && d.path.as_deref().is_some_and(|p| !Path::new(p).exists())
         }))
     }
+}
+
+/// The change that writes `doc`'s record.
+fn document_change(doc: &DocumentInfo) -> Result<Change, IngestError> {
+    Ok(Change::Insert {
+        store: Store::Meta,
+        record: NewRecord {
+            kind: Some(DOCUMENT_KIND.into()),
+            text: doc.title.clone().unwrap_or_else(|| doc.name.clone()),
+            data: json_data(doc)?,
+            tags: vec![DOCUMENT_KIND.into(), content_tag(&doc.sha256)],
+            source: Some(doc.source().record_source()),
+            key: Some(document_key(&doc.id)),
+            created_at: Some(doc.created_ms),
+            ..NewRecord::default()
+        },
+    })
+}
+
+/// A record's `data`.
+fn json_data(value: &impl Serialize) -> Result<serde_json::Value, IngestError> {
+    serde_json::to_value(value).map_err(|e| {
+        IngestError::Memory(MemoryError::Invalid {
+            param: "data",
+            message: e.to_string(),
+        })
+    })
 }
 
 fn new_document_id() -> String {

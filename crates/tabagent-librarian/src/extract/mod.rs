@@ -135,11 +135,6 @@ pub enum ExtractError {
     NoPdfium(String),
 }
 
-/// Whether the library at `path` loads as PDFium (binding it for this process when it does).
-pub fn check_pdfium(path: &Path) -> Result<(), String> {
-    pdf::check(path)
-}
-
 /// Extracts text, holding what the formats need (PDFium, when it is found).
 #[derive(Debug, Clone, Default)]
 pub struct Extractor {

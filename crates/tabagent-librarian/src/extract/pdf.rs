@@ -35,11 +35,6 @@ fn pdfium(library: &Path) -> Result<&'static Pdfium, ExtractError> {
     }
 }
 
-/// Whether `library` loads as PDFium (what `tabagent hw` and the server's start report).
-pub fn check(library: &Path) -> Result<(), String> {
-    pdfium(library).map(|_| ()).map_err(|e| e.to_string())
-}
-
 pub(super) fn extract(library: &Path, bytes: &[u8]) -> Result<Extracted, ExtractError> {
     let pdfium = pdfium(library)?;
     let document = pdfium

@@ -48,17 +48,6 @@ async fn upload(server: &Server, name: &str, bytes: Vec<u8>) -> (u16, Value) {
     (status, response.json().await.unwrap())
 }
 
-async fn delete(server: &Server, path: &str) -> (u16, Value) {
-    let response = server
-        .client
-        .delete(server.endpoint(path))
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap())
-}
-
 #[tokio::test]
 async fn an_uploaded_pdf_answers_a_paraphrased_question_with_its_page() {
     let server = start(None);
@@ -195,7 +184,7 @@ async fn an_uploaded_pdf_answers_a_paraphrased_question_with_its_page() {
         .unwrap()
         .contains("Pruning apple trees"));
 
-    let (status, removed) = delete(&server, &format!("/v1/documents/{id}")).await;
+    let (status, removed) = server.delete_json(&format!("/v1/documents/{id}")).await;
     assert_eq!((status, removed["id"].as_str()), (200, Some(id.as_str())));
     let (status, body) = server.get_json(&format!("/v1/documents/{id}")).await;
     assert_error(status, &body, 404);
@@ -285,7 +274,9 @@ async fn documents_that_cannot_be_read_get_clear_errors_and_leave_nothing() {
     assert!(status == 201 || status == 200, "{doc}");
     assert_eq!(doc["format"], "docx");
     assert_eq!(doc["status"], "ready");
-    let (status, body) = delete(&server, "/v1/documents/doc_0000000000000000").await;
+    let (status, body) = server
+        .delete_json("/v1/documents/doc_0000000000000000")
+        .await;
     assert_error(status, &body, 404);
 }
 
@@ -398,15 +389,18 @@ async fn an_imported_embedding_model_makes_the_memory_hybrid_by_default() {
     drop(server);
     // Imported under the default name (as scripts/setup does): hybrid with no configuration.
     let server = Server::start_with(&[], &[], |data| {
-        let out = tabagent(data)
-            .args([
-                "import",
-                minilm_dir().to_str().unwrap(),
-                "--name",
-                "all-minilm-l6-v2",
-            ])
-            .output()
-            .unwrap();
+        let import = || {
+            tabagent(data)
+                .args([
+                    "import",
+                    minilm_dir().to_str().unwrap(),
+                    "--name",
+                    "all-minilm-l6-v2",
+                ])
+                .output()
+                .unwrap()
+        };
+        let out = import();
         assert!(
             out.status.success(),
             "{}",
@@ -415,15 +409,7 @@ async fn an_imported_embedding_model_makes_the_memory_hybrid_by_default() {
         assert!(String::from_utf8_lossy(&out.stdout)
             .starts_with("imported all-minilm-l6-v2 (embedding model"));
         // A second import under the same name is refused, the first kept.
-        let again = tabagent(data)
-            .args([
-                "import",
-                minilm_dir().to_str().unwrap(),
-                "--name",
-                "all-minilm-l6-v2",
-            ])
-            .output()
-            .unwrap();
+        let again = import();
         assert_eq!(again.status.code(), Some(1));
         assert!(String::from_utf8_lossy(&again.stderr).contains("exists"));
     });
@@ -464,11 +450,11 @@ struct Events {
 }
 
 impl Events {
-    async fn open(server: &Remote) -> Events {
+    async fn open(server: &Server) -> Events {
         use futures_util::StreamExt as _;
         let response = server
             .client
-            .get(format!("{}/v1/documents/events", server.url))
+            .get(server.endpoint("/v1/documents/events"))
             .send()
             .await
             .unwrap();
@@ -521,68 +507,33 @@ impl Events {
     }
 }
 
-/// A server this test started itself (its data kept across restarts).
-struct Remote {
-    url: String,
-    client: reqwest::Client,
-}
-
-impl Remote {
-    async fn get_json(&self, path: &str) -> Value {
-        self.client
-            .get(format!("{}{path}", self.url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    }
-
-    async fn post_json(&self, path: &str, body: &Value) -> Value {
-        self.client
-            .post(format!("{}{path}", self.url))
-            .json(body)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    }
-}
-
-/// A server following `folder`, with its data in `data` (kept across restarts).
-fn follow(folder: &Path, data: &Path) -> (std::process::Child, String) {
-    let mut command = tabagent(data);
-    command
-        .args(["serve", "--port", "0", "--model", "smollm2"])
-        .env("TABAGENT_MODELS__DIRECTORIES__MINILM", minilm_dir())
-        .env("TABAGENT_MEMORY__EMBEDDING_MODEL", "minilm")
-        .env("TABAGENT_MODELS__PRELOAD", "false")
-        .env("TABAGENT_WORKER__MODE", "off")
-        .env(
-            "TABAGENT_LIBRARIAN__FOLDERS",
-            format!("[\"{}\"]", folder.display()),
-        )
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::fs::File::create(data.join("server.log")).unwrap());
-    let mut child = command.spawn().unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
-    let url = loop {
-        let line = lines.next().expect("the server listens").unwrap();
-        if let Some(url) = line.strip_prefix("tabagent listening on ") {
-            break url.trim().to_string();
-        }
-    };
-    (child, url)
+/// A server following `folder`, over the data directory `data` (kept across restarts).
+fn follow(folder: &Path, data: &Path) -> Server {
+    let minilm = minilm_dir();
+    let folders = format!("[\"{}\"]", folder.display());
+    Server::start_in(
+        data,
+        &[],
+        &[
+            (
+                "TABAGENT_MODELS__DIRECTORIES__MINILM",
+                minilm.to_str().unwrap(),
+            ),
+            ("TABAGENT_MEMORY__EMBEDDING_MODEL", "minilm"),
+            ("TABAGENT_WORKER__MODE", "off"),
+            ("TABAGENT_LIBRARIAN__FOLDERS", folders.as_str()),
+        ],
+    )
 }
 
 #[tokio::test]
 async fn a_followed_folder_stays_in_the_memory_across_drops_edits_deletes_and_restarts() {
     let data = tempfile::tempdir().unwrap();
-    crate::server::import(data.path(), &crate::server::smollm2_path(), "smollm2");
+    crate::server::import(
+        data.path(),
+        &crate::server::smollm2_path(),
+        crate::server::MODEL,
+    );
     let folder = tempfile::tempdir().unwrap();
     let folder_path = folder.path().canonicalize().unwrap();
     std::fs::copy(
@@ -590,11 +541,7 @@ async fn a_followed_folder_stays_in_the_memory_across_drops_edits_deletes_and_re
         folder_path.join("orchard.pdf"),
     )
     .unwrap();
-    let (mut child, url) = follow(&folder_path, data.path());
-    let server = Remote {
-        url,
-        client: reqwest::Client::new(),
-    };
+    let server = follow(&folder_path, data.path());
     let mut events = Events::open(&server).await;
     // The first event says where the scan stands; if it is not done, its end is announced.
     let status = events.next().await;
@@ -603,7 +550,7 @@ async fn a_followed_folder_stays_in_the_memory_across_drops_edits_deletes_and_re
     if status["scanned"] != true {
         events.until("scanned").await;
     }
-    let list = server.get_json("/v1/documents").await;
+    let (_, list) = server.get_json("/v1/documents").await;
     assert_eq!(list["data"][0]["name"], "orchard.pdf", "{list}");
     assert_eq!(list["data"][0]["pages"], 3);
 
@@ -618,7 +565,7 @@ async fn a_followed_folder_stays_in_the_memory_across_drops_edits_deletes_and_re
         (Some("added"), Some("bees.docx")),
         "{added}"
     );
-    let found = server
+    let (_, found) = server
         .post_json(
             "/v1/memory/search",
             &json!({"query": "how often to check the hives", "stores": ["knowledge"], "limit": 1}),
@@ -632,7 +579,7 @@ async fn a_followed_folder_stays_in_the_memory_across_drops_edits_deletes_and_re
     std::fs::remove_file(folder_path.join("bees.docx")).unwrap();
     let removed = events.until("removed").await;
     assert_eq!(removed["document"]["name"], "bees.docx");
-    let found = server
+    let (_, found) = server
         .post_json(
             "/v1/memory/search",
             &json!({"query": "hives", "mode": "keyword", "stores": ["knowledge"]}),
@@ -641,9 +588,8 @@ async fn a_followed_folder_stays_in_the_memory_across_drops_edits_deletes_and_re
     assert_eq!(found["data"].as_array().unwrap().len(), 0, "{found}");
 
     // Stopped, the folder changes; started again, the scan catches up.
-    child.kill().unwrap();
-    child.wait().unwrap();
     drop(events);
+    drop(server);
     std::fs::write(
         folder_path.join("orchard.pdf"),
         std::fs::read(corpus("composting.odt")).unwrap(),
@@ -659,16 +605,12 @@ async fn a_followed_folder_stays_in_the_memory_across_drops_edits_deletes_and_re
         "# Ladders\n\nStore the orchard ladder flat in the barn.",
     )
     .unwrap();
-    let (mut child, url) = follow(&folder_path, data.path());
-    let server = Remote {
-        url,
-        client: reqwest::Client::new(),
-    };
+    let server = follow(&folder_path, data.path());
     let mut events = Events::open(&server).await;
     if events.next().await["scanned"] != true {
         events.until("scanned").await;
     }
-    let list = server.get_json("/v1/documents").await;
+    let (_, list) = server.get_json("/v1/documents").await;
     let mut names: Vec<&str> = list["data"]
         .as_array()
         .unwrap()
@@ -677,7 +619,7 @@ async fn a_followed_folder_stays_in_the_memory_across_drops_edits_deletes_and_re
         .collect();
     names.sort();
     assert_eq!(names, vec!["compost.odt", "new.md"], "{list}");
-    let found = server
+    let (_, found) = server
         .post_json(
             "/v1/memory/search",
             &json!({"query": "quinces", "mode": "keyword", "stores": ["knowledge"]}),
@@ -688,8 +630,6 @@ async fn a_followed_folder_stays_in_the_memory_across_drops_edits_deletes_and_re
         0,
         "the old file's passages went: {found}"
     );
-    child.kill().unwrap();
-    child.wait().unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -756,11 +696,9 @@ async fn documents_live_in_postgresql_as_well() {
     let hits = found["data"].as_array().unwrap();
     assert_eq!(hits.len(), 1, "one passage for both documents: {found}");
     assert_eq!(hits[0]["sources"].as_array().unwrap().len(), 2, "{found}");
-    let (status, _) = delete(
-        &server,
-        &format!("/v1/documents/{}", first["id"].as_str().unwrap()),
-    )
-    .await;
+    let (status, _) = server
+        .delete_json(&format!("/v1/documents/{}", first["id"].as_str().unwrap()))
+        .await;
     assert_eq!(status, 200);
     let (_, found) = server
         .post_json(
@@ -772,7 +710,7 @@ async fn documents_live_in_postgresql_as_well() {
         found["data"][0]["sources"][0]["document"], second["id"],
         "{found}"
     );
-    let (status, _) = delete(&server, &format!("/v1/documents/{id}")).await;
+    let (status, _) = server.delete_json(&format!("/v1/documents/{id}")).await;
     assert_eq!(status, 200);
     let (_, found) = server
         .post_json(

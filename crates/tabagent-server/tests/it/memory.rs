@@ -20,17 +20,6 @@ fn start() -> Server {
     )
 }
 
-async fn delete_json(server: &Server, path: &str) -> (u16, Value) {
-    let response = server
-        .client
-        .delete(server.endpoint(path))
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap())
-}
-
 #[tokio::test]
 async fn records_are_embedded_and_found_by_meaning_keyword_and_both() {
     let server = start();
@@ -117,7 +106,9 @@ async fn records_are_embedded_and_found_by_meaning_keyword_and_both() {
     assert_eq!(page2["data"][0]["id"].as_i64(), Some(ids[1]));
     assert!(page2["next"].is_null());
 
-    let (status, _) = delete_json(&server, &format!("/v1/memory/knowledge/{}", ids[0])).await;
+    let (status, _) = server
+        .delete_json(&format!("/v1/memory/knowledge/{}", ids[0]))
+        .await;
     assert_eq!(status, 200);
     let (status, body) = server
         .get_json(&format!("/v1/memory/knowledge/{}", ids[0]))

@@ -82,7 +82,9 @@ pub fn import(data_dir: &Path, file: &Path, name: &str) {
 pub struct Server {
     pub url: String,
     pub client: reqwest::Client,
-    _data_dir: tempfile::TempDir,
+    data_dir: PathBuf,
+    /// The data directory when the server made it (removed when it goes).
+    _owned: Option<tempfile::TempDir>,
     child: Child,
 }
 
@@ -97,7 +99,15 @@ impl Server {
         let data_dir = tempfile::tempdir().unwrap();
         import(data_dir.path(), &smollm2_path(), MODEL);
         prepare(data_dir.path());
-        let mut command = tabagent(data_dir.path());
+        let mut server = Self::start_in(data_dir.path(), args, env);
+        server._owned = Some(data_dir);
+        server
+    }
+
+    /// A server over the data directory `data_dir`, which the caller keeps (across restarts)
+    /// and has imported [`MODEL`] into.
+    pub fn start_in(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut command = tabagent(data_dir);
         command.args(["serve", "--port", "0", "--threads", "2"]);
         if !args.contains(&"--model") {
             command.args(["--model", MODEL]);
@@ -110,7 +120,7 @@ impl Server {
             command.env(key, value);
         }
         // Its log, for tests that read it (and for whoever debugs one).
-        let log = std::fs::File::create(data_dir.path().join("server.log")).unwrap();
+        let log = std::fs::File::create(data_dir.join("server.log")).unwrap();
         let mut child = command.stdout(Stdio::piped()).stderr(log).spawn().unwrap();
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
@@ -127,7 +137,8 @@ impl Server {
         Server {
             url,
             client,
-            _data_dir: data_dir,
+            data_dir: data_dir.to_path_buf(),
+            _owned: None,
             child,
         }
     }
@@ -139,7 +150,7 @@ impl Server {
 
     /// The server's data directory.
     pub fn data_dir(&self) -> &Path {
-        self._data_dir.path()
+        &self.data_dir
     }
 
     pub fn endpoint(&self, path: &str) -> String {
@@ -168,6 +179,17 @@ impl Server {
 
     pub async fn get_json(&self, path: &str) -> (u16, Value) {
         let response = self.client.get(self.endpoint(path)).send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap())
+    }
+
+    pub async fn delete_json(&self, path: &str) -> (u16, Value) {
+        let response = self
+            .client
+            .delete(self.endpoint(path))
+            .send()
+            .await
+            .unwrap();
         let status = response.status().as_u16();
         (status, response.json().await.unwrap())
     }
