@@ -12,8 +12,10 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 mod agent;
+mod events;
 mod librarian;
 pub use agent::AgentSettings;
+pub use events::EventsSettings;
 pub use librarian::LibrarianSettings;
 
 /// Everything tabagent can be told.
@@ -50,6 +52,8 @@ pub struct Config {
     pub agent: AgentSettings,
     /// Documents in the memory (`/v1/documents`, `tabagent ingest`, followed folders).
     pub librarian: LibrarianSettings,
+    /// Events out and ingestion jobs in through Redis Streams.
+    pub events: EventsSettings,
     /// Logging.
     pub log: LogConfig,
 }
@@ -467,6 +471,7 @@ impl Default for Config {
             webrtc: WebRtcSettings::default(),
             agent: AgentSettings::default(),
             librarian: LibrarianSettings::default(),
+            events: EventsSettings::default(),
             log: LogConfig {
                 format: LogFormat::Text,
                 level: "info".to_string(),
@@ -656,6 +661,7 @@ impl Config {
         }
         self.router.check()?;
         self.librarian.validate()?;
+        self.events.validate()?;
         if !(1..=64).contains(&self.agent.max_steps) {
             bail!("agent.max_steps must be between 1 and 64");
         }

@@ -173,6 +173,33 @@ pub fn folders(settings: &crate::config::LibrarianSettings) -> Vec<PathBuf> {
         .collect()
 }
 
+/// `path` resolved (links followed), if it names a file inside one of `librarian.folders`;
+/// else why not.
+pub fn file_in_folders(
+    settings: &crate::config::LibrarianSettings,
+    path: &str,
+) -> Result<PathBuf, &'static str> {
+    let folders = folders(settings);
+    if folders.is_empty() {
+        return Err(
+            "this server reads no folders (librarian.folders is empty): upload the file instead",
+        );
+    }
+    let outside = "`path` must name a file inside one of librarian.folders";
+    let given = PathBuf::from(path);
+    if !given.is_absolute() {
+        return Err("`path` must be absolute");
+    }
+    let resolved = given.canonicalize().map_err(|_| outside)?;
+    if !folders.iter().any(|f| resolved.starts_with(f)) {
+        return Err(outside);
+    }
+    if !resolved.is_file() {
+        return Err("`path` is not a file");
+    }
+    Ok(resolved)
+}
+
 /// Starts following `librarian.folders` (when `librarian.watch`): scanned now, then watched
 /// until the server stops. Each file read, moved, removed or refused is logged.
 pub fn start_following(state: &AppState) {

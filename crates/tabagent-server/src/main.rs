@@ -8,6 +8,7 @@ mod commands;
 mod config;
 mod embedding;
 mod error;
+mod events;
 mod generation;
 mod hardware;
 mod http;

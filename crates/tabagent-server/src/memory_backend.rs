@@ -15,9 +15,16 @@ use tabagent_memory_grpc::RemoteMemory;
 
 use crate::config::Config;
 
+/// The memory, wherever it is; its writes are told to the events (`[events]`) when they are on.
+#[derive(Debug, Clone)]
+pub struct MemoryBackend {
+    store: Backend,
+    events: Option<crate::events::Events>,
+}
+
 /// The embedded store, or a remote one.
 #[derive(Debug, Clone)]
-pub enum MemoryBackend {
+enum Backend {
     /// In this process.
     Local(LocalMemory),
     /// Served by `tabagent memory serve` elsewhere.
@@ -29,15 +36,28 @@ pub enum MemoryBackend {
 /// Calls the same method on whichever backend this is.
 macro_rules! dispatch {
     ($self:ident, $m:ident => $call:expr) => {
-        match $self {
-            MemoryBackend::Local($m) => $call.await,
-            MemoryBackend::Remote($m) => $call.await,
-            MemoryBackend::Postgres($m) => $call.await,
+        match &$self.store {
+            Backend::Local($m) => $call.await,
+            Backend::Remote($m) => $call.await,
+            Backend::Postgres($m) => $call.await,
         }
     };
 }
 
 impl MemoryBackend {
+    fn new(store: Backend) -> Self {
+        Self {
+            store,
+            events: None,
+        }
+    }
+
+    /// Tells `events` of every write from now on.
+    pub fn publishing(mut self, events: Option<crate::events::Events>) -> Self {
+        self.events = events;
+        self
+    }
+
     /// The memory `config` names: PostgreSQL (`memory.postgres`), a memory service
     /// (`memory.remote`) or the embedded database.
     pub async fn open(config: &Config) -> anyhow::Result<Self> {
@@ -62,7 +82,7 @@ impl MemoryBackend {
                 let remote = RemoteMemory::connect_lazy(url, key, ca.as_deref())
                     .with_context(|| format!("memory.remote `{shown}`"))?;
                 tracing::info!(url = %shown, "memory: the remote service");
-                Ok(MemoryBackend::Remote(remote))
+                Ok(Self::new(Backend::Remote(remote)))
             }
             (None, Some(url)) => {
                 // The URL may hold a password: it is not repeated in messages.
@@ -70,7 +90,7 @@ impl MemoryBackend {
                     .await
                     .context("memory.postgres: cannot use the database")?;
                 tracing::info!("memory: PostgreSQL");
-                Ok(MemoryBackend::Postgres(memory))
+                Ok(Self::new(Backend::Postgres(memory)))
             }
             (None, None) => {
                 let memory_config = config.memory_config();
@@ -78,7 +98,7 @@ impl MemoryBackend {
                 let memory = tokio::task::spawn_blocking(move || Memory::open(&memory_config))
                     .await?
                     .with_context(|| format!("cannot open the memory in {}", path.display()))?;
-                Ok(MemoryBackend::Local(LocalMemory(Arc::new(memory))))
+                Ok(Self::new(Backend::Local(LocalMemory(Arc::new(memory)))))
             }
         }
     }
@@ -86,7 +106,11 @@ impl MemoryBackend {
 
 impl MemoryApi for MemoryBackend {
     async fn apply(&self, changes: Vec<Change>) -> MemoryResult<Vec<Outcome>> {
-        dispatch!(self, m => m.apply(changes))
+        let outcomes = dispatch!(self, m => m.apply(changes))?;
+        if let Some(events) = &self.events {
+            events.memory_written(&outcomes).await;
+        }
+        Ok(outcomes)
     }
 
     async fn get(&self, id: i64) -> MemoryResult<Record> {

@@ -64,6 +64,7 @@ pub struct Metrics {
     provider_errors: Family<ProviderLabels, Gauge<f64, AtomicU64>>,
     cache_lookups: Family<CacheLabels, Counter>,
     cache_redis_errors: Gauge,
+    events_waiting: Gauge,
     gate_waiting: Family<GateLabels, Gauge>,
     gate_running: Family<GateLabels, Gauge>,
 }
@@ -159,6 +160,12 @@ impl Default for Metrics {
             "Redis operations the response cache skipped (Redis down or slow)",
             cache_redis_errors.clone(),
         );
+        let events_waiting = Gauge::default();
+        registry.register(
+            "events_waiting",
+            "Events in the outbox not yet in Redis ([events]; Redis away or slow)",
+            events_waiting.clone(),
+        );
         let gate_waiting = Family::<GateLabels, Gauge>::default();
         registry.register(
             "scheduler_waiting",
@@ -177,6 +184,7 @@ impl Default for Metrics {
             gate_running,
             cache_lookups,
             cache_redis_errors,
+            events_waiting,
             requests,
             request_seconds,
             ttft_seconds,
@@ -259,6 +267,9 @@ impl Metrics {
         }
         self.cache_redis_errors
             .set(state.cache().stats().redis_errors as i64);
+        if let Some(events) = state.events() {
+            self.events_waiting.set(events.waiting() as i64);
+        }
         for (gate, waiting, running) in state.scheduler().gates() {
             let labels = GateLabels { gate };
             self.gate_waiting.get_or_create(&labels).set(waiting as i64);

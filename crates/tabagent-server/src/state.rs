@@ -46,6 +46,8 @@ struct Inner {
     library_events: tokio::sync::broadcast::Sender<crate::librarian::LibraryEvent>,
     /// Whether the followed folders' first scan has ended.
     library_scanned: AtomicBool,
+    /// Events out through Redis Streams (`[events]`), when on.
+    events: Option<crate::events::Events>,
 }
 
 /// A handle on the state that does not keep it alive (for background tasks).
@@ -75,9 +77,16 @@ pub struct AppStateBuilder {
     worker: Option<tabagent_worker::Worker>,
     webrtc: Option<tabagent_webrtc::Settings>,
     agent_kit: crate::agent::Kit,
+    events: Option<crate::events::Events>,
 }
 
 impl AppStateBuilder {
+    /// Events out through Redis Streams (none: `[events]` is off).
+    pub fn events(mut self, events: Option<crate::events::Events>) -> Self {
+        self.events = events;
+        self
+    }
+
     /// The memory stores (none: `memory.enabled` is off).
     pub fn memory(mut self, memory: Option<crate::memory_backend::MemoryBackend>) -> Self {
         self.memory = memory;
@@ -141,6 +150,7 @@ impl AppStateBuilder {
                 following: Mutex::new(None),
                 library_events: tokio::sync::broadcast::channel(256).0,
                 library_scanned: AtomicBool::new(false),
+                events: self.events,
             }),
         };
         (state, due)
@@ -171,6 +181,7 @@ impl AppState {
             worker: None,
             webrtc: None,
             agent_kit: crate::agent::Kit::default(),
+            events: None,
         })
     }
 
@@ -185,10 +196,19 @@ impl AppState {
             .cloned()
     }
 
-    /// Tells `/v1/documents/events` listeners what the librarian did.
+    /// Tells `/v1/documents/events` listeners (and the events stream, when on) what the
+    /// librarian did.
     pub fn library_event(&self, event: crate::librarian::LibraryEvent) {
+        if let Some(events) = &self.inner.events {
+            events.library_event(&event);
+        }
         // No listener is not an error.
         let _ = self.inner.library_events.send(event);
+    }
+
+    /// Events out through Redis Streams, when `[events]` is on.
+    pub fn events(&self) -> Option<&crate::events::Events> {
+        self.inner.events.as_ref()
     }
 
     /// The librarian's events from now on.

@@ -31,7 +31,9 @@ fn one_line(text: &str, width: usize) -> String {
 
 /// `tabagent memory`.
 pub async fn run(config: &Config, action: MemoryAction) -> anyhow::Result<()> {
-    let memory = MemoryBackend::open(config).await?;
+    let memory = MemoryBackend::open(config)
+        .await?
+        .publishing(crate::events::Events::open(config)?);
     match action {
         MemoryAction::Add {
             store,
@@ -268,7 +270,11 @@ pub async fn serve(
         None => None,
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let memory = MemoryBackend::open(config).await?;
+    let events = crate::events::Events::open(config)?;
+    if let Some(events) = &events {
+        crate::events::publisher::start(events.clone());
+    }
+    let memory = MemoryBackend::open(config).await?.publishing(events);
     let listener = tokio::net::TcpListener::bind((ip, port))
         .await
         .with_context(|| format!("cannot listen on {ip}:{port}"))?;

@@ -38,13 +38,20 @@ impl Runtime {
             runtime: config.onnx_runtime(),
             settings: config.encoder_settings(),
         });
+        let events = crate::events::Events::open(config)?;
         let memory = if config.memory.enabled {
-            Some(MemoryBackend::open(config).await?)
+            Some(
+                MemoryBackend::open(config)
+                    .await?
+                    .publishing(events.clone()),
+            )
         } else {
             None
         };
         let (config, missing) = with_embedding_model_found(config, registry.catalog());
-        let builder = AppState::builder(config, registry)?.memory(memory);
+        let builder = AppState::builder(config, registry)?
+            .memory(memory)
+            .events(events);
         // Said once the configuration has passed: a server that will not start says only why.
         if missing && builder.memory_enabled() {
             tracing::warn!(
@@ -60,6 +67,10 @@ impl Runtime {
     /// (`tabagent ingest`): models load when first used.
     pub async fn local(config: &Config) -> anyhow::Result<AppState> {
         let (state, _no_summaries) = Self::parts(config).await?.build();
+        // What is not sent before the command ends waits in the outbox for the server.
+        if let Some(events) = state.events() {
+            crate::events::publisher::start(events.clone());
+        }
         state.set_ready();
         Ok(state)
     }
@@ -81,6 +92,10 @@ impl Runtime {
             .build();
         crate::routing::start_probes(&state);
         crate::summaries::start(&state, summaries_due);
+        if let Some(events) = state.events() {
+            crate::events::publisher::start(events.clone());
+            crate::events::jobs::start(events.clone(), &state);
+        }
         tokio::spawn(expire_idle_models(state.clone()));
         if preload && config.models.preload {
             tokio::spawn(self::preload(state.clone()));

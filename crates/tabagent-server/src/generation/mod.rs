@@ -12,7 +12,7 @@
 
 mod cache;
 pub mod context;
-mod events;
+pub mod events;
 pub mod local;
 pub mod recording;
 mod session;
@@ -143,6 +143,9 @@ pub async fn generate(state: &AppState, mut job: ChatJob) -> Result<Generation, 
     let needs = job.needs();
     let recording = Recording::new(state, job.conversation.take(), &job.model, &job.messages);
     let conversation = recording.as_ref().map(|r| r.conversation().to_string());
+    let turn = state
+        .events()
+        .map(|events| crate::events::chat::ChatTurn::new(events, &job.messages));
     let session_id = job.session.as_ref().map(|s| s.id.clone());
     let session = match &job.session {
         Some(_) if !needs.is_empty() => {
@@ -180,10 +183,16 @@ pub async fn generate(state: &AppState, mut job: ChatJob) -> Result<Generation, 
         .charging(crate::metrics::Charge::new(state, &job.ticket));
     let mut events = events.watched(watch);
     let keep = lookup.keep;
-    if recording.is_some() || keep.is_some() || session.is_some() {
+    if recording.is_some() || keep.is_some() || session.is_some() || turn.is_some() {
         let state = state.clone();
+        let (model, provider) = (job.model.clone(), arm.provider.clone());
+        let conversation = conversation.clone();
         events = events.then(Box::new(move |answer: events::Answer| {
             async move {
+                if let Some(turn) = turn {
+                    turn.answered(&model, &provider, conversation.as_deref(), &answer)
+                        .await;
+                }
                 if let Some(session) = session {
                     session.keep(&state, &answer.text).await;
                 }

@@ -200,34 +200,8 @@ fn path_in_json(headers: &HeaderMap, body: &[u8]) -> Result<Option<String>, ApiE
 
 /// `path` resolved (links followed), if it lies inside one of `librarian.folders`.
 fn inside_folders(state: &AppState, path: &str) -> Result<PathBuf, ApiError> {
-    let folders = crate::librarian::folders(&state.config().librarian);
-    if folders.is_empty() {
-        return Err(ApiError::bad_request(
-            Some("path"),
-            "this server reads no folders (librarian.folders is empty): upload the file instead",
-        ));
-    }
-    let outside = || {
-        ApiError::bad_request(
-            Some("path"),
-            "`path` must name a file inside one of librarian.folders",
-        )
-    };
-    let given = PathBuf::from(path);
-    if !given.is_absolute() {
-        return Err(ApiError::bad_request(
-            Some("path"),
-            "`path` must be absolute",
-        ));
-    }
-    let resolved = given.canonicalize().map_err(|_| outside())?;
-    if !folders.iter().any(|f| resolved.starts_with(f)) {
-        return Err(outside());
-    }
-    if !resolved.is_file() {
-        return Err(ApiError::bad_request(Some("path"), "`path` is not a file"));
-    }
-    Ok(resolved)
+    crate::librarian::file_in_folders(&state.config().librarian, path)
+        .map_err(|why| ApiError::bad_request(Some("path"), why))
 }
 
 /// A file name without folders (a client's name is a label, never a path).

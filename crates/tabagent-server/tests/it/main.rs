@@ -16,6 +16,7 @@ mod documents;
 mod durability;
 mod embeddings;
 mod errors;
+mod events;
 mod knowledge;
 mod lifecycle;
 mod limits;
