@@ -106,7 +106,7 @@ def test_the_run_is_recorded_and_recalled_for_a_similar_task(client, agent_serve
                                                       temperature=0)
     response = first.parse()
     runs = requests.get(agent_server + "/v1/memory/experience", params={"limit": 100}).json()["data"]
-    (record,) = [r for r in runs if r["data"]["response_id"] == response.id]
+    (record,) = [r for r in runs if r["kind"] == "agent_run" and r["data"]["response_id"] == response.id]
     assert record["kind"] == "agent_run" and record["text"] == task
     assert record["data"]["end"] == "answered" and record["data"]["model"] == TOOLS_MODEL
     assert [c["name"] for c in record["data"]["calls"]] == [c.name for c in server_calls(response)]

@@ -36,6 +36,8 @@ pub(crate) struct Job {
     pub(crate) tool_calls: Option<ToolCallParser>,
     /// Report log probabilities with this many alternatives.
     pub(crate) logprobs: Option<u8>,
+    /// Report the log probability of each prompt token from this index on (prompt scoring).
+    pub(crate) score_from: Option<usize>,
     pub(crate) sampler: crate::sampler::TokenSampler,
     pub(crate) sink: UnboundedSender<GenerationEvent>,
     pub(crate) span: tracing::Span,
@@ -151,6 +153,8 @@ struct Active {
     calls: usize,
     /// Index of this slot's logits in the batch just decoded.
     logits_at: Option<i32>,
+    /// For prompt scoring: the batch indices whose logits predict the prompt tokens given.
+    scoring: Vec<(i32, LlamaToken)>,
     /// When it took its slot, and when its first and latest tokens were sampled (an
     /// end-of-generation token too: its decode step is part of the answer's time).
     started: std::time::Instant,
@@ -325,6 +329,10 @@ impl<'m> Scheduler<'m> {
         let Some((index, shared)) = best else { return };
         // At least one prompt token must be evaluated to get logits for the first sample.
         let mut keep = shared.min(job.prompt.len().saturating_sub(1));
+        // Scored tokens need the logits of the token before each: those are evaluated again.
+        if let Some(from) = job.score_from {
+            keep = keep.min(from.saturating_sub(1));
+        }
         let seq = self.slots[index].seq;
         let trimmed =
             self.ctx
@@ -362,6 +370,7 @@ impl<'m> Scheduler<'m> {
             stop,
             calls: 0,
             logits_at: None,
+            scoring: Vec::new(),
             started: std::time::Instant::now(),
             first_sample: None,
             last_sample: None,
@@ -425,12 +434,26 @@ impl<'m> Scheduler<'m> {
             let start = slot.cached.len();
             for (offset, token) in chunk.iter().enumerate() {
                 let last = end == active.job.prompt.len() && offset + 1 == chunk.len();
+                let next = active.fed + offset + 1;
+                let scored = active
+                    .job
+                    .score_from
+                    .is_some_and(|from| next >= from && next < active.job.prompt.len());
                 let pos = i32::try_from(start + offset).unwrap_or(i32::MAX);
-                if self.batch.add(*token, pos, &[slot.seq], last).is_err() {
+                if self
+                    .batch
+                    .add(*token, pos, &[slot.seq], last || scored)
+                    .is_err()
+                {
                     break;
                 }
                 if last {
                     active.logits_at = Some(self.batch.n_tokens() - 1);
+                }
+                if scored {
+                    active
+                        .scoring
+                        .push((self.batch.n_tokens() - 1, active.job.prompt[next]));
                 }
             }
             budget -= chunk.len();
@@ -455,6 +478,21 @@ impl<'m> Scheduler<'m> {
             }
             slot.cached.extend(tokens);
         }
+        for slot in &mut self.slots {
+            let Some(active) = slot.active.as_mut() else {
+                continue;
+            };
+            if active.scoring.is_empty() {
+                continue;
+            }
+            let scored = std::mem::take(&mut active.scoring)
+                .into_iter()
+                .map(|(at, token)| {
+                    crate::logprobs::at(self.model, self.ctx.get_logits_ith(at), token, 0)
+                })
+                .collect();
+            let _ = active.job.sink.send(GenerationEvent::Logprobs(scored));
+        }
         for index in 0..self.slots.len() {
             let logits_at = self.slots[index]
                 .active
@@ -470,6 +508,11 @@ impl<'m> Scheduler<'m> {
         let Some(active) = self.slots[index].active.as_mut() else {
             return;
         };
+        // Nothing to generate (prompt scoring): done once the prompt is read.
+        if active.job.max_tokens == 0 {
+            self.finish(index, FinishReason::Length, false);
+            return;
+        }
         let token = active.job.sampler.sample(&self.ctx, at);
         let now = std::time::Instant::now();
         active.first_sample.get_or_insert(now);

@@ -369,7 +369,7 @@ impl LlamaEngine {
         let prompt = self.chat_prompt_with(messages, &params.tools)?;
         let tokens = self.tokenize_chat(&prompt, messages, &params.tools)?;
         let format = self.tool_format();
-        self.submit_tokens(tokens, params, format, class)
+        self.submit_tokens(tokens, params, format, class, None)
     }
 
     /// A rendered chat prompt as tokens, such that only the template's own markup becomes
@@ -489,7 +489,31 @@ impl LlamaEngine {
         class: JobClass,
     ) -> Result<GenerationHandle, InferenceError> {
         let prompt = self.model.vocab().tokenize(text.as_bytes(), true, true);
-        self.submit_tokens(prompt, params, tool_format, class)
+        self.submit_tokens(prompt, params, tool_format, class, None)
+    }
+
+    /// The log probability of each token of `text` read after `context` (prompt scoring: how
+    /// surprising the text is to the model given what it was shown), as `Logprobs` events, then
+    /// `Finished`; nothing is generated. Neither text's special tokens are parsed.
+    pub fn score(
+        &self,
+        context: &str,
+        text: &str,
+        class: JobClass,
+    ) -> Result<GenerationHandle, InferenceError> {
+        let vocab = self.model.vocab();
+        let mut tokens = vocab.tokenize(context.as_bytes(), true, false);
+        let from = tokens.len();
+        tokens.extend(vocab.tokenize(text.as_bytes(), false, false));
+        if tokens.len() <= from {
+            return Err(InferenceError::invalid("text", "there is no text to score"));
+        }
+        let params = GenerationParams {
+            max_tokens: Some(0),
+            ..GenerationParams::default()
+        };
+        // The first token of the text is scored from the one before it.
+        self.submit_tokens(tokens, params, None, class, Some(from.max(1)))
     }
 
     fn submit_tokens(
@@ -498,6 +522,7 @@ impl LlamaEngine {
         params: GenerationParams,
         tool_format: Option<ToolFormat>,
         class: JobClass,
+        score_from: Option<usize>,
     ) -> Result<GenerationHandle, InferenceError> {
         if params.ignore_eos
             && (params.constraint != OutputConstraint::None || params.tools.forced())
@@ -543,6 +568,7 @@ impl LlamaEngine {
             ignore_eos: params.ignore_eos,
             tool_calls,
             logprobs: params.logprobs,
+            score_from,
             sampler,
             sink,
             span: tracing::Span::current(),

@@ -26,6 +26,7 @@ mod registry;
 mod routing;
 mod state;
 mod summaries;
+mod surprise;
 mod webrtc;
 mod worker;
 

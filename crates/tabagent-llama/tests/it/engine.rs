@@ -283,3 +283,47 @@ fn control_tokens_typed_by_a_client_stay_text() {
     let prompt = engine.chat_prompt(&user(plain)).unwrap();
     assert_eq!(benign, engine.tokenize(&prompt, true));
 }
+
+/// Mean surprisal (nats per token) of `text` after `context`, and how many tokens were scored.
+fn surprisal(engine: &LlamaEngine, context: &str, text: &str) -> (f64, usize) {
+    let mut handle = engine
+        .score(context, text, tabagent_llama::JobClass::default())
+        .unwrap();
+    let mut logprobs = Vec::new();
+    loop {
+        match handle.events.blocking_recv().unwrap() {
+            GenerationEvent::Logprobs(more) => logprobs.extend(more),
+            GenerationEvent::Finished { usage, .. } => {
+                assert_eq!(usage.completion_tokens, 0, "scoring generates nothing");
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(logprobs
+        .iter()
+        .all(|l| l.logprob <= 0.0 && l.top.is_empty()));
+    let total: f64 = logprobs.iter().map(|l| -f64::from(l.logprob)).sum();
+    (total / logprobs.len() as f64, logprobs.len())
+}
+
+#[test]
+fn scoring_a_text_measures_how_much_the_context_already_predicts_it() {
+    let engine = load(small_config());
+    let fact = " The vault's code word is purple otter seventeen.";
+    let tokens = engine.tokenize(fact, false).len();
+    let (unprimed, scored) = surprisal(&engine, "A note.", fact);
+    assert_eq!(scored, tokens, "every token of the text is scored");
+    let primed_context = format!("Notes:{fact}\nAgain:");
+    let (primed, _) = surprisal(&engine, &primed_context, fact);
+    assert!(
+        primed < unprimed / 2.0,
+        "a text the context holds is far less surprising: {primed} vs {unprimed}"
+    );
+    // Again, with the context already in a slot's cache: the same figure.
+    let (again, _) = surprisal(&engine, &primed_context, fact);
+    assert!((again - primed).abs() < 1e-3, "{again} vs {primed}");
+    assert!(engine
+        .score("context", "", tabagent_llama::JobClass::default())
+        .is_err());
+}

@@ -195,6 +195,9 @@ pub async fn record(
         });
     }
     memory.apply(changes).await?;
+    if outcome.end == AgentEnd::Answered && !outcome.answer.trim().is_empty() {
+        crate::surprise::remember_run(state, id, model, task, &outcome.answer);
+    }
     Ok(())
 }
 

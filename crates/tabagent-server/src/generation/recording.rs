@@ -62,6 +62,12 @@ impl Recording {
             data,
             ..Default::default()
         };
+        let said: Vec<String> = self
+            .turn
+            .iter()
+            .filter(|m| m.role == Role::User)
+            .map(|m| m.content.clone())
+            .collect();
         let mut records: Vec<NewRecord> = self
             .turn
             .into_iter()
@@ -86,6 +92,7 @@ impl Recording {
             })
             .collect();
         self.memory.apply(changes).await?;
+        crate::surprise::remember_turn(state, &self.conversation, said);
         if state.config().memory.summarize_after > 0 {
             state.summary_due(self.conversation);
         }

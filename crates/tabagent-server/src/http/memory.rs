@@ -162,6 +162,10 @@ pub struct WhyObject {
     pub keyword_score: Option<f64>,
     /// Reciprocal-rank-fusion score.
     pub fused_score: f64,
+    /// For a record the memory kept because it was surprising (a conversation turn, an agent
+    /// run's lesson): its score, and its strength now that time has passed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub surprise: Option<crate::surprise::WhySurprise>,
 }
 
 /// One search result.
@@ -535,6 +539,10 @@ pub async fn search(
     let mut sources = tabagent_librarian::sources(&memory, &records)
         .await?
         .into_iter();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let half_life = state.config().memory.surprise.half_life_days;
     Ok(Json(SearchResponse {
         object: "list",
         vector_method: found.vector_method,
@@ -543,17 +551,70 @@ pub async fn search(
             .into_iter()
             .map(|h| HitObject {
                 sources: sources.next().unwrap_or_default(),
-                record: h.record.into(),
                 why: WhyObject {
                     vector_rank: h.why.vector_rank,
                     vector_score: h.why.vector_score,
                     keyword_rank: h.why.keyword_rank,
                     keyword_score: h.why.keyword_score,
                     fused_score: h.why.fused_score,
+                    surprise: crate::surprise::why(
+                        &h.record.data,
+                        h.record.created_at,
+                        now_ms,
+                        half_life,
+                    ),
                 },
+                record: h.record.into(),
             })
             .collect(),
     }))
+}
+
+/// A text to score against the memory.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SurpriseBody {
+    /// The text.
+    pub text: String,
+    /// The store it is compared with (and kept in): default `knowledge`.
+    pub store: Option<String>,
+    /// Keep it when it is surprising enough (default false: only measure).
+    pub keep: Option<bool>,
+    /// The conversation it belongs to, when kept.
+    pub conversation: Option<String>,
+}
+
+/// How surprising a text is to the memory (the gate conversation turns and agent runs pass
+/// through), and, with `keep`, kept when it reaches `memory.surprise.threshold`.
+#[utoipa::path(
+    post,
+    path = "/v1/memory/surprise",
+    tag = "memory",
+    request_body = SurpriseBody,
+    responses((status = 200, body = crate::surprise::Decision), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody))
+)]
+pub async fn surprise(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<SurpriseBody>,
+) -> Result<Json<crate::surprise::Decision>, ApiError> {
+    memory(&state)?;
+    let store = store(body.store.as_deref().unwrap_or("knowledge"))?;
+    let text = body.text.trim();
+    if text.is_empty() {
+        return Err(ApiError::bad_request(Some("text"), "`text` is empty"));
+    }
+    let target = crate::surprise::Target {
+        store,
+        kind: "remembered",
+        source: body
+            .conversation
+            .as_ref()
+            .map(|c| format!("conversation:{c}")),
+        conversation: body.conversation,
+    };
+    let decision =
+        crate::surprise::remember(&state, text, target, body.keep.unwrap_or(false)).await?;
+    Ok(Json(decision))
 }
 
 /// Apply several writes and deletes, across stores, all or none.

@@ -91,6 +91,7 @@ use error::ApiError;
         health::feedback,
         memory::stats,
         memory::search,
+        memory::surprise,
         memory::transaction,
         memory::create,
         memory::list,
@@ -209,6 +210,7 @@ pub fn app_for(state: AppState, surface: Surface) -> Router {
         )
         .route("/v1/memory", get(memory::stats))
         .route("/v1/memory/search", post(memory::search))
+        .route("/v1/memory/surprise", post(memory::surprise))
         .route("/v1/memory/transaction", post(memory::transaction))
         .route("/v1/memory/graph/entities", post(graph::upsert_entity))
         .route("/v1/memory/graph/entities/{entity}", get(graph::get_entity))

@@ -14,7 +14,7 @@ use crate::cache::Redis;
 use crate::server::{import, smollm2_path, Server, MODEL};
 
 /// `redis-cli` (another process) against `redis`, its reply as JSON.
-fn redis_cli(redis: &Redis, args: &[&str]) -> Value {
+pub fn redis_cli_json(redis: &Redis, args: &[&str]) -> Value {
     let output = Command::new("redis-cli")
         .args(["-p", &redis.port().to_string(), "--json"])
         .args(args)
@@ -66,7 +66,7 @@ fn read_until(redis: &Redis, stream: &str, wanted: impl Fn(&Entry) -> bool) -> V
     let mut seen = Vec::new();
     let mut from = "0".to_string();
     for _ in 0..50 {
-        let reply = redis_cli(
+        let reply = redis_cli_json(
             redis,
             &["XREAD", "BLOCK", "30000", "STREAMS", stream, &from],
         );
@@ -83,6 +83,46 @@ fn read_until(redis: &Redis, stream: &str, wanted: impl Fn(&Entry) -> bool) -> V
         }
     }
     panic!("the wanted entry never arrived on {stream}: {seen:?}");
+}
+
+/// Reads `tabagent:memory` in consumer group `group` until a memory write has a change that
+/// `wanted` picks; that change.
+pub fn wait_for_insert(redis: &Redis, group: &str, wanted: impl Fn(&Value) -> bool) -> Value {
+    let mut seen = Vec::new();
+    for _ in 0..50 {
+        let reply = redis_cli_json(
+            redis,
+            &[
+                "XREADGROUP",
+                "GROUP",
+                group,
+                "c",
+                "COUNT",
+                "10",
+                "BLOCK",
+                "30000",
+                "STREAMS",
+                "tabagent:memory",
+                ">",
+            ],
+        );
+        let got = entries(&reply, "tabagent:memory");
+        assert!(!got.is_empty(), "no memory write arrived; seen: {seen:?}");
+        for entry in got {
+            let changes = entry.data["changes"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            if let Some(change) = changes
+                .into_iter()
+                .find(|c| c["op"] == "insert" && wanted(c))
+            {
+                return change;
+            }
+            seen.push(entry);
+        }
+    }
+    panic!("the wanted write never arrived: {seen:?}");
 }
 
 fn write_config(dir: &Path, redis: &Redis, extra: &str) -> std::path::PathBuf {
@@ -112,7 +152,7 @@ async fn memory_writes_and_chat_turns_reach_a_consumer_group_in_another_process(
     );
     // A consumer's groups, made before anything is published.
     for stream in ["tabagent:memory", "tabagent:chat"] {
-        let made = redis_cli(
+        let made = redis_cli_json(
             &redis,
             &["XGROUP", "CREATE", stream, "readers", "$", "MKSTREAM"],
         );
@@ -133,7 +173,7 @@ async fn memory_writes_and_chat_turns_reach_a_consumer_group_in_another_process(
     assert_eq!(status, 200);
 
     let read_group = |stream: &str| {
-        redis_cli(
+        redis_cli_json(
             &redis,
             &[
                 "XREADGROUP",
@@ -173,8 +213,8 @@ async fn memory_writes_and_chat_turns_reach_a_consumer_group_in_another_process(
     let ids: Vec<&str> = writes.iter().map(|e| e.id.as_str()).collect();
     let mut ack = vec!["XACK", "tabagent:memory", "readers"];
     ack.extend(&ids);
-    assert_eq!(redis_cli(&redis, &ack), json!(ids.len()));
-    let pending = redis_cli(&redis, &["XPENDING", "tabagent:memory", "readers"]);
+    assert_eq!(redis_cli_json(&redis, &ack), json!(ids.len()));
+    let pending = redis_cli_json(&redis, &["XPENDING", "tabagent:memory", "readers"]);
     assert_eq!(pending[0], 0, "{pending}");
 
     let (status, answer) = server
@@ -264,7 +304,7 @@ async fn ingestion_jobs_from_another_process_are_done_answered_and_acknowledged(
     let xadd = |fields: &[&str]| {
         let mut args = vec!["XADD", "tabagent:ingest-jobs", "*"];
         args.extend(fields);
-        redis_cli(&redis, &args).as_str().unwrap().to_string()
+        redis_cli_json(&redis, &args).as_str().unwrap().to_string()
     };
     // Sent before tabagent runs: taken all the same.
     let good = xadd(&["path", note.to_str().unwrap()]);
@@ -316,7 +356,7 @@ async fn ingestion_jobs_from_another_process_are_done_answered_and_acknowledged(
     assert_eq!(listed["data"][0]["id"], document.as_str(), "{listed}");
     // Jobs are done one after another and each acknowledged before the next is read: with the
     // last one answered, the first two are no longer pending.
-    let pending = redis_cli(
+    let pending = redis_cli_json(
         &redis,
         &[
             "XPENDING",

@@ -34,6 +34,7 @@ mod security;
 mod server;
 mod sessions;
 mod streaming;
+mod surprise;
 mod tidy;
 mod tokenize;
 mod webrtc;
