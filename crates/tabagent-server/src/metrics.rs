@@ -63,6 +63,7 @@ pub struct Metrics {
     provider_ttft: Family<ProviderLabels, Gauge<f64, AtomicU64>>,
     provider_errors: Family<ProviderLabels, Gauge<f64, AtomicU64>>,
     cache_lookups: Family<CacheLabels, Counter>,
+    surprise: Family<SurpriseLabels, Counter>,
     cache_redis_errors: Gauge,
     events_waiting: Gauge,
     gate_waiting: Family<GateLabels, Gauge>,
@@ -77,6 +78,11 @@ struct GateLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CacheLabels {
     result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SurpriseLabels {
+    decision: &'static str,
 }
 
 fn latency_buckets() -> Histogram {
@@ -154,6 +160,12 @@ impl Default for Metrics {
             "Response cache lookups by result (hit or miss)",
             cache_lookups.clone(),
         );
+        let surprise = Family::<SurpriseLabels, Counter>::default();
+        registry.register(
+            "memory_surprise",
+            "Conversation turns and agent runs the surprise gate saw, by decision (kept, dropped, skipped: too short or a question, failed)",
+            surprise.clone(),
+        );
         let cache_redis_errors = Gauge::default();
         registry.register(
             "response_cache_redis_errors",
@@ -183,6 +195,7 @@ impl Default for Metrics {
             gate_waiting,
             gate_running,
             cache_lookups,
+            surprise,
             cache_redis_errors,
             events_waiting,
             requests,
@@ -220,6 +233,13 @@ impl Metrics {
     pub fn cache_lookup(&self, result: &'static str) {
         self.cache_lookups
             .get_or_create(&CacheLabels { result })
+            .inc();
+    }
+
+    /// Counts one decision of the surprise gate.
+    pub fn surprise(&self, decision: &'static str) {
+        self.surprise
+            .get_or_create(&SurpriseLabels { decision })
             .inc();
     }
 

@@ -6,6 +6,8 @@
 //!   token) after being shown the nearest records as notes, divided by its surprisal after no
 //!   notes. A fact the notes hold is copied, not guessed: its surprisal falls; a new fact's
 //!   stays where it was. Dividing by the text's own surprisal makes plain and odd wording alike.
+//!   (An update that changes one detail of a known fact, a date or a name, is mostly predicted
+//!   too: scored as a repeat, it is not kept; `scripts/bench-surprise` counts them.)
 //! - **novelty**: one minus the highest cosine similarity between the text and a stored vector.
 //!
 //! Kept texts carry their measures in `data.surprise`; search hits show them in
@@ -144,13 +146,11 @@ async fn measure(
         false => surprisals(state, &model, &notes, text).await,
     };
     let (surprisal, baseline, relative) = match surprisals {
-        Some((with, without)) => {
-            let relative = match without > 0.0 {
-                true => (with / without).clamp(0.0, 1.0),
-                false => 1.0,
-            };
-            (Some(with), Some(without), Some(relative))
-        }
+        Some((with, without)) => (
+            Some(mean(&with)),
+            Some(mean(&without)),
+            Some(relative_surprisal(&with, &without)),
+        ),
         None => (None, None, None),
     };
     let score = match (relative, notes.is_empty()) {
@@ -169,14 +169,28 @@ async fn measure(
     })
 }
 
-/// Mean surprisal of `text` under `model` with `notes` shown, and without: `None` when the
-/// model is not a local language model or cannot score.
+fn mean(values: &[f64]) -> f64 {
+    values.iter().sum::<f64>() / values.len().max(1) as f64
+}
+
+/// How much of a text's surprisal the notes leave: its mean surprisal with them over its mean
+/// surprisal without, at most 1.
+fn relative_surprisal(with: &[f64], without: &[f64]) -> f64 {
+    let without = mean(without);
+    match without > 0.0 {
+        true => (mean(with) / without).clamp(0.0, 1.0),
+        false => 1.0,
+    }
+}
+
+/// The surprisal of each token of `text` under `model` with `notes` shown, and without: `None`
+/// when the model is not a local language model or cannot score.
 async fn surprisals(
     state: &AppState,
     model: &str,
     notes: &[&str],
     text: &str,
-) -> Option<(f64, f64)> {
+) -> Option<(Vec<f64>, Vec<f64>)> {
     let engine = match state.registry().acquire(model, None).await {
         Ok(acquired) => acquired.engine.llama(&acquired.id).ok()?,
         Err(e) => {
@@ -194,19 +208,17 @@ async fn surprisals(
         batch: true,
         caller: None,
     };
-    let mean = |context: String| {
+    let per_token = |context: String| {
         let engine = engine.clone();
         let text = text.clone();
         let class = class.clone();
         async move {
             let mut handle = engine.score(&context, &text, class).ok()?;
-            let mut total = 0.0;
-            let mut tokens = 0usize;
+            let mut surprisals = Vec::new();
             while let Some(event) = handle.events.recv().await {
                 match event {
                     tabagent_core::GenerationEvent::Logprobs(scored) => {
-                        tokens += scored.len();
-                        total -= scored.iter().map(|t| f64::from(t.logprob)).sum::<f64>();
+                        surprisals.extend(scored.iter().map(|t| -f64::from(t.logprob)));
                     }
                     tabagent_core::GenerationEvent::Finished { .. } => break,
                     tabagent_core::GenerationEvent::Failed(e) => {
@@ -216,11 +228,11 @@ async fn surprisals(
                     _ => {}
                 }
             }
-            (tokens > 0).then(|| total / tokens as f64)
+            (!surprisals.is_empty()).then_some(surprisals)
         }
     };
-    let with = mean(with).await?;
-    let without = mean("New note:".to_string()).await?;
+    let with = per_token(with).await?;
+    let without = per_token("New note:".to_string()).await?;
     Some((with, without))
 }
 
@@ -285,19 +297,60 @@ fn remember_later(
     if !settings.enabled || state.memory().is_none() {
         return;
     }
-    let texts: Vec<String> = texts
+    let (texts, skipped): (Vec<String>, Vec<String>) = texts
         .into_iter()
-        .filter(|t| t.trim().chars().count() >= settings.min_chars)
-        .collect();
+        .partition(|text| worth_scoring(text, settings.min_chars));
+    for _ in skipped {
+        state.metrics().surprise("skipped");
+    }
     if texts.is_empty() {
         return;
     }
     let state = state.clone();
     tokio::spawn(async move {
         for text in texts {
-            if let Err(e) = remember(&state, &text, target(), true).await {
-                tracing::warn!(error = %e, "surprise: a text could not be scored");
-            }
+            let decision = match remember(&state, &text, target(), true).await {
+                Ok(decision) if decision.kept => "kept",
+                Ok(_) => "dropped",
+                Err(e) => {
+                    tracing::warn!(error = %e, "surprise: a text could not be scored");
+                    "failed"
+                }
+            };
+            state.metrics().surprise(decision);
         }
     });
+}
+
+/// Whether a turn may hold something to keep: long enough, and not a question (asking tells
+/// the memory nothing).
+fn worth_scoring(text: &str, min_chars: usize) -> bool {
+    let text = text.trim();
+    text.chars().count() >= min_chars && !text.ends_with('?')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kept_record_loses_half_its_strength_every_half_life() {
+        let data = json!({"surprise": {"score": 0.8}});
+        let day = 86_400_000;
+        let fresh = why(&data, 0, 0, 30.0).unwrap();
+        assert_eq!(
+            (fresh.score, fresh.strength, fresh.age_days),
+            (0.8, 0.8, 0.0)
+        );
+        let later = why(&data, 0, 60 * day, 30.0).unwrap();
+        assert!((later.strength - 0.2).abs() < 1e-9 && (later.age_days - 60.0).abs() < 1e-9);
+        assert!(why(&json!({"other": 1}), 0, 0, 30.0).is_none());
+    }
+
+    #[test]
+    fn questions_and_short_turns_are_not_scored() {
+        assert!(worth_scoring("My blood type is O negative.", 20));
+        assert!(!worth_scoring("What are good stretches after a run?", 20));
+        assert!(!worth_scoring("Thanks, great!", 20));
+    }
 }
