@@ -10,7 +10,8 @@ size and cores, and how often each finds the page a question's answer is on.
         32); the index is the matrix of vectors (NumPy) saved beside the passages and their pages.
 
     bench_ingest.py run --tabagent BIN --config TOML --documents DIR --questions JSON ...
-        Alternates the two (tabagent first) --reps times, each on a fresh data directory or
+        After an untimed warm-up of each on one small file (libraries and model in the page
+        cache), alternates the two (tabagent first) --reps times, each on a fresh data directory or
         output folder (the same file twice costs tabagent only a hash): `tabagent ingest` timed
         from process start to exit (model load included), the pipeline likewise; with --uploads,
         also the files POSTed to /v1/documents of a running server. Then recall@5: tabagent through
@@ -22,6 +23,7 @@ import argparse
 import http.client
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -43,7 +45,7 @@ def pipeline(args):
     stages = {}
     import torch
     import numpy as np
-    import fitz  # PyMuPDF
+    import pymupdf
     from bs4 import BeautifulSoup
     from langchain_text_splitters import RecursiveCharacterTextSplitter
     from sentence_transformers import SentenceTransformer
@@ -61,7 +63,7 @@ def pipeline(args):
     mark = clock()
     for path in map(Path, args.files):
         if path.suffix == ".pdf":
-            with fitz.open(path) as pdf:
+            with pymupdf.open(path) as pdf:
                 pages.extend((path.name, number, page.get_text()) for number, page in enumerate(pdf, 1))
         else:
             soup = BeautifulSoup(path.read_text(encoding="utf-8"), "html.parser")
@@ -94,11 +96,16 @@ def pipeline(args):
 # --- running and timing ----------------------------------------------------------------------
 
 def timed_process(cmd, stdout_path, stderr_path, env=None):
-    """Runs cmd to exit: (seconds from start to exit, exit code)."""
+    """Runs cmd to exit: (seconds from start to exit, exit code, CPU seconds it used: user +
+    system, all its threads; what another load on the machine changes least)."""
     with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
         code = subprocess.call(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env)
-        return time.perf_counter() - start, code
+        seconds = time.perf_counter() - start
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+        return seconds, code, cpu
 
 
 def fresh_data_dir(args, path):
@@ -114,7 +121,7 @@ def fresh_data_dir(args, path):
 def tabagent_cli(args, files, work, rep):
     data = work / f"tabagent-{rep}"
     fresh_data_dir(args, data)
-    seconds, code = timed_process(
+    seconds, code, cpu = timed_process(
         args.pin + [args.tabagent, "--config", args.config, "--data-dir", str(data), "ingest", "--json",
                     *map(str, files)],
         work / f"tabagent-ingest-{rep}.jsonl", work / f"tabagent-ingest-{rep}.log")
@@ -122,26 +129,28 @@ def tabagent_cli(args, files, work, rep):
     errors = [f"{Path(d.get('path') or d.get('name')).name}: {d['error']}" for d in documents if d.get("error")]
     if code != 0 and not errors:
         errors.append(f"exit code {code}: {tail(work / f'tabagent-ingest-{rep}.log', 5)}")
-    return {"peer": "tabagent ingest", "rep": rep, "seconds": seconds, "exit_code": code,
+    return {"peer": "tabagent ingest", "rep": rep, "seconds": seconds, "cpu_seconds": cpu, "exit_code": code,
             "documents": sum(1 for d in documents if d.get("status") == "ready"),
             "pdf_pages": sum(d.get("pages") or 0 for d in documents if d.get("status") == "ready"),
             "passages": sum(d.get("chunks", 0) for d in documents if d.get("status") == "ready"),
+            "chars": sum(d.get("chars", 0) for d in documents if d.get("status") == "ready"),
             "warnings": [f"{d['name']}: {w}" for d in documents for w in d.get("warnings", [])],
-            "errors": errors, "data_dir": str(data)}
+            "errors": errors, "data_dir": str(data),
+            "ids": [d["id"] for d in documents if d.get("status") == "ready"]}
 
 
 def python_pipeline(args, files, work, rep):
     out = work / f"python-{rep}"
     shutil.rmtree(out, ignore_errors=True)
-    seconds, code = timed_process(
+    seconds, code, cpu = timed_process(
         args.pin + [sys.executable, __file__, "pipeline", "--model-dir", args.model_dir,
                     "--threads", str(args.threads), "--out", str(out), *map(str, files)],
         work / f"python-{rep}.out", work / f"python-{rep}.log", env=python_env())
     if code != 0:
         die(f"the Python pipeline failed (exit {code}):\n{tail(work / f'python-{rep}.log')}")
     stages = json.loads((out / "stages.json").read_text())
-    return {"peer": "python pipeline", "rep": rep, "seconds": seconds, "exit_code": code,
-            "passages": stages.pop("passages"), "stages": stages, "out": str(out)}
+    return {"peer": "python pipeline", "rep": rep, "seconds": seconds, "cpu_seconds": cpu, "exit_code": code,
+            "passages": stages.pop("passages"), "chars": stages.pop("chars"), "stages": stages, "out": str(out)}
 
 
 def python_env():
@@ -209,10 +218,16 @@ def tabagent_uploads(args, files, work, rep):
 
 # --- recall ----------------------------------------------------------------------------------
 
-def tabagent_recall(args, data, questions, work):
+def tabagent_recall(args, data, documents, questions, work, detail):
+    """Recall@5 by search mode, and the text of every passage (for their sizes)."""
     server = serve(args, data, work, "tabagent-search")
     try:
-        out = {}
+        out = {"passages": []}
+        for document in documents:
+            status, payload = request(server.port, "GET", f"/v1/documents/{document}?passages=true")
+            if status != 200:
+                die(f"GET /v1/documents/{document} answered {status}: {payload[:500]!r}")
+            out["passages"].extend(p["text"] for p in json.loads(payload).get("passages", []))
         for mode in ("vector", "hybrid"):
             search(server.port, "warm up", mode)
             hits, latencies = 0, []
@@ -220,15 +235,18 @@ def tabagent_recall(args, data, questions, work):
                 start = time.perf_counter()
                 results = search(server.port, q["question"], mode)
                 latencies.append((time.perf_counter() - start) * 1e3)
-                hits += any(s.get("name") == q["document"] and s.get("page") == q["page"]
-                            for r in results for s in r.get("sources", []))
+                found = [(s.get("name"), s.get("page")) for r in results for s in r.get("sources", [])]
+                hit = (q["document"], q["page"]) in found
+                hits += hit
+                detail.write(json.dumps({"peer": f"tabagent {mode}", "question": q["question"],
+                                         "gold": [q["document"], q["page"]], "hit": hit, "top": found}) + "\n")
             out[mode] = {"recall_at_5": hits / len(questions), "query_ms_p50": statistics.median(latencies)}
         return out
     finally:
         server.stop()
 
 
-def python_recall(args, out, questions):
+def python_recall(args, out, questions, detail):
     import numpy as np
     import torch
     from sentence_transformers import SentenceTransformer
@@ -244,7 +262,11 @@ def python_recall(args, out, questions):
         query = model.encode([q["question"]], normalize_embeddings=True, convert_to_numpy=True)[0]
         best = np.argsort(-(vectors @ query))[:TOP_K]
         latencies.append((time.perf_counter() - start) * 1e3)
-        hits += any(passages[i]["document"] == q["document"] and passages[i]["page"] == q["page"] for i in best)
+        found = [(passages[i]["document"], passages[i]["page"]) for i in best]
+        hit = (q["document"], q["page"]) in found
+        hits += hit
+        detail.write(json.dumps({"peer": "python", "question": q["question"], "gold": [q["document"], q["page"]],
+                                 "hit": hit, "top": found}) + "\n")
     return {"recall_at_5": hits / len(questions), "query_ms_p50": statistics.median(latencies)}
 
 
@@ -252,16 +274,17 @@ def python_recall(args, out, questions):
 
 def run(args):
     exit_on_signals()
+    os.environ.update(python_env())  # no progress bars from the recall step's model load
     documents = Path(args.documents)
     files = sorted(p for p in documents.iterdir() if p.suffix in (".pdf", ".html"))
     questions = json.loads(Path(args.questions).read_text())
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    import fitz  # PyMuPDF: the corpus's own page count
+    import pymupdf  # the corpus's own page count
     pdf_pages = 0
     for path in files:
         if path.suffix == ".pdf":
-            with fitz.open(path) as pdf:
+            with pymupdf.open(path) as pdf:
                 pdf_pages += len(pdf)
     html = sum(1 for p in files if p.suffix == ".html")
     pages = pdf_pages + html
@@ -269,51 +292,80 @@ def run(args):
     if args.threads < os.cpu_count():
         args.pin = ["taskset", "-c", f"0-{args.threads - 1}"]
 
+    # Untimed: one small document through each, so that both runs find their libraries and the
+    # model in the page cache (the first timed run would otherwise pay for the disk alone).
+    log("warming up (untimed)")
+    small = min(files, key=lambda p: p.stat().st_size)
+    fresh_data_dir(args, work / "warm-up")
+    timed_process(args.pin + [args.tabagent, "--config", args.config, "--data-dir", str(work / "warm-up"), "ingest",
+                              str(small)],
+                  work / "warm-up.out", work / "warm-up-tabagent.log")
+    timed_process(args.pin + [sys.executable, __file__, "pipeline", "--model-dir", args.model_dir,
+                              "--threads", str(args.threads), "--out", str(work / "warm-up-python"), str(small)],
+                  work / "warm-up.out", work / "warm-up-python.log", env=python_env())
+
     rows = []
     for rep in range(1, args.reps + 1):
         turns = [tabagent_cli] + ([tabagent_uploads] if args.uploads else []) + [python_pipeline]
         for turn in turns:
             row = turn(args, files, work, rep)
             rows.append(row)
-            print(json.dumps({k: v for k, v in row.items() if k not in ("data_dir", "out")}), flush=True)
-            log(f"rep {rep}: {row['peer']} {row['seconds']:.1f} s, {row['passages']} passages"
+            print(json.dumps({k: v for k, v in row.items() if k not in ("data_dir", "out", "ids")}), flush=True)
+            log(f"rep {rep}: {row['peer']} {row['seconds']:.1f} s"
+                + (f" ({row['cpu_seconds']:.1f} CPU s)" if "cpu_seconds" in row else "")
+                + f", {row['passages']} passages"
                 + (f", {len(row['errors'])} error(s)" if row.get("errors") else ""))
 
-    log("recall@5: tabagent (through /v1/memory/search)")
-    last_tabagent = [r for r in rows if r["peer"] == "tabagent ingest"][-1]
-    recall_tabagent = tabagent_recall(args, last_tabagent["data_dir"], questions, work)
-    log("recall@5: the Python pipeline")
-    recall_python = python_recall(args, [r for r in rows if r["peer"] == "python pipeline"][-1]["out"], questions)
+    # Each question's top passages, for a look at what was missed.
+    with open(work / "recall.jsonl", "w") as detail:
+        log("recall@5: tabagent (through /v1/memory/search)")
+        last_tabagent = [r for r in rows if r["peer"] == "tabagent ingest"][-1]
+        recall_tabagent = tabagent_recall(args, last_tabagent["data_dir"], last_tabagent["ids"], questions, work,
+                                          detail)
+        log("recall@5: the Python pipeline")
+        recall_python = python_recall(args, [r for r in rows if r["peer"] == "python pipeline"][-1]["out"],
+                                      questions, detail)
     print(json.dumps({"recall": {"tabagent vector": recall_tabagent["vector"],
                                  "tabagent hybrid": recall_tabagent["hybrid"],
                                  "python": recall_python}, "questions": len(questions)}), flush=True)
 
-    def median(peer):
-        return statistics.median(r["seconds"] for r in rows if r["peer"] == peer)
+    def median(peer, key="seconds"):
+        return statistics.median(r[key] for r in rows if r["peer"] == peer)
 
     def last(peer, key):
         return [r for r in rows if r["peer"] == peer][-1][key]
 
     print(f"\nDocuments to searchable: {len(files) - html} PDFs ({pdf_pages} pages) + {html} HTML pages = "
           f"{pages} pages; all-MiniLM-L6-v2, passages of {CHUNK_TOKENS} tokens ({CHUNK_OVERLAP} overlap), "
-          f"{args.threads} threads; median of {args.reps} runs each, alternating; recall@5 over "
+          f"{args.threads} threads; median of {args.reps} run(s) each, alternating; recall@5 over "
           f"{len(questions)} questions (the answer's page among the top {TOP_K} passages)")
-    print(f"{'':<50} {'seconds':>8} {'pages/s':>8} {'passages':>9} {'recall@5':>9} {'query ms':>9}")
-    t = median("tabagent ingest")
-    print(f"{'tabagent ingest (process start to exit)':<50} {t:>8.1f} {pages / t:>8.1f} "
-          f"{last('tabagent ingest', 'passages'):>9}")
+    print(f"{'':<46} {'seconds':>8} {'pages/s':>8} {'CPU s':>7} {'passages':>9} {'chars':>8} "
+          f"{'recall@5':>9} {'query ms':>9}")
+    t, tc = median("tabagent ingest"), median("tabagent ingest", "cpu_seconds")
+    print(f"{'tabagent ingest (process start to exit)':<46} {t:>8.1f} {pages / t:>8.2f} {tc:>7.1f} "
+          f"{last('tabagent ingest', 'passages'):>9} {last('tabagent ingest', 'chars'):>8}")
     for mode in ("vector", "hybrid"):
         r = recall_tabagent[mode]
-        print(f"{'  search mode ' + mode:<50} {'':>8} {'':>8} {'':>9} {r['recall_at_5']:>9.2f} {r['query_ms_p50']:>9.1f}")
+        print(f"{'  searched, mode ' + mode:<46} {'':>8} {'':>8} {'':>7} {'':>9} {'':>8} "
+              f"{r['recall_at_5']:>9.3f} {r['query_ms_p50']:>9.1f}")
     if args.uploads:
         u = median("tabagent POST /v1/documents")
-        print(f"{'tabagent POST /v1/documents (running server)':<50} {u:>8.1f} {pages / u:>8.1f} "
+        print(f"{'tabagent POST /v1/documents (running server)':<46} {u:>8.1f} {pages / u:>8.2f} {'':>7} "
               f"{last('tabagent POST /v1/documents', 'passages'):>9}")
-    p = median("python pipeline")
-    print(f"{'PyMuPDF + LangChain + sentence-transformers':<50} {p:>8.1f} {pages / p:>8.1f} "
-          f"{last('python pipeline', 'passages'):>9} {recall_python['recall_at_5']:>9.2f} "
-          f"{recall_python['query_ms_p50']:>9.1f}")
-    print(f"\ntabagent ingest is {p / t:.2f}x the Python pipeline's pages/s")
+    p, pc = median("python pipeline"), median("python pipeline", "cpu_seconds")
+    print(f"{'PyMuPDF + LangChain + sentence-transformers':<46} {p:>8.1f} {pages / p:>8.2f} {pc:>7.1f} "
+          f"{last('python pipeline', 'passages'):>9} {last('python pipeline', 'chars'):>8} "
+          f"{recall_python['recall_at_5']:>9.3f} {recall_python['query_ms_p50']:>9.1f}")
+    print(f"\ntabagent ingest: {p / t:.2f}x the Python pipeline's pages/s, {pc / tc:.2f}x its pages per CPU second")
+    # Passage sizes in the model's tokens ([CLS] and [SEP] left out, as LangChain counts them).
+    from tokenizers import Tokenizer
+    tokenizer = Tokenizer.from_file(str(Path(args.model_dir) / "tokenizer.json"))
+    tokenizer.no_truncation()
+    python_passages = [p["text"] for p in json.loads((Path(last("python pipeline", "out")) / "passages.json").read_text())]
+    for name, texts in (("tabagent", recall_tabagent["passages"]), ("Python", python_passages)):
+        sizes = [len(e.ids) - 2 for e in tokenizer.encode_batch(texts)]
+        print(f"{name} passages: {len(sizes)}, tokens mean {statistics.mean(sizes):.0f}, median "
+              f"{statistics.median(sizes):.0f}, max {max(sizes)}, total {sum(sizes)}")
     stages = [r["stages"] for r in rows if r["peer"] == "python pipeline"]
     print("Python pipeline stages (median s): " + ", ".join(
         f"{k.removesuffix('_s')} {statistics.median(s[k] for s in stages):.1f}"

@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import fitz  # PyMuPDF
+import pymupdf  # PyMuPDF
 
 
 def squash(text: str) -> str:
@@ -42,7 +42,7 @@ def main(html_root: str, questions_json: str, out: str):
     for page in spec["pdf"]:
         name = page.replace("/", "-").removesuffix(".html") + ".pdf"
         print_pdf(root / page, documents / name)
-        with fitz.open(documents / name) as pdf:
+        with pymupdf.open(documents / name) as pdf:
             pages[name] = [squash(p.get_text()) for p in pdf]
     for page in spec["html"]:
         shutil.copyfile(root / page, documents / page.replace("/", "-"))
