@@ -145,7 +145,7 @@ impl DocumentInfo {
         modified_ms: Option<i64>,
         format: Option<Format>,
     ) -> DocumentInfo {
-        let now = now_ms();
+        let now = tabagent_memory::now_ms();
         DocumentInfo {
             id: known.map(|d| d.id.clone()).unwrap_or_else(new_document_id),
             name: source.name(),
@@ -273,13 +273,6 @@ impl<M> std::fmt::Debug for Library<M> {
     }
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
 fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
@@ -384,7 +377,7 @@ impl<M: MemoryApi> Library<M> {
                 doc.path = Some(path.display().to_string());
                 doc.name = source.name();
                 doc.modified_ms = modified_ms;
-                doc.updated_ms = now_ms();
+                doc.updated_ms = tabagent_memory::now_ms();
                 self.memory.apply(vec![document_change(&doc)?]).await?;
                 return Ok((doc, IngestOutcome::Moved));
             }

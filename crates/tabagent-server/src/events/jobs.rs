@@ -17,7 +17,6 @@ use crate::state::{AppState, WeakAppState};
 
 /// How long one read waits for a job before asking again.
 const BLOCK: Duration = Duration::from_secs(5);
-const MAX_BACKOFF: Duration = Duration::from_secs(3);
 
 /// Starts taking jobs, when `events.jobs` is on and the memory is.
 pub fn start(events: Events, state: &AppState) {
@@ -68,25 +67,17 @@ struct Reader {
 
 impl Reader {
     async fn run(self) {
-        let mut backoff = Duration::from_millis(100);
-        let mut unreachable = false;
+        let mut outage = super::Outage::new();
         loop {
-            match self.serve().await {
+            match self.serve(&mut outage).await {
                 Ok(()) => return,
-                Err(e) => {
-                    if !unreachable {
-                        tracing::warn!(error = %e, "events: cannot read ingestion jobs from Redis; trying again");
-                        unreachable = true;
-                    }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                }
+                Err(e) => outage.failed(&e, "ingestion jobs wait in Redis").await,
             }
         }
     }
 
     /// Reads and does jobs until Redis fails (an error) or the server stops (`Ok`).
-    async fn serve(&self) -> redis::RedisResult<()> {
+    async fn serve(&self, outage: &mut super::Outage) -> redis::RedisResult<()> {
         // A blocking read must not time out on the client's side.
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(5)))
@@ -105,6 +96,7 @@ impl Reader {
                 return Err(e);
             }
         }
+        outage.ended("taking ingestion jobs again");
         // First this consumer's jobs left pending by a crash, then new ones.
         let mut pending = true;
         loop {

@@ -9,6 +9,8 @@ pub mod jobs;
 pub mod outbox;
 pub mod publisher;
 
+use std::time::Duration;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -124,9 +126,7 @@ impl Events {
 
     /// [`Events::publish`] on this thread.
     fn keep(&self, stream: Stream, kind: &'static str, data: Value) {
-        let time_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
+        let time_ms = tabagent_memory::now_ms();
         let kept = self
             .inner
             .outbox
@@ -198,4 +198,42 @@ fn describe(outcome: &Outcome) -> Option<Value> {
         }
         Outcome::SpaceDefined { .. } => return None,
     })
+}
+
+/// Tries against Redis while it is away: the wait between them doubles from 100 ms to 3 s, and
+/// an outage is logged when it starts and when it ends, not at every try.
+struct Outage {
+    wait: Duration,
+    down: bool,
+}
+
+impl Outage {
+    const FIRST_WAIT: Duration = Duration::from_millis(100);
+    const MAX_WAIT: Duration = Duration::from_secs(3);
+
+    fn new() -> Self {
+        Self {
+            wait: Self::FIRST_WAIT,
+            down: false,
+        }
+    }
+
+    /// A try failed: says so if it is the first of an outage, then waits before the next.
+    async fn failed(&mut self, error: &redis::RedisError, what: &str) {
+        if !self.down {
+            tracing::warn!(error = %error, "events: Redis cannot be reached; {what}");
+            self.down = true;
+        }
+        tokio::time::sleep(self.wait).await;
+        self.wait = (self.wait * 2).min(Self::MAX_WAIT);
+    }
+
+    /// A try worked: an outage, if there was one, is over.
+    fn ended(&mut self, what: &str) {
+        if self.down {
+            tracing::info!("events: Redis is back; {what}");
+            self.down = false;
+        }
+        self.wait = Self::FIRST_WAIT;
+    }
 }

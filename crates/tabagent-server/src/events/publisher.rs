@@ -12,8 +12,6 @@ use super::Events;
 
 /// Events sent in one round trip.
 const BATCH: usize = 256;
-/// The longest wait between tries while Redis is away.
-const MAX_BACKOFF: Duration = Duration::from_secs(3);
 /// How often the outbox is looked at without being told of an event (another process, such as
 /// `tabagent ingest`, may have added to it).
 const LOOK_AGAIN: Duration = Duration::from_secs(1);
@@ -37,8 +35,7 @@ pub fn start(events: Events) {
 
 async fn run(events: Events, client: redis::Client) {
     let mut connection: Option<MultiplexedConnection> = None;
-    let mut backoff = Duration::from_millis(100);
-    let mut unreachable = false;
+    let mut outage = super::Outage::new();
     loop {
         let outbox_events = events.clone();
         let batch =
@@ -46,7 +43,7 @@ async fn run(events: Events, client: redis::Client) {
                 Ok(Ok(batch)) => batch,
                 Ok(Err(e)) => {
                     tracing::error!(error = %e, "events: cannot read the outbox");
-                    tokio::time::sleep(MAX_BACKOFF).await;
+                    tokio::time::sleep(super::Outage::MAX_WAIT).await;
                     continue;
                 }
                 Err(_) => return,
@@ -100,11 +97,7 @@ async fn run(events: Events, client: redis::Client) {
         .await;
         match sent {
             Ok(()) => {
-                if unreachable {
-                    tracing::info!("events: Redis is back; sending what waited");
-                    unreachable = false;
-                }
-                backoff = Duration::from_millis(100);
+                outage.ended("sending what waited");
                 let last = batch.last().map_or(0, |event| event.id);
                 let outbox_events = events.clone();
                 match tokio::task::spawn_blocking(move || outbox_events.outbox().sent(last)).await {
@@ -115,13 +108,8 @@ async fn run(events: Events, client: redis::Client) {
                 }
             }
             Err(e) => {
-                if !unreachable {
-                    tracing::warn!(error = %e, "events: Redis cannot be reached; events wait in the outbox");
-                    unreachable = true;
-                }
                 connection = None;
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+                outage.failed(&e, "events wait in the outbox").await;
             }
         }
     }

@@ -539,9 +539,7 @@ pub async fn search(
     let mut sources = tabagent_librarian::sources(&memory, &records)
         .await?
         .into_iter();
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
+    let now_ms = tabagent_memory::now_ms();
     let half_life = state.config().memory.surprise.half_life_days;
     Ok(Json(SearchResponse {
         object: "list",
